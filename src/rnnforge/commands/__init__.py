@@ -1,0 +1,1 @@
+"""Subcommands of the ``rnnforge`` command line, one module each (see cli.py)."""
