@@ -170,6 +170,25 @@ class RecurrentLayer(nn.Module):
             checked.append(h if batched else h.unsqueeze(1))
         return checked[0], (checked[1] if len(checked) == 2 else None)
 
+    # -- one step at a time (generation) ------------------------------------------
+    @torch.no_grad()
+    def step(self, x: torch.Tensor, state=None):
+        """Advance every layer by one time step, for generation (no autograd).
+
+        ``x`` (B, I); ``state`` as ``hx`` of ``forward`` ((L, B, H), or a tuple
+        of two for the LSTM) or None for zeros. Returns ``(z, state)`` with ``z``
+        (B, H) the top layer's output. Unidirectional layers only. Dropout is
+        not applied (generation runs in eval mode).
+        """
+        if self.bidirectional:
+            raise ValueError(f"{type(self).__name__}.step: a bidirectional layer cannot be stepped "
+                             f"forward in time; generation needs bidirectional=False")
+        if x.dim() != 2 or x.shape[1] != self.input_size:
+            raise ValueError(f"{type(self).__name__}.step: expected x of shape (B, {self.input_size}), "
+                             f"got {tuple(x.shape)}")
+        h0, c0 = self._initial_state(state, x.shape[0], True, x)
+        return engines.decode_step(self, x, h0, c0)
+
     # -- interop -----------------------------------------------------------------
     @classmethod
     def from_torch(cls, module: nn.Module, engine: str = "auto"):

@@ -70,6 +70,23 @@ def available(layer, x: torch.Tensor, lengths: torch.Tensor | None = None) -> di
     return {name: e.why_not(layer, x, lengths) for name, e in ENGINES.items()}
 
 
+def decode_step(layer, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None):
+    """One step of every layer for generation: ``(z (B, H), state)``.
+
+    ``h0``/``c0`` are (L, B, H). Returns the state in ``hx`` form.
+    """
+    h_n, c_n = [], []
+    for l, cell in enumerate(layer.cells):
+        if c0 is not None:
+            x, c = cell(x, (h0[l], c0[l]))
+            c_n.append(c)
+        else:
+            x = cell(x, h0[l])
+        h_n.append(x)
+    h_n = torch.stack(h_n)
+    return x, ((h_n, torch.stack(c_n)) if c0 is not None else h_n)
+
+
 from . import native, reference  # noqa: E402  (registration)
 
 register(native.NativeEngine(), auto_rank=0)
