@@ -1,0 +1,1 @@
+"""Data shipped with rnnforge or read from the user's files."""

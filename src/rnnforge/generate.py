@@ -1,0 +1,86 @@
+"""Generating text from a trained character model.
+
+Each next character is drawn by inverse transform sampling (Ex2 of the notes)
+of the predicted categorical distribution: the logits are turned into a CDF in
+float64 (after temperature, then top-k and top-p truncation), one uniform draw
+``u`` is made, and the character is the first whose CDF exceeds ``u``
+(``torch.searchsorted``). The recurrent state is carried from step to step, so
+each character costs one step of the network whatever the length so far.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from . import checkpoint
+from .data.text import Vocab
+from .errors import UserError
+from .models.charlm import CharLM, CharLMConfig
+from .train import BEST, LAST
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or the best (else last) checkpoint of a run folder."""
+    path = Path(path)
+    if path.is_dir():
+        for name in (BEST, LAST):
+            if (path / name).exists():
+                return path / name
+        raise UserError(f"{path} holds no checkpoint ({BEST} or {LAST}); train into it first")
+    if not path.exists():
+        raise UserError(f"checkpoint {path} does not exist")
+    return path
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[CharLM, Vocab, dict]:
+    """Rebuild a CharLM from a checkpoint alone (config and vocabulary are inside)."""
+    path = resolve_checkpoint(path)
+    tensors, meta = checkpoint.load(path)
+    if meta.get("kind") != "charlm":
+        raise UserError(f"{path} is a {meta.get('kind')!r} checkpoint, not a character model")
+    model = CharLM(CharLMConfig(**meta["model"]))
+    try:
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    except RuntimeError as e:
+        raise UserError(f"{path}: weights do not match the model config ({str(e).splitlines()[0]})") from None
+    return model.to(device).eval(), Vocab(meta["vocab"]), meta
+
+
+def check_sampling_options(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    if not temperature > 0:
+        raise UserError(f"--temperature must be > 0, got {temperature}; use --greedy for the argmax")
+    if top_k is not None and top_k < 1:
+        raise UserError(f"--top-k must be at least 1, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise UserError(f"--top-p must be in (0, 1], got {top_p}")
+
+
+@torch.no_grad()
+def generate(model: CharLM, vocab: Vocab, prime: str = "\n", length: int = 500, *,
+             temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+             seed: int | None = None, greedy: bool = False) -> Iterator[str]:
+    """Yield ``length`` characters following ``prime``, one at a time."""
+    from .sampling import sample_categorical
+
+    check_sampling_options(temperature, top_k, top_p)
+    if length < 0:
+        raise UserError(f"--length must be >= 0, got {length}")
+    if not prime:
+        raise UserError("--prime must hold at least one character")
+    device = next(model.parameters()).device
+    ids = vocab.encode(prime).to(device)  # UserError naming characters outside the vocabulary
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed if seed is not None else torch.seed())
+    logits, state = model(ids[None], None)  # the prime in one forward: (1, P, V)
+    logits = logits[:, -1]  # (1, V)
+    for _ in range(length):
+        if greedy:
+            nxt = logits.argmax(-1)  # (1,)
+        else:
+            nxt = sample_categorical(logits, temperature=temperature, top_k=top_k, top_p=top_p,
+                                     generator=gen)  # (1,)
+        yield vocab.chars[int(nxt)]
+        logits, state = model.step(nxt, state)

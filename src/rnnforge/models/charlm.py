@@ -1,0 +1,86 @@
+"""Character language model: embedding -> recurrent stack -> readout δ -> logits."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+from ..layers import GRU, LSTM, RNN
+from ..readout import Readout
+
+#: --cell values: the notes' sigmoid RNN, the tanh RNN, GRU and LSTM
+CELLS = ("rnn", "rnn-tanh", "gru", "lstm")
+
+
+def make_rnn(cell: str, input_size: int, hidden_size: int, num_layers: int, *,
+             dropout: float = 0.0, bias: bool = True, engine: str = "auto", batch_first: bool = True):
+    """An rnnforge recurrent stack by --cell name."""
+    kw = dict(num_layers=num_layers, bias=bias, batch_first=batch_first, dropout=dropout,
+              engine=engine)
+    if cell == "lstm":
+        return LSTM(input_size, hidden_size, **kw)
+    if cell == "gru":
+        return GRU(input_size, hidden_size, **kw)
+    if cell in ("rnn", "rnn-tanh"):
+        return RNN(input_size, hidden_size, nonlinearity="sigmoid" if cell == "rnn" else "tanh", **kw)
+    raise UserError(f"unknown cell {cell!r}; choose one of {', '.join(CELLS)}")
+
+
+@dataclass
+class CharLMConfig:
+    vocab_size: int
+    cell: str = "lstm"
+    hidden: int = 256
+    layers: int = 2
+    embed: int = 0  # 0: same as hidden
+    dropout: float = 0.0
+    tie_weights: bool = False
+    bias: bool = True
+    engine: str = "auto"
+
+    def __post_init__(self):
+        if self.cell not in CELLS:
+            raise UserError(f"unknown cell {self.cell!r}; choose one of {', '.join(CELLS)}")
+        if self.embed == 0:
+            self.embed = self.hidden
+        if self.tie_weights and self.embed != self.hidden:
+            raise UserError(f"--tie-weights needs --embed equal to --hidden ({self.embed} != {self.hidden})")
+
+
+class CharLM(nn.Module):
+    """Next-character model over a vocabulary of V characters.
+
+    ids (B, T) -> embedding (B, T, E) -> rnnforge RNN/GRU/LSTM -> z (B, T, H)
+    -> Readout δ -> logits (B, T, V). With ``tie_weights`` the readout's δ is
+    the embedding matrix (E = H), which saves V*H parameters.
+    """
+
+    def __init__(self, config: CharLMConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.embedding = nn.Embedding(c.vocab_size, c.embed)
+        self.drop = nn.Dropout(c.dropout)
+        self.rnn = make_rnn(c.cell, c.embed, c.hidden, c.layers, dropout=c.dropout, bias=c.bias,
+                            engine=c.engine)
+        self.readout = Readout(c.hidden, c.vocab_size)
+        if c.tie_weights:
+            self.readout.delta = self.embedding.weight
+
+    def forward(self, ids: torch.Tensor, state=None):
+        """(B, T) ids and optional state -> logits (B, T, V), new state."""
+        x = self.drop(self.embedding(ids))  # (B, T, E)
+        z, state = self.rnn(x, state)  # (B, T, H)
+        return self.readout(self.drop(z)), state  # (B, T, V)
+
+    @torch.no_grad()
+    def step(self, ids: torch.Tensor, state=None):
+        """One character per row: ids (B,) -> logits (B, V), new state."""
+        z, state = self.rnn.step(self.embedding(ids), state)  # (B, H)
+        return self.readout(z), state
+
+    def config_dict(self) -> dict:
+        return asdict(self.config)
