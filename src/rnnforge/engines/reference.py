@@ -29,6 +29,11 @@ def run_direction(step, x, state, lengths, reverse: bool):
     """
     if reverse:
         x = reverse_padded(x, lengths)
+    if lengths is not None:
+        # torch.nn never reads the padding (a PackedSequence drops it); zero it so that
+        # a NaN or inf there cannot reach the gradients through 0 * NaN in the backward.
+        real = torch.arange(x.shape[0], device=x.device).unsqueeze(1) < lengths  # (T, B)
+        x = torch.where(real.unsqueeze(-1), x, torch.zeros_like(x))
     outs = []
     for t in range(x.shape[0]):
         new = step(x[t], state)
