@@ -1,0 +1,172 @@
+"""Shared test helpers: the tolerance table, layer builders, torch.nn gradient mapping.
+
+Tolerances
+----------
+ONE table, per dtype, used by every numerical comparison of two implementations
+of the same function (rnnforge vs torch.nn, any engine vs ``reference``):
+
+    |actual - expected| <= atol * scale + rtol * |expected|,
+    scale = max(1, max |expected|)   (the magnitude of the tensor compared)
+
+==========  ======  ======  =====================================================
+dtype       rtol    atol    why
+==========  ======  ======  =====================================================
+float64     1e-9    1e-10   different summation orders differ by ~1e-16 per op;
+                            the tests' sequences are short (T <= 7)
+float32     1e-5    2e-5    ~1e-7 per op, accumulated over T steps, layers and
+                            the batch sum in parameter gradients
+==========  ======  ======  =====================================================
+
+Hand-worked examples (``test_cells.py``) are compared with their own, tighter
+tolerance, since they are exact up to the last digits printed.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import NamedTuple
+
+import pytest
+import torch
+
+import rnnforge as rf
+
+
+# Test modules import these helpers as ``rnnforge_testing``, not ``conftest``: pytest
+# re-imports every directory's conftest.py under that one module name, so a conftest in a
+# subdirectory (tests/sampling/, ...) would shadow this one for ``from conftest import``.
+sys.modules["rnnforge_testing"] = sys.modules[__name__]
+
+
+class Tol(NamedTuple):
+    rtol: float
+    atol: float
+
+
+TOL = {
+    torch.float64: Tol(rtol=1e-9, atol=1e-10),
+    torch.float32: Tol(rtol=1e-5, atol=2e-5),
+}
+
+DTYPES = [torch.float32, torch.float64]
+#: every cell of the library: the notes' sigmoid RNN, the tanh RNN, GRU, LSTM
+MODES = ["rnn_sigmoid", "rnn_tanh", "gru", "lstm"]
+#: the cells torch.nn has a counterpart for
+TORCH_MODES = ["rnn_tanh", "gru", "lstm"]
+
+
+def assert_close(actual, expected, what: str = "", tol: Tol | None = None) -> None:
+    """``actual`` equals ``expected`` within the dtype's row of ``TOL``.
+
+    NaNs must sit at the same positions; shapes and dtypes must agree.
+    """
+    assert isinstance(actual, torch.Tensor) and isinstance(expected, torch.Tensor), what
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
+    tol = tol or TOL[expected.dtype]
+    finite = expected[torch.isfinite(expected)]
+    scale = max(1.0, finite.abs().max().item()) if finite.numel() else 1.0
+    torch.testing.assert_close(actual, expected, rtol=tol.rtol, atol=tol.atol * scale,
+                               equal_nan=True, msg=lambda m: f"{what}: {m}")
+
+
+# -- building layers -------------------------------------------------------------------
+LAYERS = {"rnn_sigmoid": rf.RNN, "rnn_tanh": rf.RNN, "gru": rf.GRU, "lstm": rf.LSTM}
+CELLS = {"rnn_sigmoid": rf.RNNCell, "rnn_tanh": rf.RNNCell, "gru": rf.GRUCell, "lstm": rf.LSTMCell}
+TORCH_LAYERS = {"rnn_tanh": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}
+TORCH_CELLS = {"rnn_tanh": torch.nn.RNNCell, "gru": torch.nn.GRUCell, "lstm": torch.nn.LSTMCell}
+
+
+def mode_kwargs(mode: str) -> dict:
+    """Constructor kwargs that select ``mode`` (the RNN's nonlinearity)."""
+    return {"nonlinearity": mode[4:]} if mode.startswith("rnn_") else {}
+
+
+def make_layer(mode: str, input_size: int, hidden_size: int, **kwargs):
+    return LAYERS[mode](input_size, hidden_size, **mode_kwargs(mode), **kwargs)
+
+
+def make_cell(mode: str, input_size: int, hidden_size: int, **kwargs):
+    return CELLS[mode](input_size, hidden_size, **mode_kwargs(mode), **kwargs)
+
+
+def n_states(mode: str) -> int:
+    return 2 if mode == "lstm" else 1
+
+
+# -- torch.nn's gate layout, written out here rather than read from the library ----------
+#: per mode, torch.nn's gates in its stacking order, each as
+#: (our input weight, our recurrent weight, our bias, our recurrent bias or None).
+#: torch: LSTM (i, f, g, o); GRU (r, z, n) with n's b_hn inside the reset product; RNN one.
+#: The notes: LSTM f=(u,v), i=(w,p), o=(s,d), C~=(alpha,gamma); GRU s (multiplies the old
+#: state = torch's z), r, candidate (alpha, gamma).
+TORCH_GATE_ORDER = {
+    "lstm": [("w", "p", "b_i", None), ("u", "v", "b_f", None),
+             ("alpha", "gamma", "b_c", None), ("s", "d", "b_o", None)],
+    "gru": [("alpha_r", "gamma_r", "b_r", None), ("alpha_s", "gamma_s", "b_s", None),
+            ("alpha", "gamma", "b_z", "b_gamma")],
+    "rnn_tanh": [("alpha", "gamma", "b", None)],
+}
+TORCH_GATE_ORDER["rnn_sigmoid"] = TORCH_GATE_ORDER["rnn_tanh"]
+
+
+def torch_to_ours(mode: str, w_ih, w_hh, b_ih=None, b_hh=None) -> list[tuple[str, torch.Tensor | None]]:
+    """Split torch's stacked tensors of one layer-direction into our named pieces.
+
+    For weights or their gradients. A bias that torch splits in ``b_ih + b_hh``
+    is one parameter of ours, so its gradient equals *each* of torch's two; this
+    returns it once from ``b_ih`` and once from ``b_hh`` under the same name.
+    """
+    gates = TORCH_GATE_ORDER[mode]
+    G = len(gates)
+    pieces = []
+    for (inp, rec, bias, rbias), wi, wh in zip(gates, w_ih.chunk(G), w_hh.chunk(G)):
+        pieces += [(inp, wi), (rec, wh)]
+    if b_ih is not None:
+        for (inp, rec, bias, rbias), bi, bh in zip(gates, b_ih.chunk(G), b_hh.chunk(G)):
+            pieces.append((bias, bi))
+            pieces.append((rbias or bias, bh))
+    return pieces
+
+
+def torch_suffix(layer: int, direction: int) -> str:
+    return f"_l{layer}" + ("_reverse" if direction else "")
+
+
+def torch_grads_by_our_name(mode: str, module: torch.nn.Module, layer: int, direction: int):
+    """[(our parameter name, expected gradient)] from a torch.nn module's .grad fields."""
+    sfx = torch_suffix(layer, direction)
+    names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if module.bias else [])
+    return torch_to_ours(mode, *[getattr(module, n + sfx).grad for n in names])
+
+
+def assert_grads_match_torch(ours, theirs, mode: str, what: str = "") -> None:
+    """Every parameter gradient of the rnnforge layer ``ours`` against torch.nn's ``theirs``."""
+    checked = set()
+    for l in range(ours.num_layers):
+        for d in range(ours.num_directions):
+            cell = ours.cell(l, d)
+            for name, g in torch_grads_by_our_name(mode, theirs, l, d):
+                assert_close(getattr(cell, name).grad, g, f"{what} grad {name} layer {l} dir {d}")
+                checked.add((l, d, name))
+    n_params = sum(1 for _ in ours.parameters())
+    assert len(checked) == n_params, "every parameter's gradient must be compared"
+
+
+def random_cotangents(*tensors, generator=None):
+    """A random weight for each output, so that the backward pass is a generic one."""
+    return [torch.randn(t.shape, dtype=t.dtype, generator=generator) for t in tensors]
+
+
+def flat_outputs(result) -> list[torch.Tensor]:
+    """``out, h_n`` or ``out, (h_n, c_n)`` as a flat list of tensors."""
+    out, state = result
+    if isinstance(out, torch.nn.utils.rnn.PackedSequence):
+        out = out.data
+    return [out, *(state if isinstance(state, tuple) else (state,))]
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    """Every test starts from the same random state (tests run in any order under xdist)."""
+    torch.manual_seed(1234)
