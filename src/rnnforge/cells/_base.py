@@ -90,4 +90,7 @@ class RecurrentCell(nn.Module):
         if tuple(state.shape) != shape:
             raise ValueError(f"{type(self).__name__}: {what} must have shape {shape}, "
                              f"got {tuple(state.shape)}")
+        if state.dtype != x.dtype or state.device != x.device:
+            raise ValueError(f"{type(self).__name__}: {what} is {state.dtype} on {state.device} "
+                             f"but the input is {x.dtype} on {x.device}")
         return state
