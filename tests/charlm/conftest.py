@@ -1,0 +1,25 @@
+import pytest
+
+from rnnforge.train import TrainConfig
+
+TEXT = ("the quick brown fox jumps over the lazy dog. " * 40
+        + "pack my box with five dozen liquor jugs! " * 40)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    p = tmp_path / "corpus.txt"
+    p.write_text(TEXT, encoding="utf-8")
+    return p
+
+
+@pytest.fixture
+def tiny(corpus, tmp_path):
+    """A factory of small, fast training configs on the toy corpus."""
+    def make(**kw):
+        base = dict(data=str(corpus), hidden=24, layers=1, batch_size=4, seq_len=16, steps=12,
+                    eval_every=6, lr=1e-2, warmup=2, out=str(tmp_path / "run"), progress=False,
+                    tensorboard=False, threads=1, seed=3)
+        base.update(kw)
+        return TrainConfig(**base)
+    return make

@@ -1,0 +1,160 @@
+import csv
+import math
+
+import pytest
+import torch
+
+from rnnforge import checkpoint
+from rnnforge.errors import UserError
+from rnnforge.generate import load_model
+from rnnforge.train import BEST, LAST, Trainer, TrainConfig, learning_rate
+
+
+def _losses(trainer, record):
+    step = trainer.train_step
+
+    def wrapped():
+        loss = step()
+        record.append(loss)
+        return loss
+    trainer.train_step = wrapped
+
+
+def test_loss_falls(tiny):
+    t = Trainer(tiny(steps=40, eval_every=40))
+    losses = []
+    _losses(t, losses)
+    t.run()
+    assert len(losses) == 40
+    assert sum(losses[-5:]) / 5 < 0.75 * sum(losses[:5]) / 5
+    # the held-out figure is bits per character of the real next characters
+    assert t.best < math.log2(len(t.vocab))
+
+
+def test_same_seed_same_run(tiny, tmp_path):
+    runs = []
+    for k in range(2):
+        t = Trainer(tiny(out=str(tmp_path / f"r{k}"), dropout=0.1))
+        losses = []
+        _losses(t, losses)
+        t.run()
+        runs.append(losses)
+    assert runs[0] == runs[1]
+
+
+def test_resume_continues_the_same_trajectory(tiny, tmp_path):
+    """Interrupt at step 5 (Ctrl-C), resume, and match an uninterrupted run."""
+    cfg = dict(steps=12, eval_every=4, dropout=0.2)
+    full = Trainer(tiny(out=str(tmp_path / "full"), **cfg))
+    want = []
+    _losses(full, want)
+    full.run()
+
+    part = Trainer(tiny(out=str(tmp_path / "part"), **cfg))
+    got = []
+    step = part.train_step
+
+    def interrupting():
+        if part.step == 5:
+            raise KeyboardInterrupt
+        loss = step()
+        got.append(loss)
+        return loss
+    part.train_step = interrupting
+    with pytest.raises(KeyboardInterrupt):
+        part.run()
+    assert len(got) == 5
+    _, meta = checkpoint.load(tmp_path / "part" / LAST)
+    assert meta["step"] == 5
+
+    resumed = Trainer(tiny(out=str(tmp_path / "part"), resume=True, **cfg))
+    assert resumed.step == 5
+    _losses(resumed, got)
+    resumed.run()
+    assert len(got) == 12
+    torch.testing.assert_close(torch.tensor(got), torch.tensor(want), rtol=1e-5, atol=1e-6)
+    for a, b in zip(full.model.parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_checkpoint_round_trip_gives_the_same_model(tiny, tmp_path):
+    t = Trainer(tiny(cell="gru", tie_weights=True))
+    t.run()
+    model, vocab, meta = load_model(tmp_path / "run" / LAST)
+    assert vocab.chars == t.vocab.chars and meta["model"]["cell"] == "gru"
+    ids = torch.randint(0, len(vocab), (2, 9))
+    t.model.eval()
+    torch.testing.assert_close(model(ids)[0], t.model(ids)[0], rtol=0, atol=0)
+    assert model.readout.delta is model.embedding.weight  # tying survives the round trip
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [6, 12]
+    assert (tmp_path / "run" / "learning_curve.png").stat().st_size > 1000
+    assert (tmp_path / "run" / BEST).exists()
+
+
+def test_best_checkpoint_has_the_best_held_out_score(tiny, tmp_path):
+    t = Trainer(tiny(steps=18, eval_every=6))
+    t.run()
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        best = min(float(r["val_bpc"]) for r in csv.DictReader(f))
+    _, meta = checkpoint.load(tmp_path / "run" / BEST)
+    assert meta["metrics"]["val_bpc"] == pytest.approx(best)
+    assert "optimizer" not in meta  # the best checkpoint is for sampling, not resuming
+
+
+@pytest.mark.parametrize("cell", ["rnn", "rnn-tanh", "gru", "lstm"])
+def test_every_cell_trains(tiny, cell):
+    t = Trainer(tiny(cell=cell, steps=3, eval_every=3))
+    m = t.run()
+    assert math.isfinite(m["val_bpc"])
+
+
+def test_learning_rate_schedule():
+    cfg = TrainConfig(steps=110, warmup=10, lr=1.0, min_lr_ratio=0.1)
+    assert learning_rate(cfg, 0, 0) == pytest.approx(0.1)
+    assert learning_rate(cfg, 9, 0) == pytest.approx(1.0)
+    assert learning_rate(cfg, 10, 0) == pytest.approx(1.0)
+    assert learning_rate(cfg, 60, 0) == pytest.approx(0.1 + 0.9 * 0.5)  # half way: cosine midpoint
+    assert learning_rate(cfg, 110, 0) == pytest.approx(0.1)
+    timed = TrainConfig(minutes=1.0, warmup=0, lr=1.0, min_lr_ratio=0.0)
+    assert learning_rate(timed, 5, 30.0) == pytest.approx(0.5)
+
+
+def test_bad_inputs(tiny, tmp_path):
+    with pytest.raises(UserError, match="too short.*--seq-len 16"):
+        short = tmp_path / "short.txt"
+        short.write_text("abc" * 13)
+        Trainer(tiny(data=str(short)))
+    with pytest.raises(UserError, match="unknown cell 'lstn'"):
+        Trainer(tiny(cell="lstn"))
+    with pytest.raises(UserError, match="give a budget"):
+        Trainer(tiny(steps=0, minutes=0))
+    with pytest.raises(UserError, match="does not exist"):
+        Trainer(tiny(resume=True, out=str(tmp_path / "empty")))
+    with pytest.raises(UserError, match="CUDA is not available"):
+        if torch.cuda.is_available():
+            pytest.skip("has CUDA")
+        Trainer(tiny(device="cuda"))
+
+
+def test_resume_with_other_model_flags_is_refused(tiny):
+    Trainer(tiny(steps=2, eval_every=2)).run()
+    with pytest.raises(UserError, match="differs from the requested"):
+        Trainer(tiny(steps=4, hidden=32, resume=True))
+
+
+def test_a_torn_checkpoint_write_leaves_the_old_one(tiny, tmp_path, monkeypatch):
+    t = Trainer(tiny(steps=6, eval_every=6))
+    t.run()
+    path = tmp_path / "run" / LAST
+    before = path.read_bytes()
+
+    def dies(*a, **k):
+        raise KeyboardInterrupt  # killed while writing
+
+    monkeypatch.setattr("safetensors.torch.save_file", dies)
+    with pytest.raises(KeyboardInterrupt):
+        t.save(LAST, {}, with_training_state=True)
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")] == []
