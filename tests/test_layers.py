@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.autograd import gradcheck
+from torch.func import functional_call
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 import rnnforge as rf
@@ -338,3 +340,25 @@ def test_bad_constructor_arguments():
         rf.RNN(3, 4, nonlinearity="relu")
     with pytest.raises(ValueError, match="hidden_size must be a positive int"):
         rf.GRU(3, 0)
+
+
+# -- gradcheck of a whole layer ----------------------------------------------------------------
+@pytest.mark.parametrize("mode", MODES)
+def test_layer_gradcheck_bidirectional_with_lengths(mode):
+    """Finite differences through 2 bidirectional layers with lengths, reference engine."""
+    T, B, I, H, L = 3, 2, 2, 2, 2
+    layer = make_layer(mode, I, H, num_layers=L, bidirectional=True, bias=True,
+                       engine="reference", dtype=torch.float64)
+    names = [n for n, _ in layer.named_parameters()]
+    params = [p.detach().clone().requires_grad_() for p in layer.parameters()]
+    x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
+    hs = [h.requires_grad_() for h in initial_state(mode, 2 * L, B, H, torch.float64)]
+    lengths = torch.tensor([3, 1])
+    k = len(hs)
+
+    def f(x, *rest):
+        hx = pack_state(mode, list(rest[:k]))
+        return tuple(flat_outputs(
+            functional_call(layer, dict(zip(names, rest[k:])), (x, hx), {"lengths": lengths})))
+
+    assert gradcheck(f, (x, *hs, *params), eps=1e-6, atol=1e-7, rtol=1e-5)
