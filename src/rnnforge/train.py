@@ -204,10 +204,7 @@ class Trainer:
         mcfg = CharLMConfig(len(self.vocab), cfg.cell, cfg.hidden, cfg.layers, cfg.embed,
                             cfg.dropout, cfg.tie_weights, True, cfg.engine)
         self.model = CharLM(mcfg).to(self.device)
-        decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2 and "embedding" not in n]
-        other = [p for n, p in self.model.named_parameters() if not (p.dim() >= 2 and "embedding" not in n)]
-        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                      {"params": other, "weight_decay": 0.0}], lr=cfg.lr)
+        self.opt = self.make_optimizer()
         self.step, self.elapsed, self.best = 0, 0.0, float("inf")
         self.state = None
         if resume_meta:
@@ -222,12 +219,20 @@ class Trainer:
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
 
+    def make_optimizer(self) -> torch.optim.AdamW:
+        """AdamW with weight decay on the weight matrices only (not embedding, biases)."""
+        named = list(self.model.named_parameters())
+        decay = [p for n, p in named if p.dim() >= 2 and not n.startswith("embedding")]
+        other = [p for n, p in named if not (p.dim() >= 2 and not n.startswith("embedding"))]
+        return torch.optim.AdamW([{"params": decay, "weight_decay": self.cfg.weight_decay},
+                                  {"params": other, "weight_decay": 0.0}], lr=self.cfg.lr)
+
     # -- checkpoints ----------------------------------------------------------------
     def _meta(self, metrics: dict) -> dict:
         return {"kind": "charlm", "model": self.model.config_dict(), "vocab": self.vocab.chars,
                 "train": asdict(self.cfg), "step": self.step, "elapsed": self.elapsed,
                 "best_val_bpc": self.best, "metrics": metrics,
-                "engine": self.model.rnn.engine_used, "world": self.world}
+                "engine": getattr(self.model.rnn, "engine_used", None), "world": self.world}
 
     def save(self, name: str, metrics: dict, with_training_state: bool) -> None:
         # every rank joins the state gather; only rank 0 writes

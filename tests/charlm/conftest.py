@@ -6,6 +6,13 @@ TEXT = ("the quick brown fox jumps over the lazy dog. " * 40
         + "pack my box with five dozen liquor jugs! " * 40)
 
 
+@pytest.fixture(scope="session")
+def text_file(tmp_path_factory):
+    p = tmp_path_factory.mktemp("corpus") / "c.txt"
+    p.write_text(TEXT, encoding="utf-8")
+    return p
+
+
 @pytest.fixture
 def corpus(tmp_path):
     p = tmp_path / "corpus.txt"
