@@ -1,0 +1,277 @@
+"""``rnnforge forecast train | predict | evaluate``: probabilistic forecasting with the notes' cells.
+
+    rnnforge forecast train    --data sunspots --steps 1000 --out runs/sunspots
+    rnnforge forecast predict  --out runs/sunspots --samples 1000
+    rnnforge forecast evaluate --data co2 --windows 5 --minutes 3 --out runs/co2-eval
+
+``train`` writes OUT/forecaster.safetensors (weights + config + data description);
+``predict`` needs nothing but that checkpoint (the data defaults to the series
+it was trained on) and writes OUT/quantiles.csv and OUT/fan-<series>.png;
+``evaluate`` trains on all but the last ``--windows`` windows (or loads
+``--checkpoint``), forecasts each window and scores the model and the
+baselines on the same targets: OUT/report.md, OUT/pit-<model>.png, OUT/fan-*.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+CHECKPOINT = "forecaster.safetensors"
+
+
+def _add_data_flags(p, *, from_checkpoint: bool = False) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default=None if from_checkpoint else "sunspots",
+                   help="shipped series (sunspots, co2) or a CSV file (header row; one series per "
+                        "column; optional date column; empty cells are missing values)"
+                        + ("; default: the checkpoint's" if from_checkpoint else ""))
+    g.add_argument("--season", type=int, default=None,
+                   help="steps per season; default: from the timestamps (monthly 12, weekly 52, "
+                        "daily 7), else none")
+    g.add_argument("--horizon", type=int, default=None,
+                   help="steps to forecast; default: the checkpoint's, else the season "
+                        "length when it is >= 24, else 24")
+    g.add_argument("--context", type=int, default=None,
+                   help="steps the model conditions on before each forecast; default: the "
+                        "checkpoint's, else max(120, 2 * horizon)")
+
+
+def _add_model_flags(p) -> None:
+    from ..forecast.features import SCALERS
+    from ..forecast.heads import HEADS
+    from ..forecast.model import CELLS
+
+    g = p.add_argument_group("model")
+    g.add_argument("--cell", default="lstm", choices=CELLS,
+                   help="recurrent cell of the notes: rnn (sigmoid), rnn-tanh, gru or lstm")
+    g.add_argument("--head", default="student-t", choices=sorted(HEADS),
+                   help="distribution of the next value: gaussian and student-t (trained by "
+                        "likelihood), quantile (learned monotone quantile function, trained by CRPS)")
+    g.add_argument("--hidden", type=int, default=40, help="hidden units per layer")
+    g.add_argument("--layers", type=int, default=2, help="recurrent layers")
+    g.add_argument("--dropout", type=float, default=0.1, help="dropout between recurrent layers")
+    g.add_argument("--scaler", default="mean", choices=SCALERS,
+                   help="per-window scaling from the context: mean (mean, mean absolute deviation) "
+                        "or robust (median, IQR)")
+    g.add_argument("--lags", default="auto",
+                   help="comma-separated lags fed as inputs (must include 1); auto: 1-4 and "
+                        "s-1, s, s+1, 2s for season s")
+    g = p.add_argument_group("training")
+    g.add_argument("--steps", type=int, default=1000, help="step budget (0: none)")
+    g.add_argument("--minutes", type=float, default=0.0,
+                   help="wall-clock budget in minutes (0: none); the first budget spent ends training")
+    g.add_argument("--batch-size", type=int, default=64, help="windows per step")
+    g.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of Adam (cosine decay)")
+
+
+def _add_run_flags(p, *, samples: bool = True) -> None:
+    g = p.add_argument_group("run")
+    g.add_argument("--out", default="runs/forecast", help="output folder")
+    if samples:
+        g.add_argument("--samples", type=int, default=1000, help="sample paths per forecast")
+    g.add_argument("--seed", type=int, default=0, help="random seed")
+    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    g.add_argument("--threads", type=int, default=1,
+                   help="CPU threads for torch (0: torch's default); small recurrent models run "
+                        "fastest on one")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("forecast", help="probabilistic forecasting: train, predict, evaluate",
+                       description="Recurrent probabilistic forecasters (DeepAR-style) on the notes' "
+                                   "cells: sample paths by inverse transform, calibration by the PIT.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    fsub = p.add_subparsers(dest="action", metavar="ACTION")
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+
+    t = fsub.add_parser("train", help="train a forecaster; writes OUT/" + CHECKPOINT, formatter_class=fmt)
+    _add_data_flags(t)
+    _add_model_flags(t)
+    t.add_argument("--holdout-windows", type=int, default=0,
+                   help="leave the last N windows of --horizon steps out of training (for evaluate)")
+    _add_run_flags(t, samples=False)
+    t.set_defaults(func=run_train)
+
+    r = fsub.add_parser("predict", help="forecast past the end of each series: quantile CSV, fan chart",
+                        formatter_class=fmt)
+    r.add_argument("--checkpoint", default=None, help="checkpoint file; default OUT/" + CHECKPOINT)
+    _add_data_flags(r, from_checkpoint=True)
+    _add_run_flags(r)
+    r.set_defaults(func=run_predict)
+
+    e = fsub.add_parser("evaluate", help="rolling-origin evaluation against baselines: report.md",
+                        formatter_class=fmt)
+    e.add_argument("--checkpoint", default=None,
+                   help="evaluate this checkpoint (trained with --holdout-windows >= --windows); "
+                        "default: train one first with the flags below")
+    _add_data_flags(e)
+    _add_model_flags(e)
+    e.add_argument("--windows", type=int, default=5, help="evaluation windows at the end of each series")
+    e.add_argument("--baselines", default="seasonal-naive,ets,arima",
+                   help="comma-separated baselines (seasonal-naive, ets, arima) or 'none'")
+    _add_run_flags(e)
+    e.set_defaults(func=run_evaluate)
+    p.set_defaults(func=lambda args: _no_action(p))
+
+
+def _no_action(p) -> int:
+    p.print_help()
+    return 2
+
+
+# -- helpers ------------------------------------------------------------------------------
+def _setup(args):
+    import torch
+
+    from ..train import resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return str(resolve_device(args.device))
+
+
+def _series(data: str, season):
+    from ..data.series import load
+
+    return load(data, season=season)
+
+
+def _defaults(series, horizon, context):
+    from ..data.series import check_horizon
+
+    if horizon is None:
+        m = max(s.season for s in series)
+        horizon = m if m >= 24 else 24
+    check_horizon(horizon)
+    if context is None:
+        context = max(120, 2 * horizon)
+    return horizon, context
+
+
+def _lags(text: str, season: int) -> list[int]:
+    from ..errors import UserError
+    from ..forecast.features import default_lags
+
+    if text == "auto":
+        return default_lags(season)
+    try:
+        return sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise UserError(f"--lags must be 'auto' or comma-separated whole numbers, got {text!r}") from None
+
+
+def _train(args, series, horizon, context, holdout_windows, device):
+    """Build and fit a model on all but the last ``holdout_windows * horizon`` values."""
+    from ..data.series import check_series
+    from ..errors import UserError
+    from ..forecast.model import Forecaster, ModelConfig
+    from ..forecast.train import fit
+
+    if holdout_windows < 0:
+        raise UserError(f"--holdout-windows must be >= 0, got {holdout_windows}")
+    if args.hidden < 1 or args.layers < 1:
+        raise UserError("--hidden and --layers must be >= 1")
+    if not 0 <= args.dropout < 1:
+        raise UserError(f"--dropout must be in [0, 1), got {args.dropout}")
+    hold = holdout_windows * horizon
+    for s in series:
+        check_series(s, context=context, horizon=horizon, extra=hold)
+    train_part = [s.head(len(s) - hold) for s in series]
+    season = max(s.season for s in series)
+    cfg = ModelConfig(cell=args.cell, hidden=args.hidden, layers=args.layers, dropout=args.dropout,
+                      head=args.head, features=dict(lags=_lags(args.lags, season),
+                                                    harmonics=2 if season > 1 else 0, scaler=args.scaler))
+    model = Forecaster(cfg).to(device)
+    res = fit(model, train_part, context=context, horizon=horizon, steps=args.steps or None,
+              minutes=args.minutes or None, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+              device=device)
+    print(f"trained {res.steps} steps in {res.seconds:.1f}s; final loss {res.losses[-1]:.4f}")
+    meta = {"data": args.data, "season": args.season, "horizon": horizon, "context": context,
+            "holdout_steps": hold, "train_end": {s.name: len(t) for s, t in zip(series, train_part)},
+            "training": {"steps": res.steps, "seconds": res.seconds, "losses": res.losses,
+                         "seed": args.seed, "lr": args.lr, "batch_size": args.batch_size}}
+    return model, meta
+
+
+# -- actions ---------------------------------------------------------------------------------
+def run_train(args) -> int:
+    from ..cli import print_config
+    from ..forecast.train import save
+
+    print_config("forecast train", args)
+    device = _setup(args)
+    series = _series(args.data, args.season)
+    horizon, context = _defaults(series, args.horizon, args.context)
+    model, meta = _train(args, series, horizon, context, args.holdout_windows, device)
+    path = Path(args.out) / CHECKPOINT
+    save(path, model, meta)
+    print(f"checkpoint: {path}")
+    return 0
+
+
+def _load(args, device):
+    from ..forecast.train import load
+
+    path = Path(args.checkpoint) if args.checkpoint else Path(args.out) / CHECKPOINT
+    return load(path, device=device)
+
+
+def run_predict(args) -> int:
+    from ..cli import print_config
+    from ..data.series import check_series
+    from ..forecast.evaluate import predict
+
+    print_config("forecast predict", args)
+    device = _setup(args)
+    model, meta = _load(args, device)
+    series = _series(args.data or meta["data"], args.season if args.season is not None else meta["season"])
+    horizon = args.horizon if args.horizon is not None else meta["horizon"]
+    horizon, context = _defaults(series, horizon, args.context or meta["context"])
+    for s in series:
+        check_series(s, context=context, horizon=1)
+    predict(model, series, context=context, horizon=horizon, samples=args.samples, seed=args.seed,
+            out=Path(args.out), device=device)
+    print(f"wrote {Path(args.out) / 'quantiles.csv'} and fan charts")
+    return 0
+
+
+def run_evaluate(args) -> int:
+    from ..cli import print_config
+    from ..errors import UserError
+    from ..forecast.baselines import resolve
+    from ..forecast.evaluate import evaluate
+    from ..forecast.train import save
+
+    print_config("forecast evaluate", args)
+    device = _setup(args)
+    names = [] if args.baselines.strip() in ("", "none") else [b.strip() for b in args.baselines.split(",")]
+    baselines = resolve(names)
+    if args.windows < 1:
+        raise UserError(f"--windows must be >= 1, got {args.windows}")
+    if args.checkpoint:
+        model, meta = _load(args, device)
+        series = _series(args.data or meta["data"], args.season if args.season is not None else meta["season"])
+        horizon = args.horizon if args.horizon is not None else meta["horizon"]
+        horizon, context = _defaults(series, horizon, args.context or meta["context"])
+        for s in series:
+            end = meta.get("train_end", {}).get(s.name, len(s))
+            first = len(s) - args.windows * horizon
+            if end > first:
+                raise UserError(f"{args.checkpoint} was trained on series {s.name!r} up to step {end}, "
+                                f"but the evaluation windows start at step {first}: the scores would be "
+                                f"in-sample; train with --holdout-windows {args.windows} (or more)")
+    else:
+        series = _series(args.data, args.season)
+        horizon, context = _defaults(series, args.horizon, args.context)
+        model, meta = _train(args, series, horizon, context, args.windows, device)
+        save(Path(args.out) / CHECKPOINT, model, meta)
+    name = f"{model.config.cell}/{model.config.head}"
+    scores = evaluate(model, series, context=context, horizon=horizon, windows=args.windows,
+                      samples=args.samples, seed=args.seed, baselines=baselines, out=Path(args.out),
+                      device=device, model_name=name)
+    for k, sc in scores.items():
+        print(f"{k:>20}: CRPS {sc.crps:.4g}  wQL {sc.wql:.4g}  cov80 {sc.coverage[0.8]:.3f}  "
+              f"PIT KS p {sc.pit_ks_p:.3g}")
+    print(f"report: {Path(args.out) / 'report.md'}")
+    return 0

@@ -1,0 +1,125 @@
+"""Baselines scored in the same rolling-origin evaluation as the recurrent model.
+
+Each baseline is a function ``(series, origin, horizon) -> forecast`` that sees
+only the values before ``origin``, refitted at every origin:
+
+    seasonal-naive  y_{o+k} = the last observed value one or more whole seasons
+                    back, with Gaussian errors whose sd grows as sqrt(number of
+                    seasons ahead) (Hyndman & Athanasopoulos, FPP3 §5.5), the sd
+                    estimated from the history's own one-season-ahead errors;
+                    for a series without season: the naive random walk
+    ets             statsmodels ETSModel, additive error, damped additive trend,
+                    additive season when the series has one; Gaussian forecasts
+    arima           statsmodels ARIMA(2,1,1) with drift and 3 Fourier pairs of the
+                    seasonal phase as regressors; Gaussian forecasts
+
+The statsmodels ones need the optional extra ``pip install 'rnnforge[forecast]'``;
+without it they are skipped with a note. They are fitted to the last
+``FIT_WINDOW`` values before the origin (missing values interpolated for ETS).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Callable
+
+import numpy as np
+
+from ..data.series import Series
+from ..errors import UserError
+from .metrics import GaussianForecast
+
+FIT_WINDOW = 600
+
+
+def seasonal_naive(s: Series, origin: int, horizon: int) -> GaussianForecast:
+    v = s.values[:origin]
+    m = s.season
+    mean = np.empty(horizon)
+    for k in range(horizon):
+        back = m * (k // m + 1)  # whole seasons back from o + k to before the origin
+        j = origin + k - back
+        while j >= 0 and not np.isfinite(v[j]):
+            j -= m  # a missing value: one more season back
+        mean[k] = v[j] if j >= 0 else v[np.isfinite(v)][-1]
+    errors = v[m:] - v[:-m]
+    errors = errors[np.isfinite(errors)][-FIT_WINDOW:]
+    sd = float(np.sqrt(np.mean(errors ** 2))) if errors.size else float(np.nanstd(v))
+    std = sd * np.sqrt(np.arange(horizon) // m + 1)
+    return GaussianForecast(mean, np.maximum(std, 1e-9))
+
+
+def _statsmodels():
+    try:
+        import statsmodels  # noqa: F401
+        import pandas  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _history(s: Series, origin: int) -> tuple[np.ndarray, int]:
+    start = max(0, origin - FIT_WINDOW)
+    return s.values[start:origin], start
+
+
+def ets(s: Series, origin: int, horizon: int) -> GaussianForecast:
+    import pandas as pd
+    from statsmodels.tsa.exponential_smoothing.ets import ETSModel
+
+    y, _ = _history(s, origin)
+    ok = np.isfinite(y)
+    y = np.interp(np.arange(len(y)), np.flatnonzero(ok), y[ok])
+    m = s.season
+    seasonal = m > 1 and len(y) >= 3 * m
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = ETSModel(pd.Series(y), error="add", trend="add", damped_trend=True,
+                       seasonal="add" if seasonal else None,
+                       seasonal_periods=m if seasonal else None).fit(disp=False, maxiter=200)
+        pred = fit.get_prediction(start=len(y), end=len(y) + horizon - 1)
+        mean = np.asarray(pred.predicted_mean, dtype=np.float64)
+        var = np.asarray(pred.forecast_variance, dtype=np.float64)
+    return GaussianForecast(mean, np.sqrt(np.maximum(var, 1e-18)))
+
+
+def arima(s: Series, origin: int, horizon: int) -> GaussianForecast:
+    import pandas as pd
+    from statsmodels.tsa.arima.model import ARIMA
+
+    y, start = _history(s, origin)
+    exog = None
+    if s.season > 1:
+        phase = s.phase(start, origin + horizon)
+        exog = np.column_stack([f(2 * math.pi * k * phase) for k in (1, 2, 3) for f in (np.sin, np.cos)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = ARIMA(pd.Series(y), exog=None if exog is None else exog[:len(y)], order=(2, 1, 1),
+                    trend="t").fit()
+        pred = fit.get_forecast(horizon, exog=None if exog is None else exog[len(y):])
+        mean = np.asarray(pred.predicted_mean, dtype=np.float64)
+        var = np.asarray(pred.var_pred_mean, dtype=np.float64)
+    return GaussianForecast(mean, np.sqrt(np.maximum(var, 1e-18)))
+
+
+BASELINES: dict[str, Callable[[Series, int, int], GaussianForecast]] = {
+    "seasonal-naive": seasonal_naive,
+    "ets": ets,
+    "arima": arima,
+}
+NEEDS_STATSMODELS = {"ets", "arima"}
+
+
+def resolve(names: list[str], log=print) -> dict[str, Callable]:
+    """The baselines to run; statsmodels ones are dropped with a note when it is missing."""
+    out = {}
+    for name in names:
+        if name not in BASELINES:
+            raise UserError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)} (or none)")
+        if name in NEEDS_STATSMODELS and not _statsmodels():
+            log(f"note: baseline {name!r} skipped: it needs statsmodels "
+                f"(pip install 'rnnforge[forecast]')")
+            continue
+        out[name] = BASELINES[name]
+    return out

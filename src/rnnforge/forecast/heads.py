@@ -1,0 +1,256 @@
+"""Distribution heads: from the readout's raw outputs to the distribution of the next value.
+
+A head turns the readout ``y = delta z`` (``raw``, shape (..., P)) into a
+predictive distribution of the next *scaled* value and provides what the
+forecaster needs of it:
+
+    loss(raw, z)   per-element training loss (negative log-likelihood or CRPS)
+    ppf(raw, u)    quantile function F^{-1}(u): the notes' Ex2, ancestral sampling
+    cdf(raw, z)    F(z): the notes' Ex1, the PIT
+    crps(raw, z)   CRPS in closed form, where one exists (else None)
+
+Heads are looked up by name in ``HEADS``; ``register_head`` adds one, so a new
+distribution is one class with ``num_params`` and those four methods.
+
+Shapes: ``raw`` (..., P); ``z`` and ``u`` (...) broadcastable to ``raw[..., 0]``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import UserError
+
+HEADS: dict[str, type["Head"]] = {}
+
+_SQRT_PI = math.sqrt(math.pi)
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+#: smallest scale a head predicts, in the scaled units of the series
+MIN_SCALE = 1e-3
+
+
+def register_head(name: str) -> Callable[[type["Head"]], type["Head"]]:
+    """Class decorator: make a head available as ``--head name``."""
+    def deco(cls):
+        cls.name = name
+        HEADS[name] = cls
+        return cls
+    return deco
+
+
+def make_head(name: str, **kwargs) -> "Head":
+    if name not in HEADS:
+        raise UserError(f"unknown head {name!r}; choose one of {', '.join(sorted(HEADS))}")
+    return HEADS[name](**kwargs)
+
+
+class Head(nn.Module):
+    """Base class; the heads hold no parameters, the readout before them does."""
+
+    name = "?"
+    num_params = 0
+
+    def config(self) -> dict:
+        """Keyword arguments that rebuild this head (stored in checkpoints)."""
+        return {}
+
+    def loss(self, raw: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def ppf(self, raw: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def cdf(self, raw: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def crps(self, raw: torch.Tensor, z: torch.Tensor) -> torch.Tensor | None:
+        return None
+
+
+# -- Gaussian ------------------------------------------------------------------------
+def gaussian_crps(mu: torch.Tensor, sigma: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """CRPS of N(mu, sigma^2) at y: ``sigma [w (2 Phi(w) - 1) + 2 phi(w) - 1/sqrt(pi)]``."""
+    w = (y - mu) / sigma
+    pdf = torch.exp(-0.5 * w * w - _LOG_SQRT_2PI)
+    return sigma * (w * (2 * torch.special.ndtr(w) - 1) + 2 * pdf - 1 / _SQRT_PI)
+
+
+@register_head("gaussian")
+class GaussianHead(Head):
+    """N(mu, sigma^2) with ``mu = raw0``, ``sigma = softplus(raw1) + MIN_SCALE``; trained by NLL."""
+
+    num_params = 2
+
+    def params(self, raw):
+        return raw[..., 0], F.softplus(raw[..., 1]) + MIN_SCALE
+
+    def loss(self, raw, z):
+        mu, sigma = self.params(raw)
+        w = (z - mu) / sigma
+        return 0.5 * w * w + torch.log(sigma) + _LOG_SQRT_2PI
+
+    def ppf(self, raw, u):
+        mu, sigma = self.params(raw)
+        return mu + sigma * torch.special.ndtri(u)
+
+    def cdf(self, raw, z):
+        mu, sigma = self.params(raw)
+        return torch.special.ndtr((z - mu) / sigma)
+
+    def crps(self, raw, z):
+        mu, sigma = self.params(raw)
+        return gaussian_crps(mu, sigma, z)
+
+
+# -- Student-t -----------------------------------------------------------------------
+def _betacf(a, b, x, iters: int = 200, eps: float = 1e-13):
+    """Continued fraction of the regularized incomplete beta (modified Lentz), vectorised."""
+    tiny = 1e-300
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c = torch.ones_like(x)
+    d = 1.0 - qab * x / qap
+    d = torch.where(d.abs() < tiny, torch.full_like(d, tiny), d)
+    d = 1.0 / d
+    h = d
+    for m in range(1, iters + 1):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = torch.where(d.abs() < tiny, torch.full_like(d, tiny), d)
+        c = 1.0 + aa / c
+        c = torch.where(c.abs() < tiny, torch.full_like(c, tiny), c)
+        d = 1.0 / d
+        h = h * d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = torch.where(d.abs() < tiny, torch.full_like(d, tiny), d)
+        c = 1.0 + aa / c
+        c = torch.where(c.abs() < tiny, torch.full_like(c, tiny), c)
+        d = 1.0 / d
+        delta = d * c
+        h = h * delta
+        if m % 8 == 0 and bool(((delta - 1.0).abs() <= eps).all()):
+            break
+    return h
+
+
+def betainc(a: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Regularized incomplete beta I_x(a, b), float64, elementwise (torch has none)."""
+    a, b, x = torch.broadcast_tensors(a.double(), b.double(), x.double())
+    x = x.clamp(0.0, 1.0)
+    inner = (x > 0) & (x < 1)
+    xs = torch.where(inner, x, torch.full_like(x, 0.5))
+    log_bt = (torch.lgamma(a + b) - torch.lgamma(a) - torch.lgamma(b)
+              + a * torch.log(xs) + b * torch.log1p(-xs))
+    bt = torch.exp(log_bt)
+    direct = xs < (a + 1.0) / (a + b + 2.0)
+    # evaluate the continued fraction where it converges fast: x or 1 - x below the mean
+    aa = torch.where(direct, a, b)
+    bb = torch.where(direct, b, a)
+    xx = torch.where(direct, xs, 1.0 - xs)
+    cf = _betacf(aa, bb, xx)
+    val = torch.where(direct, bt * cf / a, 1.0 - bt * cf / b)
+    val = torch.where(x <= 0, torch.zeros_like(val), val)
+    return torch.where(x >= 1, torch.ones_like(val), val)
+
+
+def t_tail(t: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
+    """P(T > |t|) for T ~ Student-t(nu), float64: ``I_{nu/(nu+t^2)}(nu/2, 1/2) / 2``."""
+    t, nu = torch.broadcast_tensors(t.double(), nu.double())
+    x = nu / (nu + t * t)
+    return 0.5 * betainc(0.5 * nu, torch.full_like(nu, 0.5), x)
+
+
+def t_cdf(t: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
+    """CDF of the standard Student-t with ``nu`` degrees of freedom (float64)."""
+    tail = t_tail(t, nu)
+    t = t.double()
+    return torch.where(t > 0, 1.0 - tail, tail)
+
+
+def t_log_pdf(t: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
+    return (torch.lgamma((nu + 1) / 2) - torch.lgamma(nu / 2) - 0.5 * torch.log(nu * math.pi)
+            - (nu + 1) / 2 * torch.log1p(t * t / nu))
+
+
+def t_ppf(u: torch.Tensor, nu: torch.Tensor, iters: int = 40) -> torch.Tensor:
+    """Quantile function of the standard Student-t (float64).
+
+    Solves ``P(T > t) = min(u, 1-u)`` for t >= 0 by Newton's method from the
+    Cornish-Fisher expansion, kept inside a bracket (bisection when a step
+    leaves it), then restores the sign. u = 0 or 1 give -inf or +inf.
+    """
+    u, nu = torch.broadcast_tensors(u.double(), nu.double())
+    q = torch.minimum(u, 1.0 - u).clamp_min(1e-300)  # target tail probability, <= 1/2
+    z = -torch.special.ndtri(q)  # >= 0
+    z2 = z * z
+    t = (z + z * (z2 + 1) / (4 * nu) + z * ((5 * z2 + 16) * z2 + 3) / (96 * nu ** 2)
+         + z * (((3 * z2 + 19) * z2 + 17) * z2 - 15) / (384 * nu ** 3))
+    t = torch.nan_to_num(t.clamp_min(0.0), posinf=1e6)
+    lo, hi = torch.zeros_like(t), torch.full_like(t, math.inf)
+    for _ in range(iters):
+        g = t_tail(t, nu) - q  # decreasing in t
+        lo = torch.where(g > 0, t, lo)
+        hi = torch.where(g < 0, t, hi)
+        step = g / torch.exp(t_log_pdf(t, nu))  # Newton: t + g / f, since d tail / dt = -f
+        new = t + step
+        mid = torch.where(torch.isfinite(hi), 0.5 * (lo + hi), 2.0 * lo + 1.0)
+        bad = ~torch.isfinite(new) | (new < lo) | (new > hi)
+        done = step.abs() <= 1e-10 * (1.0 + t.abs())  # float64 noise in the tail is ~1e-13
+        t = torch.where(bad, mid, new)
+        if bool(done.all()):
+            break
+    t = torch.where(u <= 0, torch.full_like(t, math.inf), t)
+    t = torch.where(u >= 1, torch.full_like(t, math.inf), t)
+    return torch.where(u < 0.5, -t, t)
+
+
+def student_t_crps(mu, sigma, nu, y) -> torch.Tensor:
+    """CRPS of the location-scale Student-t (nu > 1) at y, closed form.
+
+    ``sigma [w (2F(w) - 1) + 2 f(w) (nu + w^2)/(nu - 1)
+    - 2 sqrt(nu) B(1/2, nu - 1/2) / ((nu - 1) B(1/2, nu/2)^2)]``, w = (y - mu)/sigma
+    (Jordan, Krüger and Lerch 2019).
+    """
+    mu, sigma, nu, y = (t.double() for t in torch.broadcast_tensors(mu, sigma, nu, y))
+    w = (y - mu) / sigma
+
+    def log_beta(p, q):
+        return torch.lgamma(p) + torch.lgamma(q) - torch.lgamma(p + q)
+
+    half = torch.full_like(nu, 0.5)
+    const = 2 * torch.sqrt(nu) * torch.exp(log_beta(half, nu - 0.5) - 2 * log_beta(half, nu / 2)) / (nu - 1)
+    pdf = torch.exp(t_log_pdf(w, nu))
+    return sigma * (w * (2 * t_cdf(w, nu) - 1) + 2 * pdf * (nu + w * w) / (nu - 1) - const)
+
+
+@register_head("student-t")
+class StudentTHead(Head):
+    """Location-scale Student-t: ``mu = raw0``, ``sigma = softplus(raw1) + MIN_SCALE``,
+    ``nu = 2 + softplus(raw2)`` (finite variance, so the CRPS exists); trained by NLL."""
+
+    num_params = 3
+
+    def params(self, raw):
+        return raw[..., 0], F.softplus(raw[..., 1]) + MIN_SCALE, 2.0 + F.softplus(raw[..., 2])
+
+    def loss(self, raw, z):
+        mu, sigma, nu = self.params(raw)
+        return -(t_log_pdf((z - mu) / sigma, nu) - torch.log(sigma))
+
+    def ppf(self, raw, u):
+        mu, sigma, nu = self.params(raw)
+        return (mu.double() + sigma.double() * t_ppf(u, nu)).to(raw.dtype)
+
+    def cdf(self, raw, z):
+        mu, sigma, nu = self.params(raw)
+        return t_cdf((z.double() - mu.double()) / sigma.double(), nu)
+
+    def crps(self, raw, z):
+        mu, sigma, nu = self.params(raw)
+        return student_t_crps(mu, sigma, nu, z)

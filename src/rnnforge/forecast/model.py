@@ -1,0 +1,138 @@
+"""The forecaster: inputs -> one of the notes' cells -> readout δ -> distribution head.
+
+DeepAR-style (Salinas et al. 2020): at every step the recurrent state, fed the
+lagged values and the seasonal position, gives the parameters of the
+distribution of the next scaled value. Training maximises the likelihood (or
+minimises the CRPS) of the observed values with teacher forcing; forecasting
+runs the context through the layer, then draws each future value by inverse
+transform, ``z = F^{-1}(u)`` with u ~ U[0, 1) (the notes' Ex2), and feeds it
+back (ancestral sampling), N paths at once as one batch through ``layer.step``.
+
+Shape symbols: S series, N paths per series, C context, H horizon, K max lag,
+I inputs, Hd hidden size, P head parameters, L layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.series import Series, check_context_window
+from ..errors import UserError
+from ..layers import GRU, LSTM, RNN
+from ..readout import Readout
+from . import heads as heads_mod
+from .features import FeatureSpec, scale_stats, step_inputs, window_inputs
+
+#: --cell values: the notes' sigmoid RNN, the tanh RNN, the GRU and the LSTM
+CELLS = ("rnn", "rnn-tanh", "gru", "lstm")
+
+
+def make_layer(cell: str, input_size: int, hidden_size: int, num_layers: int, dropout: float):
+    kw = dict(num_layers=num_layers, bias=True, batch_first=True, dropout=dropout)
+    if cell == "lstm":
+        return LSTM(input_size, hidden_size, **kw)
+    if cell == "gru":
+        return GRU(input_size, hidden_size, **kw)
+    if cell in ("rnn", "rnn-tanh"):
+        return RNN(input_size, hidden_size, nonlinearity="sigmoid" if cell == "rnn" else "tanh", **kw)
+    raise UserError(f"unknown --cell {cell!r}; choose one of {', '.join(CELLS)}")
+
+
+@dataclass
+class ModelConfig:
+    cell: str = "lstm"
+    hidden: int = 40
+    layers: int = 2
+    dropout: float = 0.1
+    head: str = "student-t"
+    head_kwargs: dict = field(default_factory=dict)
+    features: dict = field(default_factory=dict)  # FeatureSpec as a dict
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Forecaster(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if config.cell not in CELLS:
+            raise UserError(f"unknown --cell {config.cell!r}; choose one of {', '.join(CELLS)}")
+        self.config = config
+        self.spec = FeatureSpec(**config.features)
+        self.head = heads_mod.make_head(config.head, **config.head_kwargs)
+        self.rnn = make_layer(config.cell, self.spec.num_inputs, config.hidden, config.layers,
+                              config.dropout if config.layers > 1 else 0.0)
+        self.readout = Readout(config.hidden, self.head.num_params)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: inputs (B, T, I) -> raw head parameters (B, T, P)."""
+        out, _ = self.rnn(x)  # (B, T, Hd)
+        return self.readout(out)
+
+    # -- ancestral sampling ------------------------------------------------------
+    @torch.no_grad()
+    def sample_paths(self, series: list[Series], origins: list[int], *, context: int, horizon: int,
+                     num_samples: int, generator: torch.Generator | None = None,
+                     device: str | torch.device = "cpu") -> np.ndarray:
+        """``num_samples`` future paths (S, N, H) from ``origins[i]`` of ``series[i]``, in data units.
+
+        The ``context`` values before each origin condition the forecast (NaNs
+        allowed; an all-NaN context is a UserError); values at or after the
+        origin are never read.
+        """
+        if num_samples < 1:
+            raise UserError(f"--samples must be >= 1, got {num_samples}")
+        self.eval()
+        spec, K, C, H, N = self.spec, self.spec.max_lag, context, horizon, num_samples
+        for s, o in zip(series, origins):
+            check_context_window(s, o, C)
+        hist = np.stack([_slice(s.values, o - C - K, o) for s, o in zip(series, origins)])  # (S, K+C)
+        phase = np.stack([s.phase(o - C, o + H) for s, o in zip(series, origins)])  # (S, C+H)
+        loc, scale = scale_stats(hist[:, K:], spec.scaler, floor=_floor(series, origins))
+        dtype = self.readout.delta.dtype
+        to = dict(dtype=dtype, device=device)
+        z_hist = torch.as_tensor((hist - loc[:, None]) / scale[:, None], **to)  # (S, K+C)
+        phase_t = torch.as_tensor(phase, **to)
+
+        x = window_inputs(z_hist, phase_t[:, :C], spec)  # (S, C, I)
+        _, state = self.rnn(x)  # (L, S, Hd), or a pair for the LSTM
+        S = len(series)
+        expand = (lambda h: h.repeat_interleave(N, dim=1))  # (L, S*N, Hd), paths of a series adjacent
+        state = tuple(expand(h) for h in state) if isinstance(state, tuple) else expand(state)
+        buf = torch.full((S * N, K + H), float("nan"), **to)  # (S*N, K+H) scaled values
+        buf[:, :K] = z_hist[:, -K:].repeat_interleave(N, dim=0)  # the K values before the origin
+        phase_f = phase_t[:, C:].repeat_interleave(N, dim=0)  # (S*N, H)
+        u = torch.rand((H, S * N), generator=generator, dtype=torch.float64, device=device)
+        u = u.clamp(1e-12, 1 - 1e-12)  # keep ppf finite
+        for k in range(H):
+            xk = step_inputs(buf, K + k, phase_f[:, k], spec)  # (S*N, I)
+            top, state = self.rnn.step(xk, state)  # (S*N, Hd)
+            raw = self.readout(top)  # (S*N, P)
+            buf[:, K + k] = self.head.ppf(raw, u[k].to(dtype)).to(dtype)  # Ex2: z = F^{-1}(u)
+        z = buf[:, K:].reshape(S, N, H).double().cpu().numpy()
+        return loc[:, None, None] + scale[:, None, None] * z
+
+
+def _slice(values: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """values[start:stop], NaN-padded where start < 0."""
+    out = np.full(stop - start, np.nan)
+    lo = max(start, 0)
+    out[lo - start:] = values[lo:stop]
+    return out
+
+
+def _floor(series: list[Series], origins: list[int] | None = None) -> np.ndarray:
+    """Smallest scale per series: 1% of the spread of its values before the origin (so a flat
+    context window still gives a finite scale; values from the origin on are never read)."""
+    ends = origins or [len(s) for s in series]
+    return np.array([0.01 * max(float(np.nanstd(s.values[:o])), 1e-12) for s, o in zip(series, ends)])
+
+
+def model_from_state(config: dict, state: dict[str, torch.Tensor]) -> Forecaster:
+    model = Forecaster(ModelConfig(**config))
+    model.load_state_dict(state)
+    return model

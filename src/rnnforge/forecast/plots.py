@@ -1,0 +1,64 @@
+"""Fan charts of forecast quantiles (matplotlib, written straight to PNG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+#: central intervals drawn, widest (lightest) first
+FAN = ((0.05, 0.95), (0.1, 0.9), (0.25, 0.75))
+
+
+def fan_chart(path: str | Path, *, history_x, history, future_x, quantiles: dict[float, np.ndarray],
+              actual=None, title: str = "", ylabel: str = "") -> None:
+    """History, the median and the 50/80/90% bands of a forecast, and the actuals if known."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4), dpi=110)
+    ax.plot(history_x, history, color="black", lw=1.0, label="history")
+    for (lo, hi), alpha in zip(FAN, (0.18, 0.28, 0.4)):
+        if lo in quantiles and hi in quantiles:
+            ax.fill_between(future_x, quantiles[lo], quantiles[hi], color="tab:blue", alpha=alpha, lw=0,
+                            label=f"{int(round((hi - lo) * 100))}% interval")
+    if 0.5 in quantiles:
+        ax.plot(future_x, quantiles[0.5], color="tab:blue", lw=1.4, label="median")
+    if actual is not None:
+        ax.plot(future_x, actual, color="tab:red", lw=1.0, label="actual")
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.legend(loc="upper left", fontsize=8, frameon=False)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def pit_histogram(pit: np.ndarray, path: str | Path, *, title: str = "", bins: int = 10) -> None:
+    """Histogram of PIT values with the U[0, 1] line and the KS p-value in the title.
+
+    A private stand-in until :mod:`rnnforge.sampling` ships its own PIT histogram.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from .metrics import ks_uniform
+
+    pit = np.asarray(pit, dtype=np.float64)
+    _, p = ks_uniform(pit)
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=110)
+    ax.hist(pit, bins=bins, range=(0, 1), density=True, color="tab:blue", alpha=0.7, edgecolor="white")
+    ax.axhline(1.0, color="black", lw=1, ls="--", label="U[0, 1]")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("PIT value F(y)")
+    ax.set_ylabel("density")
+    ax.set_title(f"{title}\nn = {pit.size}, KS p = {p:.3g}", fontsize=9)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)

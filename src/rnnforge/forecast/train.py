@@ -1,0 +1,136 @@
+"""Training: random windows of context + horizon steps, teacher forcing, a step or time budget.
+
+Each window is scaled by its context part (as a forecast would be) and the
+head's loss is averaged over every observed value of the window. The learning
+rate follows a cosine from ``lr`` to 0 over the budget, whichever of
+``steps`` and ``minutes`` runs out first.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import checkpoint
+from ..data.series import Series
+from ..errors import UserError
+from .features import scale_stats, window_inputs
+from .model import Forecaster, ModelConfig, _floor
+
+KIND = "rnnforge-forecaster"
+
+
+class WindowSampler:
+    """Random training windows (B, K + C + H) from the training parts of the series."""
+
+    def __init__(self, series: list[Series], *, context: int, horizon: int, max_lag: int,
+                 scaler: str, rng: np.random.Generator) -> None:
+        self.C, self.H, self.K = context, horizon, max_lag
+        self.scaler, self.rng = scaler, rng
+        T = context + horizon
+        self.padded, self.phases, self.starts, self.floor = [], [], [], _floor(series)
+        for i, s in enumerate(series):
+            v = np.concatenate([np.full(max_lag, np.nan), s.values])  # index a+K <-> s.values[a]
+            self.padded.append(v)
+            self.phases.append(s.phase(0, len(s)))
+            ok = np.isfinite(s.values).astype(np.int64)
+            csum = np.concatenate([[0], np.cumsum(ok)])
+            a = np.arange(0, len(s) - T + 1)
+            # a window needs >= 2 observed context values and >= 1 observed value to predict
+            good = (csum[a + context] - csum[a] >= 2) & (csum[a + T] - csum[a] >= 3)
+            self.starts.extend((i, int(x)) for x in a[good])
+        if not self.starts:
+            raise UserError(f"no training window of --context {context} + --horizon {horizon} steps "
+                            f"has enough observed values; the windows are all (or nearly all) NaN")
+        self.starts = np.array(self.starts)
+
+    def batch(self, B: int) -> tuple[np.ndarray, np.ndarray]:
+        """Scaled values (B, K + T) and phases (B, T) of B random windows."""
+        pick = self.starts[self.rng.integers(0, len(self.starts), size=B)]
+        K, T = self.K, self.C + self.H
+        vals = np.stack([self.padded[i][a:a + K + T] for i, a in pick])  # (B, K+T)
+        phase = np.stack([self.phases[i][a:a + T] for i, a in pick])  # (B, T)
+        loc, scale = scale_stats(vals[:, K:K + self.C], self.scaler, floor=self.floor[pick[:, 0]])
+        return (vals - loc[:, None]) / scale[:, None], phase
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    seconds: float
+    losses: list[float]  # mean training loss per logging interval
+
+
+def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, steps: int | None,
+        minutes: float | None, batch_size: int = 64, lr: float = 3e-3, seed: int = 0,
+        device: str = "cpu", log_every: int = 50, log=print) -> TrainResult:
+    """Train ``model`` in place on random windows until the step or time budget runs out."""
+    if not steps and not minutes:
+        raise UserError("give a training budget: --steps N and/or --minutes M")
+    if steps is not None and steps < 0 or minutes is not None and minutes < 0:
+        raise UserError("--steps and --minutes must not be negative")
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    sampler = WindowSampler(series, context=context, horizon=horizon, max_lag=model.spec.max_lag,
+                            scaler=model.spec.scaler, rng=rng)
+    model.to(device).train()
+    dtype = model.readout.delta.dtype
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    K = model.spec.max_lag
+    t0, step, losses, acc, n_acc = time.monotonic(), 0, [], 0.0, 0
+    budget_s = minutes * 60 if minutes else math.inf
+    max_steps = steps or math.inf
+    while True:
+        frac = max(step / max_steps, (time.monotonic() - t0) / budget_s)
+        if frac >= 1:
+            break
+        for g in opt.param_groups:
+            g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * frac))
+        z_np, ph_np = sampler.batch(batch_size)
+        z = torch.as_tensor(z_np, dtype=dtype, device=device)  # (B, K+T)
+        phase = torch.as_tensor(ph_np, dtype=dtype, device=device)  # (B, T)
+        x = window_inputs(z, phase, model.spec)  # (B, T, I)
+        target = z[:, K:]  # (B, T)
+        observed = torch.isfinite(target)
+        raw = model(x)  # (B, T, P)
+        loss_el = model.head.loss(raw[observed], target[observed])
+        loss = loss_el.mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+        step += 1
+        acc += loss.item()
+        n_acc += 1
+        if step % log_every == 0:
+            losses.append(acc / n_acc)
+            if log:
+                log(f"step {step:6d}  loss {acc / n_acc:.4f}  lr {opt.param_groups[0]['lr']:.2e}  "
+                    f"{time.monotonic() - t0:6.1f}s")
+            acc, n_acc = 0.0, 0
+    if n_acc:
+        losses.append(acc / n_acc)
+    model.eval()
+    return TrainResult(step, time.monotonic() - t0, losses)
+
+
+# -- checkpoints ----------------------------------------------------------------------
+def save(path, model: Forecaster, meta: dict) -> None:
+    """Atomic, self-describing checkpoint: weights + model config + training/data metadata."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    checkpoint.save(path, tensors, {"kind": KIND, "model": model.config.to_dict(), **meta})
+
+
+def load(path, device: str = "cpu") -> tuple[Forecaster, dict]:
+    tensors, meta = checkpoint.load(path, device=device)
+    if meta.get("kind") != KIND:
+        raise UserError(f"{path} is an rnnforge checkpoint of kind {meta.get('kind')!r}, "
+                        f"not a forecaster; train one with `rnnforge forecast train`")
+    model = Forecaster(ModelConfig(**meta["model"]))
+    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    model.load_state_dict(state)
+    return model.to(device).eval(), meta
