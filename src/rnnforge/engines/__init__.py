@@ -87,7 +87,8 @@ def decode_step(layer, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | Non
     return x, ((h_n, torch.stack(c_n)) if c0 is not None else h_n)
 
 
-from . import native, reference  # noqa: E402  (registration)
+from . import fused, native, reference  # noqa: E402  (registration)
 
 register(native.NativeEngine(), auto_rank=0)
 register(reference.ReferenceEngine(), auto_rank=1)
+register(fused.FusedEngine())

@@ -1,0 +1,124 @@
+"""The fused engine's own cases; parity over the full matrix is in test_engines.py.
+
+Here: gradcheck in float64 through the hand-written backward (``_Recurrence``),
+variable lengths with unsorted batches and both directions against the
+reference engine, dropout determinism, the double-backward error and the
+engine's refusals.
+"""
+
+import pytest
+import torch
+
+import rnnforge as rf
+from rnnforge.engines import fused
+
+MODES = ["lstm", "gru", "rnn_tanh", "rnn_sigmoid"]
+GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_sigmoid": 1}
+
+
+def _layer(mode, **kw):
+    if mode == "lstm":
+        return rf.LSTM(3, 4, **kw)
+    if mode == "gru":
+        return rf.GRU(3, 4, **kw)
+    return rf.RNN(3, 4, nonlinearity=mode[4:], **kw)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("lengths", [None, [4, 3, 3, 1]], ids=["full", "lengths"])
+def test_gradcheck_recurrence(mode, lengths):
+    """d(out, h_n, c_n) / d(xg, h0, c0, w_hh, b_hh) of the custom Function, float64."""
+    torch.manual_seed(0)
+    T, B, H = 4, 4, 3
+    G = GATES[mode]
+    opts = {"dtype": torch.float64, "requires_grad": True}
+    xg = torch.randn(T, B, G * H, **opts)
+    h0 = torch.randn(B, H, **opts)
+    c0 = torch.randn(B, H, **opts) if mode == "lstm" else None
+    w_hh = (torch.randn(G * H, H, dtype=torch.float64) * 0.5).requires_grad_()
+    b_hh = torch.randn(G * H, **opts) if mode == "gru" else None
+    bs = None
+    lens = None
+    if lengths is not None:
+        lens = torch.tensor(lengths)
+        bs = (torch.arange(T).unsqueeze(1) < lens).sum(1).tolist()
+
+    def fn(xg, h0, c0, w_hh, b_hh):
+        out, h, c = fused._Recurrence.apply(mode, xg, h0, c0, w_hh, b_hh, bs, lens)
+        return (out, h, c) if mode == "lstm" else (out, h)
+
+    assert torch.autograd.gradcheck(fn, (xg, h0, c0, w_hh, b_hh))
+
+
+def _run(layer, x, hx, lengths):
+    x = x.clone().requires_grad_()
+    out, state = layer(x, hx, lengths=lengths)
+    states = state if isinstance(state, tuple) else (state,)
+    weights = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+    ((out * weights).sum() + sum((s * s).sum() for s in states)).backward()
+    return [out, *states, x.grad, *(p.grad for p in layer.parameters())]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_unsorted_lengths_bidirectional_two_layers(mode):
+    """Unsorted lengths, both directions, 2 layers, bias: equal to reference in float64."""
+    torch.manual_seed(1)
+    ref = _layer(mode, num_layers=2, bidirectional=True, bias=True, dtype=torch.float64,
+                 engine="reference")
+    fus = _layer(mode, num_layers=2, bidirectional=True, bias=True, dtype=torch.float64,
+                 engine="fused")
+    fus.load_state_dict(ref.state_dict())
+    x = torch.randn(6, 5, 3, dtype=torch.float64)
+    h0 = torch.randn(4, 5, 4, dtype=torch.float64)
+    hx = (h0, torch.randn_like(h0)) if mode == "lstm" else h0
+    lengths = torch.tensor([2, 6, 1, 6, 4])
+    got = _run(fus, x, hx, lengths)
+    want = _run(ref, x, hx, lengths)
+    assert fus.engine_used == "fused"
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    # outputs past each sequence's end are exactly zero
+    out = got[0]
+    assert out[2:, 0].abs().max() == 0 and out[1:, 2].abs().max() == 0
+
+
+@pytest.mark.parametrize("mode", ["lstm", "rnn_sigmoid"])
+def test_dropout_same_seed_same_result_and_matches_reference(mode):
+    torch.manual_seed(2)
+    ref = _layer(mode, num_layers=3, dropout=0.5, engine="reference")
+    fus = _layer(mode, num_layers=3, dropout=0.5, engine="fused")
+    fus.load_state_dict(ref.state_dict())
+    x = torch.randn(5, 4, 3)
+    lengths = torch.tensor([3, 5, 1, 4])
+    runs = []
+    for layer in (fus, fus, ref):
+        torch.manual_seed(7)
+        runs.append(layer(x, lengths=lengths)[0])
+    torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)
+    # the masks are drawn in the caller's batch order, as the reference engine does
+    torch.testing.assert_close(runs[0], runs[2], rtol=1e-5, atol=1e-6)
+    torch.manual_seed(8)
+    assert not torch.equal(fus(x, lengths=lengths)[0], runs[0])
+
+
+def test_double_backward_raises():
+    layer = _layer("gru", engine="fused", dtype=torch.float64)
+    x = torch.randn(3, 2, 3, dtype=torch.float64, requires_grad=True)
+    out, _ = layer(x)
+    with pytest.raises(RuntimeError, match="fused engine's backward is not differentiable"):
+        torch.autograd.grad(out.sum(), x, create_graph=True)
+
+
+def test_refusals_say_why():
+    layer = _layer("lstm", engine="fused", dtype=torch.float16)
+    with pytest.raises(ValueError, match="fused.*float32 or float64"):
+        layer(torch.randn(2, 1, 3, dtype=torch.float16))
+
+
+def test_no_grad_forward_equals_grad_forward():
+    torch.manual_seed(3)
+    layer = _layer("lstm", engine="fused", num_layers=2)
+    x = torch.randn(7, 3, 3)
+    with torch.no_grad():
+        a = layer(x)[0]
+    torch.testing.assert_close(layer(x)[0], a, rtol=0, atol=0)
