@@ -93,11 +93,12 @@ def test_reference_matches_torch(mode, dtype, cfg):
     assert_grads_match_torch(ours, theirs, mode)
 
 
+@pytest.mark.parametrize("batch_first", [False, True])  # (T, I) either way, as torch
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("mode", TORCH_MODES)
-def test_unbatched_input_with_hx_matches_torch(mode, dtype):
+def test_unbatched_input_with_hx_matches_torch(mode, dtype, batch_first):
     T, I, H, L = 4, 3, 5, 2
-    theirs = torch_layer(mode, I, H, L, bidir=True, dtype=dtype)
+    theirs = torch_layer(mode, I, H, L, batch_first=batch_first, bidir=True, dtype=dtype)
     ours = type(make_layer(mode, 1, 1)).from_torch(theirs, engine="reference")
     x = torch.randn(T, I, dtype=dtype)
     hs = initial_state(mode, 2 * L, None, H, dtype)
@@ -114,21 +115,22 @@ def test_unbatched_input_with_hx_matches_torch(mode, dtype):
     assert_grads_match_torch(ours, theirs, mode)
 
 
+@pytest.mark.parametrize("batch_first", [False, True])
 @pytest.mark.parametrize("enforce_sorted", [False, True])
 @pytest.mark.parametrize("mode", TORCH_MODES)
-def test_packed_input_returns_packed_output(mode, enforce_sorted):
+def test_packed_input_returns_packed_output(mode, enforce_sorted, batch_first):
     dtype, T, I, H = torch.float64, 5, 3, 4
     lengths = torch.tensor([5, 4, 2]) if enforce_sorted else torch.tensor([2, 5, 1, 4])
     B = lengths.numel()
-    theirs = torch_layer(mode, I, H, 2, bidir=True, dtype=dtype)
+    theirs = torch_layer(mode, I, H, 2, batch_first=batch_first, bidir=True, dtype=dtype)
     ours = type(make_layer(mode, 1, 1)).from_torch(theirs, engine="reference")
-    x = torch.randn(T, B, I, dtype=dtype)
-    hs = initial_state(mode, 4, B, H, dtype)
+    x = torch.randn((B, T, I) if batch_first else (T, B, I), dtype=dtype)
+    hs = initial_state(mode, 4, B, H, dtype)  # (D*L, B, H): batch_first never applies to hx
     x_t, x_o = x.clone().requires_grad_(), x.clone().requires_grad_()
-    out_t, state_t = theirs(pack_padded_sequence(x_t, lengths, enforce_sorted=enforce_sorted),
-                            pack_state(mode, hs))
-    out_o, state_o = ours(pack_padded_sequence(x_o, lengths, enforce_sorted=enforce_sorted),
-                          pack_state(mode, hs))
+    out_t, state_t = theirs(pack_padded_sequence(x_t, lengths, batch_first=batch_first,
+                                                 enforce_sorted=enforce_sorted), pack_state(mode, hs))
+    out_o, state_o = ours(pack_padded_sequence(x_o, lengths, batch_first=batch_first,
+                                               enforce_sorted=enforce_sorted), pack_state(mode, hs))
     assert isinstance(out_o, PackedSequence)
     assert torch.equal(out_o.batch_sizes, out_t.batch_sizes)
     for field in ("sorted_indices", "unsorted_indices"):
@@ -325,8 +327,10 @@ def test_bad_lengths():
     packed = pack_padded_sequence(x, torch.tensor([5, 3, 2]))
     with pytest.raises(ValueError, match="pass lengths or a PackedSequence, not both"):
         rnn(packed, lengths=torch.tensor([5, 3, 2]))
-    # a list of ints is accepted and means the same as the tensor
-    assert torch.equal(rnn(x, lengths=[5, 3, 2])[0], rnn(x, lengths=torch.tensor([5, 3, 2]))[0])
+    # a list or tuple of ints, or an int32 tensor, means the same as the int64 tensor
+    want = rnn(x, lengths=torch.tensor([5, 3, 2]))[0]
+    for same in ([5, 3, 2], (5, 3, 2), torch.tensor([5, 3, 2], dtype=torch.int32)):
+        assert torch.equal(rnn(x, lengths=same)[0], want)
 
 
 def test_bad_constructor_arguments():
