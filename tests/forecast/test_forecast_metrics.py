@@ -23,10 +23,14 @@ scipy_integrate = pytest.importorskip("scipy.integrate")
 CRPS_N01_AT_0 = 0.23369497725510913  # (sqrt(2) - 1) / sqrt(pi)
 
 
-def crps_numeric(cdf, y: float, lo: float = -np.inf, hi: float = np.inf) -> float:
-    """CRPS = int (F(x) - 1{x >= y})^2 dx by adaptive quadrature, split at y."""
-    left = scipy_integrate.quad(lambda x: cdf(x) ** 2, lo, y, epsabs=1e-13, epsrel=1e-12, limit=200)[0]
-    right = scipy_integrate.quad(lambda x: (1 - cdf(x)) ** 2, y, hi, epsabs=1e-13, epsrel=1e-12, limit=200)[0]
+def crps_numeric(cdf, y: float, lo: float = -np.inf, hi: float = np.inf, kinks=()) -> float:
+    """CRPS = int (F(x) - 1{x >= y})^2 dx by adaptive quadrature, split at y (and at ``kinks``
+    of a piecewise F, which must lie inside a finite [lo, hi])."""
+    kw = dict(epsabs=1e-13, epsrel=1e-12, limit=200)
+    left_pts = [k for k in kinks if lo < k < y] or None
+    right_pts = [k for k in kinks if y < k < hi] or None
+    left = scipy_integrate.quad(lambda x: cdf(x) ** 2, lo, y, points=left_pts, **kw)[0]
+    right = scipy_integrate.quad(lambda x: (1 - cdf(x)) ** 2, y, hi, points=right_pts, **kw)[0]
     return left + right
 
 
@@ -147,3 +151,43 @@ def test_oracle_multistep_forecaster_is_calibrated(kind):
     closed = np.mean([crps_gaussian(f.mean, sd_, a).mean() for f, a, sd_ in
                       zip(forecasts, actuals, [oracle(0, h, phi, sigma)[1]] * len(forecasts))])
     assert sc.crps == pytest.approx(closed, rel=0.02 if kind == "samples" else 1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_spline_quantile_crps_closed_form_vs_integral(seed):
+    """The SQF head's CRPS is 2 int_0^1 pinball_a(z - q(a)) da, computed in closed form."""
+    torch.manual_seed(seed)
+    head = H.SplineQuantileHead(pieces=5)
+    raw = torch.randn(4, head.num_params, dtype=torch.float64)
+    z = torch.randn(4, dtype=torch.float64) * 2
+    cf = head.crps(raw, z)
+    for i in range(4):
+        def pin(a):
+            d = z[i].item() - head.ppf(raw[i:i + 1], torch.tensor([a], dtype=torch.float64)).item()
+            return 2 * d * (a - (d < 0))
+        _, d, _, _ = H.spline_knots(raw[i], 5)
+        kinks = [*d[1:].tolist(), head.cdf(raw[i:i + 1], z[i:i + 1]).item()]
+        num = scipy_integrate.quad(pin, 0, 1, points=kinks, epsabs=1e-13, limit=200)[0]
+        assert cf[i].item() == pytest.approx(num, rel=1e-10, abs=1e-12)
+    # the same CRPS by the integral of (F - 1{x >= y})^2 over x, F the spline's CDF
+    F = lambda x: head.cdf(raw[:1], torch.tensor([x], dtype=torch.float64)).item()
+    lo = head.ppf(raw[:1], torch.zeros(1, dtype=torch.float64)).item()
+    hi = head.ppf(raw[:1], torch.ones(1, dtype=torch.float64)).item()
+    y = z[0].item()
+    _, d, _, _ = H.spline_knots(raw[0], 5)
+    knots = head.ppf(raw[:1].expand(6, -1), torch.cat([d, torch.ones(1, dtype=torch.float64)])).tolist()
+    num = crps_numeric(F, y, lo=min(lo, y) - 1, hi=max(hi, y) + 1, kinks=knots)
+    assert cf[0].item() == pytest.approx(num, rel=1e-7)
+
+
+def test_spline_quantile_is_monotone_and_matches_its_samples():
+    torch.manual_seed(3)
+    head = H.SplineQuantileHead(pieces=8)
+    raw = torch.randn(1, head.num_params, dtype=torch.float64)
+    grid = torch.linspace(0, 1, 1001, dtype=torch.float64)
+    q = head.ppf(raw.expand(1001, -1), grid)
+    assert (q.diff() > 0).all()
+    u = torch.rand(100_000, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x = head.ppf(raw.expand(len(u), -1), u).numpy()  # Ex2: samples by inverse transform
+    y = np.array([0.3])
+    assert crps_samples(x[:, None], y)[0] == pytest.approx(head.crps(raw, torch.tensor(y)).item(), rel=5e-3)

@@ -130,6 +130,10 @@ def evaluate(model: Forecaster | None, series: list[Series], *, context: int, ho
                       history=s.values[o - tail:o], future_x=_x_axis(s, o, o + horizon), quantiles=q,
                       actual=s.values[o:o + horizon],
                       title=f"{s.name}: last evaluation window, {model_name}", ylabel=s.name)
+    import json
+
+    (out / "scores.json").write_text(json.dumps(
+        {name: {**sc.row(), "seconds": timings.get(name)} for name, sc in scores.items()}, indent=1))
     write_report(out / "report.md", scores, per_series, timings, series=series, context=context,
                  horizon=horizon, windows=windows, samples=samples, model_name=model_name)
     return scores

@@ -108,34 +108,33 @@ class GaussianHead(Head):
 
 
 # -- Student-t -----------------------------------------------------------------------
-def _betacf(a, b, x, iters: int = 200, eps: float = 1e-13):
-    """Continued fraction of the regularized incomplete beta (modified Lentz), vectorised."""
+def _betacf(a, b, x, iters: int = 200, eps: float = 1e-13, guard: bool = False):
+    """Continued fraction of the regularized incomplete beta (modified Lentz), vectorised.
+
+    Without ``guard`` the Lentz denominators are not kept off zero (half the
+    operations); a result that comes out non-finite is recomputed with them.
+    """
     tiny = 1e-300
+    fix = (lambda v: torch.where(v.abs() < tiny, torch.full_like(v, tiny), v)) if guard else (lambda v: v)
     qab, qap, qam = a + b, a + 1.0, a - 1.0
     c = torch.ones_like(x)
-    d = 1.0 - qab * x / qap
-    d = torch.where(d.abs() < tiny, torch.full_like(d, tiny), d)
-    d = 1.0 / d
+    d = 1.0 / fix(1.0 - qab * x / qap)
     h = d
     for m in range(1, iters + 1):
         m2 = 2 * m
         aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = torch.where(d.abs() < tiny, torch.full_like(d, tiny), d)
-        c = 1.0 + aa / c
-        c = torch.where(c.abs() < tiny, torch.full_like(c, tiny), c)
-        d = 1.0 / d
+        d = 1.0 / fix(1.0 + aa * d)
+        c = fix(1.0 + aa / c)
         h = h * d * c
         aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = torch.where(d.abs() < tiny, torch.full_like(d, tiny), d)
-        c = 1.0 + aa / c
-        c = torch.where(c.abs() < tiny, torch.full_like(c, tiny), c)
-        d = 1.0 / d
+        d = 1.0 / fix(1.0 + aa * d)
+        c = fix(1.0 + aa / c)
         delta = d * c
         h = h * delta
         if m % 8 == 0 and bool(((delta - 1.0).abs() <= eps).all()):
             break
+    if not guard and not bool(torch.isfinite(h).all()):
+        return _betacf(a, b, x, iters, eps, guard=True)
     return h
 
 
@@ -181,7 +180,7 @@ def t_log_pdf(t: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
 def t_ppf(u: torch.Tensor, nu: torch.Tensor, iters: int = 40) -> torch.Tensor:
     """Quantile function of the standard Student-t (float64).
 
-    Solves ``P(T > t) = min(u, 1-u)`` for t >= 0 by Newton's method from the
+    Solves ``P(T > t) = min(u, 1-u)`` for t >= 0 by Halley's method from the
     Cornish-Fisher expansion, kept inside a bracket (bisection when a step
     leaves it), then restores the sign. u = 0 or 1 give -inf or +inf.
     """
@@ -197,7 +196,10 @@ def t_ppf(u: torch.Tensor, nu: torch.Tensor, iters: int = 40) -> torch.Tensor:
         g = t_tail(t, nu) - q  # decreasing in t
         lo = torch.where(g > 0, t, lo)
         hi = torch.where(g < 0, t, hi)
-        step = g / torch.exp(t_log_pdf(t, nu))  # Newton: t + g / f, since d tail / dt = -f
+        newton = g / torch.exp(t_log_pdf(t, nu))  # t + g / f, since d tail / dt = -f
+        # Halley's correction with f'/f = -(nu + 1) t / (nu + t^2): cubic convergence
+        denom = 1.0 - 0.5 * newton * (nu + 1) * t / (nu + t * t)
+        step = torch.where(denom > 0.5, newton / denom, newton)
         new = t + step
         mid = torch.where(torch.isfinite(hi), 0.5 * (lo + hi), 2.0 * lo + 1.0)
         bad = ~torch.isfinite(new) | (new < lo) | (new > hi)
@@ -254,3 +256,84 @@ class StudentTHead(Head):
     def crps(self, raw, z):
         mu, sigma, nu = self.params(raw)
         return student_t_crps(mu, sigma, nu, z)
+
+
+# -- learned monotone quantile function (SQF, Gasthaus et al. 2019) ---------------------
+def spline_knots(raw: torch.Tensor, pieces: int, min_slope: float = 1e-4):
+    """Raw (..., 1 + 2L) -> gamma (...), knots d (..., L), widths w (..., L), slopes m (..., L).
+
+    The quantile function is ``q(a) = gamma + sum_l m_l clamp(a - d_l, 0, w_l)``:
+    piecewise linear on [0, 1], with knot widths ``w = softmax(raw[1:L+1])`` and
+    slopes ``m = softplus(raw[L+1:]) + min_slope``, so it is increasing by construction.
+    """
+    gamma = raw[..., 0]
+    w = torch.softmax(raw[..., 1:pieces + 1], dim=-1)
+    d = torch.cumsum(w, dim=-1) - w  # left knot of each piece, d_0 = 0
+    m = F.softplus(raw[..., pieces + 1:2 * pieces + 1]) + min_slope
+    return gamma, d, w, m
+
+
+def spline_ppf(gamma, d, w, m, u):
+    """q(u) (Ex2): ``gamma + sum_l m_l clamp(u - d_l, 0, w_l)``."""
+    u = u.unsqueeze(-1)
+    return gamma + (m * torch.minimum(torch.clamp(u - d, min=0.0), w)).sum(-1)
+
+
+def spline_cdf(gamma, d, w, m, z):
+    """The inverse of q: ``sum_l clamp((z - Q_l) / m_l, 0, w_l)``, Q_l = q(d_l) (Ex1)."""
+    Q = gamma.unsqueeze(-1) + torch.cumsum(m * w, dim=-1) - m * w  # (..., L) knot values
+    return torch.minimum(torch.clamp((z.unsqueeze(-1) - Q) / m, min=0.0), w).sum(-1).clamp(0.0, 1.0)
+
+
+def spline_crps(gamma, d, w, m, z):
+    """Closed-form CRPS of the spline quantile function at z.
+
+    ``CRPS = 2 int_0^1 rho_a(z - q(a)) da`` with the pinball loss rho; with
+    ``a~ = F(z)`` and ``c_l(a) = clamp(a - d_l, 0, w_l)`` it is
+    ``2 [int_0^1 (z - q) a da - int_{a~}^1 (z - q) da]``, every integral of c_l in closed form.
+    """
+    a = spline_cdf(gamma, d, w, m, z).unsqueeze(-1)  # (..., 1)
+    e = d + w  # right knot
+    # int_0^1 a c_l(a) da
+    int_ac = (e ** 3 - d ** 3) / 3 - d * (e ** 2 - d ** 2) / 2 + w * (1 - e ** 2) / 2
+    # C_l(x) = int_0^x c_l
+    def C(x):
+        inside = torch.clamp(x - d, min=0.0)
+        return torch.where(x <= e, inside ** 2 / 2, w ** 2 / 2 + w * (x - e))
+    tail_c = C(torch.ones_like(a)) - C(a)  # int_a~^1 c_l
+    a = a.squeeze(-1)
+    first = z / 2 - gamma / 2 - (m * int_ac).sum(-1)  # int_0^1 (z - q(a)) a da
+    second = (z - gamma) * (1 - a) - (m * tail_c).sum(-1)  # int_a~^1 (z - q(a)) da
+    return 2 * (first - second)
+
+
+@register_head("quantile")
+class SplineQuantileHead(Head):
+    """A learned monotone quantile function: the piecewise-linear spline of SQF-RNN
+    (Gasthaus et al. 2019) with ``pieces`` pieces, trained by its closed-form CRPS.
+    Sampling is ``q(u)`` itself (the notes' Ex2 with the quantile function learned directly)."""
+
+    def __init__(self, pieces: int = 10) -> None:
+        super().__init__()
+        if pieces < 1:
+            raise UserError(f"the quantile head needs at least 1 piece, got {pieces}")
+        self.pieces = pieces
+        self.num_params = 1 + 2 * pieces
+
+    def config(self) -> dict:
+        return {"pieces": self.pieces}
+
+    def _k(self, raw):
+        return spline_knots(raw, self.pieces)
+
+    def loss(self, raw, z):
+        return spline_crps(*self._k(raw), z)
+
+    def ppf(self, raw, u):
+        return spline_ppf(*self._k(raw), u.to(raw.dtype))
+
+    def cdf(self, raw, z):
+        return spline_cdf(*self._k(raw), z.to(raw.dtype))
+
+    def crps(self, raw, z):
+        return spline_crps(*self._k(raw), z)

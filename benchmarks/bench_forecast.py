@@ -1,0 +1,128 @@
+"""Forecasting benchmark: accuracy and calibration on the shipped series, and sampling speed.
+
+    python benchmarks/bench_forecast.py speed                 # 1000 paths x 48 steps, every cell x head
+    python benchmarks/bench_forecast.py accuracy --series sunspots --steps 1500
+    python benchmarks/bench_forecast.py all                   # both, with the defaults below
+
+Accuracy runs ``rnnforge forecast evaluate`` (rolling origin over the last
+windows, same targets and metrics for the model and every baseline) per series
+and prints the report; the targets of issue 7 are checked and printed as
+PASS/MISS: CRPS <= best baseline's, PIT KS p > 0.05, 80% coverage in [0.75, 0.85].
+Speed times ``Forecaster.sample_paths`` for one series (median of 5 after a
+warm-up) on one CPU thread; the target is under 1 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+#: per-series evaluation setup (horizon = one season for weekly CO2, two years monthly)
+SETUPS = {
+    "sunspots": dict(horizon=24, context=120, windows=10),
+    "co2": dict(horizon=52, context=120, windows=5),
+}
+
+
+def bench_speed(cells=("rnn", "rnn-tanh", "gru", "lstm"), heads=("gaussian", "student-t"),
+                paths: int = 1000, horizon: int = 48, repeats: int = 5) -> list[dict]:
+    from rnnforge.data.series import load
+    from rnnforge.forecast.features import default_lags
+    from rnnforge.forecast.heads import HEADS
+    from rnnforge.forecast.model import Forecaster, ModelConfig
+
+    torch.set_num_threads(1)
+    (s,) = load("sunspots")
+    rows = []
+    for head in heads:
+        if head not in HEADS:
+            continue
+        for cell in cells:
+            torch.manual_seed(0)
+            model = Forecaster(ModelConfig(cell=cell, head=head, hidden=40, layers=2,
+                                           features=dict(lags=default_lags(12), harmonics=2)))
+            gen = torch.Generator().manual_seed(0)
+            run = lambda: model.sample_paths([s], [len(s)], context=120, horizon=horizon,  # noqa: E731
+                                             num_samples=paths, generator=gen)
+            run()  # warm-up
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                out = run()
+                times.append(time.perf_counter() - t0)
+            assert out.shape == (1, paths, horizon) and np.isfinite(out).all()
+            rows.append({"cell": cell, "head": head, "seconds": statistics.median(times)})
+            print(f"  {cell:>8} / {head:<10} {paths} paths x {horizon} steps: "
+                  f"{statistics.median(times):.3f} s (median of {repeats})", flush=True)
+    return rows
+
+
+def bench_accuracy(series: str, *, steps: int, minutes: float, cell: str, head: str, samples: int,
+                   seed: int, out: Path, baselines: str, hidden: int, layers: int) -> dict:
+    from rnnforge.cli import main
+
+    setup = SETUPS[series]
+    argv = ["forecast", "evaluate", "--data", series, "--horizon", str(setup["horizon"]),
+            "--context", str(setup["context"]), "--windows", str(setup["windows"]),
+            "--steps", str(steps), "--minutes", str(minutes), "--cell", cell, "--head", head,
+            "--hidden", str(hidden), "--layers", str(layers), "--samples", str(samples),
+            "--seed", str(seed), "--baselines", baselines, "--out", str(out / series)]
+    print("rnnforge " + " ".join(argv), flush=True)
+    t0 = time.perf_counter()
+    rc = main(argv)
+    if rc != 0:
+        raise SystemExit(rc)
+    import json
+
+    report = (out / series / "report.md").read_text()
+    scores = json.loads((out / series / "scores.json").read_text())
+    print(report)
+    model = next(iter(scores))
+    m = scores[model]
+    base = {k: v for k, v in scores.items() if k != model}
+    if base:
+        best = min(base, key=lambda k: base[k]["crps"])
+        print(f"target CRPS <= best baseline ({best} {base[best]['crps']:.4g}): {m['crps']:.4g} "
+              f"{'PASS' if m['crps'] <= base[best]['crps'] else 'MISS'}")
+    print(f"target PIT KS p > 0.05: {m['pit_ks_p']:.3g} {'PASS' if m['pit_ks_p'] > 0.05 else 'MISS'}")
+    print(f"target 80% coverage in 0.75..0.85: {m['cov80']:.3f} "
+          f"{'PASS' if 0.75 <= m['cov80'] <= 0.85 else 'MISS'}")
+    print(f"({time.perf_counter() - t0:.0f} s in all)")
+    return {"series": series, "scores": scores}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=("speed", "accuracy", "all"))
+    p.add_argument("--series", default="sunspots,co2", help="comma-separated shipped series")
+    p.add_argument("--steps", type=int, default=2000, help="training steps per series")
+    p.add_argument("--minutes", type=float, default=0.0, help="training time budget per series (0: none)")
+    p.add_argument("--cell", default="lstm")
+    p.add_argument("--head", default="student-t")
+    p.add_argument("--hidden", type=int, default=40)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--samples", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--baselines", default="seasonal-naive,ets,arima")
+    p.add_argument("--out", default="runs/bench-forecast")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    if args.what in ("speed", "all"):
+        print("sampling speed (one series, one CPU thread):")
+        bench_speed()
+    if args.what in ("accuracy", "all"):
+        for s in args.series.split(","):
+            bench_accuracy(s.strip(), steps=args.steps, minutes=args.minutes, cell=args.cell,
+                           head=args.head, samples=args.samples, seed=args.seed, out=Path(args.out),
+                           baselines=args.baselines, hidden=args.hidden, layers=args.layers)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
