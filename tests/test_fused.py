@@ -27,27 +27,40 @@ def _layer(mode, **kw):
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("lengths", [None, [4, 3, 3, 1]], ids=["full", "lengths"])
 def test_gradcheck_recurrence(mode, lengths):
-    """d(out, h_n, c_n) / d(xg, h0, c0, w_hh, b_hh) of the custom Function, float64."""
+    """Every input's gradient through the hand-written backward (``_Recurrence``), float64."""
     torch.manual_seed(0)
-    T, B, H = 4, 4, 3
+    T, B, I, H = 4, 4, 2, 3
     G = GATES[mode]
     opts = {"dtype": torch.float64, "requires_grad": True}
-    xg = torch.randn(T, B, G * H, **opts)
+    x = torch.randn(T, B, I, **opts)
+    w_ih = torch.randn(G * H, I, **opts)
+    b_ih = torch.randn(G * H, **opts)
     h0 = torch.randn(B, H, **opts)
     c0 = torch.randn(B, H, **opts) if mode == "lstm" else None
     w_hh = (torch.randn(G * H, H, dtype=torch.float64) * 0.5).requires_grad_()
     b_hh = torch.randn(G * H, **opts) if mode == "gru" else None
-    bs = None
-    lens = None
+    bs = lens = None
     if lengths is not None:
         lens = torch.tensor(lengths)
         bs = (torch.arange(T).unsqueeze(1) < lens).sum(1).tolist()
 
-    def fn(xg, h0, c0, w_hh, b_hh):
-        out, h, c = fused._Recurrence.apply(mode, xg, h0, c0, w_hh, b_hh, bs, lens)
+    def fn(x, w_ih, b_ih, h0, c0, w_hh, b_hh):
+        out, h, c = fused._Recurrence.apply(mode, x, w_ih, b_ih, h0, c0, w_hh, b_hh, bs, lens)
         return (out, h, c) if mode == "lstm" else (out, h)
 
-    assert torch.autograd.gradcheck(fn, (xg, h0, c0, w_hh, b_hh))
+    assert torch.autograd.gradcheck(fn, (x, w_ih, b_ih, h0, c0, w_hh, b_hh))
+
+
+def test_workspace_reuses_only_free_buffers():
+    ws = fused.Workspace()
+    like = torch.empty(0)
+    a = ws.take((64, 128), like)
+    b = ws.take((64, 128), like)
+    assert a.data_ptr() != b.data_ptr()  # a is still held
+    ptr = a.data_ptr()
+    del a
+    c = ws.take((128, 64), like, zero=True)
+    assert c.data_ptr() == ptr and c.shape == (128, 64) and not c.any()
 
 
 def _run(layer, x, hx, lengths):

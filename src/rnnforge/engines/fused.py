@@ -32,6 +32,9 @@ supported: asking for it (``create_graph=True``) raises a clear error.
 
 from __future__ import annotations
 
+import math
+import threading
+
 import torch
 import torch.nn.functional as F
 
@@ -68,6 +71,70 @@ def stacked_weights(cell):
     return w_ih, w_hh, b_ih, b_hh
 
 
+# -- workspace: large scratch buffers kept between calls ------------------------------------
+class Workspace:
+    """Scratch buffers reused from one call to the next.
+
+    Why: a fresh multi-megabyte tensor costs a page fault per 4 KiB page on
+    first touch (measured here: filling a fresh 32 MiB buffer takes ~24 ms, a
+    reused one ~6 ms), and a forward+backward of the fused engine touches
+    hundreds of MiB of gates and gradients. A buffer is handed out again only
+    when nothing else holds its memory -- no view, no autograd node that saved
+    it -- which ``torch._C._storage_Use_Count`` tells exactly. Buffers returned
+    to callers (outputs, gradients) never come from here. ``max_bytes`` caps
+    what is kept idle; ``clear()`` drops everything.
+    """
+
+    def __init__(self, max_bytes: int = 1 << 30) -> None:
+        self.max_bytes = max_bytes
+        self._bufs: dict[tuple, list[torch.Tensor]] = {}
+        self._lock = threading.Lock()
+        self._count = getattr(torch._C, "_storage_Use_Count", None)
+        self._lone = self._uses(torch.empty(1)) if self._count is not None else None
+
+    def _uses(self, t: torch.Tensor) -> int:
+        return self._count(t.untyped_storage()._cdata)
+
+    def take(self, shape, like: torch.Tensor, zero: bool = False) -> torch.Tensor:
+        """An uninitialised (or zeroed) tensor of ``shape``, dtype and device of ``like``."""
+        numel = math.prod(shape)
+        if self._count is None or numel < 4096:  # small: the allocator's own cache is fine
+            return (torch.zeros if zero else torch.empty)(shape, dtype=like.dtype, device=like.device)
+        key = (numel, like.dtype, like.device)
+        with self._lock:
+            bufs = self._bufs.setdefault(key, [])
+            for base in bufs:
+                if self._uses(base) == self._lone:
+                    out = base.view(shape)
+                    break
+            else:
+                base = torch.empty(numel, dtype=like.dtype, device=like.device)
+                bufs.append(base)
+                out = base.view(shape)
+                self._trim()
+        return out.zero_() if zero else out
+
+    def _trim(self) -> None:
+        total = sum(b.numel() * b.element_size() for bs in self._bufs.values() for b in bs)
+        for key in list(self._bufs):
+            if total <= self.max_bytes:
+                break
+            keep = []
+            for b in self._bufs[key]:
+                if self._uses(b) == self._lone:
+                    total -= b.numel() * b.element_size()
+                else:
+                    keep.append(b)
+            self._bufs[key] = keep
+
+    def clear(self) -> None:
+        with self._lock:
+            self._bufs.clear()
+
+
+WORKSPACE = Workspace()
+
+
 # -- per-step views ----------------------------------------------------------------------
 def _steps(buf: torch.Tensor, bs):
     """Per-step views of a time-major buffer, restricted to the live rows ``[:b_t]``."""
@@ -83,11 +150,6 @@ def _prev_steps(first: torch.Tensor, buf: torch.Tensor, bs):
     return [first[:bs[0]]] + [buf[t - 1, :b] for t, b in enumerate(bs) if t > 0]
 
 
-def _shifted(first: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:
-    """``cat(first[None], buf[:-1])``: the value entering each step, (T, B, H)."""
-    return torch.cat((first.unsqueeze(0), buf[:-1]), 0)
-
-
 def _final(buf: torch.Tensor, lengths) -> torch.Tensor:
     """The value at each sequence's last real step, (B, H)."""
     if lengths is None:
@@ -95,56 +157,80 @@ def _final(buf: torch.Tensor, lengths) -> torch.Tensor:
     return buf[lengths - 1, torch.arange(buf.shape[1], device=buf.device)]
 
 
-# -- forward kernels: (xg, h0, c0, w_hh, b_hh, bs) -> (out, saved, c_all) ---------------
-def _rnn_forward(mode, xg, h0, w_hh, bs):
-    T, B, _ = xg.shape
-    out = (xg.new_zeros if bs else xg.new_empty)((T, B, h0.shape[-1]))  # (T, B, H)
-    wt = w_hh.t()  # (H, H)
+def _project(x, w_ih, b_ih, out):
+    """``out (T*B, G*H) = x W_ih^T + b``: the input projection of every step, one GEMM."""
+    x2 = x.reshape(-1, x.shape[-1])  # (T*B, I)
+    if b_ih is None:
+        torch.mm(x2, w_ih.t(), out=out)
+    else:
+        torch.addmm(b_ih, x2, w_ih.t(), out=out)
+
+
+def _weight_grad(dG, first, seq):
+    """``dW = sum_t dG_t^T h_{t-1}`` as one (G*H, T*B) x (T*B, H) GEMM (plus the t=0 rank-B term).
+
+    ``first`` is the state entering step 0, ``seq`` (T, B, H) the states after each step.
+    """
+    GH, H = dG.shape[-1], seq.shape[-1]
+    dw = dG[0].t() @ first  # (G*H, H)
+    if dG.shape[0] > 1:
+        dw.addmm_(dG[1:].reshape(-1, GH).t(), seq[:-1].reshape(-1, H))
+    return dw
+
+
+# -- forward kernels ---------------------------------------------------------------------
+# Each writes the input projection of all steps into its gate buffer with one GEMM, then
+# adds the recurrent GEMM of each step in place (no copy of the projection per step).
+def _rnn_forward(mode, x, w_ih, b_ih, h0, w_hh, bs):
+    T, B, _ = x.shape
+    H = h0.shape[-1]
+    out = x.new_empty((T, B, H))  # pre-activations, then z: returned, so not from the workspace
+    _project(x, w_ih, b_ih, out.view(T * B, H))
+    wt = w_hh.t().contiguous()  # (H, H): row-major W^T, the faster GEMM layout here
     act_ = torch.Tensor.sigmoid_ if mode == "rnn_sigmoid" else torch.Tensor.tanh_
-    for x_t, h_t, o_t in zip(_steps(xg, bs), _prev_steps(h0, out, bs), _steps(out, bs)):
-        torch.addmm(x_t, h_t, wt, out=o_t)  # pre-activation, (b, H)
-        act_(o_t)  # z = σ(...) or tanh(...)
+    for h_t, o_t in zip(_prev_steps(h0, out, bs), _steps(out, bs)):
+        act_(o_t.addmm_(h_t, wt))  # z = σ(α x + γ z_prev)
     return out
 
 
-def _gru_forward(xg, h0, w_hh, b_hh, bs):
-    T, B, GH = xg.shape
-    H = GH // 3
-    new = xg.new_zeros if bs else xg.new_empty
-    out = new((T, B, H))
-    gates = new((T, B, GH))  # r, s, z~ activations
-    hg = new((T, B, GH))  # h_{t-1} W_hh^T (+ b_hh): the recurrent pre-activations
-    wt = w_hh.t()  # (H, 3H)
+def _gru_forward(x, w_ih, b_ih, h0, w_hh, b_hh, bs):
+    T, B, _ = x.shape
+    H = h0.shape[-1]
+    out = (x.new_zeros if bs else x.new_empty)((T, B, H))
+    gates = WORKSPACE.take((T, B, 3 * H), x)  # α x + b, then the activations r, s, z~
+    _project(x, w_ih, b_ih, gates.view(T * B, 3 * H))
+    hg = WORKSPACE.take((T, B, 3 * H), x, zero=bool(bs))  # γ z_prev (+ b_γ) per gate
+    wt = w_hh.t().contiguous()  # (H, 3H): row-major W^T, the faster GEMM layout here
     S = lambda buf: _steps(buf, bs)  # noqa: E731
-    for (x_rs, x_n, h_prev, hg_t, hg_rs, hg_n, g_rs, r, s, g_n, o_t) in zip(
-            S(xg[..., :2 * H]), S(xg[..., 2 * H:]), _prev_steps(h0, out, bs), S(hg),
-            S(hg[..., :2 * H]), S(hg[..., 2 * H:]), S(gates[..., :2 * H]),
-            S(gates[..., :H]), S(gates[..., H:2 * H]), S(gates[..., 2 * H:]), S(out)):
+    for (h_prev, hg_t, hg_rs, hg_n, g_rs, r, s, g_n, o_t) in zip(
+            _prev_steps(h0, out, bs), S(hg), S(hg[..., :2 * H]), S(hg[..., 2 * H:]),
+            S(gates[..., :2 * H]), S(gates[..., :H]), S(gates[..., H:2 * H]),
+            S(gates[..., 2 * H:]), S(out)):
         if b_hh is None:
             torch.mm(h_prev, wt, out=hg_t)
         else:
             torch.addmm(b_hh, h_prev, wt, out=hg_t)
-        torch.add(x_rs, hg_rs, out=g_rs).sigmoid_()  # r, s
-        torch.addcmul(x_n, r, hg_n, out=g_n).tanh_()  # z~ = tanh(α x + r ⊙ (γ z_prev))
+        g_rs.add_(hg_rs).sigmoid_()  # r, s
+        g_n.addcmul_(r, hg_n).tanh_()  # z~ = tanh(α x + r ⊙ (γ z_prev))
         torch.lerp(g_n, h_prev, s, out=o_t)  # z = s ⊙ z_prev + (1 - s) ⊙ z~
     return out, gates, hg
 
 
-def _lstm_forward(xg, h0, c0, w_hh, bs):
-    T, B, GH = xg.shape
-    H = GH // 4
-    new = xg.new_zeros if bs else xg.new_empty
-    out = new((T, B, H))
-    gates = new((T, B, GH))  # i, f, C~, o activations
-    C = new((T, B, H))
-    tC = new((T, B, H))  # tanh(C)
-    wt = w_hh.t()  # (H, 4H)
+def _lstm_forward(x, w_ih, b_ih, h0, c0, w_hh, bs):
+    T, B, _ = x.shape
+    H = h0.shape[-1]
+    out = (x.new_zeros if bs else x.new_empty)((T, B, H))
+    gates = WORKSPACE.take((T, B, 4 * H), x)  # projections, then the activations i, f, C~, o
+    _project(x, w_ih, b_ih, gates.view(T * B, 4 * H))
+    C = WORKSPACE.take((T, B, H), x, zero=bool(bs))
+    tC = WORKSPACE.take((T, B, H), x, zero=bool(bs))  # tanh(C)
+    wt = w_hh.t().contiguous()  # (H, 4H): row-major W^T, the faster GEMM layout here
     S = lambda buf: _steps(buf, bs)  # noqa: E731
-    for (x_t, h_prev, c_prev, g_t, g_if, g_g, g_o, i, f, c_t, tc_t, o_t) in zip(
-            S(xg), _prev_steps(h0, out, bs), _prev_steps(c0, C, bs), S(gates),
+    for (h_prev, c_prev, g_t, g_if, g_g, g_o, i, f, c_t, tc_t, o_t) in zip(
+            _prev_steps(h0, out, bs), _prev_steps(c0, C, bs), S(gates),
             S(gates[..., :2 * H]), S(gates[..., 2 * H:3 * H]), S(gates[..., 3 * H:]),
             S(gates[..., :H]), S(gates[..., H:2 * H]), S(C), S(tC), S(out)):
-        torch.addmm(x_t, h_prev, wt, out=g_t)  # all four pre-activations, (b, 4H)
+        g_t.addmm_(h_prev, wt)  # all four pre-activations, (b, 4H)
         g_if.sigmoid_()
         g_g.tanh_()
         g_o.sigmoid_()
@@ -155,30 +241,33 @@ def _lstm_forward(xg, h0, c0, w_hh, bs):
 
 
 class _Recurrence(torch.autograd.Function):
-    """One layer-direction of the recurrence over precomputed input projections.
+    """One layer-direction: input projection and recurrence, with its own backward.
 
-    Inputs: ``xg (T, B, G*H)`` (x W_ih^T + b for every step), ``h0``/``c0``
-    (B, H), ``w_hh (G*H, H)``, ``b_hh (G*H,)`` or None, the live batch sizes
-    ``bs`` (list of T ints, or None when every sequence has T steps) and the
-    sorted ``lengths``. Returns ``out (T, B, H), h_n (B, H), c_n (B, H)`` (c_n
-    only for the LSTM, else an empty tensor).
+    Inputs: ``x (T, B, I)``, ``w_ih (G*H, I)``, ``b_ih (G*H,)`` or None,
+    ``h0``/``c0`` (B, H), ``w_hh (G*H, H)``, ``b_hh (G*H,)`` or None, the live
+    batch sizes ``bs`` (list of T ints, or None when every sequence has T steps)
+    and the sorted ``lengths``. Returns ``out (T, B, H), h_n (B, H), c_n (B, H)``
+    (c_n only for the LSTM, else an empty tensor).
     """
 
     @staticmethod
-    def forward(ctx, mode, xg, h0, c0, w_hh, b_hh, bs, lengths):
+    def forward(ctx, mode, x, w_ih, b_ih, h0, c0, w_hh, b_hh, bs, lengths):
         ctx.mode, ctx.bs = mode, bs
+        ctx.has_b_ih, ctx.has_b_hh = b_ih is not None, b_hh is not None
         if mode == "lstm":
-            out, gates, C, tC = _lstm_forward(xg, h0, c0, w_hh, bs)
-            ctx.save_for_backward(h0, c0, w_hh, out, gates, C, tC, lengths)
+            out, gates, C, tC = _lstm_forward(x, w_ih, b_ih, h0, c0, w_hh, bs)
+            ctx.save_for_backward(x, w_ih, h0, c0, w_hh, out, gates, C, tC, lengths)
             return out, _final(out, lengths), _final(C, lengths)
         if mode == "gru":
-            out, gates, hg = _gru_forward(xg, h0, w_hh, b_hh, bs)
-            ctx.save_for_backward(h0, w_hh, out, gates, hg, lengths)
+            out, gates, hg = _gru_forward(x, w_ih, b_ih, h0, w_hh, b_hh, bs)
+            ctx.save_for_backward(x, w_ih, h0, w_hh, out, gates, hg, lengths)
         else:
-            out = _rnn_forward(mode, xg, h0, w_hh, bs)
-            ctx.save_for_backward(h0, w_hh, out, lengths)
-        ctx.has_b_hh = b_hh is not None
-        return out, _final(out, lengths), xg.new_empty(0)
+            out = _rnn_forward(mode, x, w_ih, b_ih, h0, w_hh, bs)
+            if bs:  # the projection filled every row: outputs past the end are zero
+                T = out.shape[0]
+                out.masked_fill_(torch.arange(T).unsqueeze(1).ge(lengths).unsqueeze(-1), 0)
+            ctx.save_for_backward(x, w_ih, h0, w_hh, out, lengths)
+        return out, _final(out, lengths), x.new_empty(0)
 
     @staticmethod
     def backward(ctx, d_out, d_hn, d_cn):
@@ -188,56 +277,74 @@ class _Recurrence(torch.autograd.Function):
                 "use engine='reference' for higher-order gradients")
         mode, bs = ctx.mode, ctx.bs
         saved = ctx.saved_tensors
-        lengths = saved[-1]
+        x, w_ih, lengths = saved[0], saved[1], saved[-1]
         T, B = d_out.shape[:2]
-        # dH[t]: the total gradient reaching h_t, filled in as the loop walks back
-        dH = d_out.clone(memory_format=torch.contiguous_format)
+        # dH[t]: the total gradient reaching h_t, completed as the loop walks back
+        dH = WORKSPACE.take(d_out.shape, d_out)
+        dH.copy_(d_out)
         if lengths is None:
             dH[-1] += d_hn
         else:
-            live = torch.arange(T, device=dH.device).unsqueeze(1) < lengths  # (T, B)
-            dH.mul_(live.unsqueeze(-1))  # outputs past the end are constants
+            dead = torch.arange(T, device=dH.device).unsqueeze(1).ge(lengths)  # (T, B)
+            dH.masked_fill_(dead.unsqueeze(-1), 0)  # outputs past the end are constants
             dH[lengths - 1, torch.arange(B, device=dH.device)] += d_hn
         if mode == "lstm":
-            return (None, *_lstm_backward(saved, dH, d_cn, bs), None, None, None)
-        if mode == "gru":
-            dxg, dh0, dw, db = _gru_backward(saved, dH, bs, ctx.has_b_hh)
-            return None, dxg, dh0, None, dw, db, None, None
-        dxg, dh0, dw = _rnn_backward(mode, saved, dH, bs)
-        return None, dxg, dh0, None, dw, None, None, None
+            dG, dh0, dc0, dw_hh = _lstm_backward(saved[2:-1], dH, d_cn, bs)
+            db_hh = None
+        elif mode == "gru":
+            dG, dh0, dw_hh, db_hh = _gru_backward(saved[2:-1], dH, bs, ctx.has_b_hh)
+            dc0 = None
+        else:
+            dG, dh0, dw_hh = _rnn_backward(mode, saved[2:-1], dH, bs)
+            dc0 = db_hh = None
+        # the input projection's gradients: one GEMM each over all T*B rows
+        dG2 = dG.view(T * B, -1)  # (T*B, G*H)
+        need = ctx.needs_input_grad
+        dx = (dG2 @ w_ih).view(T, B, -1) if need[1] else None
+        dw_ih = dG2.t() @ x.reshape(T * B, -1) if need[2] else None
+        db_ih = dG2.sum(0) if ctx.has_b_ih and need[3] else None
+        return None, dx, dw_ih, db_ih, dh0, dc0, dw_hh, db_hh, None, None
 
 
-# -- backward kernels --------------------------------------------------------------------
+# -- backward kernels: return the gradient of the gate pre-activations dG (T, B, G*H) ----
 def _rnn_backward(mode, saved, dH, bs):
-    h0, w_hh, out, _ = saved
-    # d pre-activation / d h_t, for all steps at once
-    K = out * (1 - out) if mode == "rnn_sigmoid" else 1 - out * out  # (T, B, H)
-    dP = torch.zeros_like(out) if bs else torch.empty_like(out)  # d pre-activations
+    h0, w_hh, out = saved
+    T, B, H = out.shape
+    # d pre-activation / d h_t for all steps at once, then times dH_t in the loop
+    dP = WORKSPACE.take((T, B, H), out, zero=bool(bs))
+    K = WORKSPACE.take((T, B, H), out)
+    if mode == "rnn_sigmoid":
+        torch.mul(out, out, out=K).neg_().add_(out)  # z (1 - z)
+    else:
+        torch.mul(out, out, out=K).neg_().add_(1)  # 1 - z^2
     dHs, Ks, dPs = _steps(dH, bs), _steps(K, bs), _steps(dP, bs)
     dHp = _prev_steps(dH[0], dH, bs)  # dHp[t] is dH[t-1] (live rows of step t)
-    for t in range(len(dHs) - 1, 0, -1):
-        torch.mul(dHs[t], Ks[t], out=dPs[t])
-        dHp[t].addmm_(dPs[t], w_hh)  # dh_{t-1} += dP_t W_hh
+    for t in range(T - 1, 0, -1):
+        dHp[t].addmm_(torch.mul(dHs[t], Ks[t], out=dPs[t]), w_hh)  # dh_{t-1} += dP_t W_hh
     torch.mul(dHs[0], Ks[0], out=dPs[0])
     dh0 = dPs[0] @ w_hh
-    H = out.shape[-1]
-    dw = dP.view(-1, H).t() @ _shifted(h0, out).view(-1, H)  # (H, T*B) x (T*B, H)
-    return dP, dh0, dw
+    return dP, dh0, _weight_grad(dP, h0, out)
 
 
 def _gru_backward(saved, dH, bs, has_b_hh):
-    h0, w_hh, out, gates, hg, _ = saved
+    h0, w_hh, out, gates, hg = saved
     T, B, H = out.shape
     r, s, n = gates.chunk(3, -1)  # (T, B, H) each
     hg_n = hg[..., 2 * H:]  # γ z_prev (+ b_γ)
-    h_prev = _shifted(h0, out)
-    # the step Jacobians' factors: dpre_gate = dh * K_gate, for all T at once
-    Kn = (1 - s) * (1 - n * n)  # candidate pre-activation
-    Ks = (h_prev - n) * s * (1 - s)  # update gate pre-activation
-    Kr = Kn * hg_n * r * (1 - r)  # reset gate pre-activation
-    Kx = torch.stack((Kr, Ks, Kn), 2)  # (T, B, 3, H) input side
-    Kh = torch.stack((Kr, Ks, Kn * r), 2)  # (T, B, 3, H) recurrent side
-    dHG = (torch.zeros if bs else torch.empty)((T, B, 3, H), dtype=dH.dtype, device=dH.device)
+    # the step Jacobians' factors, d pre-activation = dh * K, for all T at once
+    Kx = WORKSPACE.take((T, B, 3, H), out)  # input side: r, s, z~
+    Kr, Ks, Kn = Kx.unbind(2)
+    torch.mul(n, n, out=Kn).neg_().add_(1)  # 1 - z~^2
+    torch.mul(Kn, s, out=Ks)
+    Kn.sub_(Ks)  # (1 - s)(1 - z~^2): candidate
+    torch.mul(Kn, hg_n, out=Kr).mul_(r).addcmul_(Kr, r, value=-1)  # ... ⊙ γz ⊙ r(1 - r): reset
+    torch.mul(s, s, out=Ks).neg_().add_(s)  # s(1 - s)
+    Ks[0].mul_(h0 - n[0])
+    Ks[1:].mul_(torch.sub(out[:-1], n[1:]))  # ⊙ (z_prev - z~): update
+    Kh = WORKSPACE.take((T, B, 3, H), out)  # recurrent side: same but r ⊙ for the candidate
+    Kh[:, :, :2].copy_(Kx[:, :, :2])
+    torch.mul(Kn, r, out=Kh[:, :, 2])
+    dHG = WORKSPACE.take((T, B, 3, H), out, zero=bool(bs))
     dH4 = dH.unsqueeze(2)  # (T, B, 1, H)
     dHs, dH4s, Khs, ss = _steps(dH, bs), _steps(dH4, bs), _steps(Kh, bs), _steps(s, bs)
     dHGs, dHGfs = _steps(dHG, bs), _steps(dHG.view(T, B, 3 * H), bs)
@@ -247,22 +354,29 @@ def _gru_backward(saved, dH, bs, has_b_hh):
         dHp[t].addcmul_(dHs[t], ss[t]).addmm_(dHGfs[t], w_hh)  # dh_{t-1}
     torch.mul(dH4s[0], Khs[0], out=dHGs[0])
     dh0 = torch.addmm(dHs[0] * ss[0], dHGfs[0], w_hh)
-    dxg = (dH4 * Kx).view(T, B, 3 * H)
-    dHG = dHG.view(-1, 3 * H)
-    dw = dHG.t() @ h_prev.view(-1, H)  # (3H, T*B) x (T*B, H)
-    db = dHG.sum(0) if has_b_hh else None
-    return dxg, dh0, dw, db
+    dG = Kx.mul_(dH4).view(T, B, 3 * H)  # d(input pre-activations), in place of Kx
+    dHG = dHG.view(T, B, 3 * H)
+    dw = _weight_grad(dHG, h0, out)
+    db = dHG.view(-1, 3 * H).sum(0) if has_b_hh else None
+    return dG, dh0, dw, db
 
 
 def _lstm_backward(saved, dH, d_cn, bs):
-    h0, c0, w_hh, out, gates, C, tC, _ = saved
+    h0, c0, w_hh, out, gates, C, tC = saved
     T, B, H = out.shape
     i, f, g, o = gates.chunk(4, -1)  # (T, B, H) each
     # the step Jacobians' factors, for all T at once
-    Kc = o * (1 - tC * tC)  # dC_t += dh_t * Kc
-    Kifg = torch.stack((g * i * (1 - i), _shifted(c0, C) * f * (1 - f), i * (1 - g * g)), 2)
-    Ko = tC * o * (1 - o)  # d o-pre-activation = dh_t * Ko
-    dG = (torch.zeros if bs else torch.empty)((T, B, 4 * H), dtype=dH.dtype, device=dH.device)
+    K = WORKSPACE.take((T, B, 5, H), out)
+    Ki, Kf, Kg, Ko, Kc = K.unbind(2)
+    torch.mul(i, i, out=Ki).neg_().add_(i).mul_(g)  # d i-pre / dC = C~ i (1 - i)
+    torch.mul(f, f, out=Kf).neg_().add_(f)  # f (1 - f) ...
+    Kf[0].mul_(c0)
+    Kf[1:].mul_(C[:-1])  # ... ⊙ C_prev
+    torch.mul(g, g, out=Kg).neg_().add_(1).mul_(i)  # d C~-pre / dC = i (1 - C~^2)
+    torch.mul(o, o, out=Ko).neg_().add_(o).mul_(tC)  # d o-pre / dh = tanh(C) o (1 - o)
+    torch.mul(tC, tC, out=Kc).neg_().add_(1).mul_(o)  # dC / dh = o (1 - tanh(C)^2)
+    Kifg = K[:, :, :3]
+    dG = WORKSPACE.take((T, B, 4 * H), out, zero=bool(bs))
     dG4 = dG.view(T, B, 4, H)
     dc = d_cn.clone(memory_format=torch.contiguous_format)  # dC carried back, (B, H)
     dcs = [dc] * T if bs is None else [dc[:b] for b in bs]
@@ -281,8 +395,7 @@ def _lstm_backward(saved, dH, d_cn, bs):
         if t:
             dHp[t].addmm_(dGs[t], w_hh)  # dh_{t-1} += dG_t W_hh
     dh0 = dGs[0] @ w_hh
-    dw = dG.view(-1, 4 * H).t() @ _shifted(h0, out).view(-1, H)  # (4H, T*B) x (T*B, H)
-    return dG, dh0, dc, dw
+    return dG, dh0, dc, _weight_grad(dG, h0, out)
 
 
 # -- the engine -----------------------------------------------------------------------------
@@ -326,9 +439,7 @@ class FusedEngine:
                 k = l * D + d
                 w_ih, w_hh, b_ih, b_hh = stacked_weights(layer.cells[k])
                 x_d = reverse_padded(x, lengths) if d else x
-                x2 = x_d.reshape(T * B, x_d.shape[-1])  # (T*B, I)
-                xg = torch.addmm(b_ih, x2, w_ih.t()) if b_ih is not None else x2 @ w_ih.t()
-                out, h, c = _Recurrence.apply(mode, xg.view(T, B, -1), h0[k],
+                out, h, c = _Recurrence.apply(mode, x_d, w_ih, b_ih, h0[k],
                                               c0[k] if c0 is not None else None,
                                               w_hh, b_hh, bs, lengths)
                 outs.append(reverse_padded(out, lengths) if d else out)
