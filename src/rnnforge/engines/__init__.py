@@ -73,8 +73,14 @@ def available(layer, x: torch.Tensor, lengths: torch.Tensor | None = None) -> di
 def decode_step(layer, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None):
     """One step of every layer for generation: ``(z (B, H), state)``.
 
-    ``h0``/``c0`` are (L, B, H). Returns the state in ``hx`` form.
+    ``h0``/``c0`` are (L, B, H). Returns the state in ``hx`` form. Runs the fast
+    decode path (``engines/decode.py``: weights packed once and cached, reused
+    buffers, no autograd) for every engine choice except ``engine="reference"``,
+    which steps the plain cells, one equation per line: the oracle the fast
+    path is tested against.
     """
+    if layer.engine != "reference":
+        return decode.step(layer, x, h0, c0)
     h_n, c_n = [], []
     for l, cell in enumerate(layer.cells):
         if c0 is not None:
@@ -87,7 +93,7 @@ def decode_step(layer, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | Non
     return x, ((h_n, torch.stack(c_n)) if c0 is not None else h_n)
 
 
-from . import fused, native, reference  # noqa: E402  (registration)
+from . import decode, fused, native, reference  # noqa: E402  (registration)
 
 register(native.NativeEngine(), auto_rank=0)
 register(reference.ReferenceEngine(), auto_rank=1)
