@@ -135,3 +135,26 @@ def test_no_grad_forward_equals_grad_forward():
     with torch.no_grad():
         a = layer(x)[0]
     torch.testing.assert_close(layer(x)[0], a, rtol=0, atol=0)
+
+
+def test_auto_follows_the_measured_rule():
+    from rnnforge import engines
+
+    x = torch.randn(4, 2, 3)
+    gru = _layer("gru")
+    gru(x)  # training (parameters require grad): fused beats torch's per-step GRU
+    assert gru.engine_used == "fused"
+    with torch.no_grad():  # forward only: torch's kernel is as fast or faster
+        gru(x)
+    assert gru.engine_used == "native"
+    reason = engines.available(gru, x)["fused"]
+    assert reason is None or "engine='auto' runs native here" in reason
+    lstm = _layer("lstm")
+    lstm(x)  # oneDNN
+    assert lstm.engine_used == "native"
+    assert "engine='auto' runs native" in engines.available(lstm, x)["fused"]
+    assert _layer("rnn_sigmoid")(x) is not None
+    named = _layer("lstm", engine="fused")  # a named engine never defers to the rule
+    assert engines.ENGINES["fused"].why_not(named, x, None) is None
+    named(x)
+    assert named.engine_used == "fused"

@@ -7,8 +7,13 @@ for a time-major input ``x (T, B, I)``, initial states of the same shape as
 they differ in speed and in what they can run.
 
 ``engine="auto"`` runs the first engine in ``AUTO_ORDER`` that can run the
-request. A named engine that cannot run raises ``ValueError`` saying why:
-nothing falls back silently.
+request. Which fast engine wins depends on the cell, device, dtype and whether
+a gradient will be taken, as measured (``CPU_PREFERENCE`` below): for a layer
+with ``engine="auto"``, an engine of the preference list that is not the
+measured winner declines in ``why_not`` with the reason ("engine='auto' runs
+fused here: ..."), so ``available()`` shows why each engine was or was not
+picked. A named engine never declines for that reason. A named engine that
+cannot run raises ``ValueError`` saying why: nothing falls back silently.
 """
 
 from __future__ import annotations
@@ -29,13 +34,82 @@ class Engine(Protocol):
 
 
 ENGINES: dict[str, Engine] = {}
-#: preference of engine="auto", fastest first (revised from measurements in BENCHMARKS.md)
+#: the order in which engine="auto" tries engines (CPU_PREFERENCE settles native against fused)
 AUTO_ORDER: list[str] = []
+
+#: engine="auto" on CPU: (cell, dtype, gradient taken) -> the fast engines, measured fastest first.
+#:
+#: The rule, from benchmarks/RESULTS-engines.md (2-core x86_64 VM, torch 2.13.0+cpu,
+#: 1 thread, shapes T x B x I x H = 256x32x128x256 and 1000x1x128x128; ratios are
+#: torch.nn time / engine time, native = torch.nn's own kernels):
+#:
+#: * LSTM float32 -> native. torch runs it with oneDNN; fused is 0.66x / 0.19x forward
+#:   and 0.95x / 0.30x forward+backward: equal GEMM work, and at B=1 our per-step
+#:   Python kernels cost more than oneDNN's whole step.
+#: * LSTM float64 -> fused when training, native otherwise: oneDNN has no float64, so
+#:   torch falls back to a per-step loop whose autograd backward is slow (see the table).
+#: * GRU -> fused when a gradient is taken (1.17x / 3.5x forward+backward: torch.nn's
+#:   GRU records a per-step autograd graph on CPU), native for forward only (fused
+#:   1.0x / 0.6x there).
+#: * tanh RNN -> fused (forward 1.27x / 1.1x, forward+backward 1.15x / 3.2x).
+#: * sigmoid RNN -> fused (torch has no sigmoid RNN; the reference loop is 5-10x slower).
+CPU_PREFERENCE: dict[tuple[str, torch.dtype, bool], tuple[str, ...]] = {}
+for _dtype in (torch.float32, torch.float64):
+    for _grad in (False, True):
+        CPU_PREFERENCE[("lstm", _dtype, _grad)] = (
+            ("fused", "native") if (_dtype == torch.float64 and _grad) else ("native", "fused"))
+        CPU_PREFERENCE[("gru", _dtype, _grad)] = ("fused", "native") if _grad else ("native", "fused")
+        CPU_PREFERENCE[("rnn_tanh", _dtype, _grad)] = ("fused", "native")
+        CPU_PREFERENCE[("rnn_sigmoid", _dtype, _grad)] = ("fused",)
+
+
+class _Ranked:
+    """An engine as registered: its own ``why_not`` plus the measured rule of ``auto``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.name = engine.name
+
+    def __getattr__(self, attr):
+        return getattr(self.engine, attr)
+
+    def why_not(self, layer, x, lengths):
+        reason = self.engine.why_not(layer, x, lengths)
+        if reason is None and layer.engine == "auto":
+            best = preferred(layer, x, lengths)
+            if best is not None and best != self.name and self.name in _preference(layer, x):
+                return (f"engine='auto' runs {best} here: measured faster for this "
+                        f"{layer.mode} ({x.dtype}, {x.device.type}, "
+                        f"{'training' if _grad(layer, x) else 'forward only'}); see CPU_PREFERENCE")
+        return reason
+
+    def forward(self, layer, x, h0, c0, lengths):
+        return self.engine.forward(layer, x, h0, c0, lengths)
+
+
+def _grad(layer, x) -> bool:
+    """Whether autograd will differentiate this call."""
+    return torch.is_grad_enabled() and (
+        x.requires_grad or any(p.requires_grad for p in layer.parameters()))
+
+
+def _preference(layer, x) -> tuple[str, ...]:
+    if x.device.type != "cpu":
+        return ()
+    return CPU_PREFERENCE.get((layer.mode, x.dtype, _grad(layer, x)), ())
+
+
+def preferred(layer, x: torch.Tensor, lengths=None) -> str | None:
+    """The measured winner for this request: the first engine of its preference that can run."""
+    for name in _preference(layer, x):
+        if name in ENGINES and ENGINES[name].engine.why_not(layer, x, lengths) is None:
+            return name
+    return None
 
 
 def register(engine: Engine, *, auto_rank: int | None = None) -> Engine:
     """Add ``engine`` to the registry; ``auto_rank`` places it in AUTO_ORDER."""
-    ENGINES[engine.name] = engine
+    ENGINES[engine.name] = _Ranked(engine)
     if auto_rank is not None:
         AUTO_ORDER.insert(auto_rank, engine.name)
     return engine
@@ -97,4 +171,4 @@ from . import decode, fused, native, reference  # noqa: E402  (registration)
 
 register(native.NativeEngine(), auto_rank=0)
 register(reference.ReferenceEngine(), auto_rank=1)
-register(fused.FusedEngine())
+register(fused.FusedEngine(), auto_rank=1)  # after native, before reference
