@@ -1,0 +1,544 @@
+"""Numerical inversion of a density or a CDF: the notes' Ex2 for any 1-D law.
+
+``from_pdf`` follows PINV (Derflinger, Hoermann and Leydold, "Random variate
+generation by numerical inversion when only the density is known", ACM TOMACS
+20(4), 2010): the domain is cut where the tails hold less than a fraction of
+the wanted accuracy; it is split into intervals; on each interval the CDF is
+integrated at Chebyshev-Lobatto nodes with Gauss-Lobatto quadrature and the
+inverse CDF is interpolated by a Newton polynomial in u; an interval is accepted
+when the u-error at the extremal points between nodes is below the resolution,
+otherwise halved. Two departures, both for speed or safety in Python:
+
+* all intervals of a round are processed together (one density call on every
+  point of every pending interval), rather than one interval after the other;
+* before the intervals, the density is scanned on a grid (log-spaced out to
+  1e20 from ``center`` and uniform on the cut domain). Runs of exact zeros split
+  the support into components, and each component's ends are located by
+  bisection. So a density that underflows to zero between two separated modes is
+  sampled on both modes (scipy's PINV walks out from the centre and samples only
+  one). A feature narrower than the scan spacing (about (R - L) / 4096) can still
+  be missed: pass ``center`` near it or a narrower ``support``.
+
+The user's pdf (or cdf) receives 1-D float64 CPU tensors and must return a
+tensor (or array) of the same shape; it is called on many points at once.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ._base import F64, Sampler, as_f64
+
+__all__ = ["from_pdf", "from_cdf", "NumericalInverse"]
+
+# Gauss-Lobatto 5-point rule on [0, 1] (positions, weights), and the same rule on
+# two halves. The 11 positions are the union of both sets; W1/W2 weight them.
+_S7 = math.sqrt(3.0 / 7.0)
+_R1 = np.array([0.0, (1 - _S7) / 2, 0.5, (1 + _S7) / 2, 1.0])
+_W1 = np.array([1 / 20, 49 / 180, 16 / 45, 49 / 180, 1 / 20])
+_R2 = np.concatenate([_R1 / 2, 0.5 + _R1[1:] / 2])
+_W2 = np.concatenate([_W1 / 2, np.zeros(4)])
+_W2[4:] += _W1 / 2
+_R = np.union1d(_R1, _R2)                       # 11 positions
+_WA = np.zeros(_R.size)
+_WB = np.zeros(_R.size)
+for r, w in zip(_R1, _W1):
+    _WA[np.argmin(abs(_R - r))] += w
+for r, w in zip(_R2, _W2):
+    _WB[np.argmin(abs(_R - r))] += w
+
+
+def _eval(fn, x: np.ndarray, what: str) -> np.ndarray:
+    """Call the user's function on a float64 CPU tensor; check what comes back."""
+    flat = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+    out = fn(torch.from_numpy(flat))
+    out = torch.as_tensor(out).detach().to("cpu", F64).numpy().reshape(-1)
+    if out.shape != flat.shape:
+        raise ValueError(f"{what} returned shape {out.shape} for {flat.shape} points; "
+                         "it must act elementwise on a 1-D float64 tensor")
+    bad = ~np.isfinite(out)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"{what} is {out[i]} at x={flat[i]!r}; it must be finite on the support "
+                         "(shrink support away from a singularity)")
+    if what == "pdf" and (out < 0).any():
+        i = int(np.argmax(out < 0))
+        raise ValueError(f"pdf is negative ({out[i]:g}) at x={flat[i]!r}; a density must be >= 0")
+    return out.reshape(x.shape)
+
+
+class _PdfMass:
+    """Mass of [lo, hi] by Gauss-Lobatto (one panel vs two: error estimate)."""
+
+    def __init__(self, pdf):
+        self.pdf = pdf
+
+    def __call__(self, lo, hi):
+        h = hi - lo
+        pts = lo[..., None] + h[..., None] * _R
+        f = _eval(self.pdf, pts, "pdf")
+        one = h * (f @ _WA)
+        two = h * (f @ _WB)
+        return two, np.abs(two - one)
+
+
+class _CdfMass:
+    def __init__(self, cdf):
+        self.cdf = cdf
+
+    def __call__(self, lo, hi):
+        f = _eval(self.cdf, np.stack([lo, hi]), "cdf")
+        d = f[1] - f[0]
+        if (d < -1e-14).any():
+            i = int(np.argmax(d < -1e-14))
+            raise ValueError(f"cdf decreases between x={lo.reshape(-1)[i]!r} and x={hi.reshape(-1)[i]!r}; "
+                             "a CDF must be non-decreasing")
+        return np.maximum(d, 0.0), np.zeros_like(d)
+
+
+def _cheb_lobatto(n: int) -> np.ndarray:
+    return (1.0 - np.cos(np.pi * np.arange(n + 1) / n)) / 2.0
+
+
+def _scan_grid(a: float, b: float, c: float, per_decade: int = 8) -> np.ndarray:
+    """Points from c out to each end: log-spaced to +-1e20 on an infinite side,
+    uniform plus geometric towards a finite end."""
+    parts = [np.array([c])]
+    offs = 10.0 ** np.arange(-3.0, 20.0 + 1e-9, 1.0 / per_decade)
+    for bound, sign in ((a, -1.0), (b, 1.0)):
+        if math.isinf(bound):
+            parts.append(c + sign * offs)
+        else:
+            d = abs(bound - c)
+            if d > 0:
+                parts.append(c + sign * d * np.linspace(0, 1, 257)[1:])
+                parts.append(bound - sign * d * 10.0 ** -np.arange(1.0, 13.0))
+    x = np.unique(np.concatenate(parts))
+    return x[(x >= a) & (x <= b)]
+
+
+def _trapz_cum(x, f):
+    return np.concatenate([[0.0], np.cumsum(0.5 * (f[1:] + f[:-1]) * np.diff(x))])
+
+
+class NumericalInverse(Sampler):
+    """Piecewise-polynomial inverse CDF built by :func:`from_pdf` / :func:`from_cdf`.
+
+    Attributes: ``support`` (the user's), ``domain`` (the computational domain
+    after the tail cut), ``components`` (the intervals of positive density found),
+    ``intervals`` (number of polynomial pieces), ``area`` (the density's mass),
+    ``order`` and ``u_resolution``.
+    """
+
+    def __init__(self, *, mass, pdf, support, domain, components, a, b, X, V, P, area,
+                 order, u_resolution, device):
+        self._mass = mass
+        self._pdf_fn = pdf
+        self.support = support
+        self.domain = domain
+        self.components = components
+        self.area = area
+        self.order = order
+        self.u_resolution = u_resolution
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.batch_shape = torch.Size()
+        K = a.size
+        self.intervals = K
+        cum = np.concatenate([[0.0], np.cumsum(V[:, -1])]) / area
+        cum[-1] = 1.0
+        cum = np.maximum.accumulate(np.minimum(cum, 1.0))
+        W = np.diff(cum)
+        invW = np.where(W > 0, 1.0 / np.where(W > 0, W, 1.0), 0.0)
+        # numpy copies for the CDF (evaluated on CPU with the user's function)
+        self._np = dict(a=a, b=b, X=X, Vnodes=V, cum=cum)
+        dev = self.device
+        t = lambda arr: torch.as_tensor(np.ascontiguousarray(arr), dtype=F64, device=dev)  # noqa: E731
+        self._bounds = t(cum[1:-1])                 # interior boundaries in u, (K-1,)
+        self._ustart = t(cum[:-1])                  # (K,)
+        self._invw = t(invW)
+        self._lo, self._hi = t(a), t(b)
+        self._coef = [t(P[:, k]) for k in range(P.shape[1])]   # power form in s
+        self._build_guide()
+
+    # -- tables ---------------------------------------------------------
+    def _build_guide(self, cells: int | None = None):
+        """Guide table (Chen and Asau): for each of G equal u-cells the first
+        interval that meets it. Most cells meet one interval; the few that meet
+        more are searched (``torch.searchsorted``) on their own."""
+        K = self.intervals
+        G = cells or int(min(1 << 16, max(1024, 8 * K)))
+        edges = torch.arange(G + 1, dtype=F64, device=self.device) / G
+        first = torch.searchsorted(self._bounds, edges, right=True)       # interval at each edge
+        self._G = G
+        self._guide = first[:-1].contiguous()
+        # a cell is "simple" when the interval at its left edge also covers its right edge
+        self._simple = (first[1:] == first[:-1]).contiguous()
+
+    # -- evaluation -----------------------------------------------------
+    def _locate(self, u):
+        cell = (u * self._G).to(torch.int64).clamp_(max=self._G - 1)
+        idx = self._guide[cell]
+        hard = ~self._simple[cell]
+        if bool(hard.any()):
+            uh = u[hard]
+            idx[hard] = torch.searchsorted(self._bounds, uh, right=True)
+        return idx
+
+    def _eval_pieces(self, u, idx):
+        s = (u - self._ustart[idx]) * self._invw[idx]
+        c = self._coef
+        x = c[-1][idx]
+        for k in range(len(c) - 2, -1, -1):
+            x = torch.addcmul(c[k][idx], s, x)
+        return torch.minimum(torch.maximum(x, self._lo[idx]), self._hi[idx])
+
+    def _ppf(self, u):
+        shape = u.shape
+        u = u.reshape(-1)
+        out = torch.empty_like(u)
+        chunk = 1 << 17
+        for s0 in range(0, u.numel(), chunk):
+            us = u[s0:s0 + chunk]
+            out[s0:s0 + chunk] = self._eval_pieces(us, self._locate(us))
+        out = torch.where(u <= 0, torch.full_like(out, self.support[0]), out)
+        out = torch.where(u >= 1, torch.full_like(out, self.support[1]), out)
+        return out.reshape(shape)
+
+    def sample(self, shape=(), *, generator=None):
+        from ._base import as_shape
+        shape = as_shape(shape)
+        n = int(np.prod(shape)) if len(shape) else 1
+        out = torch.empty(n, dtype=F64, device=self.device)
+        chunk = 1 << 17
+        for s0 in range(0, n, chunk):
+            m = min(chunk, n - s0)
+            u = torch.rand(m, dtype=F64, device=self.device, generator=generator)
+            out[s0:s0 + m] = self._eval_pieces(u, self._locate(u))
+        return out.reshape(shape)
+
+    def _cdf(self, x):
+        dev = x.device
+        xn = x.detach().to("cpu").numpy().reshape(-1)
+        T = self._np
+        a, b, X, Vn, cum = T["a"], T["b"], T["X"], T["Vnodes"], T["cum"]
+        out = np.full(xn.shape, np.nan)
+        ok = ~np.isnan(xn)
+        xo = xn[ok]
+        i = np.clip(np.searchsorted(a, xo, side="right") - 1, 0, a.size - 1)
+        res = np.empty(xo.shape)
+        below = xo <= a[0]
+        above = xo >= b[i]
+        res[below] = 0.0
+        res[above & ~below] = cum[i[above & ~below] + 1]
+        mid = ~below & ~above
+        if mid.any():
+            xm, im = xo[mid], i[mid]
+            j = np.clip((X[im] <= xm[:, None]).sum(axis=1) - 1, 0, X.shape[1] - 2)
+            x0 = X[im, j]
+            m, _ = self._mass(x0, xm)
+            res[mid] = cum[im] + (Vn[im, j] + m) / self.area
+        out[ok] = np.clip(res, 0.0, 1.0)
+        return torch.as_tensor(out, dtype=F64).reshape(x.shape).to(dev)
+
+    def pdf(self, x):
+        """The user's density divided by its mass (``from_pdf`` only)."""
+        if self._pdf_fn is None:
+            raise ValueError("pdf is only known for samplers built by from_pdf")
+        x = as_f64(x, name="x")
+        inside = (x >= self.support[0]) & (x <= self.support[1])
+        f = torch.as_tensor(self._pdf_fn(x.reshape(-1).cpu())).to(F64).reshape(x.shape) / self.area
+        return torch.where(inside, f, torch.zeros_like(f)).to(x.device)
+
+    def __repr__(self):
+        return (f"NumericalInverse(domain={self.domain}, components={len(self.components)}, "
+                f"intervals={self.intervals}, order={self.order}, u_resolution={self.u_resolution:g})")
+
+
+def _check_common(support, u_resolution, order):
+    try:
+        a, b = (float(v) for v in support)
+    except (TypeError, ValueError):
+        raise ValueError(f"support must be a pair (a, b) of numbers, got {support!r}") from None
+    if math.isnan(a) or math.isnan(b) or not a < b:
+        raise ValueError(f"support must satisfy a < b, got ({a}, {b})")
+    if not (1e-14 <= u_resolution <= 1e-5):
+        raise ValueError(f"u_resolution must lie in [1e-14, 1e-5], got {u_resolution}")
+    if int(order) != order or not 3 <= order <= 12:
+        raise ValueError(f"order must be an integer in [3, 12], got {order}")
+    return a, b
+
+
+def _default_center(a, b, center):
+    if center is not None:
+        c = float(center)
+        if not (a <= c <= b) or math.isnan(c):
+            raise ValueError(f"center={center} lies outside the support ({a}, {b})")
+        return c
+    if math.isfinite(a) and math.isfinite(b):
+        return 0.5 * (a + b)
+    if math.isfinite(a):
+        return a
+    if math.isfinite(b):
+        return b
+    return 0.0
+
+
+def _refine_edge(fn, zero_x, pos_x, what, steps=8):
+    """Locate where f turns positive between a zero point and a positive point
+    (arrays), 32 points per step: about 40 bits after 8 calls."""
+    lo, hi = zero_x.copy(), pos_x.copy()          # f(lo) == 0, f(hi) > 0 (either order)
+    t = np.linspace(0, 1, 33)
+    for _ in range(steps):
+        pts = lo[:, None] + (hi - lo)[:, None] * t
+        f = _eval(fn, pts, what) > 0
+        k = np.argmax(f, axis=1)                  # first positive from the zero side
+        k = np.maximum(k, 1)
+        lo, hi = pts[np.arange(lo.size), k - 1], pts[np.arange(lo.size), k]
+    return hi
+
+
+def _components_from_scan(fn, x, f, what):
+    """Maximal runs of positive f on the sorted grid x, ends refined."""
+    pos = f > 0
+    if not pos.any():
+        return []
+    d = np.diff(pos.astype(np.int8))
+    starts = list(np.nonzero(d == 1)[0] + 1)
+    ends = list(np.nonzero(d == -1)[0])
+    if pos[0]:
+        starts.insert(0, 0)
+    if pos[-1]:
+        ends.append(x.size - 1)
+    starts, ends = np.array(starts), np.array(ends)
+    left = x[starts].copy()
+    right = x[ends].copy()
+    ls = starts > 0
+    if ls.any():
+        left[ls] = _refine_edge(fn, x[starts[ls] - 1], x[starts[ls]], what)
+    rs = ends < x.size - 1
+    if rs.any():
+        right[rs] = _refine_edge(fn, x[ends[rs] + 1], x[ends[rs]], what)
+    return [(float(l), float(r)) for l, r in zip(left, right) if r > l]
+
+
+def _build(mass, *, grid, cdf_grid, comps, u_resolution, order, area_guess):
+    """Run the adaptive rounds with the tolerance ``u_resolution * area``; if the
+    mass found is more than 2% below the guess the tolerance was too loose, so run
+    again with the mass found."""
+    for _ in range(3):
+        out = _rounds(mass, grid=grid, cdf_grid=cdf_grid, comps=comps, u_resolution=u_resolution,
+                      order=order, tol=u_resolution * area_guess)
+        area = float(out[3][:, -1].sum())
+        if not area > 0:
+            raise ValueError("the density has zero mass on the support; check pdf and support")
+        if area >= 0.98 * area_guess:
+            return out
+        area_guess = area
+    return out
+
+
+def _rounds(mass, *, grid, cdf_grid, comps, u_resolution, order, tol, max_intervals=100_000):
+    """The adaptive rounds. Returns the accepted intervals' tables."""
+    n = order
+    C = _cheb_lobatto(n)
+    # initial breakpoints: component ends, grid points inside, subsampled to <= 64
+    # per component by mass (so tails keep the log grid's geometric spacing)
+    starts = []
+    for l, r in comps:
+        inside = grid[(grid > l) & (grid < r)]
+        if inside.size > 64:
+            cg = np.interp(inside, grid, cdf_grid)
+            q = np.linspace(cg[0], cg[-1], 33)
+            keep = np.unique(np.concatenate([np.searchsorted(cg, q).clip(0, inside.size - 1),
+                                             np.arange(0, inside.size, max(1, inside.size // 32))]))
+            inside = inside[keep]
+        pts = np.unique(np.concatenate([[l], inside, [r]]))
+        starts.append(np.stack([pts[:-1], pts[1:]], axis=1))
+    pend = np.concatenate(starts, axis=0)
+    acc = []
+    for _round in range(80):
+        lo, hi = pend[:, 0], pend[:, 1]
+        h = hi - lo
+        X = lo[:, None] + h[:, None] * C
+        X[:, -1] = hi
+        m, e = mass(X[:, :-1], X[:, 1:])                        # (K, n)
+        V = np.concatenate([np.zeros((X.shape[0], 1)), np.cumsum(m, axis=1)], axis=1)
+        tot = V[:, -1]
+        tiny = tot <= 0.5 * tol
+        good = (m > 0).all(axis=1) & ~tiny
+        ok = tiny.copy()
+        if good.any():
+            Xg, Vg, tg = X[good], V[good], tot[good]
+            S = Vg / tg[:, None]
+            S[:, -1] = 1.0
+            c = Xg.copy()
+            for k in range(1, n + 1):
+                c[:, k:] = (c[:, k:] - c[:, k - 1:-1]) / (S[:, k:] - S[:, :-k])
+            # test points: extrema of prod(s - S_k) inside each gap (Newton on its log-derivative)
+            lo_s, hi_s = S[:, :-1], S[:, 1:]
+            st = 0.5 * (lo_s + hi_s)
+            for _ in range(2):
+                dd = st[:, :, None] - S[:, None, :]
+                g = (1.0 / dd).sum(-1)
+                g2 = (1.0 / dd ** 2).sum(-1)
+                st = np.clip(st + g / g2, lo_s + 0.1 * (hi_s - lo_s), hi_s - 0.1 * (hi_s - lo_s))
+            xt = np.broadcast_to(c[:, n:n + 1], st.shape).copy()
+            for k in range(n - 1, -1, -1):
+                xt = c[:, k:k + 1] + (st - S[:, k:k + 1]) * xt
+            mono = (xt > Xg[:, :-1]) & (xt < Xg[:, 1:])
+            xt_c = np.clip(xt, Xg[:, :-1], Xg[:, 1:])
+            mt, et = mass(Xg[:, :-1], xt_c)
+            err = np.abs(Vg[:, :-1] + mt - st * tg[:, None])
+            ig = e[good].sum(axis=1) + et.max(axis=1)
+            okg = mono.all(axis=1) & (err.max(axis=1) <= 0.9 * tol) & (ig <= 0.05 * tol)
+            ok[np.nonzero(good)[0][okg]] = True
+            # power form of the Newton polynomial in s in [0, 1]
+            P = np.zeros((Xg.shape[0], n + 1))
+            P[:, 0] = c[:, n]
+            for k in range(n - 1, -1, -1):
+                Q = np.zeros_like(P)
+                Q[:, 1:] = P[:, :-1]
+                Q -= S[:, k:k + 1] * P
+                Q[:, 0] += c[:, k]
+                P = Q
+            Pall = np.zeros((X.shape[0], n + 1))
+            Pall[good] = P
+        else:
+            Pall = np.zeros((X.shape[0], n + 1))
+        # tiny intervals: the straight line from lo to hi (u-error at most their mass)
+        Pall[tiny, 0] = lo[tiny]
+        Pall[tiny, 1] = h[tiny]
+        if ok.any():
+            acc.append((lo[ok], hi[ok], X[ok], V[ok], Pall[ok]))
+        bad = ~ok
+        if not bad.any():
+            break
+        lb, hb = lo[bad], hi[bad]
+        mid = 0.5 * (lb + hb)
+        stuck = ~((mid > lb) & (mid < hb)) | ((hb - lb) <= 1e-13 * np.maximum(np.abs(lb), np.abs(hb)))
+        if stuck.any():
+            x0 = float(lb[stuck][0])
+            raise ValueError(f"could not reach u_resolution={u_resolution:g} near x={x0!r}: the density "
+                             "may be unbounded or wildly oscillating there; shrink the support or raise "
+                             "u_resolution")
+        pend = np.concatenate([np.stack([lb, mid], 1), np.stack([mid, hb], 1)])
+        if sum(t[0].size for t in acc) + pend.shape[0] > max_intervals:
+            raise ValueError(f"more than {max_intervals} intervals needed for u_resolution="
+                             f"{u_resolution:g}; raise u_resolution or narrow the support")
+    else:
+        raise ValueError("PINV setup did not converge in 80 rounds; raise u_resolution")
+    lo = np.concatenate([t[0] for t in acc])
+    order_ = np.argsort(lo, kind="stable")
+    cat = lambda j: np.concatenate([t[j] for t in acc])[order_]  # noqa: E731
+    return cat(0), cat(1), cat(2), cat(3), cat(4)
+
+
+def _domain_and_components(fn, what, a, b, c, u_resolution, scan_points):
+    """Scan, cut the tails, find the components of positive density."""
+    x1 = _scan_grid(a, b, c)
+    if what == "pdf":
+        f1 = _eval(fn, x1, "pdf")
+        cum = _trapz_cum(x1, f1)
+        total = cum[-1]
+        if not total > 0:
+            raise ValueError("pdf is zero on every scanned point of the support; the density has "
+                             "zero mass there (or its mode is far from center: pass center=)")
+        eps = 0.05 * u_resolution * total
+        # left cut: last grid point whose left-tail mass is below eps
+        L = x1[max(0, np.searchsorted(cum, eps, side="right") - 1)] if math.isinf(a) else a
+        R = x1[min(x1.size - 1, np.searchsorted(cum, total - eps, side="left"))] if math.isinf(b) else b
+        for side, bound, xe, fe in (("left", a, x1[0], f1[0]), ("right", b, x1[-1], f1[-1])):
+            if math.isinf(bound) and fe * abs(xe - c) > eps:
+                raise ValueError(f"the {side} tail is too heavy to cut at |x - center| = 1e20 for "
+                                 f"u_resolution={u_resolution:g}; give a finite support")
+    else:
+        F1 = _eval(fn, x1, "cdf")
+        if (F1 < -1e-12).any() or (F1 > 1 + 1e-12).any():
+            raise ValueError("cdf returned values outside [0, 1]")
+        if (np.diff(F1) < -1e-14).any():
+            i = int(np.argmax(np.diff(F1) < -1e-14))
+            raise ValueError(f"cdf decreases between x={x1[i]!r} and x={x1[i + 1]!r}; a CDF must be "
+                             "non-decreasing")
+        eps = 0.05 * u_resolution
+        lo_mass, hi_mass = F1[0], 1.0 - F1[-1]
+        if (math.isinf(a) and lo_mass > eps) or (math.isinf(b) and hi_mass > eps):
+            raise ValueError("cdf does not reach 0 and 1 within |x - center| <= 1e20; check it or "
+                             "give a finite support")
+        L = x1[max(0, np.searchsorted(F1, F1[0] + eps, side="right") - 1)] if math.isinf(a) else a
+        R = x1[min(x1.size - 1, np.searchsorted(F1, F1[-1] - eps, side="left"))] if math.isinf(b) else b
+        if not F1[-1] - F1[0] > 0:
+            raise ValueError("cdf is constant on the scanned support: zero mass")
+    if not R > L:
+        raise ValueError("the cut domain is empty; check the support and center")
+    # fine scan of the cut domain
+    x2 = np.unique(np.concatenate([np.linspace(L, R, scan_points), x1[(x1 >= L) & (x1 <= R)]]))
+    if what == "pdf":
+        f2 = _eval(fn, x2, "pdf")
+        comps = _components_from_scan(fn, x2, f2, "pdf")
+        cdfg = _trapz_cum(x2, f2)
+    else:
+        F2 = _eval(fn, x2, "cdf")
+        if (np.diff(F2) < -1e-14).any():
+            i = int(np.argmax(np.diff(F2) < -1e-14))
+            raise ValueError(f"cdf decreases between x={x2[i]!r} and x={x2[i + 1]!r}; a CDF must be "
+                             "non-decreasing")
+        comps = [(float(L), float(R))]
+        cdfg = F2
+    if not comps:
+        raise ValueError("pdf is zero on every scanned point of the cut domain: zero mass")
+    return (float(L), float(R)), comps, x2, cdfg
+
+
+def from_pdf(pdf, *, support=(-math.inf, math.inf), u_resolution: float = 1e-10, order: int = 5,
+             center: float | None = None, scan_points: int = 4096, device=None) -> NumericalInverse:
+    """Inverse-transform sampler of the density ``pdf`` (any scale: normalised here).
+
+    pdf: callable taking a 1-D float64 CPU tensor and returning the density there
+      (same shape, float64, >= 0, finite); called on many points at once.
+    support: (a, b), ends may be infinite; u = 0 and u = 1 map to a and b.
+    u_resolution: the bound on the u-error ``max |u - CDF(ppf(u))|`` (scipy's
+      default 1e-10), in [1e-14, 1e-5].
+    order: degree of the interpolating polynomials (3..12; 5 as scipy).
+    center: a point with positive density near the bulk; the tail scan starts
+      there (default: the midpoint of a finite support, its finite end, else 0).
+    scan_points: size of the uniform scan that finds zero-density gaps.
+    device: where the tables live (sampling and ppf run there).
+
+    Raises ValueError for a negative, NaN or infinite density value, zero mass, a
+    tail too heavy to cut, or a resolution that cannot be reached.
+    """
+    a, b = _check_common(support, u_resolution, order)
+    if not callable(pdf):
+        raise ValueError("pdf must be a callable taking and returning float64 tensors")
+    c = _default_center(a, b, center)
+    domain, comps, grid, cdfg = _domain_and_components(pdf, "pdf", a, b, c, u_resolution, scan_points)
+    mass = _PdfMass(pdf)
+    lo, hi, X, V, P = _build(mass, grid=grid, cdf_grid=cdfg, comps=comps, u_resolution=u_resolution,
+                             order=order, area_guess=float(cdfg[-1]))
+    return NumericalInverse(mass=mass, pdf=pdf, support=(a, b), domain=domain, components=comps,
+                            a=lo, b=hi, X=X, V=V, P=P, area=float(V[:, -1].sum()), order=order,
+                            u_resolution=u_resolution, device=device)
+
+
+def from_cdf(cdf, *, support=(-math.inf, math.inf), u_resolution: float = 1e-10, order: int = 5,
+             center: float | None = None, scan_points: int = 4096, device=None) -> NumericalInverse:
+    """Inverse-transform sampler of a distribution given by its CDF.
+
+    Same contract and options as :func:`from_pdf`; the interval masses are CDF
+    differences (so the u-error is measured against the given CDF, which must be
+    continuous, non-decreasing, 0 at the left end and 1 at the right end of the
+    support). A decreasing CDF raises ValueError.
+    """
+    a, b = _check_common(support, u_resolution, order)
+    if not callable(cdf):
+        raise ValueError("cdf must be a callable taking and returning float64 tensors")
+    c = _default_center(a, b, center)
+    domain, comps, grid, cdfg = _domain_and_components(cdf, "cdf", a, b, c, u_resolution, scan_points)
+    mass = _CdfMass(cdf)
+    lo, hi, X, V, P = _build(mass, grid=grid, cdf_grid=cdfg, comps=comps, u_resolution=u_resolution,
+                             order=order, area_guess=float(cdfg[-1] - cdfg[0]))
+    return NumericalInverse(mass=mass, pdf=None, support=(a, b), domain=domain, components=comps,
+                            a=lo, b=hi, X=X, V=V, P=P, area=float(V[:, -1].sum()), order=order,
+                            u_resolution=u_resolution, device=device)
