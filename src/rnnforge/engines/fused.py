@@ -341,23 +341,25 @@ def _gru_backward(saved, dH, bs, has_b_hh):
     torch.mul(s, s, out=Ks).neg_().add_(s)  # s(1 - s)
     Ks[0].mul_(h0 - n[0])
     Ks[1:].mul_(torch.sub(out[:-1], n[1:]))  # ⊙ (z_prev - z~): update
-    Kh = WORKSPACE.take((T, B, 3, H), out)  # recurrent side: same but r ⊙ for the candidate
-    Kh[:, :, :2].copy_(Kx[:, :, :2])
-    torch.mul(Kn, r, out=Kh[:, :, 2])
+    # recurrent side: the same factors, but the candidate's is multiplied by r (applied per step)
     dHG = WORKSPACE.take((T, B, 3, H), out, zero=bool(bs))
     dH4 = dH.unsqueeze(2)  # (T, B, 1, H)
-    dHs, dH4s, Khs, ss = _steps(dH, bs), _steps(dH4, bs), _steps(Kh, bs), _steps(s, bs)
-    dHGs, dHGfs = _steps(dHG, bs), _steps(dHG.view(T, B, 3 * H), bs)
+    S = lambda buf: _steps(buf, bs)  # noqa: E731
+    dHs, dH4s, Kxs, ss, rs = S(dH), S(dH4), S(Kx), S(s), S(r)
+    dHGs, dHGns, dHGfs = S(dHG), S(dHG[:, :, 2]), S(dHG.view(T, B, 3 * H))
     dHp = _prev_steps(dH[0], dH, bs)
     for t in range(T - 1, 0, -1):
-        torch.mul(dH4s[t], Khs[t], out=dHGs[t])  # d(recurrent pre-activations), (b, 3, H)
+        torch.mul(dH4s[t], Kxs[t], out=dHGs[t])  # d(r, s, z~ pre-activations), (b, 3, H)
+        dHGns[t].mul_(rs[t])  # the candidate's recurrent product sits inside r ⊙ (.)
         dHp[t].addcmul_(dHs[t], ss[t]).addmm_(dHGfs[t], w_hh)  # dh_{t-1}
-    torch.mul(dH4s[0], Khs[0], out=dHGs[0])
+    torch.mul(dH4s[0], Kxs[0], out=dHGs[0])
+    dHGns[0].mul_(rs[0])
     dh0 = torch.addmm(dHs[0] * ss[0], dHGfs[0], w_hh)
-    dG = Kx.mul_(dH4).view(T, B, 3 * H)  # d(input pre-activations), in place of Kx
-    dHG = dHG.view(T, B, 3 * H)
-    dw = _weight_grad(dHG, h0, out)
+    dw = _weight_grad(dHG.view(T, B, 3 * H), h0, out)
     db = dHG.view(-1, 3 * H).sum(0) if has_b_hh else None
+    # input side: r and s are the same; the candidate's is dh ⊙ Kn (no r): reuse dHG's memory
+    torch.mul(dH, Kn, out=dHG[:, :, 2])
+    dG = dHG.view(T, B, 3 * H)
     return dG, dh0, dw, db
 
 
