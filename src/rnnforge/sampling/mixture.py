@@ -1,0 +1,167 @@
+"""Mixtures and truncations of any sampler, still by inverse transform.
+
+``Truncated(base, low, high)``: ``ppf(u) = base.ppf(F(a) + u (F(b) - F(a)))``.
+
+``Mixture(components, weights)``: the CDF is ``sum_k w_k F_k``; its quantile is
+found by a bracketed root search (the quantile lies between the smallest and the
+largest component quantile at the same u), to ``|F(x) - u| <= 1e-13``. For speed
+``sample`` uses the composition form of one uniform by default: u picks the
+component k by its weight interval [W_{k-1}, W_k) and ``(u - W_{k-1}) / w_k``
+goes through that component's ppf. This is exact in distribution but not
+monotone in u; ``sample(..., method="inversion")`` draws ``ppf(U)`` instead.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+from ._base import F64, Sampler, as_f64, as_shape, check_finite
+
+__all__ = ["Mixture", "Truncated"]
+
+
+class Truncated(Sampler):
+    """``base`` restricted to [low, high] (either may be infinite).
+
+    ValueError if low >= high, a bound is NaN, or [low, high] holds no mass of
+    ``base`` in float64 (for a far tail, truncate the mirrored law instead).
+    """
+
+    def __init__(self, base: Sampler, low: float = -math.inf, high: float = math.inf):
+        if not isinstance(base, Sampler):
+            raise ValueError("Truncated needs an rnnforge sampler (from_pdf, from_distribution, ...)")
+        low, high = float(low), float(high)
+        if math.isnan(low) or math.isnan(high) or not low < high:
+            raise ValueError(f"truncation bounds must satisfy low < high, got ({low}, {high})")
+        self.base = base
+        self.device = base.device
+        self.batch_shape = base.batch_shape
+        lo = torch.full(base.batch_shape, low, dtype=F64, device=base.device)
+        hi = torch.full(base.batch_shape, high, dtype=F64, device=base.device)
+        self._Fa = base._cdf(lo)
+        self._Fb = base._cdf(hi)
+        self._mass = self._Fb - self._Fa
+        if bool((self._mass <= 0).any()):
+            raise ValueError(f"[{low}, {high}] has zero mass under the base sampler (in float64); "
+                             "widen the bounds")
+        bl, bh = base.support
+        if torch.is_tensor(bl) or torch.is_tensor(bh):
+            self.support = (low, high)
+        else:
+            self.support = (max(low, bl), min(high, bh))
+        self.low, self.high = low, high
+
+    def _ppf(self, u):
+        x = self.base._ppf((self._Fa + u * self._mass).clamp(0.0, 1.0))
+        x = x.clamp(self.support[0], self.support[1])
+        x = torch.where(u <= 0, torch.full_like(x, self.support[0]), x)
+        return torch.where(u >= 1, torch.full_like(x, self.support[1]), x)
+
+    def _cdf(self, x):
+        xc = x.clamp(self.low, self.high)
+        out = ((self.base._cdf(xc) - self._Fa) / self._mass).clamp(0.0, 1.0)
+        return torch.where(torch.isnan(x), x, out)
+
+    def __repr__(self):
+        return f"Truncated({self.base!r}, low={self.low}, high={self.high})"
+
+
+class Mixture(Sampler):
+    """Finite mixture ``sum_k w_k F_k`` of scalar samplers (see the module doc).
+
+    components: a sequence of rnnforge samplers with empty batch_shape and a CDF.
+    weights: non-negative, finite, not all zero (normalised here).
+    """
+
+    def __init__(self, components: Sequence[Sampler], weights):
+        comps = list(components)
+        if not comps:
+            raise ValueError("Mixture needs at least one component")
+        for c in comps:
+            if not isinstance(c, Sampler):
+                raise ValueError("Mixture components must be rnnforge samplers")
+            if len(c.batch_shape):
+                raise ValueError("Mixture components must have an empty batch_shape")
+        w = as_f64(weights, name="weights").reshape(-1)
+        if w.numel() != len(comps):
+            raise ValueError(f"{len(comps)} components but {w.numel()} weights")
+        check_finite(w, "weights")
+        if bool((w < 0).any()) or not float(w.sum()) > 0:
+            raise ValueError("weights must be >= 0 and not all zero")
+        self.components = comps
+        self.weights = w / w.sum()
+        self.device = comps[0].device
+        self.batch_shape = torch.Size()
+        self._cw = torch.cumsum(self.weights, 0).to(self.device)
+        self._cw[-1] = 1.0
+        los = [c.support[0] for c in comps]
+        his = [c.support[1] for c in comps]
+        self.support = (float(min(los)), float(max(his)))
+
+    def _cdf(self, x):
+        out = torch.zeros_like(x)
+        for wk, c in zip(self.weights.tolist(), self.components):
+            if wk > 0:
+                out = out + wk * c._cdf(x)
+        return torch.where(torch.isnan(x), x, out.clamp(0.0, 1.0))
+
+    def _ppf(self, u):
+        shape = u.shape
+        u = u.reshape(-1)
+        qs = torch.stack([c._ppf(u) for wk, c in zip(self.weights.tolist(), self.components) if wk > 0])
+        lo, hi = qs.min(0).values, qs.max(0).values
+        x = self._solve(u, lo, hi)
+        x = torch.where(u <= 0, torch.full_like(x, self.support[0]), x)
+        x = torch.where(u >= 1, torch.full_like(x, self.support[1]), x)
+        return x.reshape(shape)
+
+    def _solve(self, u, lo, hi, max_iter: int = 200):
+        """Illinois false position on [lo, hi] where F(lo) <= u <= F(hi)."""
+        out = lo.clone()
+        act = torch.nonzero((hi > lo) & (u > 0) & (u < 1)).reshape(-1)
+        a, b, ua = lo[act], hi[act], u[act]
+        fa, fb = self._cdf(a) - ua, self._cdf(b) - ua
+        side = torch.zeros_like(a)
+        for _ in range(max_iter):
+            if act.numel() == 0:
+                break
+            denom = fb - fa
+            x = torch.where(denom > 0, (a * fb - b * fa) / torch.where(denom > 0, denom, 1.0), 0.5 * (a + b))
+            x = torch.where((x > a) & (x < b), x, 0.5 * (a + b))
+            fx = self._cdf(x) - ua
+            out[act] = x
+            done = (fx.abs() <= 1e-13) | ((b - a) <= 4e-16 * x.abs() + 1e-300)
+            left = fx < 0                                   # root in [x, b]
+            # Illinois: halve the stale end's residual when the same end is kept twice
+            fb = torch.where(left & (side == 1), fb / 2, fb)
+            fa = torch.where(~left & (side == -1), fa / 2, fa)
+            a, fa = torch.where(left, x, a), torch.where(left, fx, fa)
+            b, fb = torch.where(left, b, x), torch.where(left, fb, fx)
+            side = torch.where(left, torch.ones_like(side), -torch.ones_like(side))
+            keep = ~done
+            act, a, b, fa, fb, ua, side = act[keep], a[keep], b[keep], fa[keep], fb[keep], ua[keep], side[keep]
+        return out
+
+    def sample(self, shape=(), *, generator: torch.Generator | None = None, method: str = "composition"):
+        if method not in ("composition", "inversion"):
+            raise ValueError(f"method must be 'composition' or 'inversion', got {method!r}")
+        shape = as_shape(shape)
+        u = torch.rand(shape, dtype=F64, device=self.device, generator=generator)
+        if method == "inversion":
+            return self._ppf(u)
+        flat = u.reshape(-1)
+        k = torch.searchsorted(self._cw, flat, right=True).clamp_(max=len(self.components) - 1)
+        start = torch.cat([self._cw.new_zeros(1), self._cw[:-1]])
+        w = self.weights.to(self.device)
+        inner = ((flat - start[k]) / w[k]).clamp(0.0, 1.0)
+        out = torch.empty_like(flat)
+        for j, c in enumerate(self.components):
+            sel = k == j
+            if bool(sel.any()):
+                out[sel] = c._ppf(inner[sel])
+        return out.reshape(shape)
+
+    def __repr__(self):
+        return f"Mixture({len(self.components)} components, weights={self.weights.tolist()})"
