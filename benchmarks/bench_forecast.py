@@ -64,7 +64,8 @@ def bench_speed(cells=("rnn", "rnn-tanh", "gru", "lstm"), heads=("gaussian", "st
 
 
 def bench_accuracy(series: str, *, steps: int, minutes: float, cell: str, head: str, samples: int,
-                   seed: int, out: Path, baselines: str, hidden: int, layers: int) -> dict:
+                   seed: int, out: Path, baselines: str, hidden: int, layers: int,
+                   val_windows: int = 4, extra: tuple = ()) -> dict:
     from rnnforge.cli import main
 
     setup = SETUPS[series]
@@ -72,7 +73,8 @@ def bench_accuracy(series: str, *, steps: int, minutes: float, cell: str, head: 
             "--context", str(setup["context"]), "--windows", str(setup["windows"]),
             "--steps", str(steps), "--minutes", str(minutes), "--cell", cell, "--head", head,
             "--hidden", str(hidden), "--layers", str(layers), "--samples", str(samples),
-            "--seed", str(seed), "--baselines", baselines, "--out", str(out / series)]
+            "--seed", str(seed), "--baselines", baselines, "--val-windows", str(val_windows),
+            "--out", str(out / series), *extra]
     print("rnnforge " + " ".join(argv), flush=True)
     t0 = time.perf_counter()
     rc = main(argv)
@@ -110,8 +112,9 @@ def main(argv=None) -> int:
     p.add_argument("--samples", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--baselines", default="seasonal-naive,ets,arima")
+    p.add_argument("--val-windows", type=int, default=4)
     p.add_argument("--out", default="runs/bench-forecast")
-    args = p.parse_args(argv)
+    args, extra = p.parse_known_args(argv)  # anything else goes to `rnnforge forecast evaluate`
     torch.set_num_threads(1)
     if args.what in ("speed", "all"):
         print("sampling speed (one series, one CPU thread):")
@@ -120,7 +123,8 @@ def main(argv=None) -> int:
         for s in args.series.split(","):
             bench_accuracy(s.strip(), steps=args.steps, minutes=args.minutes, cell=args.cell,
                            head=args.head, samples=args.samples, seed=args.seed, out=Path(args.out),
-                           baselines=args.baselines, hidden=args.hidden, layers=args.layers)
+                           baselines=args.baselines, hidden=args.hidden, layers=args.layers,
+                           val_windows=args.val_windows, extra=tuple(extra))
     return 0
 
 

@@ -63,6 +63,9 @@ def _add_model_flags(p) -> None:
                    help="wall-clock budget in minutes (0: none); the first budget spent ends training")
     g.add_argument("--batch-size", type=int, default=64, help="windows per step")
     g.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of Adam (cosine decay)")
+    g.add_argument("--val-windows", type=int, default=4,
+                   help="hold out the last N windows of --horizon steps of the training data and keep "
+                        "the weights with the lowest loss on them (early stopping); 0: off")
 
 
 def _add_run_flags(p, *, samples: bool = True) -> None:
@@ -109,7 +112,8 @@ def register(sub) -> None:
     _add_model_flags(e)
     e.add_argument("--windows", type=int, default=5, help="evaluation windows at the end of each series")
     e.add_argument("--baselines", default="seasonal-naive,ets,arima",
-                   help="comma-separated baselines (seasonal-naive, ets, arima) or 'none'")
+                   help="comma-separated baselines (seasonal-naive, ets, arima, gluonts-deepar) or "
+                        "'none'; ets/arima need statsmodels, gluonts-deepar needs gluonts[torch]")
     _add_run_flags(e)
     e.set_defaults(func=run_evaluate)
     p.set_defaults(func=lambda args: _no_action(p))
@@ -174,9 +178,11 @@ def _train(args, series, horizon, context, holdout_windows, device):
         raise UserError("--hidden and --layers must be >= 1")
     if not 0 <= args.dropout < 1:
         raise UserError(f"--dropout must be in [0, 1), got {args.dropout}")
+    if args.val_windows < 0:
+        raise UserError(f"--val-windows must be >= 0, got {args.val_windows}")
     hold = holdout_windows * horizon
     for s in series:
-        check_series(s, context=context, horizon=horizon, extra=hold)
+        check_series(s, context=context, horizon=horizon, extra=hold + args.val_windows * horizon)
     train_part = [s.head(len(s) - hold) for s in series]
     season = max(s.season for s in series)
     cfg = ModelConfig(cell=args.cell, hidden=args.hidden, layers=args.layers, dropout=args.dropout,
@@ -185,11 +191,15 @@ def _train(args, series, horizon, context, holdout_windows, device):
     model = Forecaster(cfg).to(device)
     res = fit(model, train_part, context=context, horizon=horizon, steps=args.steps or None,
               minutes=args.minutes or None, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-              device=device)
-    print(f"trained {res.steps} steps in {res.seconds:.1f}s; final loss {res.losses[-1]:.4f}")
+              device=device, val_windows=args.val_windows)
+    print(f"trained {res.steps} steps in {res.seconds:.1f}s; final loss {res.losses[-1]:.4f}"
+          + (f"; kept step {res.best_step} (validation loss {min(res.val_losses):.4f})"
+             if res.val_losses else ""))
     meta = {"data": args.data, "season": args.season, "horizon": horizon, "context": context,
             "holdout_steps": hold, "train_end": {s.name: len(t) for s, t in zip(series, train_part)},
             "training": {"steps": res.steps, "seconds": res.seconds, "losses": res.losses,
+                         "val_windows": args.val_windows, "val_losses": res.val_losses,
+                         "best_step": res.best_step,
                          "seed": args.seed, "lr": args.lr, "batch_size": args.batch_size}}
     return model, meta
 
@@ -246,7 +256,8 @@ def run_evaluate(args) -> int:
     print_config("forecast evaluate", args)
     device = _setup(args)
     names = [] if args.baselines.strip() in ("", "none") else [b.strip() for b in args.baselines.split(",")]
-    baselines = resolve(names)
+    baselines = resolve(names, gluonts_kwargs={"epochs": max(1, args.steps // 50) if args.steps else 30,
+                                               "samples": args.samples, "seed": args.seed})
     if args.windows < 1:
         raise UserError(f"--windows must be >= 1, got {args.windows}")
     if args.checkpoint:

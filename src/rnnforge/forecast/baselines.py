@@ -12,6 +12,8 @@ only the values before ``origin``, refitted at every origin:
                     additive season when the series has one; Gaussian forecasts
     arima           statsmodels ARIMA(2,1,1) with drift and 3 Fourier pairs of the
                     seasonal phase as regressors; Gaussian forecasts
+    gluonts-deepar  GluonTS's torch DeepAR, trained once before the first origin
+                    (only where gluonts[torch] is installed)
 
 The statsmodels ones need the optional extra ``pip install 'rnnforge[forecast]'``;
 without it they are skipped with a note. They are fitted to the last
@@ -103,15 +105,74 @@ def arima(s: Series, origin: int, horizon: int) -> GaussianForecast:
     return GaussianForecast(mean, np.sqrt(np.maximum(var, 1e-18)))
 
 
-BASELINES: dict[str, Callable[[Series, int, int], GaussianForecast]] = {
+class GluonTSDeepAR:
+    """GluonTS's torch DeepAR (2 LSTM layers of 40, Student-t output, its own lags and
+    time features): a global model, trained once on the values before the first
+    evaluation origin (``fit``), then asked for sample paths at each origin.
+    Needs ``gluonts[torch]`` (with its pandas and lightning), not a dependency of rnnforge.
+    """
+
+    global_model = True
+
+    def __init__(self, *, epochs: int = 30, samples: int = 1000, seed: int = 0) -> None:
+        self.epochs, self.samples, self.seed = epochs, samples, seed
+        self.predictor = None
+
+    @staticmethod
+    def _freq(s: Series) -> str:
+        return {"M": "M", "D": "D"}.get(s.freq, "D") if s.freq != "W" else \
+            "W-" + str(s.timestamps[0].astype("datetime64[D]").item().strftime("%a")).upper()
+
+    def _entry(self, s: Series, stop: int) -> dict:
+        import pandas as pd
+
+        freq = self._freq(s)
+        start = pd.Period(str(s.timestamps[0]) if s.timestamps is not None else "2000-01-01", freq=freq)
+        return {"start": start, "target": s.values[:stop].astype(np.float32), "item_id": s.name}
+
+    def fit(self, train: list[Series], *, context: int, horizon: int) -> None:
+        import lightning.pytorch as pl
+        from gluonts.dataset.common import ListDataset
+        from gluonts.torch.model.deepar import DeepAREstimator
+
+        pl.seed_everything(self.seed, workers=False)
+        freq = self._freq(train[0])
+        est = DeepAREstimator(freq=freq, prediction_length=horizon, context_length=context,
+                              num_layers=2, hidden_size=40,
+                              trainer_kwargs={"max_epochs": self.epochs, "enable_progress_bar": False,
+                                              "logger": False, "enable_checkpointing": False,
+                                              "accelerator": "cpu"})
+        data = ListDataset([self._entry(s, len(s)) for s in train], freq=freq)
+        self.predictor = est.train(data)
+
+    def __call__(self, s: Series, origin: int, horizon: int):
+        from gluonts.dataset.common import ListDataset
+
+        from .metrics import SampleForecast
+
+        ds = ListDataset([self._entry(s, origin)], freq=self._freq(s))
+        (f,) = list(self.predictor.predict(ds, num_samples=self.samples))
+        return SampleForecast(np.asarray(f.samples, dtype=np.float64)[:, :horizon])
+
+
+BASELINES: dict[str, Callable] = {
     "seasonal-naive": seasonal_naive,
     "ets": ets,
     "arima": arima,
+    "gluonts-deepar": GluonTSDeepAR,
 }
 NEEDS_STATSMODELS = {"ets", "arima"}
 
 
-def resolve(names: list[str], log=print) -> dict[str, Callable]:
+def _gluonts() -> bool:
+    try:
+        import gluonts.torch  # noqa: F401
+    except Exception:  # ImportError, or a broken install of its many dependencies
+        return False
+    return True
+
+
+def resolve(names: list[str], log=print, gluonts_kwargs: dict | None = None) -> dict[str, Callable]:
     """The baselines to run; statsmodels ones are dropped with a note when it is missing."""
     out = {}
     for name in names:
@@ -120,6 +181,12 @@ def resolve(names: list[str], log=print) -> dict[str, Callable]:
         if name in NEEDS_STATSMODELS and not _statsmodels():
             log(f"note: baseline {name!r} skipped: it needs statsmodels "
                 f"(pip install 'rnnforge[forecast]')")
+            continue
+        if name == "gluonts-deepar":
+            if not _gluonts():
+                log("note: baseline 'gluonts-deepar' skipped: it needs gluonts[torch] (not installed)")
+                continue
+            out[name] = GluonTSDeepAR(**(gluonts_kwargs or {}))
             continue
         out[name] = BASELINES[name]
     return out

@@ -109,6 +109,8 @@ def evaluate(model: Forecaster | None, series: list[Series], *, context: int, ho
         results[model_name] = fc
     for name, fn in baselines.items():
         t0 = time.perf_counter()
+        if getattr(fn, "global_model", False):  # trained once, on the values before the first origin
+            fn.fit([s.head(len(s) - windows * horizon) for s in series], context=context, horizon=horizon)
         results[name] = [fn(s, o, horizon) for s, o in keys]
         timings[name] = time.perf_counter() - t0
     scores = {name: score(fc, actuals, seed=seed) for name, fc in results.items()}

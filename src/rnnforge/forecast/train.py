@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -50,7 +50,10 @@ class WindowSampler:
 
     def batch(self, B: int) -> tuple[np.ndarray, np.ndarray]:
         """Scaled values (B, K + T) and phases (B, T) of B random windows."""
-        pick = self.starts[self.rng.integers(0, len(self.starts), size=B)]
+        return self.windows(self.starts[self.rng.integers(0, len(self.starts), size=B)])
+
+    def windows(self, pick: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scaled values (B, K + T) and phases (B, T) of the windows (series index, start) in ``pick``."""
         K, T = self.K, self.C + self.H
         vals = np.stack([self.padded[i][a:a + K + T] for i, a in pick])  # (B, K+T)
         phase = np.stack([self.phases[i][a:a + T] for i, a in pick])  # (B, T)
@@ -63,24 +66,63 @@ class TrainResult:
     steps: int
     seconds: float
     losses: list[float]  # mean training loss per logging interval
+    val_losses: list[float] = field(default_factory=list)  # validation loss at each logging step
+    best_step: int | None = None  # the step whose weights were kept (validation), else None
+
+
+def validation_windows(series: list[Series], *, context: int, horizon: int, windows: int, max_lag: int,
+                       scaler: str) -> tuple[list[Series], np.ndarray, np.ndarray]:
+    """Split off the last ``windows * horizon`` steps of each series for validation.
+
+    Returns the shortened training series and the validation windows (scaled
+    values (V, K + C + H), phases (V, C + H)): the ``windows`` windows whose
+    horizons tile each held-out tail, with the context before each.
+    """
+    hold = windows * horizon
+    train = [s.head(len(s) - hold) for s in series]
+    vs = WindowSampler.__new__(WindowSampler)
+    vs.C, vs.H, vs.K, vs.scaler = context, horizon, max_lag, scaler
+    vs.padded = [np.concatenate([np.full(max_lag, np.nan), s.values]) for s in series]
+    vs.phases = [s.phase(0, len(s)) for s in series]
+    vs.floor = _floor(train)
+    pick = np.array([(i, len(s) - hold + k * horizon - context)
+                     for i, s in enumerate(series) for k in range(windows)])
+    if (pick[:, 1] < 0).any():
+        raise UserError(f"series too short for {windows} validation windows of {horizon} steps after "
+                        f"a context of {context}; lower --val-windows")
+    z, phase = vs.windows(pick)
+    return train, z, phase
 
 
 def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, steps: int | None,
         minutes: float | None, batch_size: int = 64, lr: float = 3e-3, seed: int = 0,
-        device: str = "cpu", log_every: int = 50, log=print) -> TrainResult:
-    """Train ``model`` in place on random windows until the step or time budget runs out."""
+        device: str = "cpu", log_every: int = 50, val_windows: int = 0, log=print) -> TrainResult:
+    """Train ``model`` in place on random windows until the step or time budget runs out.
+
+    With ``val_windows > 0`` the last ``val_windows * horizon`` steps of each
+    series are held out; every ``log_every`` steps the loss of the model on
+    their horizons (teacher forced, given the context before each) is measured,
+    and the weights with the lowest one are kept (early stopping).
+    """
     if not steps and not minutes:
         raise UserError("give a training budget: --steps N and/or --minutes M")
     if steps is not None and steps < 0 or minutes is not None and minutes < 0:
         raise UserError("--steps and --minutes must not be negative")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    sampler = WindowSampler(series, context=context, horizon=horizon, max_lag=model.spec.max_lag,
+    K = model.spec.max_lag
+    val = None
+    if val_windows:
+        series, vz, vphase = validation_windows(series, context=context, horizon=horizon,
+                                                windows=val_windows, max_lag=K, scaler=model.spec.scaler)
+    sampler = WindowSampler(series, context=context, horizon=horizon, max_lag=K,
                             scaler=model.spec.scaler, rng=rng)
     model.to(device).train()
     dtype = model.readout.delta.dtype
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    K = model.spec.max_lag
+    if val_windows:
+        val = (torch.as_tensor(vz, dtype=dtype, device=device), torch.as_tensor(vphase, dtype=dtype, device=device))
+    best, best_state, best_step, val_losses = math.inf, None, None, []
     t0, step, losses, acc, n_acc = time.monotonic(), 0, [], 0.0, 0
     budget_s = minutes * 60 if minutes else math.inf
     max_steps = steps or math.inf
@@ -108,14 +150,44 @@ def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, 
         n_acc += 1
         if step % log_every == 0:
             losses.append(acc / n_acc)
+            msg = ""
+            if val is not None:
+                v = horizon_loss(model, *val, context)
+                val_losses.append(v)
+                if v < best:
+                    best, best_step = v, step
+                    best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
+                msg = f"  val {v:.4f}{' *' if best_step == step else ''}"
             if log:
-                log(f"step {step:6d}  loss {acc / n_acc:.4f}  lr {opt.param_groups[0]['lr']:.2e}  "
+                log(f"step {step:6d}  loss {acc / n_acc:.4f}{msg}  lr {opt.param_groups[0]['lr']:.2e}  "
                     f"{time.monotonic() - t0:6.1f}s")
             acc, n_acc = 0.0, 0
     if n_acc:
         losses.append(acc / n_acc)
+    if val is not None:
+        v = horizon_loss(model, *val, context)
+        val_losses.append(v)
+        if v < best or best_state is None:
+            best, best_step, best_state = v, step, None
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        if log:
+            log(f"kept the weights of step {best_step} (validation loss {best:.4f})")
     model.eval()
-    return TrainResult(step, time.monotonic() - t0, losses)
+    return TrainResult(step, time.monotonic() - t0, losses, val_losses, best_step)
+
+
+@torch.no_grad()
+def horizon_loss(model: Forecaster, z: torch.Tensor, phase: torch.Tensor, context: int) -> float:
+    """Mean head loss over the observed horizon steps of windows (teacher forced)."""
+    was = model.training
+    model.eval()
+    K = model.spec.max_lag
+    raw = model(window_inputs(z, phase, model.spec))[:, context:]  # (V, H, P)
+    target = z[:, K + context:]  # (V, H)
+    ok = torch.isfinite(target)
+    model.train(was)
+    return model.head.loss(raw[ok], target[ok]).mean().item()
 
 
 # -- checkpoints ----------------------------------------------------------------------

@@ -1,0 +1,105 @@
+"""`rnnforge forecast train | predict | evaluate` end to end on a tiny CSV, and the baselines."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from rnnforge.cli import main
+from rnnforge.data.series import Series, parse_csv
+from rnnforge.errors import UserError
+from rnnforge.forecast import baselines as B
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def two_series_csv(tmp_path):
+    rng = np.random.default_rng(0)
+    months = np.arange("2000-01", "2012-01", dtype="datetime64[M]")
+    t = np.arange(len(months))
+    a = 10 + 3 * np.sin(2 * np.pi * t / 12) + rng.normal(0, 0.5, len(t))
+    b = 50 + 0.1 * t + rng.normal(0, 1, len(t))
+    rows = ["month,a,b"] + [f"{m}-01,{x:.3f},{'' if i % 17 == 5 else f'{y:.3f}'}"
+                            for i, (m, x, y) in enumerate(zip(months, a, b))]
+    p = tmp_path / "two.csv"
+    p.write_text("\n".join(rows) + "\n")
+    return p
+
+
+def test_train_predict_evaluate(two_series_csv, tmp_path, capsys):
+    out = tmp_path / "run"
+    common = ["--data", str(two_series_csv), "--context", "24", "--horizon", "6"]
+    tiny = ["--hidden", "8", "--layers", "1", "--steps", "20", "--batch-size", "8", "--val-windows", "2"]
+    assert main(["forecast", "train", *common, *tiny, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "rnnforge forecast train: resolved config" in printed and "kept step" in printed
+    assert (out / "forecaster.safetensors").exists()
+
+    # predict needs nothing but the checkpoint: data, context and horizon come from it
+    assert main(["forecast", "predict", "--out", str(out), "--samples", "50"]) == 0
+    with open(out / "quantiles.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * 6 and rows[0]["series"] == "a" and rows[0]["timestamp"] == "2012-01-01"
+    assert list(rows[0]) == ["series", "step", "timestamp", "mean", "q0.05", "q0.1", "q0.25", "q0.5",
+                             "q0.75", "q0.9", "q0.95"]
+    for r in rows:
+        q = [float(r[k]) for k in ("q0.05", "q0.1", "q0.25", "q0.5", "q0.75", "q0.9", "q0.95")]
+        assert q == sorted(q)
+    assert (out / "fan-a.png").stat().st_size > 1000 and (out / "fan-b.png").exists()
+
+    ev = tmp_path / "eval"
+    assert main(["forecast", "evaluate", *common, *tiny, "--windows", "3", "--samples", "50",
+                 "--baselines", "seasonal-naive", "--out", str(ev)]) == 0
+    report = (ev / "report.md").read_text()
+    assert "| lstm/student-t" in report and "| seasonal-naive" in report and "CRPS per series" in report
+    scores = json.loads((ev / "scores.json").read_text())
+    assert set(scores) == {"lstm/student-t", "seasonal-naive"}
+    assert scores["seasonal-naive"]["n"] == 2 * 3 * 6 - 1  # one target of b is missing
+    for name in scores:
+        assert (ev / f"pit-{name.replace('/', '_')}.png").exists()
+
+    # a checkpoint trained on the evaluation windows is refused
+    assert main(["forecast", "evaluate", "--checkpoint", str(out / "forecaster.safetensors"),
+                 "--windows", "2", "--baselines", "none", "--out", str(ev)]) == 2
+    assert "in-sample" in capsys.readouterr().err
+
+
+def test_seasonal_naive_by_hand():
+    v = np.array([1.0, 2, 3, 4, 1.5, 2.5, np.nan, 4.5])
+    s = Series("x", v, phase_step=1 / 4)
+    f = B.seasonal_naive(s, 8, 6)
+    np.testing.assert_array_equal(f.mean, [1.5, 2.5, 3, 4.5, 1.5, 2.5])  # the missing 3rd: one more season back
+    errors = np.array([0.5, 0.5, 0.5])  # the one-season-back errors that are observed
+    sd = np.sqrt(np.mean(errors ** 2))
+    np.testing.assert_allclose(f.std, sd * np.sqrt([1, 1, 1, 1, 2, 2]))
+
+
+def test_baseline_names():
+    with pytest.raises(UserError, match="unknown baseline 'prophet'"):
+        B.resolve(["prophet"])
+    notes = []
+    got = B.resolve(["seasonal-naive", "gluonts-deepar"], log=notes.append)
+    assert "seasonal-naive" in got
+    if not B._gluonts():
+        assert "gluonts-deepar" not in got and "needs gluonts" in notes[0]
+
+
+def test_statsmodels_baselines_give_gaussian_forecasts():
+    pytest.importorskip("statsmodels")
+    t = np.arange(60)
+    v = 5 + 0.05 * t + np.sin(2 * np.pi * t / 4) + np.random.default_rng(0).normal(0, 0.2, 60)
+    v[20] = np.nan
+    s = Series("x", v, phase_step=1 / 4)
+    for fn in (B.ets, B.arima):
+        f = fn(s, 54, 6)
+        assert f.mean.shape == (6,) and np.isfinite(f.mean).all() and (f.std > 0).all()
+        assert np.abs(f.mean - v[54:]).mean() < 1.0
