@@ -11,6 +11,14 @@ step leaves the current bracket), to a u-error far below 1e-10:
   function written here as a continued fraction (modified Lentz), vectorised.
 
 All of it works batched (parameters broadcast against u) in float64.
+
+Limits, measured against scipy.stats: ``torch.special.gammainc`` itself is off
+by up to 3e-10 for concentration >= ~25 (an asymptotic branch), which bounds
+the Gamma/Chi2 u-error there (1e-15 below); near an end where the density is
+infinite (Beta with a or b < 1) float64 cannot represent x finely enough to
+reach 1e-10 in the last ~1e-8 of u; in the far upper tail x is known only
+through a CDF near 1 (absolute accuracy ~1e-16), so x itself is ill-conditioned
+there even though the u-error stays small.
 """
 from __future__ import annotations
 
@@ -302,10 +310,17 @@ class DistributionSampler(Sampler):
         self.support = _support_of(dist)
 
     def _ppf(self, u):
-        return self._ppf_fn(u.to(self.dtype)).to(F64)
+        x = self._ppf_fn(u.to(self.dtype)).to(F64)
+        # u = 0 and 1 are the ends of the support exactly (torch's Cauchy.icdf(0)
+        # is tan(-pi/2) = -1.6e16, for instance)
+        lo, hi = self.support
+        x = torch.where(u <= 0, torch.as_tensor(lo, dtype=F64, device=x.device), x)
+        return torch.where(u >= 1, torch.as_tensor(hi, dtype=F64, device=x.device), x)
 
     def _cdf(self, x):
-        return self._cdf_fn(x.to(self.dtype)).to(F64)
+        nan = torch.isnan(x)
+        out = self._cdf_fn(torch.where(nan, torch.zeros_like(x), x).to(self.dtype)).to(F64)
+        return torch.where(nan, x, out)
 
     def __repr__(self):
         return f"DistributionSampler({self.dist!r})"
