@@ -164,16 +164,17 @@ class NumericalInverse(Sampler):
 
     # -- tables ---------------------------------------------------------
     def _build_guide(self, cells: int | None = None):
-        """Guide table (Chen and Asau): for each of G equal u-cells the first
-        interval that meets it. Most cells meet one interval; the few that meet
-        more are searched (``torch.searchsorted``) on their own."""
+        """Guide table (Chen and Asau): for each of G equal u-cells [e_k, e_k+1) the
+        interval that covers it when no interval boundary falls inside the cell;
+        the few cells holding a boundary are searched with ``torch.searchsorted``.
+        Interval i holds u with B_{i-1} < u <= B_i (so ppf is the left-continuous
+        generalized inverse: at a gap, F^{-1}(u) is the gap's left end)."""
         K = self.intervals
         G = cells or int(min(1 << 16, max(1024, 8 * K)))
         edges = torch.arange(G + 1, dtype=F64, device=self.device) / G
-        first = torch.searchsorted(self._bounds, edges, right=True)       # interval at each edge
+        first = torch.searchsorted(self._bounds, edges)                  # bounds < edge
         self._G = G
         self._guide = first[:-1].contiguous()
-        # a cell is "simple" when the interval at its left edge also covers its right edge
         self._simple = (first[1:] == first[:-1]).contiguous()
 
     # -- evaluation -----------------------------------------------------
@@ -183,7 +184,7 @@ class NumericalInverse(Sampler):
         hard = ~self._simple[cell]
         if bool(hard.any()):
             uh = u[hard]
-            idx[hard] = torch.searchsorted(self._bounds, uh, right=True)
+            idx[hard] = torch.searchsorted(self._bounds, uh)
         return idx
 
     def _eval_pieces(self, u, idx):
