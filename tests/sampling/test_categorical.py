@@ -1,0 +1,152 @@
+"""Categorical / sample_categorical: exact frequencies (chi-square), truncation, tiny probabilities."""
+import math
+
+import numpy as np
+import pytest
+import scipy.stats as st
+import torch
+
+from rnnforge.sampling import Categorical, sample_categorical
+
+F64 = torch.float64
+
+
+def chi2_ok(counts, probs, alpha=1e-3):
+    """Pearson chi-square of counts against probs (zero-probability cells must be empty)."""
+    counts, probs = np.asarray(counts, dtype=float), np.asarray(probs, dtype=float)
+    assert counts[probs == 0].sum() == 0
+    keep = probs > 0
+    return st.chisquare(counts[keep], counts.sum() * probs[keep] / probs[keep].sum()).pvalue > alpha
+
+
+def np_softmax(z):
+    z = np.asarray(z, dtype=float)
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_probs_frequencies_and_batch_shape(gen):
+    p = torch.tensor([[0.1, 0.0, 0.6, 0.3], [0.25, 0.25, 0.25, 0.25], [1e-3, 0.5, 0.499, 0.0]], dtype=F64)
+    c = Categorical(p)
+    x = c.sample((200_000,), generator=gen)
+    assert x.shape == (200_000, 3) and x.dtype == torch.int64
+    for r in range(3):
+        assert chi2_ok(np.bincount(x[:, r].numpy(), minlength=4), p[r].numpy())
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p", [(1.0, None, None), (0.7, None, None), (1.5, 3, None),
+                                                      (1.0, None, 0.8), (0.9, 4, 0.9)])
+def test_logits_with_temperature_top_k_top_p(temperature, top_k, top_p, gen):
+    logits = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0, -3.0], dtype=F64)
+    # expected law, computed independently in numpy
+    p = np_softmax(logits.numpy() / temperature)
+    order = np.argsort(-p, kind="stable")
+    keep = np.ones(6, bool)
+    if top_k is not None:
+        keep[order[top_k:]] = False
+    q = np.where(keep, p, 0)
+    if top_p is not None:
+        qs = q[order] / q.sum()
+        before = np.cumsum(qs) - qs
+        keep2 = np.zeros(6, bool)
+        keep2[order[before < top_p]] = True
+        q = np.where(keep2, q, 0)
+    q = q / q.sum()
+    c = Categorical(logits=logits, temperature=temperature, top_k=top_k, top_p=top_p)
+    np.testing.assert_allclose(c.probs.numpy(), q, rtol=1e-12, atol=1e-15)
+    x = c.sample(200_000, generator=gen)
+    assert chi2_ok(np.bincount(x.numpy(), minlength=6), q)
+    # the functional form draws from the same law, batched
+    xs = sample_categorical(logits.expand(50_000, 6), temperature=temperature, top_k=top_k, top_p=top_p,
+                            generator=gen)
+    assert xs.shape == (50_000,)
+    assert chi2_ok(np.bincount(xs.numpy(), minlength=6), q)
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    p = torch.tensor([0.5, 0.3, 0.15, 0.05], dtype=F64)
+    assert Categorical(p, top_p=0.8).probs.tolist() == pytest.approx([0.625, 0.375, 0, 0])
+    assert (Categorical(p, top_p=0.81).probs > 0).tolist() == [True, True, True, False]
+    assert (Categorical(p, top_k=1).probs > 0).tolist() == [True, False, False, False]
+    assert Categorical(p, top_p=1.0).probs.tolist() == pytest.approx(p.tolist())
+
+
+def test_million_categories_one_dominant_all_reachable():
+    V = 1_000_000
+    p = np.full(V, 0.01 / (V - 1))
+    p[123_456] = 0.99
+    c = Categorical(torch.tensor(p))
+    F = np.cumsum(p) / p.sum()                          # independent float64 CDF
+    lo = np.concatenate([[0.0], F[:-1]])
+    u = torch.tensor((lo + F) / 2)                       # inside each category's interval
+    k = c.ppf(u)
+    assert torch.equal(k, torch.arange(V))
+    # and the rare ones are actually drawn at their rate
+    x = c.sample(200_000, generator=torch.Generator().manual_seed(0))
+    frac = (x != 123_456).double().mean().item()
+    assert abs(frac - 0.01) < 5 * math.sqrt(0.01 * 0.99 / 200_000)
+
+
+def test_ppf_cdf_edges_and_zero_probability_categories():
+    c = Categorical(torch.tensor([0.0, 0.2, 0.0, 0.8, 0.0], dtype=F64))
+    assert c.ppf(torch.tensor([0.0, 0.1, 0.2, 0.2000001, 1.0], dtype=F64)).tolist() == [1, 1, 1, 3, 3]
+    assert c.cdf(torch.tensor([-1.0, 0.0, 1.0, 2.5, 3.0, 4.0, 99.0])).tolist() == pytest.approx(
+        [0, 0, 0.2, 0.2, 1.0, 1.0, 1.0])
+    assert c.u_error().max_error == 0.0
+    assert c.log_prob(torch.tensor(3)).item() == pytest.approx(math.log(0.8))
+    x = c.sample(10_000, generator=torch.Generator().manual_seed(1))
+    assert set(x.unique().tolist()) <= {1, 3}
+    assert c.ppf(0.5).shape == () and c.ppf(torch.empty(0)).shape == (0,)
+
+
+def test_sample_categorical_matches_categorical_ppf_for_given_u(gen):
+    logits = torch.randn(8, 1000, generator=gen)
+    u = torch.rand(8, dtype=F64, generator=gen)
+    a = sample_categorical(logits, u=u)
+    b = Categorical(logits=logits).ppf(u)
+    assert torch.equal(a, b)
+    # one uniform per row: reproducible from the generator
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    assert torch.equal(sample_categorical(logits, generator=g1), sample_categorical(logits, generator=g2))
+    # batch 1 (the text generator's decode step) and extra leading dims
+    assert sample_categorical(logits[:1]).shape == (1,)
+    assert sample_categorical(logits.reshape(2, 4, 1000)).shape == (2, 4)
+
+
+def test_reproducible_and_float32_logits_ok():
+    logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(2))          # float32
+    c = Categorical(logits=logits)
+    a = c.sample((3,), generator=torch.Generator().manual_seed(9))
+    b = c.sample((3,), generator=torch.Generator().manual_seed(9))
+    assert a.shape == (3, 4) and torch.equal(a, b)
+    np.testing.assert_allclose(c.probs.numpy(), np_softmax(logits.double().numpy()), rtol=1e-12)
+
+
+@pytest.mark.parametrize("kwargs, msg", [
+    (dict(probs=torch.tensor([0.5, -0.1, 0.6])), "negative"),
+    (dict(probs=torch.tensor([[0.5, 0.5], [0.0, 0.0]])), "all zero"),
+    (dict(probs=torch.tensor([0.5, math.nan])), "NaN or inf"),
+    (dict(probs=torch.tensor([])), "non-empty"),
+    (dict(logits=torch.tensor([0.0, math.nan])), "NaN"),
+    (dict(logits=torch.tensor([-math.inf, -math.inf])), "entirely -inf"),
+    (dict(probs=torch.tensor([1.0]), logits=torch.tensor([1.0])), "exactly one"),
+    (dict(probs=torch.tensor([1.0, 2.0]), top_p=0.0), r"top_p must lie in \(0, 1\]"),
+    (dict(probs=torch.tensor([1.0, 2.0]), top_p=1.5), r"top_p must lie in \(0, 1\]"),
+    (dict(probs=torch.tensor([1.0, 2.0]), top_k=0), "top_k must be an integer >= 1"),
+    (dict(probs=torch.tensor([1.0, 2.0]), temperature=0.0), "temperature must be a finite number > 0"),
+    (dict(probs=torch.tensor([1.0, 2.0]), temperature=-1.0), "temperature must be a finite number > 0"),
+])
+def test_categorical_errors(kwargs, msg):
+    with pytest.raises(ValueError, match=msg):
+        Categorical(**kwargs)
+
+
+def test_sample_categorical_errors():
+    with pytest.raises(ValueError, match="temperature must be"):
+        sample_categorical(torch.zeros(3), temperature=0)
+    with pytest.raises(ValueError, match="contain NaN"):
+        sample_categorical(torch.tensor([0.0, math.nan]))
+    with pytest.raises(ValueError, match="entirely -inf"):
+        sample_categorical(torch.full((2, 3), -math.inf))
+    with pytest.raises(ValueError, match=r"u must lie in \[0, 1\]"):
+        sample_categorical(torch.zeros(2, 3), u=torch.tensor([0.5, 2.0]))
