@@ -11,6 +11,7 @@ from rnnforge.cli import main
 from rnnforge.data.series import Series, parse_csv
 from rnnforge.errors import UserError
 from rnnforge.forecast import baselines as B
+from rnnforge.forecast.evaluate import _safe
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +39,8 @@ def two_series_csv(tmp_path):
 def test_train_predict_evaluate(two_series_csv, tmp_path, capsys):
     out = tmp_path / "run"
     common = ["--data", str(two_series_csv), "--context", "24", "--horizon", "6"]
-    tiny = ["--hidden", "8", "--layers", "1", "--steps", "20", "--batch-size", "8", "--val-windows", "2"]
+    tiny = ["--hidden", "8", "--layers", "1", "--steps", "20", "--batch-size", "8", "--val-windows", "2",
+            "--ensemble", "2"]
     assert main(["forecast", "train", *common, *tiny, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "rnnforge forecast train: resolved config" in printed and "kept step" in printed
@@ -60,12 +62,12 @@ def test_train_predict_evaluate(two_series_csv, tmp_path, capsys):
     assert main(["forecast", "evaluate", *common, *tiny, "--windows", "3", "--samples", "50",
                  "--baselines", "seasonal-naive", "--out", str(ev)]) == 0
     report = (ev / "report.md").read_text()
-    assert "| lstm/student-t" in report and "| seasonal-naive" in report and "CRPS per series" in report
+    assert "| lstm/student-t x2" in report and "| seasonal-naive" in report and "CRPS per series" in report
     scores = json.loads((ev / "scores.json").read_text())
-    assert set(scores) == {"lstm/student-t", "seasonal-naive"}
+    assert set(scores) == {"lstm/student-t x2", "seasonal-naive"}
     assert scores["seasonal-naive"]["n"] == 2 * 3 * 6 - 1  # one target of b is missing
     for name in scores:
-        assert (ev / f"pit-{name.replace('/', '_')}.png").exists()
+        assert (ev / f"pit-{_safe(name)}.png").exists()
 
     # a checkpoint trained on the evaluation windows is refused
     assert main(["forecast", "evaluate", "--checkpoint", str(out / "forecaster.safetensors"),

@@ -112,3 +112,29 @@ def test_checkpoint_round_trip(tmp_path):
     np.testing.assert_array_equal(
         model.sample_paths([s], [200], generator=torch.Generator().manual_seed(0), **kw),
         loaded.sample_paths([s], [200], generator=torch.Generator().manual_seed(0), **kw))
+
+
+def test_ensemble_mixes_members_and_round_trips(tmp_path):
+    from rnnforge.forecast.model import Ensemble
+
+    s = seasonal_ar(200)
+    torch.manual_seed(0)
+    a, b = tiny(), tiny()
+    with torch.no_grad():
+        b.readout.b.add_(5.0)  # member b forecasts about 5 scaled units higher
+    ens = Ensemble([a, b])
+    kw = dict(context=12, horizon=3)
+    paths = ens.sample_paths([s], [200], num_samples=7, generator=torch.Generator().manual_seed(0), **kw)
+    assert paths.shape == (1, 7, 3)
+    # the first 4 paths are member a's, the last 3 member b's, drawn from the same generator in turn
+    g = torch.Generator().manual_seed(0)
+    np.testing.assert_array_equal(paths[:, :4], a.sample_paths([s], [200], num_samples=4, generator=g, **kw))
+    np.testing.assert_array_equal(paths[:, 4:], b.sample_paths([s], [200], num_samples=3, generator=g, **kw))
+    T.save(tmp_path / "e.safetensors", ens, {"horizon": 3})
+    loaded, meta = T.load(tmp_path / "e.safetensors")
+    assert isinstance(loaded, Ensemble) and meta["members"] == 2
+    np.testing.assert_array_equal(
+        paths, loaded.sample_paths([s], [200], num_samples=7, generator=torch.Generator().manual_seed(0), **kw))
+    from rnnforge.errors import UserError
+    with pytest.raises(UserError, match="fewer than the 2 ensemble members"):
+        ens.sample_paths([s], [200], num_samples=1, **kw)

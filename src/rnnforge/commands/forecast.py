@@ -63,6 +63,9 @@ def _add_model_flags(p) -> None:
                    help="wall-clock budget in minutes (0: none); the first budget spent ends training")
     g.add_argument("--batch-size", type=int, default=64, help="windows per step")
     g.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of Adam (cosine decay)")
+    g.add_argument("--ensemble", type=int, default=1,
+                   help="train K models from seeds seed..seed+K-1 and forecast with their equal "
+                        "mixture (a deep ensemble: better calibrated, K times the training)")
     g.add_argument("--val-windows", type=int, default=4,
                    help="hold out the last N windows of --horizon steps of the training data and keep "
                         "the weights with the lowest loss on them (early stopping); 0: off")
@@ -166,10 +169,12 @@ def _lags(text: str, season: int) -> list[int]:
 
 
 def _train(args, series, horizon, context, holdout_windows, device):
-    """Build and fit a model on all but the last ``holdout_windows * horizon`` values."""
+    """Build and fit a model (or an ensemble) on all but the last ``holdout_windows * horizon`` values."""
+    import torch
+
     from ..data.series import check_series
     from ..errors import UserError
-    from ..forecast.model import Forecaster, ModelConfig
+    from ..forecast.model import Ensemble, Forecaster, ModelConfig
     from ..forecast.train import fit
 
     if holdout_windows < 0:
@@ -178,6 +183,8 @@ def _train(args, series, horizon, context, holdout_windows, device):
         raise UserError("--hidden and --layers must be >= 1")
     if not 0 <= args.dropout < 1:
         raise UserError(f"--dropout must be in [0, 1), got {args.dropout}")
+    if args.ensemble < 1:
+        raise UserError(f"--ensemble must be >= 1, got {args.ensemble}")
     if args.val_windows < 0:
         raise UserError(f"--val-windows must be >= 0, got {args.val_windows}")
     hold = holdout_windows * horizon
@@ -188,19 +195,29 @@ def _train(args, series, horizon, context, holdout_windows, device):
     cfg = ModelConfig(cell=args.cell, hidden=args.hidden, layers=args.layers, dropout=args.dropout,
                       head=args.head, features=dict(lags=_lags(args.lags, season),
                                                     harmonics=2 if season > 1 else 0, scaler=args.scaler))
-    model = Forecaster(cfg).to(device)
-    res = fit(model, train_part, context=context, horizon=horizon, steps=args.steps or None,
-              minutes=args.minutes or None, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-              device=device, val_windows=args.val_windows)
-    print(f"trained {res.steps} steps in {res.seconds:.1f}s; final loss {res.losses[-1]:.4f}"
-          + (f"; kept step {res.best_step} (validation loss {min(res.val_losses):.4f})"
-             if res.val_losses else ""))
+    members, results = [], []
+    for k in range(args.ensemble):
+        if args.ensemble > 1:
+            print(f"ensemble member {k + 1}/{args.ensemble} (seed {args.seed + k})")
+        torch.manual_seed(args.seed + k)
+        model = Forecaster(cfg).to(device)
+        res = fit(model, train_part, context=context, horizon=horizon, steps=args.steps or None,
+                  minutes=(args.minutes / args.ensemble) if args.minutes else None,
+                  batch_size=args.batch_size, lr=args.lr, seed=args.seed + k, device=device,
+                  val_windows=args.val_windows)
+        print(f"trained {res.steps} steps in {res.seconds:.1f}s; final loss {res.losses[-1]:.4f}"
+              + (f"; kept step {res.best_step} (validation loss {min(res.val_losses):.4f})"
+                 if res.val_losses else ""))
+        members.append(model)
+        results.append(res)
+    model = members[0] if len(members) == 1 else Ensemble(members)
     meta = {"data": args.data, "season": args.season, "horizon": horizon, "context": context,
             "holdout_steps": hold, "train_end": {s.name: len(t) for s, t in zip(series, train_part)},
-            "training": {"steps": res.steps, "seconds": res.seconds, "losses": res.losses,
-                         "val_windows": args.val_windows, "val_losses": res.val_losses,
-                         "best_step": res.best_step,
-                         "seed": args.seed, "lr": args.lr, "batch_size": args.batch_size}}
+            "training": {"members": [{"steps": r.steps, "seconds": r.seconds, "losses": r.losses,
+                                      "val_losses": r.val_losses, "best_step": r.best_step}
+                                     for r in results],
+                         "val_windows": args.val_windows, "seed": args.seed, "lr": args.lr,
+                         "batch_size": args.batch_size}}
     return model, meta
 
 
@@ -277,7 +294,8 @@ def run_evaluate(args) -> int:
         horizon, context = _defaults(series, args.horizon, args.context)
         model, meta = _train(args, series, horizon, context, args.windows, device)
         save(Path(args.out) / CHECKPOINT, model, meta)
-    name = f"{model.config.cell}/{model.config.head}"
+    k = len(model.members) if hasattr(model, "members") else 1
+    name = f"{model.config.cell}/{model.config.head}" + (f" x{k}" if k > 1 else "")
     scores = evaluate(model, series, context=context, horizon=horizon, windows=args.windows,
                       samples=args.samples, seed=args.seed, baselines=baselines, out=Path(args.out),
                       device=device, model_name=name)

@@ -140,7 +140,7 @@ class GluonTSDeepAR:
         est = DeepAREstimator(freq=freq, prediction_length=horizon, context_length=context,
                               num_layers=2, hidden_size=40,
                               trainer_kwargs={"max_epochs": self.epochs, "enable_progress_bar": False,
-                                              "logger": False, "enable_checkpointing": False,
+                                              "logger": False,
                                               "accelerator": "cpu"})
         data = ListDataset([self._entry(s, len(s)) for s in train], freq=freq)
         self.predictor = est.train(data)

@@ -132,7 +132,37 @@ def _floor(series: list[Series], origins: list[int] | None = None) -> np.ndarray
     return np.array([0.01 * max(float(np.nanstd(s.values[:o])), 1e-12) for s, o in zip(series, ends)])
 
 
-def model_from_state(config: dict, state: dict[str, torch.Tensor]) -> Forecaster:
-    model = Forecaster(ModelConfig(**config))
-    model.load_state_dict(state)
-    return model
+
+
+class Ensemble(nn.Module):
+    """K forecasters of one configuration trained from different seeds (a deep ensemble,
+    Lakshminarayanan et al. 2017). A forecast is the equal mixture of theirs: the N paths
+    are split among the members, which is stratified sampling of the mixture, so the
+    spread between members (what the data could not pin down) widens the forecast."""
+
+    def __init__(self, members: list[Forecaster]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.members[0].config
+
+    @property
+    def spec(self):
+        return self.members[0].spec
+
+    def sample_paths(self, series: list[Series], origins: list[int], *, context: int, horizon: int,
+                     num_samples: int, generator: torch.Generator | None = None,
+                     device: str | torch.device = "cpu") -> np.ndarray:
+        """(S, N, H) paths: member k draws N/K of them (the first N mod K members one more)."""
+        K = len(self.members)
+        if num_samples < K:
+            raise UserError(f"--samples {num_samples} is fewer than the {K} ensemble members; "
+                            f"draw at least one path per member")
+        sizes = [num_samples // K + (1 if k < num_samples % K else 0) for k in range(K)]
+        return np.concatenate([m.sample_paths(series, origins, context=context, horizon=horizon,
+                                              num_samples=n, generator=generator, device=device)
+                               for m, n in zip(self.members, sizes)], axis=1)

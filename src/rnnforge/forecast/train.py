@@ -19,7 +19,7 @@ from .. import checkpoint
 from ..data.series import Series
 from ..errors import UserError
 from .features import scale_stats, window_inputs
-from .model import Forecaster, ModelConfig, _floor
+from .model import Ensemble, Forecaster, ModelConfig, _floor
 
 KIND = "rnnforge-forecaster"
 
@@ -191,18 +191,25 @@ def horizon_loss(model: Forecaster, z: torch.Tensor, phase: torch.Tensor, contex
 
 
 # -- checkpoints ----------------------------------------------------------------------
-def save(path, model: Forecaster, meta: dict) -> None:
-    """Atomic, self-describing checkpoint: weights + model config + training/data metadata."""
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    checkpoint.save(path, tensors, {"kind": KIND, "model": model.config.to_dict(), **meta})
+def save(path, model: Forecaster | Ensemble, meta: dict) -> None:
+    """Atomic, self-describing checkpoint: weights of each ensemble member (``member{k}.``),
+    the model config and the training/data metadata."""
+    members = list(model.members) if isinstance(model, Ensemble) else [model]
+    tensors = {f"member{k}.{name}": v for k, m in enumerate(members) for name, v in m.state_dict().items()}
+    checkpoint.save(path, tensors, {"kind": KIND, "model": members[0].config.to_dict(),
+                                    "members": len(members), **meta})
 
 
-def load(path, device: str = "cpu") -> tuple[Forecaster, dict]:
+def load(path, device: str = "cpu") -> tuple[Forecaster | Ensemble, dict]:
+    """The model of a checkpoint (an Ensemble when it holds more than one member) and its metadata."""
     tensors, meta = checkpoint.load(path, device=device)
     if meta.get("kind") != KIND:
         raise UserError(f"{path} is an rnnforge checkpoint of kind {meta.get('kind')!r}, "
                         f"not a forecaster; train one with `rnnforge forecast train`")
-    model = Forecaster(ModelConfig(**meta["model"]))
-    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    model.load_state_dict(state)
-    return model.to(device).eval(), meta
+    members = []
+    for k in range(int(meta.get("members", 1))):
+        m = Forecaster(ModelConfig(**meta["model"]))
+        prefix = f"member{k}."
+        m.load_state_dict({n[len(prefix):]: v for n, v in tensors.items() if n.startswith(prefix)})
+        members.append(m.to(device).eval())
+    return (members[0] if len(members) == 1 else Ensemble(members)), meta
