@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 import rnnforge as rf
+from rnnforge.commands import bench as _bench
 from rnnforge.commands.bench import CELLS, DEFAULT_SHAPES, engine_table, format_table, parse_shape
 
 
@@ -70,9 +71,7 @@ def generation(chars: int, repeats: int, V: int = 100, H: int = 256, L: int = 2,
             fn()  # warm-up
         for _ in range(repeats):
             for k, fn in runs.items():
-                t0 = time.perf_counter()
-                fn()
-                times[k].append((time.perf_counter() - t0) * 1e3 / chars)
+                times[k].append(_bench._time(fn) * 1e3 / chars)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -136,9 +135,7 @@ def training(steps: int, repeats: int, engines, T=128, B=32, V=100, H=256, L=2):
         train_steps(k, 1)  # warm-up
     for _ in range(repeats):
         for k in models:
-            t0 = time.perf_counter()
-            train_steps(k, steps)
-            times[k].append((time.perf_counter() - t0) / steps)
+            times[k].append(_bench._time(lambda: train_steps(k, steps)) / steps)
     return {k: B * T / statistics.median(v) for k, v in times.items()}
 
 
@@ -147,6 +144,8 @@ def main(argv=None) -> None:
     p.add_argument("--parts", nargs="+", default=["table", "generate", "train"],
                    choices=["table", "generate", "train"], help="which benchmarks to run")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads; 0 keeps the default")
+    p.add_argument("--clock", choices=sorted(_bench.CLOCKS), default="wall",
+                   help="wall: elapsed time; cpu: process CPU time (steadier on a shared machine)")
     p.add_argument("--repeats", type=int, default=5, help="interleaved repeats; medians are shown")
     p.add_argument("--cells", nargs="+", default=list(CELLS), choices=CELLS)
     p.add_argument("--shapes", nargs="+", default=list(DEFAULT_SHAPES), metavar="TxBxIxH")
@@ -156,7 +155,9 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    _bench.set_clock(args.clock)
     print(f"# {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+          f"{args.clock} clock, "
           f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC")
     if "table" in args.parts:
         print("\n## Engine table (speed = torch.nn time / engine time)\n")

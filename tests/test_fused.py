@@ -158,3 +158,16 @@ def test_auto_follows_the_measured_rule():
     assert engines.ENGINES["fused"].why_not(named, x, None) is None
     named(x)
     assert named.engine_used == "fused"
+
+
+def test_bench_command_prints_the_engine_table(capsys):
+    from rnnforge.cli import main
+
+    assert main(["bench", "--cells", "gru", "rnn_sigmoid", "--shapes", "3x2x2x3", "--repeats", "1",
+                 "--engines", "native", "fused"]) == 0
+    out = capsys.readouterr().out
+    assert "rnnforge bench: resolved config" in out
+    assert "| gru | 3x2x2x3 | fused |" in out and "| rnn_sigmoid | 3x2x2x3 | fused |" in out
+    assert "| rnn_sigmoid | 3x2x2x3 | native |" not in out  # cannot run: not timed
+    assert main(["bench", "--shapes", "3x2"]) == 2
+    assert "TxBxIxH" in capsys.readouterr().err
