@@ -34,7 +34,8 @@ def _check_options(temperature, top_k, top_p):
 
 
 def _truncate(w: torch.Tensor, top_k, top_p) -> torch.Tensor:
-    """Zero the weights ``w`` (..., V), float64 >= 0, outside the top-k / nucleus."""
+    """Zero the weights ``w`` (..., V), >= 0, outside the top-k / nucleus (the
+    nucleus mass is summed in float64)."""
     V = w.shape[-1]
     if top_k is not None and top_k < V:
         # keep exactly the k largest (ties broken by torch.topk's order)
@@ -44,6 +45,7 @@ def _truncate(w: torch.Tensor, top_k, top_p) -> torch.Tensor:
     if top_p is not None and top_p < 1.0:
         # smallest set of most probable categories whose mass reaches top_p
         srt, order = torch.sort(w, dim=-1, descending=True)
+        srt = srt.to(F64)
         p = srt / srt.sum(-1, keepdim=True)
         before = torch.cumsum(p, dim=-1) - p                 # mass strictly before each
         drop = torch.zeros_like(before, dtype=torch.bool).scatter_(-1, order, before >= top_p)
@@ -66,8 +68,9 @@ def sample_categorical(logits: torch.Tensor, *, temperature: float = 1.0, top_k:
                        u: torch.Tensor | None = None) -> torch.Tensor:
     """Draw one category per row of ``logits`` (..., V) by inverse transform.
 
-    Computes ``softmax(logits / temperature)`` in float64 (optionally restricted
-    to the top_k largest and/or the top_p nucleus), its cumulative sum, one
+    Computes the weights ``exp((logits - max) / temperature)`` in the logits'
+    precision (float32 or float64; half types go through float32), optionally restricted
+    to the top_k largest and/or the top_p nucleus, their float64 cumulative sum, one
     uniform per row (from ``generator``, or the given ``u`` of shape
     ``logits.shape[:-1]`` in [0, 1]), and ``searchsorted``: no Python loop over
     rows. Returns a LongTensor of shape ``logits.shape[:-1]``. Greedy decoding is
@@ -77,21 +80,24 @@ def sample_categorical(logits: torch.Tensor, *, temperature: float = 1.0, top_k:
     _check_options(temperature, top_k, top_p)
     if logits.dim() < 1 or logits.shape[-1] == 0:
         raise ValueError("logits must have a non-empty last dimension (categories)")
-    # One float64 buffer, updated in place (fresh multi-MB buffers per op cost page faults).
-    x = logits.to(F64, copy=True)
+    # Weights exp((l - max) / T) in the logits' precision (float32 stays float32:
+    # exp of a float32 logit is as exact as the logit), then the cumulative sum
+    # accumulated and stored in float64. One buffer, updated in place: fresh
+    # multi-MB buffers per op cost page faults.
+    x = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
     m = x.amax(dim=-1, keepdim=True)
     if not bool(torch.isfinite(m).all()):
         if bool(torch.isnan(x).any()):
             raise ValueError("logits contain NaN")
         raise ValueError("a row of logits is +inf or entirely -inf; logits must be finite "
                          "with at least one > -inf per row")
-    x.sub_(m)
+    x = x - m
     if temperature != 1.0:
         x.div_(temperature)
-    x.exp_()                                                            # weights, max 1
+    x.exp_()                                                            # weights in (0, 1]
     if top_k is not None or top_p is not None:
         x = _truncate(x, top_k, top_p)
-    cdf = x.cumsum_(-1)                                                 # (..., V), float64
+    cdf = x.to(F64).cumsum_(-1)                                         # (..., V), float64
     total = cdf[..., -1:]
     if u is None:
         # 1 - U[0, 1) lies in (0, 1]: zero-probability categories are never hit

@@ -174,32 +174,36 @@ class NumericalInverse(Sampler):
         edges = torch.arange(G + 1, dtype=F64, device=self.device) / G
         first = torch.searchsorted(self._bounds, edges)                  # bounds < edge
         self._G = G
-        self._guide = first[:-1].contiguous()
-        self._simple = (first[1:] == first[:-1]).contiguous()
+        # cells that hold a boundary are marked -1 and searched on their own
+        self._guide = torch.where(first[1:] == first[:-1], first[:-1], -1).contiguous()
 
     # -- evaluation -----------------------------------------------------
     def _locate(self, u):
+        """Interval index of each u in [0, 1] (1-D float64)."""
         cell = (u * self._G).to(torch.int64).clamp_(max=self._G - 1)
-        idx = self._guide[cell]
-        hard = ~self._simple[cell]
+        idx = self._guide.index_select(0, cell)
+        hard = idx < 0
         if bool(hard.any()):
-            uh = u[hard]
-            idx[hard] = torch.searchsorted(self._bounds, uh)
+            pos = hard.nonzero().squeeze(1)
+            idx.index_copy_(0, pos, torch.searchsorted(self._bounds, u.index_select(0, pos)))
         return idx
 
     def _eval_pieces(self, u, idx):
-        s = (u - self._ustart[idx]) * self._invw[idx]
+        """x = P_i(s), s = (u - U_i) / W_i in [0, 1], clamped to [a_i, b_i]; one
+        ``index_select`` per table column (cheaper than one gather of packed rows)."""
+        take = lambda t: t.index_select(0, idx)  # noqa: E731
+        s = (u - take(self._ustart)).mul_(take(self._invw))
         c = self._coef
-        x = c[-1][idx]
+        x = take(c[-1])
         for k in range(len(c) - 2, -1, -1):
-            x = torch.addcmul(c[k][idx], s, x)
-        return torch.minimum(torch.maximum(x, self._lo[idx]), self._hi[idx])
+            x = torch.addcmul(take(c[k]), s, x)
+        return torch.minimum(torch.maximum(x, take(self._lo)), take(self._hi))
 
     def _ppf(self, u):
         shape = u.shape
         u = u.reshape(-1)
         out = torch.empty_like(u)
-        chunk = 1 << 17
+        chunk = 1 << 16
         for s0 in range(0, u.numel(), chunk):
             us = u[s0:s0 + chunk]
             out[s0:s0 + chunk] = self._eval_pieces(us, self._locate(us))
@@ -212,7 +216,7 @@ class NumericalInverse(Sampler):
         shape = as_shape(shape)
         n = int(np.prod(shape)) if len(shape) else 1
         out = torch.empty(n, dtype=F64, device=self.device)
-        chunk = 1 << 17
+        chunk = 1 << 16
         for s0 in range(0, n, chunk):
             m = min(chunk, n - s0)
             u = torch.rand(m, dtype=F64, device=self.device, generator=generator)
