@@ -38,7 +38,7 @@ def test_gradcheck_recurrence(mode, lengths):
     h0 = torch.randn(B, H, **opts)
     c0 = torch.randn(B, H, **opts) if mode == "lstm" else None
     w_hh = (torch.randn(G * H, H, dtype=torch.float64) * 0.5).requires_grad_()
-    b_hh = torch.randn(G * H, **opts) if mode == "gru" else None
+    b_hh = torch.randn(H, **opts) if mode == "gru" else None
     bs = lens = None
     if lengths is not None:
         lens = torch.tensor(lengths)

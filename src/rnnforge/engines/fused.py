@@ -46,12 +46,12 @@ _DTYPES = (torch.float32, torch.float64)
 
 # -- packing the named parameters (differentiably) --------------------------------------
 def stacked_weights(cell):
-    """``(w_ih (G*H, I), w_hh (G*H, H), b_ih (G*H,) or None, b_hh (G*H,) or None)``.
+    """``(w_ih (G*H, I), w_hh (G*H, H), b_ih (G*H,) or None, b_hh (H,) or None)``.
 
     Built with ``torch.cat`` from the cell's named parameters in ``GATES`` order,
     so autograd routes the stacked gradients back to each named parameter.
-    ``b_hh`` is only the GRU's recurrent candidate bias (``b_gamma``, zeros for
-    the other two gates); the other cells have no bias inside the recurrence.
+    ``b_hh`` is the GRU's recurrent candidate bias ``b_gamma`` (inside the reset
+    product); the other cells have no bias inside the recurrence.
     """
     gates = cell.GATES
     if len(gates) == 1:
@@ -63,12 +63,8 @@ def stacked_weights(cell):
     if not cell.bias:
         return w_ih, w_hh, None, None
     b_ih = torch.cat([getattr(cell, g.bias) for g in gates], 0)  # (G*H,)
-    b_hh = None
-    if any(g.recurrent_bias for g in gates):
-        zeros = b_ih.new_zeros(cell.hidden_size)
-        b_hh = torch.cat([getattr(cell, g.recurrent_bias) if g.recurrent_bias else zeros
-                          for g in gates], 0)  # (G*H,)
-    return w_ih, w_hh, b_ih, b_hh
+    rec = [getattr(cell, g.recurrent_bias) for g in gates if g.recurrent_bias]
+    return w_ih, w_hh, b_ih, (rec[0] if rec else None)
 
 
 # -- workspace: large scratch buffers kept between calls ------------------------------------
@@ -199,17 +195,16 @@ def _gru_forward(x, w_ih, b_ih, h0, w_hh, b_hh, bs):
     out = (x.new_zeros if bs else x.new_empty)((T, B, H))
     gates = WORKSPACE.take((T, B, 3 * H), x)  # α x + b, then the activations r, s, z~
     _project(x, w_ih, b_ih, gates.view(T * B, 3 * H))
-    hg = WORKSPACE.take((T, B, 3 * H), x, zero=bool(bs))  # γ z_prev (+ b_γ) per gate
+    hg = WORKSPACE.take((T, B, 3 * H), x, zero=bool(bs))  # γ z_prev per gate (+ b_γ for z~)
     wt = w_hh.t().contiguous()  # (H, 3H): row-major W^T, the faster GEMM layout here
     S = lambda buf: _steps(buf, bs)  # noqa: E731
     for (h_prev, hg_t, hg_rs, hg_n, g_rs, r, s, g_n, o_t) in zip(
             _prev_steps(h0, out, bs), S(hg), S(hg[..., :2 * H]), S(hg[..., 2 * H:]),
             S(gates[..., :2 * H]), S(gates[..., :H]), S(gates[..., H:2 * H]),
             S(gates[..., 2 * H:]), S(out)):
-        if b_hh is None:
-            torch.mm(h_prev, wt, out=hg_t)
-        else:
-            torch.addmm(b_hh, h_prev, wt, out=hg_t)
+        torch.mm(h_prev, wt, out=hg_t)
+        if b_hh is not None:
+            hg_n.add_(b_hh)  # b_γ sits inside the reset product
         g_rs.add_(hg_rs).sigmoid_()  # r, s
         g_n.addcmul_(r, hg_n).tanh_()  # z~ = tanh(α x + r ⊙ (γ z_prev))
         torch.lerp(g_n, h_prev, s, out=o_t)  # z = s ⊙ z_prev + (1 - s) ⊙ z~
@@ -244,7 +239,7 @@ class _Recurrence(torch.autograd.Function):
     """One layer-direction: input projection and recurrence, with its own backward.
 
     Inputs: ``x (T, B, I)``, ``w_ih (G*H, I)``, ``b_ih (G*H,)`` or None,
-    ``h0``/``c0`` (B, H), ``w_hh (G*H, H)``, ``b_hh (G*H,)`` or None, the live
+    ``h0``/``c0`` (B, H), ``w_hh (G*H, H)``, the GRU's ``b_hh (H,)`` or None, the live
     batch sizes ``bs`` (list of T ints, or None when every sequence has T steps)
     and the sorted ``lengths``. Returns ``out (T, B, H), h_n (B, H), c_n (B, H)``
     (c_n only for the LSTM, else an empty tensor).
@@ -356,7 +351,7 @@ def _gru_backward(saved, dH, bs, has_b_hh):
     dHGns[0].mul_(rs[0])
     dh0 = torch.addmm(dHs[0] * ss[0], dHGfs[0], w_hh)
     dw = _weight_grad(dHG.view(T, B, 3 * H), h0, out)
-    db = dHG.view(-1, 3 * H).sum(0) if has_b_hh else None
+    db = dHG[:, :, 2].sum((0, 1)) if has_b_hh else None  # only z~ has a recurrent bias
     # input side: r and s are the same; the candidate's is dh ⊙ Kn (no r): reuse dHG's memory
     torch.mul(dH, Kn, out=dHG[:, :, 2])
     dG = dHG.view(T, B, 3 * H)
