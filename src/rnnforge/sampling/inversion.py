@@ -290,11 +290,11 @@ def _default_center(a, b, center):
     return 0.0
 
 
-def _refine_edge(fn, zero_x, pos_x, what, steps=8):
+def _refine_edge(fn, zero_x, pos_x, what, steps=4):
     """Locate where f turns positive between a zero point and a positive point
-    (arrays), 32 points per step: about 40 bits after 8 calls."""
+    (arrays), 256 points per call: 32 bits after 4 calls."""
     lo, hi = zero_x.copy(), pos_x.copy()          # f(lo) == 0, f(hi) > 0 (either order)
-    t = np.linspace(0, 1, 33)
+    t = np.linspace(0, 1, 257)
     for _ in range(steps):
         pts = lo[:, None] + (hi - lo)[:, None] * t
         f = _eval(fn, pts, what) > 0
@@ -328,13 +328,13 @@ def _components_from_scan(fn, x, f, what):
     return [(float(l), float(r)) for l, r in zip(left, right) if r > l]
 
 
-def _build(mass, *, grid, cdf_grid, comps, u_resolution, order, area_guess):
+def _build(mass, *, grid, cdf_grid, comps, u_resolution, order, area_guess, center):
     """Run the adaptive rounds with the tolerance ``u_resolution * area``; if the
     mass found is more than 2% below the guess the tolerance was too loose, so run
     again with the mass found."""
     for _ in range(3):
         out = _rounds(mass, grid=grid, cdf_grid=cdf_grid, comps=comps, u_resolution=u_resolution,
-                      order=order, tol=u_resolution * area_guess)
+                      order=order, tol=u_resolution * area_guess, center=center)
         area = float(out[3][:, -1].sum())
         if not area > 0:
             raise ValueError("the density has zero mass on the support; check pdf and support")
@@ -344,7 +344,7 @@ def _build(mass, *, grid, cdf_grid, comps, u_resolution, order, area_guess):
     return out
 
 
-def _rounds(mass, *, grid, cdf_grid, comps, u_resolution, order, tol, max_intervals=100_000):
+def _rounds(mass, *, grid, cdf_grid, comps, u_resolution, order, tol, center, max_intervals=100_000):
     """The adaptive rounds. Returns the accepted intervals' tables."""
     n = order
     C = _cheb_lobatto(n)
@@ -363,6 +363,8 @@ def _rounds(mass, *, grid, cdf_grid, comps, u_resolution, order, tol, max_interv
         starts.append(np.stack([pts[:-1], pts[1:]], axis=1))
     pend = np.concatenate(starts, axis=0)
     acc = []
+    comp_l = np.array([c[0] for c in comps])
+    comp_r = np.array([c[1] for c in comps])
     for _round in range(80):
         lo, hi = pend[:, 0], pend[:, 1]
         h = hi - lo
@@ -373,6 +375,7 @@ def _rounds(mass, *, grid, cdf_grid, comps, u_resolution, order, tol, max_interv
         tot = V[:, -1]
         tiny = tot <= 0.5 * tol
         good = (m > 0).all(axis=1) & ~tiny
+        pieces = np.full(X.shape[0], 2)
         ok = tiny.copy()
         if good.any():
             Xg, Vg, tg = X[good], V[good], tot[good]
@@ -399,6 +402,12 @@ def _rounds(mass, *, grid, cdf_grid, comps, u_resolution, order, tol, max_interv
             ig = e[good].sum(axis=1) + et.max(axis=1)
             okg = mono.all(axis=1) & (err.max(axis=1) <= 0.9 * tol) & (ig <= 0.05 * tol)
             ok[np.nonzero(good)[0][okg]] = True
+            # pieces for a failing interval: the interpolation error scales as h^(n+1)
+            # (the quadrature's as h^8), so cut into about (err / tol)^(1/(n+1)) parts
+            ratio = np.maximum(err.max(axis=1) / (0.5 * tol), (ig / (0.02 * tol)) ** ((n + 1) / 8))
+            want = np.ceil(1.2 * ratio ** (1.0 / (n + 1)))
+            want = np.where(mono.all(axis=1) & np.isfinite(want), want, 2)
+            pieces[np.nonzero(good)[0]] = np.clip(want, 2, 16)
             # power form of the Newton polynomial in s in [0, 1]
             P = np.zeros((Xg.shape[0], n + 1))
             P[:, 0] = c[:, n]
@@ -420,7 +429,7 @@ def _rounds(mass, *, grid, cdf_grid, comps, u_resolution, order, tol, max_interv
         bad = ~ok
         if not bad.any():
             break
-        lb, hb = lo[bad], hi[bad]
+        lb, hb, pc = lo[bad], hi[bad], pieces[bad].astype(np.int64)
         mid = 0.5 * (lb + hb)
         stuck = ~((mid > lb) & (mid < hb)) | ((hb - lb) <= 1e-13 * np.maximum(np.abs(lb), np.abs(hb)))
         if stuck.any():
@@ -428,7 +437,47 @@ def _rounds(mass, *, grid, cdf_grid, comps, u_resolution, order, tol, max_interv
             raise ValueError(f"could not reach u_resolution={u_resolution:g} near x={x0!r}: the density "
                              "may be unbounded or wildly oscillating there; shrink the support or raise "
                              "u_resolution")
-        pend = np.concatenate([np.stack([lb, mid], 1), np.stack([mid, hb], 1)])
+        # cut interval j into pc[j] parts: equal parts, or geometric ones (in the
+        # distance from center) for a tail interval spanning more than a factor 4
+        dl, dh = np.abs(lb - center), np.abs(hb - center)
+        same_side = (lb - center) * (hb - center) > 0
+        geo = same_side & (np.maximum(dl, dh) > 4 * np.minimum(dl, dh))
+        k = np.arange(pc.sum()) - np.repeat(np.cumsum(pc) - pc, pc)
+        frac = k / np.repeat(pc, pc)
+        L_, H_ = np.repeat(lb, pc), np.repeat(hb, pc)
+        lin = L_ + frac * (H_ - L_)
+        dL, dH = np.repeat(dl, pc), np.repeat(dh, pc)
+        sgn = np.sign(np.repeat(lb + hb, pc) - 2 * center)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            geo_pts = center + sgn * dL * (dH / dL) ** frac
+        new_lo = np.where(np.repeat(geo, pc), geo_pts, lin)
+        new_lo[frac == 0] = L_[frac == 0]
+        new_hi = np.concatenate([new_lo[1:], [0.0]])
+        last = np.cumsum(pc) - 1
+        new_hi[last] = hb
+        pend = np.stack([new_lo, new_hi], 1)
+        # an interval at a component's end (where the density may vanish like a
+        # power, so that x(u) is not smooth) also gets geometric cuts toward the end:
+        # pieces at 1/64 and 1/8 of its width, so the end piece's mass drops fast
+        wb = hb - lb
+        at_l = np.abs(lb[:, None] - comp_l[None, :]).min(1) <= 0.01 * wb
+        at_r = np.abs(hb[:, None] - comp_r[None, :]).min(1) <= 0.01 * wb
+        extra = []
+        for side, sel in ((1.0, at_l & ~at_r), (-1.0, at_r & ~at_l)):
+            if sel.any():
+                e0 = lb[sel] if side > 0 else hb[sel]
+                w = hb[sel] - lb[sel]
+                c1, c2 = e0 + side * w / 64, e0 + side * w / 8
+                ends = np.stack([e0, c1, c2, e0 + side * w], 1)
+                if side < 0:
+                    ends = ends[:, ::-1]
+                    ends[:, 0] = lb[sel]
+                else:
+                    ends[:, -1] = hb[sel]
+                extra.append(np.stack([ends[:, :-1].reshape(-1), ends[:, 1:].reshape(-1)], 1))
+        if extra:
+            keep_rows = ~np.repeat((at_l ^ at_r), pc)
+            pend = np.concatenate([pend[keep_rows]] + extra)
         if sum(t[0].size for t in acc) + pend.shape[0] > max_intervals:
             raise ValueError(f"more than {max_intervals} intervals needed for u_resolution="
                              f"{u_resolution:g}; raise u_resolution or narrow the support")
@@ -521,7 +570,7 @@ def from_pdf(pdf, *, support=(-math.inf, math.inf), u_resolution: float = 1e-10,
     domain, comps, grid, cdfg = _domain_and_components(pdf, "pdf", a, b, c, u_resolution, scan_points)
     mass = _PdfMass(pdf)
     lo, hi, X, V, P = _build(mass, grid=grid, cdf_grid=cdfg, comps=comps, u_resolution=u_resolution,
-                             order=order, area_guess=float(cdfg[-1]))
+                             order=order, area_guess=float(cdfg[-1]), center=c)
     return NumericalInverse(mass=mass, pdf=pdf, support=(a, b), domain=domain, components=comps,
                             a=lo, b=hi, X=X, V=V, P=P, area=float(V[:, -1].sum()), order=order,
                             u_resolution=u_resolution, device=device)
@@ -543,7 +592,7 @@ def from_cdf(cdf, *, support=(-math.inf, math.inf), u_resolution: float = 1e-10,
     domain, comps, grid, cdfg = _domain_and_components(cdf, "cdf", a, b, c, u_resolution, scan_points)
     mass = _CdfMass(cdf)
     lo, hi, X, V, P = _build(mass, grid=grid, cdf_grid=cdfg, comps=comps, u_resolution=u_resolution,
-                             order=order, area_guess=float(cdfg[-1] - cdfg[0]))
+                             order=order, area_guess=float(cdfg[-1] - cdfg[0]), center=c)
     return NumericalInverse(mass=mass, pdf=None, support=(a, b), domain=domain, components=comps,
                             a=lo, b=hi, X=X, V=V, P=P, area=float(V[:, -1].sum()), order=order,
                             u_resolution=u_resolution, device=device)
