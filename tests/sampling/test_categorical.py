@@ -150,3 +150,16 @@ def test_sample_categorical_errors():
         sample_categorical(torch.full((2, 3), -math.inf))
     with pytest.raises(ValueError, match=r"u must lie in \[0, 1\]"):
         sample_categorical(torch.zeros(2, 3), u=torch.tensor([0.5, 2.0]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_categorical_on_cuda():
+    logits = torch.randn(16, 50304, device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+    g = torch.Generator("cuda").manual_seed(1)
+    x = sample_categorical(logits, generator=g)
+    assert x.device.type == "cuda" and x.shape == (16,)
+    u = torch.rand(16, dtype=F64, device="cuda", generator=g)
+    assert torch.equal(sample_categorical(logits, u=u).cpu(), sample_categorical(logits.cpu(), u=u.cpu()))
+    p = torch.tensor([0.2, 0.0, 0.5, 0.3], dtype=F64, device="cuda")
+    y = Categorical(p).sample(100_000, generator=g)
+    assert chi2_ok(np.bincount(y.cpu().numpy(), minlength=4), p.cpu().numpy())

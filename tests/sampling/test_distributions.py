@@ -137,3 +137,13 @@ def test_from_distribution_errors():
         s.ppf(T([0.5, 1.2]))
     with pytest.raises(ValueError, match="u contains NaN"):
         s.ppf(T([math.nan]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_numerical_quantiles_on_cuda():
+    d = D.Gamma(T(1.5).cuda(), T(1.0).cuda())
+    s = from_distribution(d)
+    x = s.sample(100_000, generator=torch.Generator("cuda").manual_seed(0))
+    assert x.device.type == "cuda"
+    assert st.kstest(x.cpu().numpy(), st.gamma(1.5).cdf).pvalue > 1e-3
+    assert s.u_error(10_000).max_error < 1e-10
