@@ -11,6 +11,8 @@ Three parts, each printing a markdown table (``--parts`` picks):
                inverse transform: float64 cumsum, one torch.rand, searchsorted)
                at batch 1: torch.nn.LSTM called once per character against
                rnnforge's ``LSTM.step`` (the fast decode path).
+``profile``    torch.profiler's top operators of one fused forward+backward per cell
+               and shape (where the time goes, for the targets not reached).
 ``train``      training tokens/s of the demo model (embedding -> 2x256 LSTM ->
                readout, Adam) on T=128 chunks of B=32, torch.nn against each
                rnnforge engine.
@@ -32,6 +34,7 @@ import torch
 from torch import nn
 
 import rnnforge as rf
+from rnnforge.engines.decode import step_tokens
 from rnnforge.commands import bench as _bench
 from rnnforge.commands.bench import CELLS, DEFAULT_SHAPES, engine_table, format_table, parse_shape
 
@@ -63,8 +66,15 @@ def generation(chars: int, repeats: int, V: int = 100, H: int = 256, L: int = 2,
             z, state = ours.step(emb(idx), state)  # (B, H)
             idx = _draw(readout(z))
 
-    # same function: the first 50 draws agree under the same seed
-    runs = {"torch.nn.LSTM, one call per char": run_torch, "rnnforge LSTM.step (decode path)": run_ours}
+    def run_tokens():
+        idx, state = torch.zeros(B, dtype=torch.long), None
+        for _ in range(chars):
+            z, state = step_tokens(ours, emb, idx, state)  # (B, H)
+            idx = _draw(readout(z))
+
+    runs = {"torch.nn.LSTM, one call per char": run_torch,
+            "rnnforge LSTM.step(embedding(ids)) (decode path)": run_ours,
+            "rnnforge decode.step_tokens (embedding folded into layer 0)": run_tokens}
     times = {k: [] for k in runs}
     with torch.no_grad():
         for fn in runs.values():
@@ -76,25 +86,28 @@ def generation(chars: int, repeats: int, V: int = 100, H: int = 256, L: int = 2,
 
 
 def check_generation_agrees(V=100, H=256, L=2, steps=50) -> bool:
+    """The three loops draw the same characters under one seed (the same function)."""
     torch.manual_seed(0)
     emb, readout = nn.Embedding(V, H), nn.Linear(H, V)
     ref = nn.LSTM(H, H, L)
     ours = rf.LSTM.from_torch(ref)
     seqs = []
     with torch.no_grad():
-        for use_ours in (False, True):
+        for which in ("torch", "step", "tokens"):
             torch.manual_seed(1)
             idx, state, seq = torch.zeros(1, dtype=torch.long), None, []
             for _ in range(steps):
-                if use_ours:
+                if which == "step":
                     z, state = ours.step(emb(idx), state)
+                elif which == "tokens":
+                    z, state = step_tokens(ours, emb, idx, state)
                 else:
                     out, state = ref(emb(idx).unsqueeze(0), state)
                     z = out[0]
                 idx = _draw(readout(z))
                 seq.append(int(idx))
             seqs.append(seq)
-    return seqs[0] == seqs[1]
+    return seqs[0] == seqs[1] == seqs[2]
 
 
 # -- training --------------------------------------------------------------------------------
@@ -139,10 +152,28 @@ def training(steps: int, repeats: int, engines, T=128, B=32, V=100, H=256, L=2):
     return {k: B * T / statistics.median(v) for k, v in times.items()}
 
 
+def profile_fused(cell: str, shape, rows: int = 8) -> str:
+    """torch.profiler table (self CPU time) of one fused forward+backward, after two warm-ups."""
+    from torch.profiler import profile
+
+    from rnnforge.commands.bench import make_modules
+
+    T, B, I, H = shape
+    torch.manual_seed(0)
+    _, layers = make_modules(cell, I, H, ["fused"])
+    layer = layers["fused"]
+    x = torch.randn(T, B, I, requires_grad=True)
+    for _ in range(2):
+        layer(x)[0].sum().backward()
+    with profile() as prof:
+        layer(x)[0].sum().backward()
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--parts", nargs="+", default=["table", "generate", "train"],
-                   choices=["table", "generate", "train"], help="which benchmarks to run")
+                   choices=["table", "generate", "train", "profile"], help="which benchmarks to run")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads; 0 keeps the default")
     p.add_argument("--clock", choices=sorted(_bench.CLOCKS), default="wall",
                    help="wall: elapsed time; cpu: process CPU time (steadier on a shared machine)")
@@ -171,6 +202,12 @@ def main(argv=None) -> None:
         print("| loop | ms / char | speed vs torch.nn |\n|---|---:|---:|")
         for k, v in res.items():
             print(f"| {k} | {v:.3f} | {base / v:.2f}x |")
+    if "profile" in args.parts:
+        for shape in args.shapes:
+            for cell in args.cells:
+                print(f"\n## Profile: fused {cell} {shape}, forward+backward\n\n```")
+                print(profile_fused(cell, parse_shape(shape)))
+                print("```")
     if "train" in args.parts:
         print("\n## Training, embedding -> 2x256 LSTM -> readout, Adam, T=128, B=32\n")
         res = training(args.train_steps, args.repeats, [e for e in args.engines if e != "reference"] + ["auto"])

@@ -103,3 +103,29 @@ def test_charlm_sampler_uses_the_fast_path():
     model = CharLM(CharLMConfig(vocab_size=11, hidden=8, layers=2)).eval()
     model.step(torch.tensor([3]))
     assert model.rnn in decode._CACHE
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_step_tokens_equals_step_of_the_embedding(mode):
+    torch.manual_seed(6)
+    layer = _layer(mode, num_layers=2, bias=True, dtype=torch.float64)
+    emb = torch.nn.Embedding(11, 5, dtype=torch.float64)
+    s_tok = s_ref = None
+    for ids in torch.randint(11, (4, 3)):
+        z_tok, s_tok = decode.step_tokens(layer, emb, ids, s_tok)
+        z_ref, s_ref = layer.step(emb(ids).detach(), s_ref)
+        torch.testing.assert_close(z_tok, z_ref, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():  # the table follows the embedding's updates
+        emb.weight.mul_(3)
+    z_tok, _ = decode.step_tokens(layer, emb, ids, s_tok)
+    torch.testing.assert_close(z_tok, layer.step(emb(ids).detach(), s_ref)[0], rtol=1e-12, atol=1e-12)
+
+
+def test_step_tokens_errors():
+    layer = _layer("lstm")
+    with pytest.raises(ValueError, match="must have 5 features"):
+        decode.step_tokens(layer, torch.nn.Embedding(4, 6), torch.tensor([1]))
+    with pytest.raises(ValueError, match="max_norm"):
+        decode.step_tokens(layer, torch.nn.Embedding(4, 5, max_norm=1.0), torch.tensor([1]))
+    with pytest.raises(ValueError, match="1-D integer"):
+        decode.step_tokens(layer, torch.nn.Embedding(4, 5), torch.tensor([[1]]))

@@ -16,6 +16,15 @@ This path therefore
 * records no autograd graph.
 
 Kernels per layer and step: LSTM 8, GRU 7, RNN 3.
+
+At batch 1 the step is bound by memory traffic, not arithmetic: every step
+streams all weights through the core (4 MiB of float32 for a 2-layer H=256
+LSTM, more than this machine's 2 MiB L2). ``step_tokens`` removes a quarter of
+that for a character model: when layer 0's input is an embedding row, its
+input projection ``E[id] W_ih^T + b`` is a row of the table ``E W_ih^T + b``
+(V, G*H), computed once and cached like the weights, so layer 0 reads one table
+row instead of the whole ``W_ih``. Same function, same numbers up to float
+rounding order.
 """
 
 from __future__ import annotations
@@ -35,6 +44,18 @@ class _Packed:
         self.key = _key(params)
         self.layers = [_pack_cell(cell, layer.mode) for cell in layer.cells]
         self.scratch: dict[tuple, list] = {}
+        self.table = None  # (embedding key, E W_ih^T + b) for step_tokens
+
+    def input_table(self, weight: torch.Tensor) -> torch.Tensor:
+        """Layer 0's input projection of every embedding row, (V, G*H), cached."""
+        key = (weight.data_ptr(), weight._version, tuple(weight.shape))
+        if self.table is None or self.table[0] != key:
+            wi, _, b, _ = self.layers[0]
+            with torch.no_grad():
+                w = weight.detach()
+                table = torch.addmm(b, w, wi) if b is not None else w @ wi  # (V, G*H)
+            self.table = (key, table)
+        return self.table[1]
 
     def buffers(self, B: int, like: torch.Tensor, mode: str, H: int):
         key = (B, like.dtype, like.device, torch.is_inference_mode_enabled())
@@ -91,16 +112,21 @@ def packed(layer) -> _Packed:
     return entry
 
 
-def step(layer, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None):
+def step(layer, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None, ids=None):
     """Advance every layer of ``layer`` one step: ``x (B, I)`` -> ``(z (B, H), state)``.
 
-    ``h0``/``c0`` are (L, B, H). Returns the state in ``hx`` form.
+    ``h0``/``c0`` are (L, B, H). Returns the state in ``hx`` form. With ``ids``
+    (B,), ``x`` is an embedding weight (V, I) and layer 0's input is its rows
+    ``ids`` (see ``step_tokens``).
     """
     with torch.no_grad():
         mode = layer.mode
-        B, H = x.shape[0], layer.hidden_size
+        B, H = h0.shape[1], layer.hidden_size
         cache = packed(layer)
-        bufs = cache.buffers(B, x, mode, H)
+        bufs = cache.buffers(B, h0, mode, H)
+        table = None
+        if ids is not None:
+            table, x = cache.input_table(x), None
         h_n = torch.empty_like(h0)
         L = h0.shape[0]
         hs, hn = [h0[l] for l in range(L)], [h_n[l] for l in range(L)]  # cheaper than unbind here
@@ -109,7 +135,8 @@ def step(layer, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None):
             cs, cn = [c0[l] for l in range(L)], [c_n[l] for l in range(L)]
             for (wi, wh, b, _), (g, g_ifo, g_c, i, f, o, tc), h, c, h_out, c_out in zip(
                     cache.layers, bufs, hs, cs, hn, cn):
-                torch.addmm(b, x, wi, out=g) if b is not None else torch.mm(x, wi, out=g)
+                _project(x, wi, b, g, table, ids)
+                table = None
                 g.addmm_(h, wh)  # (B, 4H): i, f, o, C~ pre-activations
                 g_ifo.sigmoid_()
                 g_c.tanh_()
@@ -120,7 +147,8 @@ def step(layer, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None):
         if mode == "gru":
             for (wi, wh, b, bh), (g, hg, g_rs, hg_rs, r, s, g_n, hg_n), h, h_out in zip(
                     cache.layers, bufs, hs, hn):
-                torch.addmm(b, x, wi, out=g) if b is not None else torch.mm(x, wi, out=g)
+                _project(x, wi, b, g, table, ids)
+                table = None
                 torch.mm(h, wh, out=hg)  # (B, 3H) γ z_prev
                 g_rs.add_(hg_rs).sigmoid_()  # r, s
                 if bh is not None:
@@ -130,6 +158,42 @@ def step(layer, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None):
             return x, h_n
         act_ = torch.Tensor.sigmoid_ if mode == "rnn_sigmoid" else torch.Tensor.tanh_
         for (wi, wh, b, _), h, h_out in zip(cache.layers, hs, hn):
-            torch.addmm(b, x, wi, out=h_out) if b is not None else torch.mm(x, wi, out=h_out)
+            _project(x, wi, b, h_out, table, ids)
+            table = None
             x = act_(h_out.addmm_(h, wh))  # z = σ(α x + γ z_prev)
         return x, h_n
+
+
+def _project(x, wi, b, out, table, ids) -> None:
+    """``out = x W_ih^T + b``, or the cached table's rows ``ids`` for layer 0 of step_tokens."""
+    if table is not None:
+        torch.index_select(table, 0, ids, out=out)
+    elif b is not None:
+        torch.addmm(b, x, wi, out=out)
+    else:
+        torch.mm(x, wi, out=out)
+
+
+def step_tokens(layer, embedding, ids: torch.Tensor, state=None):
+    """One generation step from token ids: ``embedding(ids)`` into ``layer``, fast.
+
+    Computes what ``layer.step(embedding(ids), state)`` computes, with layer 0's
+    input projection read from the cached table ``E W_ih^T + b`` (see the module
+    docstring). ``embedding`` is an ``nn.Embedding`` (without ``max_norm``) or its
+    (V, I) weight; ``ids`` (B,) integer ids. Returns ``(z (B, H), state)``.
+    """
+    weight = getattr(embedding, "weight", embedding)
+    if getattr(embedding, "max_norm", None) is not None:
+        raise ValueError("step_tokens: an embedding with max_norm rescales its rows when "
+                         "called; use layer.step(embedding(ids), state) instead")
+    if weight.dim() != 2 or weight.shape[1] != layer.input_size:
+        raise ValueError(f"step_tokens: embedding rows must have {layer.input_size} features "
+                         f"(the layer's input_size), got weight shape {tuple(weight.shape)}")
+    if ids.dim() != 1 or ids.dtype not in (torch.long, torch.int32, torch.int64):
+        raise ValueError(f"step_tokens: ids must be a 1-D integer tensor (B,), got "
+                         f"{tuple(ids.shape)} {ids.dtype}")
+    if layer.bidirectional:
+        raise ValueError("step_tokens: a bidirectional layer cannot be stepped forward in time")
+    x0 = weight.new_empty((ids.shape[0], layer.input_size))  # shape and dtype for the checks
+    h0, c0 = layer._initial_state(state, ids.shape[0], True, x0)
+    return step(layer, weight, h0, c0, ids=ids)
