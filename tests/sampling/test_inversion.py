@@ -131,9 +131,16 @@ def test_reproducible_from_a_generator():
     a = s.sample((3, 4), generator=torch.Generator().manual_seed(5))
     b = s.sample((3, 4), generator=torch.Generator().manual_seed(5))
     assert a.shape == (3, 4) and torch.equal(a, b)
-    # sample is ppf of the generator's uniforms
+    # sample is ppf of the generator's uniforms (through the cell table: equal to rounding)
     u = torch.rand(12, dtype=F64, generator=torch.Generator().manual_seed(5))
-    assert torch.equal(a.reshape(-1), s.ppf(u))
+    torch.testing.assert_close(a.reshape(-1), s.ppf(u), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["normal", "cauchy", "beta2,5", "mixture"])
+def test_sampling_table_agrees_with_ppf(name):
+    s = built(name)
+    u = torch.rand(200_000, dtype=F64, generator=torch.Generator().manual_seed(11))
+    torch.testing.assert_close(s._sample_cells(u), s.ppf(u), rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("kwargs, msg", [

@@ -161,6 +161,7 @@ class NumericalInverse(Sampler):
         self._lo, self._hi = t(a), t(b)
         self._coef = [t(P[:, k]) for k in range(P.shape[1])]   # power form in s
         self._build_guide()
+        self._build_cells(cum, invW, P)
 
     # -- tables ---------------------------------------------------------
     def _build_guide(self, cells: int | None = None):
@@ -176,6 +177,48 @@ class NumericalInverse(Sampler):
         self._G = G
         # cells that hold a boundary are marked -1 and searched on their own
         self._guide = torch.where(first[1:] == first[:-1], first[:-1], -1).contiguous()
+
+    def _build_cells(self, cum, invW, P, cells: int = 1 << 14):
+        """Sampling table on G = 2^14 equal u-cells: on a cell inside one interval i,
+        ``x = Q_k(t)``, ``t = G u - k``, where Q_k is P_i re-expanded exactly
+        (``s = alpha + beta t``). Lookup is then ``k = floor(G u)``, no search;
+        cells holding an interval boundary get NaN coefficients and fall back to
+        the interval path. Used by ``sample`` only (ppf keeps the clamped interval
+        path, which is monotone to the last bit); both agree to rounding."""
+        G = cells
+        edges = np.arange(G + 1) / G
+        b = cum[1:-1]
+        first = np.searchsorted(b, edges)                      # bounds < edge
+        simple = first[1:] == first[:-1]
+        i = first[:-1]
+        alpha = (edges[:-1] - cum[i]) * invW[i]
+        beta = invW[i] / G
+        d = P[i].copy()                                        # (G, n+1), power form in s
+        n = d.shape[1] - 1
+        # Taylor shift by alpha (synthetic division), then scale t by beta
+        for j in range(n):
+            for k in range(n - 1, j - 1, -1):
+                d[:, k] += alpha * d[:, k + 1]
+        d *= beta[:, None] ** np.arange(n + 1)
+        d[~simple] = np.nan
+        self._G2 = G
+        self._cell_coef = [torch.as_tensor(np.ascontiguousarray(d[:, k]), dtype=F64, device=self.device)
+                           for k in range(n + 1)]
+
+    def _sample_cells(self, u):
+        t = u * self._G2                                       # exact: G is a power of two
+        k = t.to(torch.int64)
+        t = t - k
+        c = self._cell_coef
+        x = c[-1].index_select(0, k)
+        for j in range(len(c) - 2, -1, -1):
+            x = torch.addcmul(c[j].index_select(0, k), t, x)
+        miss = torch.isnan(x)
+        if bool(miss.any()):
+            pos = miss.nonzero().squeeze(1)
+            um = u.index_select(0, pos)
+            x.index_copy_(0, pos, self._eval_pieces(um, self._locate(um)))
+        return x
 
     # -- evaluation -----------------------------------------------------
     def _locate(self, u):
@@ -220,7 +263,7 @@ class NumericalInverse(Sampler):
         for s0 in range(0, n, chunk):
             m = min(chunk, n - s0)
             u = torch.rand(m, dtype=F64, device=self.device, generator=generator)
-            out[s0:s0 + m] = self._eval_pieces(u, self._locate(u))
+            out[s0:s0 + m] = self._sample_cells(u)
         return out.reshape(shape)
 
     def _cdf(self, x):
