@@ -62,9 +62,9 @@ def test_train_predict_evaluate(two_series_csv, tmp_path, capsys):
     assert main(["forecast", "evaluate", *common, *tiny, "--windows", "3", "--samples", "50",
                  "--baselines", "seasonal-naive", "--out", str(ev)]) == 0
     report = (ev / "report.md").read_text()
-    assert "| lstm/student-t x2" in report and "| seasonal-naive" in report and "CRPS per series" in report
+    assert "| lstm/quantile x2" in report and "| seasonal-naive" in report and "CRPS per series" in report
     scores = json.loads((ev / "scores.json").read_text())
-    assert set(scores) == {"lstm/student-t x2", "seasonal-naive"}
+    assert set(scores) == {"lstm/quantile x2", "seasonal-naive"}
     assert scores["seasonal-naive"]["n"] == 2 * 3 * 6 - 1  # one target of b is missing
     for name in scores:
         assert (ev / f"pit-{_safe(name)}.png").exists()

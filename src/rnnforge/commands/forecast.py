@@ -45,7 +45,7 @@ def _add_model_flags(p) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--cell", default="lstm", choices=CELLS,
                    help="recurrent cell of the notes: rnn (sigmoid), rnn-tanh, gru or lstm")
-    g.add_argument("--head", default="student-t", choices=sorted(HEADS),
+    g.add_argument("--head", default="quantile", choices=sorted(HEADS),
                    help="distribution of the next value: gaussian and student-t (trained by "
                         "likelihood), quantile (learned monotone quantile function, trained by CRPS)")
     g.add_argument("--hidden", type=int, default=40, help="hidden units per layer")
@@ -114,6 +114,8 @@ def register(sub) -> None:
     _add_data_flags(e)
     _add_model_flags(e)
     e.add_argument("--windows", type=int, default=5, help="evaluation windows at the end of each series")
+    e.add_argument("--gluonts-epochs", type=int, default=0,
+                   help="training epochs (of 50 batches) of the gluonts-deepar baseline; 0: --steps / 50")
     e.add_argument("--baselines", default="seasonal-naive,ets,arima",
                    help="comma-separated baselines (seasonal-naive, ets, arima, gluonts-deepar) or "
                         "'none'; ets/arima need statsmodels, gluonts-deepar needs gluonts[torch]")
@@ -273,7 +275,8 @@ def run_evaluate(args) -> int:
     print_config("forecast evaluate", args)
     device = _setup(args)
     names = [] if args.baselines.strip() in ("", "none") else [b.strip() for b in args.baselines.split(",")]
-    baselines = resolve(names, gluonts_kwargs={"epochs": max(1, args.steps // 50) if args.steps else 30,
+    epochs = args.gluonts_epochs or (max(1, args.steps // 50) if args.steps else 30)
+    baselines = resolve(names, gluonts_kwargs={"epochs": epochs,
                                                "samples": args.samples, "seed": args.seed})
     if args.windows < 1:
         raise UserError(f"--windows must be >= 1, got {args.windows}")
