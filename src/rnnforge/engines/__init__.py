@@ -39,20 +39,22 @@ AUTO_ORDER: list[str] = []
 
 #: engine="auto" on CPU: (cell, dtype, gradient taken) -> the fast engines, measured fastest first.
 #:
-#: The rule, from benchmarks/RESULTS-engines.md (2-core x86_64 VM, torch 2.13.0+cpu,
-#: 1 thread, shapes T x B x I x H = 256x32x128x256 and 1000x1x128x128; ratios are
-#: torch.nn time / engine time, native = torch.nn's own kernels):
+#: The rule, from benchmarks/RESULTS-engines.md (2026-11-26, 2-core x86_64 VM, torch
+#: 2.13.0+cpu, 1 thread, CPU-time medians of interleaved repeats; shapes T x B x I x H =
+#: 256x32x128x256 / 1000x1x128x128; ratios are torch.nn time / engine time, and native
+#: runs torch.nn's own kernels, within 10% of it everywhere):
 #:
-#: * LSTM float32 -> native. torch runs it with oneDNN; fused is 0.66x / 0.19x forward
-#:   and 0.95x / 0.30x forward+backward: equal GEMM work, and at B=1 our per-step
-#:   Python kernels cost more than oneDNN's whole step.
-#: * LSTM float64 -> fused when training, native otherwise: oneDNN has no float64, so
-#:   torch falls back to a per-step loop whose autograd backward is slow (see the table).
-#: * GRU -> fused when a gradient is taken (1.17x / 3.5x forward+backward: torch.nn's
-#:   GRU records a per-step autograd graph on CPU), native for forward only (fused
-#:   1.0x / 0.6x there).
-#: * tanh RNN -> fused (forward 1.27x / 1.1x, forward+backward 1.15x / 3.2x).
-#: * sigmoid RNN -> fused (torch has no sigmoid RNN; the reference loop is 5-10x slower).
+#: * LSTM float32 -> native. torch runs it with oneDNN; fused is 0.63x / 0.22x forward
+#:   and 0.86x / 0.27x forward+backward: the same GEMM work, and at B=1 our per-step
+#:   kernel launches cost more than oneDNN's whole step.
+#: * LSTM float64 -> fused when training (oneDNN has no float64 and torch's fallback
+#:   loop records a per-step autograd graph: fused was 2.0x at 1000x1), else native.
+#: * GRU -> fused when a gradient is taken (1.24x / 3.31x forward+backward: torch.nn's
+#:   CPU GRU records a per-step autograd graph), native for forward only (fused 1.15x
+#:   at B=32 but 0.84x at B=1, so native is the safe side).
+#: * tanh RNN -> fused (forward 1.44x / 1.13x, forward+backward 1.22x / 3.11x).
+#: * sigmoid RNN -> fused (torch has no sigmoid RNN; the reference loop is 4.6x / 9x slower).
+#: On other devices CPU_PREFERENCE says nothing and AUTO_ORDER decides (fused is CPU-only).
 CPU_PREFERENCE: dict[tuple[str, torch.dtype, bool], tuple[str, ...]] = {}
 for _dtype in (torch.float32, torch.float64):
     for _grad in (False, True):
