@@ -301,6 +301,11 @@ class _Recurrence(torch.autograd.Function):
         return None, dx, dw_ih, db_ih, dh0, dc0, dw_hh, db_hh, None, None
 
 
+def _one(like: torch.Tensor) -> torch.Tensor:
+    """A 0-dim 1 of ``like``'s dtype: ``addcmul(1, a, a, value=-1)`` is ``1 - a^2`` in one pass."""
+    return torch.ones((), dtype=like.dtype, device=like.device)
+
+
 # -- backward kernels: return the gradient of the gate pre-activations dG (T, B, G*H) ----
 def _rnn_backward(mode, saved, dH, bs):
     h0, w_hh, out = saved
@@ -309,9 +314,9 @@ def _rnn_backward(mode, saved, dH, bs):
     dP = WORKSPACE.take((T, B, H), out, zero=bool(bs))
     K = WORKSPACE.take((T, B, H), out)
     if mode == "rnn_sigmoid":
-        torch.mul(out, out, out=K).neg_().add_(out)  # z (1 - z)
+        torch.addcmul(out, out, out, value=-1, out=K)  # z (1 - z) = z - z^2, one pass
     else:
-        torch.mul(out, out, out=K).neg_().add_(1)  # 1 - z^2
+        torch.addcmul(_one(out), out, out, value=-1, out=K)  # 1 - z^2, one pass
     dHs, Ks, dPs = _steps(dH, bs), _steps(K, bs), _steps(dP, bs)
     dHp = _prev_steps(dH[0], dH, bs)  # dHp[t] is dH[t-1] (live rows of step t)
     for t in range(T - 1, 0, -1):
@@ -329,13 +334,13 @@ def _gru_backward(saved, dH, bs, has_b_hh):
     # the step Jacobians' factors, d pre-activation = dh * K, for all T at once
     Kx = WORKSPACE.take((T, B, 3, H), out)  # input side: r, s, z~
     Kr, Ks, Kn = Kx.unbind(2)
-    torch.mul(n, n, out=Kn).neg_().add_(1)  # 1 - z~^2
-    torch.mul(Kn, s, out=Ks)
-    Kn.sub_(Ks)  # (1 - s)(1 - z~^2): candidate
-    torch.mul(Kn, hg_n, out=Kr).mul_(r).addcmul_(Kr, r, value=-1)  # ... ⊙ γz ⊙ r(1 - r): reset
-    torch.mul(s, s, out=Ks).neg_().add_(s)  # s(1 - s)
-    Ks[0].mul_(h0 - n[0])
-    Ks[1:].mul_(torch.sub(out[:-1], n[1:]))  # ⊙ (z_prev - z~): update
+    torch.addcmul(_one(n), n, n, value=-1, out=Kn)  # 1 - z~^2
+    Kn.addcmul_(Kn, s, value=-1)  # (1 - s)(1 - z~^2): candidate
+    torch.sub(out[:-1], n[1:], out=Kr[1:])  # Kr holds z_prev - z~ for a moment (no temporary)
+    torch.sub(h0, n[0], out=Kr[0])
+    torch.addcmul(s, s, s, value=-1, out=Ks).mul_(Kr)  # s(1 - s)(z_prev - z~): update
+    torch.mul(Kn, hg_n, out=Kr).mul_(r)
+    Kr.addcmul_(Kr, r, value=-1)  # (1 - s)(1 - z~^2) ⊙ (γz + b_γ) ⊙ r(1 - r): reset
     # recurrent side: the same factors, but the candidate's is multiplied by r (applied per step)
     dHG = WORKSPACE.take((T, B, 3, H), out, zero=bool(bs))
     dH4 = dH.unsqueeze(2)  # (T, B, 1, H)
@@ -366,13 +371,13 @@ def _lstm_backward(saved, dH, d_cn, bs):
     # the step Jacobians' factors, for all T at once
     K = WORKSPACE.take((T, B, 5, H), out)
     Ki, Kf, Kg, Ko, Kc = K.unbind(2)
-    torch.mul(i, i, out=Ki).neg_().add_(i).mul_(g)  # d i-pre / dC = C~ i (1 - i)
-    torch.mul(f, f, out=Kf).neg_().add_(f)  # f (1 - f) ...
+    torch.addcmul(i, i, i, value=-1, out=Ki).mul_(g)  # d i-pre / dC = C~ i (1 - i)
+    torch.addcmul(f, f, f, value=-1, out=Kf)  # f (1 - f) ...
     Kf[0].mul_(c0)
     Kf[1:].mul_(C[:-1])  # ... ⊙ C_prev
-    torch.mul(g, g, out=Kg).neg_().add_(1).mul_(i)  # d C~-pre / dC = i (1 - C~^2)
-    torch.mul(o, o, out=Ko).neg_().add_(o).mul_(tC)  # d o-pre / dh = tanh(C) o (1 - o)
-    torch.mul(tC, tC, out=Kc).neg_().add_(1).mul_(o)  # dC / dh = o (1 - tanh(C)^2)
+    torch.addcmul(_one(g), g, g, value=-1, out=Kg).mul_(i)  # d C~-pre / dC = i (1 - C~^2)
+    torch.addcmul(o, o, o, value=-1, out=Ko).mul_(tC)  # d o-pre / dh = tanh(C) o (1 - o)
+    torch.addcmul(_one(tC), tC, tC, value=-1, out=Kc).mul_(o)  # dC / dh = o (1 - tanh(C)^2)
     Kifg = K[:, :, :3]
     dG = WORKSPACE.take((T, B, 4 * H), out, zero=bool(bs))
     dG4 = dG.view(T, B, 4, H)
