@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from ..engines.decode import step_tokens
 from ..errors import UserError
 from ..layers import GRU, LSTM, RNN
 from ..readout import Readout
@@ -78,8 +79,12 @@ class CharLM(nn.Module):
 
     @torch.no_grad()
     def step(self, ids: torch.Tensor, state=None):
-        """One character per row: ids (B,) -> logits (B, V), new state."""
-        z, state = self.rnn.step(self.embedding(ids), state)  # (B, H)
+        """One character per row: ids (B,) -> logits (B, V), new state.
+
+        Same function as ``forward`` on one step; the decode path reads layer 0's
+        input projection from a cached (V, G*H) table instead of multiplying.
+        """
+        z, state = step_tokens(self.rnn, self.embedding, ids, state)  # (B, H)
         return self.readout(z), state
 
     def config_dict(self) -> dict:
