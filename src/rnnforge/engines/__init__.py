@@ -44,16 +44,16 @@ AUTO_ORDER: list[str] = []
 #: 256x32x128x256 / 1000x1x128x128; ratios are torch.nn time / engine time, and native
 #: runs torch.nn's own kernels, within 10% of it everywhere):
 #:
-#: * LSTM float32 -> native. torch runs it with oneDNN; fused is 0.63x / 0.22x forward
-#:   and 0.86x / 0.27x forward+backward: the same GEMM work, and at B=1 our per-step
+#: * LSTM float32 -> native. torch runs it with oneDNN; fused is 0.58x / 0.22x forward
+#:   and 0.86x / 0.29x forward+backward: the same GEMM work, and at B=1 our per-step
 #:   kernel launches cost more than oneDNN's whole step.
 #: * LSTM float64 -> fused when training (oneDNN has no float64 and torch's fallback
 #:   loop records a per-step autograd graph: fused was 2.0x at 1000x1), else native.
-#: * GRU -> fused when a gradient is taken (1.24x / 3.31x forward+backward: torch.nn's
-#:   CPU GRU records a per-step autograd graph), native for forward only (fused 1.15x
-#:   at B=32 but 0.84x at B=1, so native is the safe side).
-#: * tanh RNN -> fused (forward 1.44x / 1.13x, forward+backward 1.22x / 3.11x).
-#: * sigmoid RNN -> fused (torch has no sigmoid RNN; the reference loop is 4.6x / 9x slower).
+#: * GRU -> fused when a gradient is taken (1.28x / 3.29x forward+backward: torch.nn's
+#:   CPU GRU records a per-step autograd graph), native for forward only (fused 1.05x
+#:   at B=32 but 0.83x at B=1, so native is the safe side).
+#: * tanh RNN -> fused (forward 1.32x / 1.18x, forward+backward 1.32x / 3.18x).
+#: * sigmoid RNN -> fused (torch has no sigmoid RNN; the reference loop is 4.9x / 9.3x slower).
 #: On other devices CPU_PREFERENCE says nothing and AUTO_ORDER decides (fused is CPU-only).
 CPU_PREFERENCE: dict[tuple[str, torch.dtype, bool], tuple[str, ...]] = {}
 for _dtype in (torch.float32, torch.float64):

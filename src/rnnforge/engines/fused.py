@@ -3,11 +3,11 @@
 Per layer and direction (shape symbols as in layers.py; G gates, G*H stacked
 pre-activations in the cell's ``GATES`` order, which is torch.nn's):
 
-forward
-    xg = x W_ih^T + b                 one GEMM for all T steps            (T*B, G*H)
-    per step t: one GEMM h_{t-1} W_hh^T into a preallocated buffer, then the
-    gate arithmetic as a handful of in-place / ``out=`` kernels
-    (LSTM 8, GRU 6, RNN 2 kernels per step; no autograd graph is recorded).
+forward (``_Recurrence.forward``)
+    xg = x W_ih^T + b, one GEMM for all T steps, written straight into the gate
+    buffer (T*B, G*H); then per step t one GEMM ``gates_t += h_{t-1} W_hh^T`` in
+    place and the gate arithmetic as a handful of in-place / ``out=`` kernels
+    (LSTM 8, GRU 7, RNN 2 kernels per step; no autograd graph is recorded).
 
 backward (``_Recurrence.backward``, hand-written, run once per layer-direction)
     The gate activations are saved by the forward. Every factor of the step
@@ -16,9 +16,12 @@ backward (``_Recurrence.backward``, hand-written, run once per layer-direction)
     elementwise kernels, before the loop. The loop then carries only what is
     truly sequential -- dh (and dC for the LSTM) -- with one recurrent GEMM
     ``dh_{t-1} += dgates_t W_hh`` and 1 to 4 small kernels per step
-    (LSTM 5, GRU 3, RNN 2). The weight gradients are single GEMMs over all
-    steps: ``dW_hh = dgates^T H_prev`` as (G*H, T*B) x (T*B, H); ``dW_ih`` and
-    the input gradient come from autograd through the one projection GEMM.
+    (LSTM 5, GRU 4, RNN 2). The gradients of the weights and of the input are
+    single GEMMs over all steps: ``dW_hh = dgates^T H_prev`` as
+    (G*H, T*B) x (T*B, H), ``dW_ih = dgates^T X``, ``dx = dgates W_ih``.
+
+Large scratch buffers come from ``WORKSPACE`` (reused between calls: fresh
+pages cost a page fault each).
 
 Variable lengths run the way packed sequences do: the batch is sorted by
 length (longest first), so at step t only the first ``b_t`` rows are live and
