@@ -36,7 +36,7 @@ SETUPS = {
 }
 
 
-def bench_speed(cells=("rnn", "rnn-tanh", "gru", "lstm"), heads=("gaussian", "student-t"),
+def bench_speed(cells=("rnn", "rnn-tanh", "gru", "lstm"), heads=("gaussian", "student-t", "quantile"),
                 paths: int = 1000, horizon: int = 48, repeats: int = 5) -> list[dict]:
     from rnnforge.data.series import load
     from rnnforge.forecast.features import default_lags

@@ -138,3 +138,13 @@ def test_ensemble_mixes_members_and_round_trips(tmp_path):
     from rnnforge.errors import UserError
     with pytest.raises(UserError, match="fewer than the 2 ensemble members"):
         ens.sample_paths([s], [200], num_samples=1, **kw)
+
+
+@pytest.mark.parametrize("head", sorted(H.HEADS))
+def test_extreme_uniforms_give_finite_values_in_float32(head):
+    """u as close to 0 and 1 as sampling draws them must not map to +-inf (float32 models)."""
+    h = H.make_head(head)
+    raw = torch.zeros(2, h.num_params)
+    u = torch.tensor([1e-12, 1 - 1e-12], dtype=torch.float64)
+    z = h.ppf(raw, u)
+    assert z.dtype == torch.float32 and torch.isfinite(z).all() and z[0] < z[1]

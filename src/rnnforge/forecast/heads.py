@@ -96,7 +96,8 @@ class GaussianHead(Head):
 
     def ppf(self, raw, u):
         mu, sigma = self.params(raw)
-        return mu + sigma * torch.special.ndtri(u)
+        # in float64: float32 rounds u = 1 - 1e-12 up to 1, where ndtri is infinite
+        return (mu.double() + sigma.double() * torch.special.ndtri(u.double())).to(raw.dtype)
 
     def cdf(self, raw, z):
         mu, sigma = self.params(raw)

@@ -48,7 +48,7 @@ class ModelConfig:
     hidden: int = 40
     layers: int = 2
     dropout: float = 0.1
-    head: str = "student-t"
+    head: str = "quantile"
     head_kwargs: dict = field(default_factory=dict)
     features: dict = field(default_factory=dict)  # FeatureSpec as a dict
 
@@ -112,7 +112,7 @@ class Forecaster(nn.Module):
             xk = step_inputs(buf, K + k, phase_f[:, k], spec)  # (S*N, I)
             top, state = self.rnn.step(xk, state)  # (S*N, Hd)
             raw = self.readout(top)  # (S*N, P)
-            buf[:, K + k] = self.head.ppf(raw, u[k].to(dtype)).to(dtype)  # Ex2: z = F^{-1}(u)
+            buf[:, K + k] = self.head.ppf(raw, u[k]).to(dtype)  # Ex2: z = F^{-1}(u), u in float64
         z = buf[:, K:].reshape(S, N, H).double().cpu().numpy()
         return loc[:, None, None] + scale[:, None, None] * z
 
