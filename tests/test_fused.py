@@ -171,3 +171,14 @@ def test_bench_command_prints_the_engine_table(capsys):
     assert "| rnn_sigmoid | 3x2x2x3 | native |" not in out  # cannot run: not timed
     assert main(["bench", "--shapes", "3x2"]) == 2
     assert "TxBxIxH" in capsys.readouterr().err
+
+
+def test_inference_mode_then_training_reuses_no_inference_buffer():
+    torch.manual_seed(9)
+    layer = _layer("gru", engine="fused")
+    x = torch.randn(50, 4, 3)  # big enough for the workspace (>= 4096 elements)
+    with torch.inference_mode():
+        a = layer(x)[0]
+    out = layer(x)[0]
+    out.sum().backward()
+    torch.testing.assert_close(out.detach(), a.clone())

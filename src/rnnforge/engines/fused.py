@@ -99,7 +99,8 @@ class Workspace:
         numel = math.prod(shape)
         if self._count is None or numel < 4096:  # small: the allocator's own cache is fine
             return (torch.zeros if zero else torch.empty)(shape, dtype=like.dtype, device=like.device)
-        key = (numel, like.dtype, like.device)
+        # inference-mode tensors cannot be updated in place outside inference mode: keep apart
+        key = (numel, like.dtype, like.device, torch.is_inference_mode_enabled())
         with self._lock:
             bufs = self._bufs.setdefault(key, [])
             for base in bufs:
