@@ -7,17 +7,27 @@ the wanted accuracy; it is split into intervals; on each interval the CDF is
 integrated at Chebyshev-Lobatto nodes with Gauss-Lobatto quadrature and the
 inverse CDF is interpolated by a Newton polynomial in u; an interval is accepted
 when the u-error at the extremal points between nodes is below the resolution,
-otherwise halved. Two departures, both for speed or safety in Python:
+otherwise cut. Departures, for speed in Python or for safety:
 
-* all intervals of a round are processed together (one density call on every
-  point of every pending interval), rather than one interval after the other;
+* all pending intervals of a round are processed together (one density call
+  on every point of every pending interval), rather than one after the other;
+  a failing interval is cut into about ``(err / tol)^(1/(n+1))`` pieces at once
+  (geometric cuts in the tails and next to a component's end, where x(u) is not
+  smooth), so a build takes 3 to 7 rounds;
 * before the intervals, the density is scanned on a grid (log-spaced out to
   1e20 from ``center`` and uniform on the cut domain). Runs of exact zeros split
   the support into components, and each component's ends are located by
   bisection. So a density that underflows to zero between two separated modes is
   sampled on both modes (scipy's PINV walks out from the centre and samples only
   one). A feature narrower than the scan spacing (about (R - L) / 4096) can still
-  be missed: pass ``center`` near it or a narrower ``support``.
+  be missed: pass ``center`` near it or a narrower ``support``;
+* each interval also carries a Gauss-Lobatto error estimate (one panel against
+  two), which must be small, since the interval masses add up into the CDF;
+* ``ppf`` finds the interval through a guide table (Chen and Asau) and
+  evaluates the polynomial in power form, clamped to the interval, so it is
+  monotone; ``sample`` goes through a finer table of 2^13 equal u-cells whose
+  polynomials are the interval polynomials re-expanded exactly, so a draw needs
+  no search (cells that hold an interval boundary fall back to ``ppf``'s path).
 
 The user's pdf (or cdf) receives 1-D float64 CPU tensors and must return a
 tensor (or array) of the same shape; it is called on many points at once.
@@ -126,6 +136,10 @@ def _trapz_cum(x, f):
 class NumericalInverse(Sampler):
     """Piecewise-polynomial inverse CDF built by :func:`from_pdf` / :func:`from_cdf`.
 
+    ``ppf``/``sample`` run on ``device``; ``cdf`` (and so ``u_error``) integrates
+    the user's pdf (or calls the cdf) on CPU float64 tensors and returns to the
+    input's device.
+
     Attributes: ``support`` (the user's), ``domain`` (the computational domain
     after the tail cut), ``components`` (the intervals of positive density found),
     ``intervals`` (number of polynomial pieces), ``area`` (the density's mass),
@@ -161,7 +175,8 @@ class NumericalInverse(Sampler):
         self._lo, self._hi = t(a), t(b)
         self._coef = [t(P[:, k]) for k in range(P.shape[1])]   # power form in s
         self._build_guide()
-        self._build_cells(cum, invW, P)
+        self._cell_src = (cum, invW, P)      # the sampling table is built on first sample()
+        self._cell_coef = None
 
     # -- tables ---------------------------------------------------------
     def _build_guide(self, cells: int | None = None):
@@ -178,8 +193,8 @@ class NumericalInverse(Sampler):
         # cells that hold a boundary are marked -1 and searched on their own
         self._guide = torch.where(first[1:] == first[:-1], first[:-1], -1).contiguous()
 
-    def _build_cells(self, cum, invW, P, cells: int = 1 << 14):
-        """Sampling table on G = 2^14 equal u-cells: on a cell inside one interval i,
+    def _build_cells(self, cum, invW, P, cells: int = 1 << 13):
+        """Sampling table on G = 2^13 equal u-cells: on a cell inside one interval i,
         ``x = Q_k(t)``, ``t = G u - k``, where Q_k is P_i re-expanded exactly
         (``s = alpha + beta t``). Lookup is then ``k = floor(G u)``, no search;
         cells holding an interval boundary get NaN coefficients and fall back to
@@ -191,21 +206,26 @@ class NumericalInverse(Sampler):
         first = np.searchsorted(b, edges)                      # bounds < edge
         simple = first[1:] == first[:-1]
         i = first[:-1]
-        alpha = (edges[:-1] - cum[i]) * invW[i]
-        beta = invW[i] / G
-        d = P[i].copy()                                        # (G, n+1), power form in s
-        n = d.shape[1] - 1
+        # (cells with a boundary inside are NaN'ed below; zero their maps first)
+        alpha = np.where(simple, (edges[:-1] - cum[i]) * invW[i], 0.0)
+        beta = np.where(simple, invW[i] / G, 0.0)
+        D = np.ascontiguousarray(P.T)[:, i]                     # (n+1, G), power form in s
+        n = D.shape[0] - 1
         # Taylor shift by alpha (synthetic division), then scale t by beta
         for j in range(n):
             for k in range(n - 1, j - 1, -1):
-                d[:, k] += alpha * d[:, k + 1]
-        d *= beta[:, None] ** np.arange(n + 1)
-        d[~simple] = np.nan
+                D[k] += alpha * D[k + 1]
+        bp = beta.copy()
+        for k in range(1, n + 1):
+            D[k] *= bp
+            bp *= beta
+        D[:, ~simple] = np.nan
         self._G2 = G
-        self._cell_coef = [torch.as_tensor(np.ascontiguousarray(d[:, k]), dtype=F64, device=self.device)
-                           for k in range(n + 1)]
+        self._cell_coef = [torch.as_tensor(D[k], dtype=F64, device=self.device) for k in range(n + 1)]
 
     def _sample_cells(self, u):
+        if self._cell_coef is None:
+            self._build_cells(*self._cell_src)
         t = u * self._G2                                       # exact: G is a power of two
         k = t.to(torch.int64)
         t = t - k
@@ -255,6 +275,8 @@ class NumericalInverse(Sampler):
         return out.reshape(shape)
 
     def sample(self, shape=(), *, generator=None):
+        """Draw ``shape`` values: uniforms from ``generator`` through the cell table
+        (equal to ``ppf`` of the same uniforms up to rounding)."""
         from ._base import as_shape
         shape = as_shape(shape)
         n = int(np.prod(shape)) if len(shape) else 1

@@ -46,7 +46,7 @@ def pit_histogram(u, path=None, *, bins: int = 20, level: float = 0.99, title: s
     ax.bar(edges[:-1].numpy(), counts.numpy(), width=1.0 / bins, align="edge", color="#4c72b0",
            edgecolor="white", label="PIT counts")
     ax.axhspan(max(0.0, mid - half), mid + half, color="grey", alpha=0.25,
-               label=f"{level:.0%} band under U[0,1]")
+               label=f"{level:.0%} band under U[0,1]", zorder=0)
     ax.axhline(mid, color="black", lw=1)
     ax.set_xlim(0, 1)
     ax.set_xlabel("PIT value u = F(x)")
