@@ -99,10 +99,11 @@ def bench_pinv(args, dev):
             theirs = ss.NumericalInversePolynomial(_scipy_dist(npdf, nsup), random_state=np.random.default_rng(0), **kw)
             their_err = u_error_true(theirs.ppf, cdf)
             t_setup = best_of([lambda: from_pdf(tpdf, support=sup, device=dev),
-                               lambda: ss.NumericalInversePolynomial(_scipy_dist(npdf, nsup), **kw)], args.repeat)
+                               lambda: ss.NumericalInversePolynomial(_scipy_dist(npdf, nsup), **kw)],
+                              max(args.repeat, 20))           # setups are short: more rounds
         except Exception as e:  # scipy refuses some densities
             theirs, their_err = None, f"setup failed: {type(e).__name__}"
-            t_setup = best_of([lambda: from_pdf(tpdf, support=sup, device=dev)], args.repeat) + [math.nan]
+            t_setup = best_of([lambda: from_pdf(tpdf, support=sup, device=dev)], max(args.repeat, 20)) + [math.nan]
         our_err = u_error_true(lambda u: ours.ppf(torch.as_tensor(u, device=dev)).cpu().numpy(), cdf)
         g = torch.Generator(device=dev).manual_seed(0)
         fns = [lambda: ours.sample(args.draws, generator=g)]
