@@ -27,7 +27,6 @@ An RNN head for L pieces thus outputs 1 + L (+ L) numbers per step.
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
