@@ -165,8 +165,8 @@ def test_spline_quantile_crps_closed_form_vs_integral(seed):
         def pin(a):
             d = z[i].item() - head.ppf(raw[i:i + 1], torch.tensor([a], dtype=torch.float64)).item()
             return 2 * d * (a - (d < 0))
-        _, d, _, _ = H.spline_knots(raw[i], 5)
-        kinks = [*d[1:].tolist(), head.cdf(raw[i:i + 1], z[i:i + 1]).item()]
+        d = H.spline_knots(raw[i], 5).knots
+        kinks = [*d[1:-1].tolist(), head.cdf(raw[i:i + 1], z[i:i + 1]).item()]
         num = scipy_integrate.quad(pin, 0, 1, points=kinks, epsabs=1e-13, limit=200)[0]
         assert cf[i].item() == pytest.approx(num, rel=1e-10, abs=1e-12)
     # the same CRPS by the integral of (F - 1{x >= y})^2 over x, F the spline's CDF
@@ -174,8 +174,7 @@ def test_spline_quantile_crps_closed_form_vs_integral(seed):
     lo = head.ppf(raw[:1], torch.zeros(1, dtype=torch.float64)).item()
     hi = head.ppf(raw[:1], torch.ones(1, dtype=torch.float64)).item()
     y = z[0].item()
-    _, d, _, _ = H.spline_knots(raw[0], 5)
-    knots = head.ppf(raw[:1].expand(6, -1), torch.cat([d, torch.ones(1, dtype=torch.float64)])).tolist()
+    knots = H.spline_knots(raw[0], 5).values.tolist()  # q at every knot level
     num = crps_numeric(F, y, lo=min(lo, y) - 1, hi=max(hi, y) + 1, kinks=knots)
     assert cf[0].item() == pytest.approx(num, rel=1e-7)
 

@@ -261,58 +261,25 @@ class StudentTHead(Head):
 
 # -- learned monotone quantile function (SQF, Gasthaus et al. 2019) ---------------------
 def spline_knots(raw: torch.Tensor, pieces: int, min_slope: float = 1e-4):
-    """Raw (..., 1 + 2L) -> gamma (...), knots d (..., L), widths w (..., L), slopes m (..., L).
+    """Raw (..., 1 + 2L) -> the spline quantile function of :mod:`rnnforge.sampling`.
 
-    The quantile function is ``q(a) = gamma + sum_l m_l clamp(a - d_l, 0, w_l)``:
-    piecewise linear on [0, 1], with knot widths ``w = softmax(raw[1:L+1])`` and
-    slopes ``m = softplus(raw[L+1:]) + min_slope``, so it is increasing by construction.
+    ``raw = [gamma, width logits (L), slope logits (L)]``; the quantile function is
+    ``q(a) = gamma + sum_l m_l clamp(a - d_l, 0, w_l)`` with widths ``w = softmax``
+    (knots ``d`` their running sums) and slopes ``m = softplus + min_slope``, so it
+    is increasing by construction.
     """
-    gamma = raw[..., 0]
-    w = torch.softmax(raw[..., 1:pieces + 1], dim=-1)
-    d = torch.cumsum(w, dim=-1) - w  # left knot of each piece, d_0 = 0
-    m = F.softplus(raw[..., pieces + 1:2 * pieces + 1]) + min_slope
-    return gamma, d, w, m
+    from ..sampling import PiecewiseLinearQuantile
 
-
-def spline_ppf(gamma, d, w, m, u):
-    """q(u) (Ex2): ``gamma + sum_l m_l clamp(u - d_l, 0, w_l)``."""
-    u = u.unsqueeze(-1)
-    return gamma + (m * torch.minimum(torch.clamp(u - d, min=0.0), w)).sum(-1)
-
-
-def spline_cdf(gamma, d, w, m, z):
-    """The inverse of q: ``sum_l clamp((z - Q_l) / m_l, 0, w_l)``, Q_l = q(d_l) (Ex1)."""
-    Q = gamma.unsqueeze(-1) + torch.cumsum(m * w, dim=-1) - m * w  # (..., L) knot values
-    return torch.minimum(torch.clamp((z.unsqueeze(-1) - Q) / m, min=0.0), w).sum(-1).clamp(0.0, 1.0)
-
-
-def spline_crps(gamma, d, w, m, z):
-    """Closed-form CRPS of the spline quantile function at z.
-
-    ``CRPS = 2 int_0^1 rho_a(z - q(a)) da`` with the pinball loss rho; with
-    ``a~ = F(z)`` and ``c_l(a) = clamp(a - d_l, 0, w_l)`` it is
-    ``2 [int_0^1 (z - q) a da - int_{a~}^1 (z - q) da]``, every integral of c_l in closed form.
-    """
-    a = spline_cdf(gamma, d, w, m, z).unsqueeze(-1)  # (..., 1)
-    e = d + w  # right knot
-    # int_0^1 a c_l(a) da
-    int_ac = (e ** 3 - d ** 3) / 3 - d * (e ** 2 - d ** 2) / 2 + w * (1 - e ** 2) / 2
-    # C_l(x) = int_0^x c_l
-    def C(x):
-        inside = torch.clamp(x - d, min=0.0)
-        return torch.where(x <= e, inside ** 2 / 2, w ** 2 / 2 + w * (x - e))
-    tail_c = C(torch.ones_like(a)) - C(a)  # int_a~^1 c_l
-    a = a.squeeze(-1)
-    first = z / 2 - gamma / 2 - (m * int_ac).sum(-1)  # int_0^1 (z - q(a)) a da
-    second = (z - gamma) * (1 - a) - (m * tail_c).sum(-1)  # int_a~^1 (z - q(a)) da
-    return 2 * (first - second)
+    return PiecewiseLinearQuantile.from_unconstrained(
+        raw[..., 0], raw[..., pieces + 1:2 * pieces + 1], raw[..., 1:pieces + 1], min_slope=min_slope)
 
 
 @register_head("quantile")
 class SplineQuantileHead(Head):
     """A learned monotone quantile function: the piecewise-linear spline of SQF-RNN
-    (Gasthaus et al. 2019) with ``pieces`` pieces, trained by its closed-form CRPS.
-    Sampling is ``q(u)`` itself (the notes' Ex2 with the quantile function learned directly)."""
+    (Gasthaus et al. 2019; ``rnnforge.sampling.PiecewiseLinearQuantile``) with
+    ``pieces`` pieces, trained by its closed-form CRPS. Sampling is ``q(u)`` itself
+    (the notes' Ex2 with the quantile function learned directly)."""
 
     def __init__(self, pieces: int = 10) -> None:
         super().__init__()
@@ -324,17 +291,15 @@ class SplineQuantileHead(Head):
     def config(self) -> dict:
         return {"pieces": self.pieces}
 
-    def _k(self, raw):
-        return spline_knots(raw, self.pieces)
-
     def loss(self, raw, z):
-        return spline_crps(*self._k(raw), z)
+        return spline_knots(raw, self.pieces).crps(z)
 
     def ppf(self, raw, u):
-        return spline_ppf(*self._k(raw), u.to(raw.dtype))
+        q = spline_knots(raw, self.pieces)
+        return q._ppf(u.to(raw.dtype).clamp(0.0, 1.0))
 
     def cdf(self, raw, z):
-        return spline_cdf(*self._k(raw), z.to(raw.dtype))
+        return spline_knots(raw, self.pieces).cdf(z.to(raw.dtype))
 
     def crps(self, raw, z):
-        return spline_crps(*self._k(raw), z)
+        return spline_knots(raw, self.pieces).crps(z.to(raw.dtype))

@@ -144,23 +144,10 @@ class Scores:
 
 def ks_uniform(pit: np.ndarray) -> tuple[float, float]:
     """(KS statistic, p-value) of PIT values against U[0, 1], by :func:`rnnforge.sampling.uniformity`."""
-    try:
-        from ..sampling.pit import uniformity
-    except ImportError:  # pragma: no cover - only before rnnforge.sampling lands
-        return _ks_asymptotic(pit)
-    res = uniformity(torch.as_tensor(pit))
+    from ..sampling import uniformity
+
+    res = uniformity(torch.as_tensor(np.asarray(pit, dtype=np.float64)))
     return res.ks_statistic, res.ks_pvalue
-
-
-def _ks_asymptotic(pit: np.ndarray) -> tuple[float, float]:  # pragma: no cover
-    """Stand-in: Kolmogorov's limit law with Stephens' finite-n correction."""
-    u = np.sort(pit)
-    n = u.size
-    i = np.arange(1, n + 1)
-    d = max((i / n - u).max(), (u - (i - 1) / n).max())
-    lam = (math.sqrt(n) + 0.12 + 0.11 / math.sqrt(n)) * d
-    p = 2 * sum((-1) ** (k - 1) * math.exp(-2 * k * k * lam * lam) for k in range(1, 101))
-    return float(d), float(min(1.0, max(0.0, p)))
 
 
 def score(forecasts: list, actuals: list[np.ndarray], *, seed: int = 0) -> Scores:

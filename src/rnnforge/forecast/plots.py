@@ -38,27 +38,21 @@ def fan_chart(path: str | Path, *, history_x, history, future_x, quantiles: dict
     plt.close(fig)
 
 
-def pit_histogram(pit: np.ndarray, path: str | Path, *, title: str = "", bins: int = 10) -> None:
-    """Histogram of PIT values with the U[0, 1] line and the KS p-value in the title.
-
-    A private stand-in until :mod:`rnnforge.sampling` ships its own PIT histogram.
-    """
+def pit_histogram(pit: np.ndarray, path: str | Path, *, title: str = "") -> None:
+    """PIT histogram (``rnnforge.sampling.pit_histogram``, with its band under U[0, 1]),
+    titled with n and the KS p-value, written to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import torch
+
+    from ..sampling import pit_histogram as draw
     from .metrics import ks_uniform
 
     pit = np.asarray(pit, dtype=np.float64)
     _, p = ks_uniform(pit)
-    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=110)
-    ax.hist(pit, bins=bins, range=(0, 1), density=True, color="tab:blue", alpha=0.7, edgecolor="white")
-    ax.axhline(1.0, color="black", lw=1, ls="--", label="U[0, 1]")
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("PIT value F(y)")
-    ax.set_ylabel("density")
-    ax.set_title(f"{title}\nn = {pit.size}, KS p = {p:.3g}", fontsize=9)
-    fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    fig = draw(torch.as_tensor(pit), path, bins=10,
+               title=f"{title}\nn = {pit.size}, KS p = {p:.3g}" if title else f"n = {pit.size}, KS p = {p:.3g}")
     plt.close(fig)
