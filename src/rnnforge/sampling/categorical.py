@@ -82,8 +82,8 @@ def sample_categorical(logits: torch.Tensor, *, temperature: float = 1.0, top_k:
         raise ValueError("logits must have a non-empty last dimension (categories)")
     # Weights exp((l - max) / T) in the logits' precision (float32 stays float32:
     # exp of a float32 logit is as exact as the logit), then the cumulative sum
-    # accumulated and stored in float64. One buffer, updated in place: fresh
-    # multi-MB buffers per op cost page faults.
+    # accumulated and stored in float64. Ops run in place where they can: a fresh
+    # multi-MB buffer per op costs page faults.
     x = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
     m = x.amax(dim=-1, keepdim=True)
     if not bool(torch.isfinite(m).all()):
