@@ -442,6 +442,9 @@ def run_memory(task: str = "adding", cells: Sequence[str] = DEFAULT_CELLS,
                   steps=steps, seconds_per_run=seconds_per_run, hidden=hidden, batch=batch,
                   lr=lr, clip=clip, eval_every=eval_every, test_size=test_size, device=device,
                   bias=bias, forget_bias=forget_bias if "lstm-fb" in cells else None,
+                  k=k if task in ("delay", "parity") else None,
+                  symbols=symbols if task == "copy" else None,
+                  alphabet=alphabet if task == "copy" else None,
                   torch=torch.__version__, threads=torch.get_num_threads())
     results: list[RunResult] = []
     bar = tqdm(plan, desc=f"memory/{task}", unit="run", disable=not progress, dynamic_ncols=True)
