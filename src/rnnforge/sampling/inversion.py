@@ -385,11 +385,14 @@ def _components_from_scan(fn, x, f, what):
     left = x[starts].copy()
     right = x[ends].copy()
     ls = starts > 0
-    if ls.any():
-        left[ls] = _refine_edge(fn, x[starts[ls] - 1], x[starts[ls]], what)
     rs = ends < x.size - 1
-    if rs.any():
-        right[rs] = _refine_edge(fn, x[ends[rs] + 1], x[ends[rs]], what)
+    if ls.any() or rs.any():
+        # all edges in one search: (zero side, positive side) pairs
+        zero = np.concatenate([x[starts[ls] - 1], x[ends[rs] + 1]])
+        posx = np.concatenate([x[starts[ls]], x[ends[rs]]])
+        found = _refine_edge(fn, zero, posx, what)
+        left[ls] = found[:int(ls.sum())]
+        right[rs] = found[int(ls.sum()):]
     return [(float(l), float(r)) for l, r in zip(left, right) if r > l]
 
 
@@ -557,6 +560,16 @@ def _rounds(mass, *, grid, cdf_grid, comps, u_resolution, order, tol, center, ma
 def _domain_and_components(fn, what, a, b, c, u_resolution, scan_points):
     """Scan, cut the tails, find the components of positive density."""
     x1 = _scan_grid(a, b, c)
+    if what == "pdf" and math.isfinite(a) and math.isfinite(b):
+        # nothing to cut: one scan of the support (uniform plus the points that
+        # approach each end geometrically) does for gaps and the mass guess
+        x2 = np.unique(np.concatenate([np.linspace(a, b, scan_points), x1]))
+        f2 = _eval(fn, x2, "pdf")
+        comps = _components_from_scan(fn, x2, f2, "pdf")
+        if not comps:
+            raise ValueError("pdf is zero on every scanned point of the support; the density has "
+                             "zero mass there")
+        return (a, b), comps, x2, _trapz_cum(x2, f2)
     if what == "pdf":
         f1 = _eval(fn, x1, "pdf")
         cum = _trapz_cum(x1, f1)
