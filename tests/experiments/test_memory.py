@@ -184,8 +184,10 @@ def test_library_rejects_bad_values(kwargs, match):
 ])
 def test_cli_bad_values_are_one_line_errors(argv, match, capsys, tmp_path):
     code = cli.main(["experiment", "memory", "--no-progress", "--out", str(tmp_path), *argv])
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
     assert code == 2
+    assert captured.out == ""  # checked before the config is printed or anything runs
     assert err.startswith("rnnforge experiment: error: ") and err.count("\n") == 1, err
     assert match in err
 

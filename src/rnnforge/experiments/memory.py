@@ -395,18 +395,11 @@ def _train(task, cell, T, seed, *, steps, seconds, hidden, batch, lr, clip, eval
 
 
 # -- the experiment ---------------------------------------------------------------------------
-def run_memory(task: str = "adding", cells: Sequence[str] = DEFAULT_CELLS,
-               lengths: Sequence[int] = (50, 100, 200, 400, 1000), seeds: Sequence[int] = (0, 1, 2),
-               *, steps: int = 2000, seconds_per_run: float = 120.0, hidden: int = 32,
-               batch: int = 50, lr: float = 1e-2, clip: float = 1.0, eval_every: int = 100,
-               test_size: int = 500, device: str = "cpu", bias: bool = False,
-               forget_bias: float = 1.0, k: int = 3, symbols: int = 5, alphabet: int = 8,
-               out: str | os.PathLike | None = None, progress: bool = True) -> list[RunResult]:
-    """Every cell x length x seed on ``task``; results in ``out`` (table .md, .csv, plot .png).
-
-    Runs go shortest T first, so an interrupted run still leaves complete
-    short-T results; the files in ``out`` are rewritten after every run.
-    """
+def check_options(task: str, cells: Sequence[str], lengths: Sequence[int], seeds: Sequence[int],
+                  *, steps: int, seconds_per_run: float, hidden: int, batch: int, lr: float,
+                  clip: float, eval_every: int, test_size: int, device: str, k: int,
+                  symbols: int, alphabet: int) -> Task:
+    """The task, once every option of :func:`run_memory` is checked; else a one-line UserError."""
     the_task = make_task(task, k=k, symbols=symbols, alphabet=alphabet)
     cells, lengths, seeds = list(cells), list(lengths), list(seeds)
     if not cells:
@@ -434,6 +427,26 @@ def run_memory(task: str = "adding", cells: Sequence[str] = DEFAULT_CELLS,
         torch.empty(0, device=device)
     except (RuntimeError, ValueError) as e:
         raise UserError(f"device {device!r} cannot be used: {str(e).splitlines()[0]}") from None
+    return the_task
+
+
+def run_memory(task: str = "adding", cells: Sequence[str] = DEFAULT_CELLS,
+               lengths: Sequence[int] = (50, 100, 200, 400, 1000), seeds: Sequence[int] = (0, 1, 2),
+               *, steps: int = 2000, seconds_per_run: float = 120.0, hidden: int = 32,
+               batch: int = 50, lr: float = 1e-2, clip: float = 1.0, eval_every: int = 100,
+               test_size: int = 500, device: str = "cpu", bias: bool = False,
+               forget_bias: float = 1.0, k: int = 3, symbols: int = 5, alphabet: int = 8,
+               out: str | os.PathLike | None = None, progress: bool = True) -> list[RunResult]:
+    """Every cell x length x seed on ``task``; results in ``out`` (table .md, .csv, plot .png).
+
+    Runs go shortest T first, so an interrupted run still leaves complete
+    short-T results; the files in ``out`` are rewritten after every run.
+    """
+    the_task = check_options(task, cells, lengths, seeds, steps=steps,
+                             seconds_per_run=seconds_per_run, hidden=hidden, batch=batch, lr=lr,
+                             clip=clip, eval_every=eval_every, test_size=test_size,
+                             device=device, k=k, symbols=symbols, alphabet=alphabet)
+    cells, lengths, seeds = list(cells), list(lengths), list(seeds)
 
     from tqdm import tqdm
 
