@@ -8,6 +8,8 @@ sigmoid RNN, so the notes' RNN cannot run here.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
@@ -38,6 +40,17 @@ class NativeEngine:
         hx = (h0, c0) if c0 is not None else h0
         args = (weights, layer.bias, layer.num_layers, layer.dropout, layer.training,
                 layer.bidirectional)
+        if not x.is_cuda:
+            return self._run(kernel, x, hx, args, c0, lengths)
+        with warnings.catch_warnings():
+            # cuDNN warns that our per-call packed weights are not one flat buffer and
+            # copies them into one: that copy is the price of engines owning no
+            # parameters, paid knowingly, so the warning would only be noise.
+            warnings.filterwarnings("ignore", message=".*not part of single contiguous chunk")
+            return self._run(kernel, x, hx, args, c0, lengths)
+
+    @staticmethod
+    def _run(kernel, x, hx, args, c0, lengths):
         if lengths is None:
             res = kernel(x, hx, *args, False)
         else:
