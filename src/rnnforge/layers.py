@@ -275,6 +275,26 @@ class LSTM(RecurrentLayer):
     CELL = LSTMCell
 
 
+#: the notes' cells by command-line name: the sigmoid RNN, the tanh RNN, GRU, LSTM
+CELL_NAMES = ("rnn", "rnn-tanh", "gru", "lstm")
+
+
+def make_layer(cell: str, input_size: int, hidden_size: int, **kwargs) -> RecurrentLayer:
+    """``RNN`` / ``GRU`` / ``LSTM`` by command-line name (``CELL_NAMES``).
+
+    ``kwargs`` go to the layer (num_layers, bias, batch_first, dropout, engine, ...).
+    """
+    from .errors import UserError
+
+    if cell == "lstm":
+        return LSTM(input_size, hidden_size, **kwargs)
+    if cell == "gru":
+        return GRU(input_size, hidden_size, **kwargs)
+    if cell in ("rnn", "rnn-tanh"):
+        return RNN(input_size, hidden_size, nonlinearity="sigmoid" if cell == "rnn" else "tanh", **kwargs)
+    raise UserError(f"unknown cell {cell!r}; choose one of {', '.join(CELL_NAMES)}")
+
+
 def _check_lengths(lengths, B: int, T: int, device, name: str) -> torch.Tensor:
     """A LongTensor (B,) on ``device`` with every value in [1, T], or a clear error."""
     if isinstance(lengths, torch.Tensor):

@@ -22,24 +22,13 @@ from torch import nn
 
 from ..data.series import Series, check_context_window
 from ..errors import UserError
-from ..layers import GRU, LSTM, RNN
+from ..layers import CELL_NAMES, make_layer
 from ..readout import Readout
 from . import heads as heads_mod
 from .features import FeatureSpec, scale_stats, step_inputs, window_inputs
 
 #: --cell values: the notes' sigmoid RNN, the tanh RNN, the GRU and the LSTM
-CELLS = ("rnn", "rnn-tanh", "gru", "lstm")
-
-
-def make_layer(cell: str, input_size: int, hidden_size: int, num_layers: int, dropout: float):
-    kw = dict(num_layers=num_layers, bias=True, batch_first=True, dropout=dropout)
-    if cell == "lstm":
-        return LSTM(input_size, hidden_size, **kw)
-    if cell == "gru":
-        return GRU(input_size, hidden_size, **kw)
-    if cell in ("rnn", "rnn-tanh"):
-        return RNN(input_size, hidden_size, nonlinearity="sigmoid" if cell == "rnn" else "tanh", **kw)
-    raise UserError(f"unknown --cell {cell!r}; choose one of {', '.join(CELLS)}")
+CELLS = CELL_NAMES
 
 
 @dataclass
@@ -64,8 +53,9 @@ class Forecaster(nn.Module):
         self.config = config
         self.spec = FeatureSpec(**config.features)
         self.head = heads_mod.make_head(config.head, **config.head_kwargs)
-        self.rnn = make_layer(config.cell, self.spec.num_inputs, config.hidden, config.layers,
-                              config.dropout if config.layers > 1 else 0.0)
+        self.rnn = make_layer(config.cell, self.spec.num_inputs, config.hidden,
+                              num_layers=config.layers, bias=True, batch_first=True,
+                              dropout=config.dropout if config.layers > 1 else 0.0)
         self.readout = Readout(config.hidden, self.head.num_params)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

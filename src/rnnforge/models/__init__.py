@@ -1,5 +1,5 @@
 """Models built from the notes' cells."""
 
-from .charlm import CELLS, CharLM, make_rnn
+from .charlm import CELLS, CharLM, CharLMConfig
 
-__all__ = ["CELLS", "CharLM", "make_rnn"]
+__all__ = ["CELLS", "CharLM", "CharLMConfig"]

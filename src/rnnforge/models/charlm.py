@@ -9,25 +9,11 @@ from torch import nn
 
 from ..engines.decode import step_tokens
 from ..errors import UserError
-from ..layers import GRU, LSTM, RNN
+from ..layers import CELL_NAMES, make_layer
 from ..readout import Readout
 
 #: --cell values: the notes' sigmoid RNN, the tanh RNN, GRU and LSTM
-CELLS = ("rnn", "rnn-tanh", "gru", "lstm")
-
-
-def make_rnn(cell: str, input_size: int, hidden_size: int, num_layers: int, *,
-             dropout: float = 0.0, bias: bool = True, engine: str = "auto", batch_first: bool = True):
-    """An rnnforge recurrent stack by --cell name."""
-    kw = dict(num_layers=num_layers, bias=bias, batch_first=batch_first, dropout=dropout,
-              engine=engine)
-    if cell == "lstm":
-        return LSTM(input_size, hidden_size, **kw)
-    if cell == "gru":
-        return GRU(input_size, hidden_size, **kw)
-    if cell in ("rnn", "rnn-tanh"):
-        return RNN(input_size, hidden_size, nonlinearity="sigmoid" if cell == "rnn" else "tanh", **kw)
-    raise UserError(f"unknown cell {cell!r}; choose one of {', '.join(CELLS)}")
+CELLS = CELL_NAMES
 
 
 @dataclass
@@ -65,8 +51,8 @@ class CharLM(nn.Module):
         c = config
         self.embedding = nn.Embedding(c.vocab_size, c.embed)
         self.drop = nn.Dropout(c.dropout)
-        self.rnn = make_rnn(c.cell, c.embed, c.hidden, c.layers, dropout=c.dropout, bias=c.bias,
-                            engine=c.engine)
+        self.rnn = make_layer(c.cell, c.embed, c.hidden, num_layers=c.layers, dropout=c.dropout,
+                              bias=c.bias, engine=c.engine, batch_first=True)
         self.readout = Readout(c.hidden, c.vocab_size)
         if c.tie_weights:
             self.readout.delta = self.embedding.weight
