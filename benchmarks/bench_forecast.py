@@ -26,7 +26,7 @@ import torch
 #: per-series evaluation setup: horizon one year of weekly CO2 (5 windows, 1997-2001) and two
 #: years of monthly sunspots (20 windows, 1969-2009: four solar cycles, so that one unusual
 #: cycle does not decide the calibration verdict)
-#: the model of each series' recorded result (RESULTS-forecast.md): chosen on a sweep of heads,
+#: the model of each series' recorded result (BENCHMARKS.md, "Forecasting results"): chosen on a sweep of heads,
 #: lags and ensembles; CO2's weekly noise needs the values 1, 2 and 3 years back, not just 1-2
 SETUPS = {
     "sunspots": dict(horizon=24, context=120, windows=20, head="quantile", steps=800, ensemble=4,

@@ -39,7 +39,7 @@ AUTO_ORDER: list[str] = []
 
 #: engine="auto" on CPU: (cell, dtype, gradient taken) -> the fast engines, measured fastest first.
 #:
-#: The rule, from benchmarks/RESULTS-engines.md (2026-11-26, 2-core x86_64 VM, torch
+#: The rule, from BENCHMARKS.md ("Engine benchmarks") (2026-11-26, 2-core x86_64 VM, torch
 #: 2.13.0+cpu, 1 thread, CPU-time medians of interleaved repeats; shapes T x B x I x H =
 #: 256x32x128x256 / 1000x1x128x128; ratios are torch.nn time / engine time, and native
 #: runs torch.nn's own kernels, within 10% of it everywhere):
