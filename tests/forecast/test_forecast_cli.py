@@ -5,21 +5,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from rnnforge.cli import main
 from rnnforge.data.series import Series, parse_csv
 from rnnforge.errors import UserError
 from rnnforge.forecast import baselines as B
 from rnnforge.forecast.evaluate import _safe
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

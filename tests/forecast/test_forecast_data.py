@@ -2,20 +2,10 @@
 
 import numpy as np
 import pytest
-import torch
 
 from rnnforge.cli import main
 from rnnforge.data.series import check_context_window, check_horizon, check_series, load, parse_csv
 from rnnforge.errors import UserError
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small recurrent models run fastest on one thread, and CI's two cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_shipped_sunspots_monthly():

@@ -13,15 +13,6 @@ from rnnforge.forecast.metrics import SampleForecast, score
 from rnnforge.forecast.model import CELLS, Forecaster, ModelConfig
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small recurrent models run fastest on one thread, and CI's two cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def seasonal_ar(n=600, seed=0):
     rng = np.random.default_rng(seed)
     e = np.zeros(n)
