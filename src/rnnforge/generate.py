@@ -73,7 +73,10 @@ def generate(model: CharLM, vocab: Vocab, prime: str = "\n", length: int = 500, 
     device = next(model.parameters()).device
     ids = vocab.encode(prime).to(device)  # UserError naming characters outside the vocabulary
     gen = torch.Generator(device=device)
-    gen.manual_seed(seed if seed is not None else torch.seed())
+    if seed is None:
+        gen.seed()  # fresh entropy for this generator only; the global RNG is untouched
+    else:
+        gen.manual_seed(seed)
     logits, state = model(ids[None], None)  # the prime in one forward: (1, P, V)
     logits = logits[:, -1]  # (1, V)
     for _ in range(length):
