@@ -1,6 +1,8 @@
 """One-shot GPU check: correctness of every engine on CUDA, then timings.
 
 Run on a machine with a CUDA GPU (PYTHONPATH=src python benchmarks/gpu_check.py).
+``DEVICE=cpu QUICK=1`` runs the same script on the CPU with small sizes, to
+check the script itself before spending device time on it.
 Correctness first (each engine against the reference on the GPU in float64 and
 float32, outputs, states and every gradient), then only engines that passed
 are timed against torch.nn (cuDNN), then a short mixed-precision training run
@@ -20,8 +22,10 @@ import torch
 import rnnforge as rf
 from rnnforge import engines
 
-dev = torch.device("cuda")
-results: dict = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__}
+dev = torch.device(os.environ.get("DEVICE", "cuda"))
+QUICK = bool(os.environ.get("QUICK"))
+results: dict = {"device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu",
+                 "torch": torch.__version__}
 print(results, flush=True)
 
 MODES = {"lstm": lambda **k: rf.LSTM(**k), "gru": lambda **k: rf.GRU(**k),
@@ -73,22 +77,31 @@ for mode, make in MODES.items():
 
 
 def timeit(fn, reps=20):
-    for _ in range(3):
+    """Median milliseconds of ``fn``: CUDA events on the GPU, the host clock on the CPU."""
+    if QUICK:
+        reps = 2
+    for _ in range(1 if QUICK else 3):
         fn()
-    torch.cuda.synchronize()
     ts = []
     for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        torch.cuda.synchronize()
-        ts.append(s.elapsed_time(e))
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            fn()
+            e.record()
+            torch.cuda.synchronize()
+            ts.append(s.elapsed_time(e))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            ts.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(ts)
 
 
 timings = []
-for (T, B, I, H) in ((256, 32, 128, 256), (1000, 1, 128, 128)):
+SHAPES = ((16, 4, 8, 16),) if QUICK else ((256, 32, 128, 256), (1000, 1, 128, 128))
+for (T, B, I, H) in SHAPES:
     for mode, make in MODES.items():
         torch.manual_seed(0)
         layer = make(input_size=I, hidden_size=H, bias=True, device=dev)
@@ -105,9 +118,9 @@ for (T, B, I, H) in ((256, 32, 128, 256), (1000, 1, 128, 128)):
         for name in engines.ENGINES:
             if name == "reference" and T > 300:
                 continue
+            layer.engine = name  # named, so that why_not says only whether it *can* run
             if engines.ENGINES[name].why_not(layer, x, None) or not passed.get((mode, name), name == "reference"):
                 continue
-            layer.engine = name
             t = timeit(fb(layer), reps=5 if name == "reference" else 20)
             row[f"{name} ms"] = round(t, 3)
             row[f"{name} speed vs torch.nn"] = round(t_peer / t, 3)
@@ -120,8 +133,8 @@ from rnnforge.generate import generate  # noqa: E402
 from rnnforge.train import Trainer, TrainConfig  # noqa: E402
 
 out = os.environ.get("OUT", "/tmp")
-t = Trainer(TrainConfig(steps=300, eval_every=150, device="cuda", out=f"{out}/gpu-run", progress=False,
-                        tensorboard=False, batch_size=64))
+t = Trainer(TrainConfig(steps=5 if QUICK else 300, eval_every=150, device=str(dev), out=f"{out}/gpu-run",
+                        progress=False, tensorboard=False, batch_size=64, hidden=32 if QUICK else 256))
 m = t.run()
 results["train"] = {"val_bpc": m["val_bpc"], "tokens_per_s": m["tokens_per_s"], "amp": str(t.amp_dtype),
                     "engine": t.model.rnn.engine_used}
@@ -130,8 +143,8 @@ model = t.model.eval()
 a = "".join(generate(model, t.vocab, "The ", 200, seed=1))
 b = "".join(generate(model, t.vocab, "The ", 200, seed=1))
 t0 = time.perf_counter()
-n = sum(1 for _ in generate(model, t.vocab, "The ", 1000, seed=2))
-results["generate"] = {"same_seed_same_text": a == b, "chars_per_s_gpu": n / (time.perf_counter() - t0)}
+n = sum(1 for _ in generate(model, t.vocab, "The ", 50 if QUICK else 1000, seed=2))
+results["generate"] = {"same_seed_same_text": a == b, "chars_per_s": n / (time.perf_counter() - t0)}
 print("generate", results["generate"], repr(a[:120]), flush=True)
 
 try:
