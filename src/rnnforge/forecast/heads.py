@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
+from ..sampling import betainc
 
 HEADS: dict[str, type["Head"]] = {}
 
@@ -109,56 +110,6 @@ class GaussianHead(Head):
 
 
 # -- Student-t -----------------------------------------------------------------------
-def _betacf(a, b, x, iters: int = 200, eps: float = 1e-13, guard: bool = False):
-    """Continued fraction of the regularized incomplete beta (modified Lentz), vectorised.
-
-    Without ``guard`` the Lentz denominators are not kept off zero (half the
-    operations); a result that comes out non-finite is recomputed with them.
-    """
-    tiny = 1e-300
-    fix = (lambda v: torch.where(v.abs() < tiny, torch.full_like(v, tiny), v)) if guard else (lambda v: v)
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c = torch.ones_like(x)
-    d = 1.0 / fix(1.0 - qab * x / qap)
-    h = d
-    for m in range(1, iters + 1):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 / fix(1.0 + aa * d)
-        c = fix(1.0 + aa / c)
-        h = h * d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 / fix(1.0 + aa * d)
-        c = fix(1.0 + aa / c)
-        delta = d * c
-        h = h * delta
-        if m % 8 == 0 and bool(((delta - 1.0).abs() <= eps).all()):
-            break
-    if not guard and not bool(torch.isfinite(h).all()):
-        return _betacf(a, b, x, iters, eps, guard=True)
-    return h
-
-
-def betainc(a: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Regularized incomplete beta I_x(a, b), float64, elementwise (torch has none)."""
-    a, b, x = torch.broadcast_tensors(a.double(), b.double(), x.double())
-    x = x.clamp(0.0, 1.0)
-    inner = (x > 0) & (x < 1)
-    xs = torch.where(inner, x, torch.full_like(x, 0.5))
-    log_bt = (torch.lgamma(a + b) - torch.lgamma(a) - torch.lgamma(b)
-              + a * torch.log(xs) + b * torch.log1p(-xs))
-    bt = torch.exp(log_bt)
-    direct = xs < (a + 1.0) / (a + b + 2.0)
-    # evaluate the continued fraction where it converges fast: x or 1 - x below the mean
-    aa = torch.where(direct, a, b)
-    bb = torch.where(direct, b, a)
-    xx = torch.where(direct, xs, 1.0 - xs)
-    cf = _betacf(aa, bb, xx)
-    val = torch.where(direct, bt * cf / a, 1.0 - bt * cf / b)
-    val = torch.where(x <= 0, torch.zeros_like(val), val)
-    return torch.where(x >= 1, torch.ones_like(val), val)
-
-
 def t_tail(t: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
     """P(T > |t|) for T ~ Student-t(nu), float64: ``I_{nu/(nu+t^2)}(nu/2, 1/2) / 2``."""
     t, nu = torch.broadcast_tensors(t.double(), nu.double())
