@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/rnnforge demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 bench: $(STAMP)
 	$(BIN)/rnnforge bench

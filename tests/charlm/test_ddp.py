@@ -12,6 +12,10 @@ from safetensors.torch import load_file, save_file
 
 from rnnforge.train import LAST, Trainer
 
+# the two multi-process tests run in one xdist worker, one after the other, so that
+# their rendezvous ports (picked free, then bound later) can never race each other
+pytestmark = pytest.mark.xdist_group("ddp")
+
 
 def _free_port() -> int:
     with socket.socket() as s:
