@@ -641,17 +641,7 @@ def from_pdf(pdf, *, support=(-math.inf, math.inf), u_resolution: float = 1e-10,
     Raises ValueError for a negative, NaN or infinite density value, zero mass, a
     tail too heavy to cut, or a resolution that cannot be reached.
     """
-    a, b = _check_common(support, u_resolution, order)
-    if not callable(pdf):
-        raise ValueError("pdf must be a callable taking and returning float64 tensors")
-    c = _default_center(a, b, center)
-    domain, comps, grid, cdfg = _domain_and_components(pdf, "pdf", a, b, c, u_resolution, scan_points)
-    mass = _PdfMass(pdf)
-    lo, hi, X, V, P = _build(mass, grid=grid, cdf_grid=cdfg, comps=comps, u_resolution=u_resolution,
-                             order=order, area_guess=float(cdfg[-1]), center=c)
-    return NumericalInverse(mass=mass, pdf=pdf, support=(a, b), domain=domain, components=comps,
-                            a=lo, b=hi, X=X, V=V, P=P, area=float(V[:, -1].sum()), order=order,
-                            u_resolution=u_resolution, device=device)
+    return _numerical_inverse(pdf, "pdf", support, u_resolution, order, center, scan_points, device)
 
 
 def from_cdf(cdf, *, support=(-math.inf, math.inf), u_resolution: float = 1e-10, order: int = 5,
@@ -663,14 +653,20 @@ def from_cdf(cdf, *, support=(-math.inf, math.inf), u_resolution: float = 1e-10,
     continuous, non-decreasing, 0 at the left end and 1 at the right end of the
     support). A decreasing CDF raises ValueError.
     """
+    return _numerical_inverse(cdf, "cdf", support, u_resolution, order, center, scan_points, device)
+
+
+def _numerical_inverse(fn, kind: str, support, u_resolution, order, center, scan_points, device):
+    """The setup shared by :func:`from_pdf` and :func:`from_cdf`; ``kind`` is "pdf" or "cdf"."""
     a, b = _check_common(support, u_resolution, order)
-    if not callable(cdf):
-        raise ValueError("cdf must be a callable taking and returning float64 tensors")
+    if not callable(fn):
+        raise ValueError(f"{kind} must be a callable taking and returning float64 tensors")
     c = _default_center(a, b, center)
-    domain, comps, grid, cdfg = _domain_and_components(cdf, "cdf", a, b, c, u_resolution, scan_points)
-    mass = _CdfMass(cdf)
+    domain, comps, grid, cdfg = _domain_and_components(fn, kind, a, b, c, u_resolution, scan_points)
+    mass = _PdfMass(fn) if kind == "pdf" else _CdfMass(fn)
+    area_guess = float(cdfg[-1]) if kind == "pdf" else float(cdfg[-1] - cdfg[0])
     lo, hi, X, V, P = _build(mass, grid=grid, cdf_grid=cdfg, comps=comps, u_resolution=u_resolution,
-                             order=order, area_guess=float(cdfg[-1] - cdfg[0]), center=c)
-    return NumericalInverse(mass=mass, pdf=None, support=(a, b), domain=domain, components=comps,
-                            a=lo, b=hi, X=X, V=V, P=P, area=float(V[:, -1].sum()), order=order,
-                            u_resolution=u_resolution, device=device)
+                             order=order, area_guess=area_guess, center=c)
+    return NumericalInverse(mass=mass, pdf=fn if kind == "pdf" else None, support=(a, b), domain=domain,
+                            components=comps, a=lo, b=hi, X=X, V=V, P=P, area=float(V[:, -1].sum()),
+                            order=order, u_resolution=u_resolution, device=device)
