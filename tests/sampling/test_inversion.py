@@ -37,9 +37,9 @@ CASES = {
 
 
 @functools.lru_cache(maxsize=None)
-def built(name):
+def built(name, backend="auto"):
     pdf, sup, _ = CASES[name]
-    return from_pdf(pdf, support=sup)
+    return from_pdf(pdf, support=sup, backend=backend)
 
 
 MID = (torch.arange(100_000, dtype=F64) + 0.5) / 100_000
@@ -57,9 +57,10 @@ def test_u_error_below_resolution_against_scipy(name):
     np.testing.assert_allclose(s.cdf(xs).numpy(), ref.cdf(xs.numpy()), atol=1e-10)
 
 
+@pytest.mark.parametrize("backend", ["c", "torch"])
 @pytest.mark.parametrize("name", list(CASES))
-def test_ks_on_a_million_draws(name, gen):
-    s = built(name)
+def test_ks_on_a_million_draws(name, backend, gen):
+    s = built(name, backend)
     x = s.sample(1_000_000, generator=gen)
     assert x.shape == (1_000_000,) and x.dtype == F64
     assert st.kstest(x.numpy(), CASES[name][2].cdf).pvalue > 1e-3
@@ -126,11 +127,14 @@ def test_edge_inputs_values_and_shapes():
         s.ppf(torch.tensor([math.nan]))
 
 
-def test_reproducible_from_a_generator():
-    s = built("normal")
+@pytest.mark.parametrize("backend", ["c", "torch"])
+def test_reproducible_from_a_generator(backend):
+    s = built("normal", backend)
     a = s.sample((3, 4), generator=torch.Generator().manual_seed(5))
     b = s.sample((3, 4), generator=torch.Generator().manual_seed(5))
     assert a.shape == (3, 4) and torch.equal(a, b)
+    if backend == "c":
+        return                 # its stream is Philox: checked in test_ckernels.py
     # sample is ppf of the generator's uniforms (through the cell table: equal to rounding)
     u = torch.rand(12, dtype=F64, generator=torch.Generator().manual_seed(5))
     torch.testing.assert_close(a.reshape(-1), s.ppf(u), rtol=1e-12, atol=1e-14)
@@ -181,6 +185,8 @@ def test_property_monotone_and_roundtrip(us, name):
     u = torch.tensor(sorted(us), dtype=F64)
     x = s.ppf(u)
     assert bool((x[1:] >= x[:-1]).all())                       # monotone
+    xt = built(name, "torch").ppf(u)
+    assert bool((xt[1:] >= xt[:-1]).all())                     # the torch path too
     inner = (u > 0) & (u < 1)
     assert (s.cdf(x[inner]) - u[inner]).abs().max().item() <= 1e-10 if inner.any() else True
 

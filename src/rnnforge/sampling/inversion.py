@@ -27,7 +27,11 @@ otherwise cut. Departures, for speed in Python or for safety:
   evaluates the polynomial in power form, clamped to the interval, so it is
   monotone; ``sample`` goes through a finer table of 2^13 equal u-cells whose
   polynomials are the interval polynomials re-expanded exactly, so a draw needs
-  no search (cells that hold an interval boundary fall back to ``ppf``'s path).
+  no search (cells that hold an interval boundary fall back to ``ppf``'s path);
+* on CPU both run in one threaded pass of a small compiled C kernel
+  (:mod:`rnnforge._ckernels`, built on first use) whose uniforms are
+  Philox4x32-10 keyed from the caller's ``torch.Generator``; the same tables
+  serve the torch-ops path used on GPUs or with ``backend="torch"``.
 
 The user's pdf (or cdf) receives 1-D float64 CPU tensors and must return a
 tensor (or array) of the same shape; it is called on many points at once.
@@ -35,10 +39,12 @@ tensor (or array) of the same shape; it is called on many points at once.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
 
+from .. import _ckernels as _ck
 from ._base import F64, Sampler, as_f64
 
 __all__ = ["from_pdf", "from_cdf", "NumericalInverse"]
@@ -147,7 +153,7 @@ class NumericalInverse(Sampler):
     """
 
     def __init__(self, *, mass, pdf, support, domain, components, a, b, X, V, P, area,
-                 order, u_resolution, device):
+                 order, u_resolution, device, backend="auto"):
         self._mass = mass
         self._pdf_fn = pdf
         self.support = support
@@ -177,6 +183,8 @@ class NumericalInverse(Sampler):
         self._build_guide()
         self._cell_src = (cum, invW, P)      # the sampling table is built on first sample()
         self._cell_coef = None
+        self._ctab = None                    # the compiled kernel's view of the tables
+        self.backend = _check_backend(backend, self.device)
 
     # -- tables ---------------------------------------------------------
     def _build_guide(self, cells: int | None = None):
@@ -266,6 +274,12 @@ class NumericalInverse(Sampler):
         shape = u.shape
         u = u.reshape(-1)
         out = torch.empty_like(u)
+        kernel = self._kernel() if u.device.type == "cpu" else None
+        if kernel is not None:
+            u = u.contiguous()
+            lib, tab = kernel
+            lib.rf_pinv_ppf(tab, u.data_ptr(), u.numel(), out.data_ptr(), _threads(u.numel()))
+            return out.reshape(shape)
         chunk = 1 << 16
         for s0 in range(0, u.numel(), chunk):
             us = u[s0:s0 + chunk]
@@ -275,18 +289,55 @@ class NumericalInverse(Sampler):
         return out.reshape(shape)
 
     def sample(self, shape=(), *, generator=None):
-        """Draw ``shape`` values: uniforms from ``generator`` through the cell table
-        (equal to ``ppf`` of the same uniforms up to rounding)."""
+        """Draw ``shape`` values, ``x = ppf(U)`` up to rounding.
+
+        With the compiled kernel (``backend`` "c", or "auto" on CPU where it
+        builds) the uniforms are Philox4x32-10 under a 64-bit key drawn from
+        ``generator``, evaluated in one threaded pass (``torch.get_num_threads()``
+        threads); otherwise ``torch.rand`` on ``generator`` through torch ops.
+        Each backend is reproducible from the generator; the two streams differ.
+        """
         from ._base import as_shape
         shape = as_shape(shape)
         n = int(np.prod(shape)) if len(shape) else 1
         out = torch.empty(n, dtype=F64, device=self.device)
+        if self._kernel() is not None:
+            key = torch.randint(0, 1 << 32, (2,), dtype=torch.int64, generator=generator).tolist()
+            lib, tab = self._kernel()
+            lib.rf_pinv_sample(tab, key[0] | (key[1] << 32), n, out.data_ptr(), _threads(n))
+            return out.reshape(shape)
         chunk = 1 << 16
         for s0 in range(0, n, chunk):
             m = min(chunk, n - s0)
             u = torch.rand(m, dtype=F64, device=self.device, generator=generator)
             out[s0:s0 + m] = self._sample_cells(u)
         return out.reshape(shape)
+
+    # -- compiled kernel ------------------------------------------------
+    def _kernel(self):
+        """``(library, table)`` when this sampler runs the compiled kernel, else None."""
+        if self.backend == "torch" or self.device.type != "cpu":
+            return None
+        lib = _load_kernels(self.backend)
+        if lib is None:
+            return None
+        if self._ctab is None:
+            if self._cell_coef is None:
+                self._build_cells(*self._cell_src)
+            keep = dict(guide=self._guide.contiguous(), bounds=self._bounds.contiguous(),
+                        ustart=self._ustart, invw=self._invw, lo=self._lo, hi=self._hi,
+                        coef=torch.stack(self._coef, 1).contiguous(),
+                        cell=torch.stack(self._cell_coef, 1).contiguous())
+            ptr = {k: v.data_ptr() for k, v in keep.items()}
+            tab = _ck.PinvTable(K=self.intervals, G=self._G, ncoef=len(self._coef), G2=self._G2,
+                                support_lo=self.support[0], support_hi=self.support[1], **ptr)
+            self._ctab = (tab, keep)          # keep: the tensors the pointers point into
+        return lib, self._ctab[0]
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_ctab"] = None                 # raw pointers: rebuilt on first use
+        return state
 
     def _cdf(self, x):
         dev = x.device
@@ -324,6 +375,44 @@ class NumericalInverse(Sampler):
     def __repr__(self):
         return (f"NumericalInverse(domain={self.domain}, components={len(self.components)}, "
                 f"intervals={self.intervals}, order={self.order}, u_resolution={self.u_resolution:g})")
+
+
+BACKENDS = ("auto", "c", "torch")
+_warned_fallback = False
+
+
+def _check_backend(backend, device):
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+    if backend == "c":
+        if device.type != "cpu":
+            raise ValueError(f"backend='c' runs on CPU only, but the tables live on {device}; "
+                             "use backend='auto' or 'torch' there")
+        _load_kernels("c")
+    return backend
+
+
+def _load_kernels(backend):
+    """The compiled library, or None for the torch path. backend='c' turns a
+    failed build into a ValueError; 'auto' warns once and goes on with torch."""
+    global _warned_fallback
+    try:
+        return _ck.load()
+    except _ck.KernelUnavailable as e:
+        if backend == "c":
+            raise ValueError(f"backend='c' cannot run: {e}; use backend='torch'") from None
+        if not _warned_fallback:
+            _warned_fallback = True
+            warnings.warn(f"rnnforge.sampling: the compiled sampling kernel is unavailable ({e}); "
+                          "sampling with torch ops instead (several times slower). "
+                          "Pass backend='torch' to choose that and silence this warning.",
+                          RuntimeWarning, stacklevel=4)
+        return None
+
+
+def _threads(n: int) -> int:
+    """Threads for n elements: torch's intra-op count, one for small jobs."""
+    return 1 if n < (1 << 15) else max(1, torch.get_num_threads())
 
 
 def _check_common(support, u_resolution, order):
@@ -624,7 +713,8 @@ def _domain_and_components(fn, what, a, b, c, u_resolution, scan_points):
 
 
 def from_pdf(pdf, *, support=(-math.inf, math.inf), u_resolution: float = 1e-10, order: int = 5,
-             center: float | None = None, scan_points: int = 4096, device=None) -> NumericalInverse:
+             center: float | None = None, scan_points: int = 4096, device=None,
+             backend: str = "auto") -> NumericalInverse:
     """Inverse-transform sampler of the density ``pdf`` (any scale: normalised here).
 
     pdf: callable taking a 1-D float64 CPU tensor and returning the density there
@@ -637,15 +727,20 @@ def from_pdf(pdf, *, support=(-math.inf, math.inf), u_resolution: float = 1e-10,
       there (default: the midpoint of a finite support, its finite end, else 0).
     scan_points: size of the uniform scan that finds zero-density gaps.
     device: where the tables live (sampling and ppf run there).
+    backend: "auto" (the compiled C kernel on CPU where it builds, else torch
+      ops, with one warning), "c" (the kernel; ValueError if it cannot build or
+      the device is not the CPU) or "torch" (torch ops on any device).
 
     Raises ValueError for a negative, NaN or infinite density value, zero mass, a
     tail too heavy to cut, or a resolution that cannot be reached.
     """
-    return _numerical_inverse(pdf, "pdf", support, u_resolution, order, center, scan_points, device)
+    return _numerical_inverse(pdf, "pdf", support, u_resolution, order, center, scan_points, device,
+                              backend)
 
 
 def from_cdf(cdf, *, support=(-math.inf, math.inf), u_resolution: float = 1e-10, order: int = 5,
-             center: float | None = None, scan_points: int = 4096, device=None) -> NumericalInverse:
+             center: float | None = None, scan_points: int = 4096, device=None,
+             backend: str = "auto") -> NumericalInverse:
     """Inverse-transform sampler of a distribution given by its CDF.
 
     Same contract and options as :func:`from_pdf`; the interval masses are CDF
@@ -653,12 +748,14 @@ def from_cdf(cdf, *, support=(-math.inf, math.inf), u_resolution: float = 1e-10,
     continuous, non-decreasing, 0 at the left end and 1 at the right end of the
     support). A decreasing CDF raises ValueError.
     """
-    return _numerical_inverse(cdf, "cdf", support, u_resolution, order, center, scan_points, device)
+    return _numerical_inverse(cdf, "cdf", support, u_resolution, order, center, scan_points, device,
+                              backend)
 
 
-def _numerical_inverse(fn, kind: str, support, u_resolution, order, center, scan_points, device):
+def _numerical_inverse(fn, kind: str, support, u_resolution, order, center, scan_points, device, backend):
     """The setup shared by :func:`from_pdf` and :func:`from_cdf`; ``kind`` is "pdf" or "cdf"."""
     a, b = _check_common(support, u_resolution, order)
+    _check_backend(backend, torch.device(device) if device is not None else torch.device("cpu"))
     if not callable(fn):
         raise ValueError(f"{kind} must be a callable taking and returning float64 tensors")
     c = _default_center(a, b, center)
@@ -669,4 +766,4 @@ def _numerical_inverse(fn, kind: str, support, u_resolution, order, center, scan
                              order=order, area_guess=area_guess, center=c)
     return NumericalInverse(mass=mass, pdf=fn if kind == "pdf" else None, support=(a, b), domain=domain,
                             components=comps, a=lo, b=hi, X=X, V=V, P=P, area=float(V[:, -1].sum()),
-                            order=order, u_resolution=u_resolution, device=device)
+                            order=order, u_resolution=u_resolution, device=device, backend=backend)

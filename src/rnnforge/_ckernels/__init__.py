@@ -1,0 +1,161 @@
+"""Compiled CPU kernels, built on first use with the system C compiler.
+
+The kernels are plain C (``pinv.c`` beside this file) called through ctypes on
+the data pointers of contiguous CPU tensors: no Python or torch headers, so a
+build takes well under a second. The shared library is cached per machine in
+``$RNNFORGE_CACHE_DIR`` (default ``$XDG_CACHE_HOME/rnnforge`` or
+``~/.cache/rnnforge``) under a name that hashes the source, the compiler, its
+flags and the CPU, and is written to a temporary file and renamed, so two
+processes building at once cannot leave a torn file.
+
+:func:`load` returns the library or raises :class:`KernelUnavailable` saying
+why (no compiler, a failed build, ``RNNFORGE_NO_CKERNELS=1``); callers that
+were asked for the compiled path explicitly turn that into an error, and
+callers in ``auto`` mode say once that they use the torch path instead.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+_SOURCE = Path(__file__).with_name("pinv.c")
+# Tried in order; the first that builds is used (the last is the portable one).
+_FLAG_SETS = (
+    ["-O3", "-march=native", "-mprefer-vector-width=512"],
+    ["-O3", "-march=native"],
+    ["-O3"],
+)
+_COMMON = ["-std=c11", "-shared", "-fPIC", "-pthread"]
+
+
+class KernelUnavailable(RuntimeError):
+    """The compiled kernels cannot be built or loaded on this machine."""
+
+
+class PinvTable(ctypes.Structure):
+    """Mirror of ``rf_pinv_table`` in pinv.c (field order and types must match)."""
+
+    _fields_ = [
+        ("K", ctypes.c_int64), ("G", ctypes.c_int64), ("ncoef", ctypes.c_int64),
+        ("guide", ctypes.c_void_p), ("bounds", ctypes.c_void_p), ("ustart", ctypes.c_void_p),
+        ("invw", ctypes.c_void_p), ("lo", ctypes.c_void_p), ("hi", ctypes.c_void_p),
+        ("coef", ctypes.c_void_p), ("G2", ctypes.c_int64), ("cell", ctypes.c_void_p),
+        ("support_lo", ctypes.c_double), ("support_hi", ctypes.c_double),
+    ]
+
+
+_lib: ctypes.CDLL | None = None
+_error: str | None = None
+
+
+def cache_dir() -> Path:
+    if os.environ.get("RNNFORGE_CACHE_DIR"):
+        return Path(os.environ["RNNFORGE_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "rnnforge"
+
+
+def _compiler() -> str:
+    for cc in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if cc and shutil.which(cc):
+            return cc
+    raise KernelUnavailable("no C compiler found (set CC, or install gcc or clang)")
+
+
+def _cpu_tag() -> str:
+    """The CPU's feature flags, so a cache shared between machines never hands
+    one CPU a library built with -march=native for another."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return line
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _build() -> ctypes.CDLL:
+    if os.environ.get("RNNFORGE_NO_CKERNELS"):
+        raise KernelUnavailable("disabled by RNNFORGE_NO_CKERNELS")
+    cc = _compiler()
+    try:
+        version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        raise KernelUnavailable(f"C compiler {cc!r} does not run: {e}") from None
+    source = _SOURCE.read_bytes()
+    out_dir = cache_dir()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        out_dir = Path(tempfile.gettempdir()) / "rnnforge-kernels"
+        out_dir.mkdir(parents=True, exist_ok=True)
+    last_error = ""
+    for flags in _FLAG_SETS:
+        tag = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(flags + _COMMON).encode(),
+                                         _cpu_tag().encode()])).hexdigest()[:16]
+        target = out_dir / f"pinv-{tag}.so"
+        if not target.exists():
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
+            os.close(fd)
+            try:
+                r = subprocess.run([cc, *flags, *_COMMON, "-o", tmp, str(_SOURCE), "-lm"],
+                                   capture_output=True, text=True, timeout=120)
+                if r.returncode != 0:
+                    last_error = (r.stderr.strip().splitlines() or ["(no message)"])[0]
+                    continue
+                os.replace(tmp, target)
+            except (OSError, subprocess.SubprocessError) as e:
+                last_error = str(e)
+                continue
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        try:
+            return ctypes.CDLL(str(target))
+        except OSError as e:
+            last_error = str(e)
+    raise KernelUnavailable(f"building {_SOURCE.name} with {cc} failed: {last_error}")
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    P, i64, u64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64, ctypes.c_int
+    tab = ctypes.POINTER(PinvTable)
+    lib.rf_pinv_sample.argtypes = [tab, u64, i64, P, i32]
+    lib.rf_pinv_ppf.argtypes = [tab, P, i64, P, i32]
+    lib.rf_philox_uniform.argtypes = [u64, i64, P, i32]
+    lib.rf_philox4x32_10.argtypes = [P, P, P]
+    for f in (lib.rf_pinv_sample, lib.rf_pinv_ppf, lib.rf_philox_uniform):
+        f.restype = ctypes.c_int
+    lib.rf_philox4x32_10.restype = None
+
+
+def load() -> ctypes.CDLL:
+    """The kernel library, built on the first call; :class:`KernelUnavailable` if it cannot be."""
+    global _lib, _error
+    if _lib is not None:
+        return _lib
+    if _error is not None:
+        raise KernelUnavailable(_error)
+    try:
+        lib = _build()
+        _declare(lib)
+    except KernelUnavailable as e:
+        _error = str(e)
+        raise
+    _lib = lib
+    return lib
+
+
+def available() -> bool:
+    try:
+        load()
+        return True
+    except KernelUnavailable:
+        return False
