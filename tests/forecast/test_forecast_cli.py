@@ -10,6 +10,7 @@ from rnnforge.cli import main
 from rnnforge.data.series import Series, parse_csv
 from rnnforge.errors import UserError
 from rnnforge.forecast import baselines as B
+from rnnforge.forecast import train as T
 from rnnforge.forecast.evaluate import _safe
 
 
@@ -96,3 +97,37 @@ def test_statsmodels_baselines_give_gaussian_forecasts():
         f = fn(s, 54, 6)
         assert f.mean.shape == (6,) and np.isfinite(f.mean).all() and (f.std > 0).all()
         assert np.abs(f.mean - v[54:]).mean() < 1.0
+
+
+def test_transform_option_end_to_end(two_series_csv, tmp_path, capsys):
+    """--transform is saved in the checkpoint and applied by predict: on an exact line
+    y = 3t + 7 the differences are all 3 (scale 0, floored), so whatever the model draws the
+    integrated forecast is the line itself, 3(n + k) + 7 for step k."""
+    n = 60
+    line = tmp_path / "line.csv"
+    line.write_text("y\n" + "\n".join(str(3 * t + 7) for t in range(n)) + "\n")
+    out = tmp_path / "diff"
+    tiny = ["--hidden", "4", "--layers", "1", "--steps", "10", "--batch-size", "4", "--val-windows", "0",
+            "--context", "12", "--horizon", "5"]
+    assert main(["forecast", "train", "--data", str(line), *tiny, "--transform", "diff", "--out", str(out)]) == 0
+    assert "transform = 'diff'" in capsys.readouterr().out
+    _, meta = T.load(out / "forecaster.safetensors")
+    assert meta["model"]["features"]["transform"] == "diff"
+    assert main(["forecast", "predict", "--out", str(out), "--samples", "40"]) == 0
+    with open(out / "quantiles.csv") as f:
+        rows = list(csv.DictReader(f))
+    for k, r in enumerate(rows, start=1):
+        for key in ("mean", "q0.05", "q0.5", "q0.95"):
+            assert float(r[key]) == pytest.approx(3 * (n - 1 + k) + 7, rel=1e-5), (k, key)
+
+    # evaluate trains and names the transform; an unknown one is refused by the parser
+    ev = tmp_path / "eval"
+    assert main(["forecast", "evaluate", "--data", str(two_series_csv), "--context", "24", "--horizon", "6",
+                 "--hidden", "8", "--layers", "1", "--steps", "20", "--batch-size", "8", "--val-windows", "2",
+                 "--transform", "detrend", "--windows", "2", "--samples", "50", "--baselines", "none",
+                 "--out", str(ev)]) == 0
+    scores = json.loads((ev / "scores.json").read_text())
+    assert list(scores) == ["lstm/quantile/detrend"] and np.isfinite(scores["lstm/quantile/detrend"]["crps"])
+    with pytest.raises(SystemExit) as e:
+        main(["forecast", "train", "--transform", "log"])
+    assert e.value.code == 2 and "invalid choice: 'log'" in capsys.readouterr().err

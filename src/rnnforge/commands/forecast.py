@@ -38,7 +38,7 @@ def _add_data_flags(p, *, from_checkpoint: bool = False) -> None:
 
 
 def _add_model_flags(p) -> None:
-    from ..forecast.features import SCALERS
+    from ..forecast.features import SCALERS, TRANSFORMS
     from ..forecast.heads import HEADS
     from ..forecast.model import CELLS
 
@@ -54,6 +54,10 @@ def _add_model_flags(p) -> None:
     g.add_argument("--scaler", default="mean", choices=SCALERS,
                    help="per-window scaling from the context: mean (mean, mean absolute deviation) "
                         "or robust (median, IQR)")
+    g.add_argument("--transform", default="none", choices=TRANSFORMS,
+                   help="what the model learns, fitted on each context: none (the levels), diff (first "
+                        "differences, paths integrated back by a cumulative sum) or detrend (residuals "
+                        "from the context's least-squares line, extrapolated over the horizon)")
     g.add_argument("--lags", default="auto",
                    help="comma-separated lags fed as inputs (must include 1); auto: 1-4 and "
                         "s-1, s, s+1, 2s for season s")
@@ -196,7 +200,8 @@ def _train(args, series, horizon, context, holdout_windows, device):
     season = max(s.season for s in series)
     cfg = ModelConfig(cell=args.cell, hidden=args.hidden, layers=args.layers, dropout=args.dropout,
                       head=args.head, features=dict(lags=_lags(args.lags, season),
-                                                    harmonics=2 if season > 1 else 0, scaler=args.scaler))
+                                                    harmonics=2 if season > 1 else 0, scaler=args.scaler,
+                                                    transform=args.transform))
     members, results = [], []
     for k in range(args.ensemble):
         if args.ensemble > 1:
@@ -298,7 +303,8 @@ def run_evaluate(args) -> int:
         model, meta = _train(args, series, horizon, context, args.windows, device)
         save(Path(args.out) / CHECKPOINT, model, meta)
     k = len(model.members) if hasattr(model, "members") else 1
-    name = f"{model.config.cell}/{model.config.head}" + (f" x{k}" if k > 1 else "")
+    tr = model.spec.transform
+    name = f"{model.config.cell}/{model.config.head}" + (f"/{tr}" if tr != "none" else "") + (f" x{k}" if k > 1 else "")
     scores = evaluate(model, series, context=context, horizon=horizon, windows=args.windows,
                       samples=args.samples, seed=args.seed, baselines=baselines, out=Path(args.out),
                       device=device, model_name=name)

@@ -14,6 +14,19 @@ predict ``z_t``, is
 so everything the model needs at a future step comes from values already
 generated, and the same code builds teacher-forced training inputs and the
 inputs of ancestral sampling.
+
+Before scaling, an optional *transform* (``--transform``) turns the levels
+``y`` of a window into the values the model learns, using the window's
+context only, and :func:`untransform` maps forecasts back to levels:
+
+    none     x_t = y_t
+    diff     x_t = y_t - y_{t-1}  (ARIMA's d = 1); a path of differences is
+             integrated back into levels by a cumulative sum from the last
+             context value, so every sample path stays coherent
+    detrend  x_t = y_t - (a + b t): the line a + b t is fitted by least squares
+             to the observed context values (jointly with the seasonal
+             harmonics, which are *not* subtracted: they only keep a partial
+             season from tilting the line) and extrapolated over the horizon
 """
 
 from __future__ import annotations
@@ -27,6 +40,9 @@ import torch
 from ..errors import UserError
 
 SCALERS = ("mean", "robust")
+#: --transform values: model the levels, their first differences, or the residuals from the
+#: context's linear trend
+TRANSFORMS = ("none", "diff", "detrend")
 #: scaled values fed back as inputs are clipped to this range (a wild sample
 #: must not blow up the recurrent state)
 INPUT_CLIP = 50.0
@@ -45,10 +61,12 @@ class FeatureSpec:
     lags: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
     harmonics: int = 2
     scaler: str = "mean"
+    transform: str = "none"
 
     def __post_init__(self):
         if self.scaler not in SCALERS:
             raise UserError(f"unknown --scaler {self.scaler!r}; choose one of {', '.join(SCALERS)}")
+        check_transform(self.transform)
         if not self.lags or min(self.lags) < 1 or 1 not in self.lags:
             raise UserError(f"lags must be positive and include 1, got {self.lags}")
         self.lags = sorted(set(int(l) for l in self.lags))
@@ -119,3 +137,119 @@ def step_inputs(buf: torch.Tensor, pos: int, phase: torch.Tensor, spec: FeatureS
     observed = torch.isfinite(lagged[:, :1]).to(buf.dtype)
     lagged = torch.nan_to_num(lagged, nan=0.0).clamp(-INPUT_CLIP, INPUT_CLIP)
     return torch.cat([lagged, observed, seasonal(phase, spec.harmonics)], dim=-1)
+
+
+# -- transforms (levels <-> what the model learns) ------------------------------------------------
+def check_transform(name: str) -> str:
+    if name not in TRANSFORMS:
+        raise UserError(f"unknown --transform {name!r}; choose one of {', '.join(TRANSFORMS)}")
+    return name
+
+
+@dataclass
+class TransformState:
+    """What :func:`untransform` needs to map a window's forecast back to levels (one row per window).
+
+    ``diff``: ``anchor`` (B,) the level at the last context step. ``detrend``: the line
+    ``a + b t`` (B,) each, t counted in steps from the first context step.
+    """
+
+    kind: str
+    context: int
+    anchor: np.ndarray | None = None
+    a: np.ndarray | None = None
+    b: np.ndarray | None = None
+
+
+def transform(vals: np.ndarray, *, start: int, context: int, kind: str,
+              context_phase: np.ndarray | None = None, harmonics: int = 0
+              ) -> tuple[np.ndarray, TransformState]:
+    """Levels (B, L) -> model-space values (B, L) and the state that inverts the forecast.
+
+    Columns ``start .. start+context-1`` are each window's context: only they
+    are read to fit the transform (the detrend line; the diff anchor).
+    ``context_phase`` (B, context) is the seasonal phase of the context steps,
+    used by ``detrend`` with ``harmonics`` > 0. NaN (missing) stays NaN; a
+    difference is NaN where either value is missing, and the first column's
+    difference is NaN (its previous value is not in the window).
+    """
+    check_transform(kind)
+    vals = np.asarray(vals, dtype=np.float64)
+    B, L = vals.shape
+    C = context
+    if kind == "none":
+        return vals.copy(), TransformState(kind, C)
+    ctx = vals[:, start:start + C]
+    if kind == "diff":
+        x = np.full_like(vals, np.nan)
+        x[:, 1:] = vals[:, 1:] - vals[:, :-1]
+        return x, TransformState(kind, C, anchor=_diff_anchor(ctx, x[:, start:start + C]))
+    a, b = fit_trend(ctx, context_phase if harmonics else None, harmonics)
+    t = np.arange(L, dtype=np.float64) - start
+    return vals - (a[:, None] + b[:, None] * t), TransformState(kind, C, a=a, b=b)
+
+
+def untransform(x: np.ndarray, state: TransformState) -> np.ndarray:
+    """Model-space forecasts (B, ..., H) of the H steps after each context -> levels.
+
+    ``diff`` integrates each path: ``y_{C+k} = anchor + x_C + ... + x_{C+k}``;
+    ``detrend`` adds the extrapolated line ``a + b t``, t = C .. C+H-1.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if state.kind == "none":
+        return x.copy()
+    extra = (1,) * (x.ndim - 1)  # broadcast (B,) over the path and step axes
+    if state.kind == "diff":
+        return state.anchor.reshape(-1, *extra) + np.cumsum(x, axis=-1)
+    t = state.context + np.arange(x.shape[-1], dtype=np.float64)
+    return x + state.a.reshape(-1, *extra) + state.b.reshape(-1, *extra) * t
+
+
+def fit_trend(ctx: np.ndarray, phase: np.ndarray | None = None, harmonics: int = 0
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares line ``a + b t`` (t = 0 .. C-1) through the observed values of each row of
+    ``ctx`` (B, C), fitted jointly with ``harmonics`` sin/cos pairs of ``phase`` (B, C) when
+    given and the row has at least 3 observed values per coefficient (else the line alone)."""
+    B, C = ctx.shape
+    t = np.arange(C, dtype=np.float64)
+    a, b = np.zeros(B), np.zeros(B)
+    for i in range(B):
+        ok = np.isfinite(ctx[i])
+        n = int(ok.sum())
+        if n == 0:
+            a[i], b[i] = np.nan, np.nan
+            continue
+        cols = [np.ones(C), t]
+        if phase is not None and harmonics and n >= 3 * (2 + 2 * harmonics):
+            ang = 2 * np.pi * phase[i][:, None] * np.arange(1, harmonics + 1)
+            cols += list(np.sin(ang).T) + list(np.cos(ang).T)
+        X = np.stack(cols, axis=1)[ok]
+        if n == 1:
+            a[i], b[i] = ctx[i][ok][0], 0.0
+            continue
+        coef = np.linalg.lstsq(X, ctx[i][ok], rcond=None)[0]
+        a[i], b[i] = coef[0], coef[1]
+    return a, b
+
+
+def _diff_anchor(ctx: np.ndarray, dctx: np.ndarray) -> np.ndarray:
+    """Level the integration of each row starts from: the last context value; when that one is
+    missing, the last observed one plus the context's mean difference per missing step after it."""
+    B, C = ctx.shape
+    anchor = ctx[:, -1].copy()
+    for i in np.where(~np.isfinite(anchor))[0]:
+        obs = np.where(np.isfinite(ctx[i]))[0]
+        if len(obs) == 0:
+            continue
+        gap = C - 1 - obs[-1]
+        drift = np.nanmean(dctx[i]) if np.isfinite(dctx[i]).any() else 0.0
+        anchor[i] = ctx[i, obs[-1]] + gap * drift
+    return anchor
+
+
+def transform_floor(values: np.ndarray, kind: str) -> float:
+    """1% of the spread of a series' values in model space (the scale floor): its levels for
+    ``none`` and ``detrend`` (a guard against a flat context), its differences for ``diff``."""
+    v = np.diff(values) if kind == "diff" else values
+    sd = float(np.nanstd(v)) if np.isfinite(v).any() else 0.0
+    return 0.01 * max(sd, 1e-12)

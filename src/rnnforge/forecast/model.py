@@ -25,7 +25,7 @@ from ..errors import UserError
 from ..layers import CELL_NAMES, make_layer
 from ..readout import Readout
 from . import heads as heads_mod
-from .features import FeatureSpec, scale_stats, step_inputs, window_inputs
+from .features import FeatureSpec, scale_stats, step_inputs, transform, transform_floor, untransform, window_inputs
 
 #: --cell values: the notes' sigmoid RNN, the tanh RNN, the GRU and the LSTM
 CELLS = CELL_NAMES
@@ -82,7 +82,13 @@ class Forecaster(nn.Module):
             check_context_window(s, o, C)
         hist = np.stack([_slice(s.values, o - C - K, o) for s, o in zip(series, origins)])  # (S, K+C)
         phase = np.stack([s.phase(o - C, o + H) for s, o in zip(series, origins)])  # (S, C+H)
-        loc, scale = scale_stats(hist[:, K:], spec.scaler, floor=_floor(series, origins))
+        hist, tstate = transform(hist, start=K, context=C, kind=spec.transform,
+                                 context_phase=phase[:, :C], harmonics=spec.harmonics)  # model space
+        for s, o, row in zip(series, origins, hist):
+            if not np.isfinite(row[K:]).any():
+                raise UserError(f"series {s.name!r}: no two consecutive values of the {C} before step {o} "
+                                f"are observed, so --transform {spec.transform} has nothing to condition on")
+        loc, scale = scale_stats(hist[:, K:], spec.scaler, floor=_floor(series, origins, spec.transform))
         dtype = self.readout.delta.dtype
         to = dict(dtype=dtype, device=device)
         z_hist = torch.as_tensor((hist - loc[:, None]) / scale[:, None], **to)  # (S, K+C)
@@ -104,7 +110,7 @@ class Forecaster(nn.Module):
             raw = self.readout(top)  # (S*N, P)
             buf[:, K + k] = self.head.ppf(raw, u[k]).to(dtype)  # Ex2: z = F^{-1}(u), u in float64
         z = buf[:, K:].reshape(S, N, H).double().cpu().numpy()
-        return loc[:, None, None] + scale[:, None, None] * z
+        return untransform(loc[:, None, None] + scale[:, None, None] * z, tstate)  # paths in levels
 
 
 def _slice(values: np.ndarray, start: int, stop: int) -> np.ndarray:
@@ -115,11 +121,12 @@ def _slice(values: np.ndarray, start: int, stop: int) -> np.ndarray:
     return out
 
 
-def _floor(series: list[Series], origins: list[int] | None = None) -> np.ndarray:
-    """Smallest scale per series: 1% of the spread of its values before the origin (so a flat
-    context window still gives a finite scale; values from the origin on are never read)."""
+def _floor(series: list[Series], origins: list[int] | None = None, kind: str = "none") -> np.ndarray:
+    """Smallest scale per series: 1% of the spread of its values (in model space, see
+    ``transform_floor``) before the origin, so a flat context window still gives a finite scale;
+    values from the origin on are never read."""
     ends = origins or [len(s) for s in series]
-    return np.array([0.01 * max(float(np.nanstd(s.values[:o])), 1e-12) for s, o in zip(series, ends)])
+    return np.array([transform_floor(s.values[:o], kind) for s, o in zip(series, ends)])
 
 
 

@@ -18,7 +18,7 @@ import torch
 from .. import checkpoint
 from ..data.series import Series
 from ..errors import UserError
-from .features import scale_stats, window_inputs
+from .features import scale_stats, transform, window_inputs
 from .model import Ensemble, Forecaster, ModelConfig, _floor
 
 KIND = "rnnforge-forecaster"
@@ -28,16 +28,19 @@ class WindowSampler:
     """Random training windows (B, K + C + H) from the training parts of the series."""
 
     def __init__(self, series: list[Series], *, context: int, horizon: int, max_lag: int,
-                 scaler: str, rng: np.random.Generator) -> None:
+                 scaler: str, rng: np.random.Generator, kind: str = "none", harmonics: int = 0) -> None:
         self.C, self.H, self.K = context, horizon, max_lag
-        self.scaler, self.rng = scaler, rng
+        self.scaler, self.rng, self.kind, self.harmonics = scaler, rng, kind, harmonics
         T = context + horizon
-        self.padded, self.phases, self.starts, self.floor = [], [], [], _floor(series)
+        self.padded, self.phases, self.starts, self.floor = [], [], [], _floor(series, kind=kind)
         for i, s in enumerate(series):
             v = np.concatenate([np.full(max_lag, np.nan), s.values])  # index a+K <-> s.values[a]
             self.padded.append(v)
             self.phases.append(s.phase(0, len(s)))
-            ok = np.isfinite(s.values).astype(np.int64)
+            ok = np.isfinite(s.values)
+            if kind == "diff":  # a difference is observed where both of its values are
+                ok = np.concatenate([[False], ok[1:] & ok[:-1]])
+            ok = ok.astype(np.int64)
             csum = np.concatenate([[0], np.cumsum(ok)])
             a = np.arange(0, len(s) - T + 1)
             # a window needs >= 2 observed context values and >= 1 observed value to predict
@@ -53,10 +56,13 @@ class WindowSampler:
         return self.windows(self.starts[self.rng.integers(0, len(self.starts), size=B)])
 
     def windows(self, pick: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Scaled values (B, K + T) and phases (B, T) of the windows (series index, start) in ``pick``."""
+        """Scaled values (B, K + T) and phases (B, T) of the windows (series index, start) in ``pick``,
+        in model space (``--transform``, fitted on each window's context as a forecast would be)."""
         K, T = self.K, self.C + self.H
         vals = np.stack([self.padded[i][a:a + K + T] for i, a in pick])  # (B, K+T)
         phase = np.stack([self.phases[i][a:a + T] for i, a in pick])  # (B, T)
+        vals, _ = transform(vals, start=K, context=self.C, kind=self.kind,
+                            context_phase=phase[:, :self.C], harmonics=self.harmonics)
         loc, scale = scale_stats(vals[:, K:K + self.C], self.scaler, floor=self.floor[pick[:, 0]])
         return (vals - loc[:, None]) / scale[:, None], phase
 
@@ -71,7 +77,8 @@ class TrainResult:
 
 
 def validation_windows(series: list[Series], *, context: int, horizon: int, windows: int, max_lag: int,
-                       scaler: str) -> tuple[list[Series], np.ndarray, np.ndarray]:
+                       scaler: str, kind: str = "none", harmonics: int = 0
+                       ) -> tuple[list[Series], np.ndarray, np.ndarray]:
     """Split off the last ``windows * horizon`` steps of each series for validation.
 
     Returns the shortened training series and the validation windows (scaled
@@ -81,10 +88,10 @@ def validation_windows(series: list[Series], *, context: int, horizon: int, wind
     hold = windows * horizon
     train = [s.head(len(s) - hold) for s in series]
     vs = WindowSampler.__new__(WindowSampler)
-    vs.C, vs.H, vs.K, vs.scaler = context, horizon, max_lag, scaler
+    vs.C, vs.H, vs.K, vs.scaler, vs.kind, vs.harmonics = context, horizon, max_lag, scaler, kind, harmonics
     vs.padded = [np.concatenate([np.full(max_lag, np.nan), s.values]) for s in series]
     vs.phases = [s.phase(0, len(s)) for s in series]
-    vs.floor = _floor(train)
+    vs.floor = _floor(train, kind=kind)
     pick = np.array([(i, len(s) - hold + k * horizon - context)
                      for i, s in enumerate(series) for k in range(windows)])
     if (pick[:, 1] < 0).any():
@@ -114,9 +121,11 @@ def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, 
     val = None
     if val_windows:
         series, vz, vphase = validation_windows(series, context=context, horizon=horizon,
-                                                windows=val_windows, max_lag=K, scaler=model.spec.scaler)
+                                                windows=val_windows, max_lag=K, scaler=model.spec.scaler,
+                                                kind=model.spec.transform, harmonics=model.spec.harmonics)
     sampler = WindowSampler(series, context=context, horizon=horizon, max_lag=K,
-                            scaler=model.spec.scaler, rng=rng)
+                            scaler=model.spec.scaler, rng=rng, kind=model.spec.transform,
+                            harmonics=model.spec.harmonics)
     model.to(device).train()
     dtype = model.readout.delta.dtype
     opt = torch.optim.Adam(model.parameters(), lr=lr)
