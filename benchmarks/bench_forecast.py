@@ -69,21 +69,44 @@ def bench_speed(cells=("rnn", "rnn-tanh", "gru", "lstm"), heads=("gaussian", "st
     return rows
 
 
+def selection_csv(series: str, cut: int, out: Path) -> Path:
+    """The shipped series' first ``cut`` rows as a CSV (same dates, so the same season and phase)."""
+    from importlib import resources
+
+    from rnnforge.data.series import SHIPPED
+
+    lines = resources.files("rnnforge.data").joinpath(SHIPPED[series][0]).read_text("utf-8").splitlines()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{series}-before-test.csv"
+    path.write_text("\n".join(lines[:1 + cut]) + "\n")
+    return path
+
+
 def bench_accuracy(series: str, *, steps: int, minutes: float, cell: str, head: str | None, samples: int,
                    seed: int, out: Path, baselines: str, hidden: int, layers: int,
                    val_windows: int = 4, windows: int = 0, ensemble: int = 0, lags: str | None = None,
-                   extra: tuple = ()) -> dict:
+                   transform: str | None = None, select: bool = False, extra: tuple = ()) -> dict:
+    """``select``: score on the windows just BEFORE the test windows instead (the series cut where
+    the test windows start, so nothing from them is read): the place to choose a configuration."""
     from rnnforge.cli import main
+    from rnnforge.data.series import load
 
     setup = dict(SETUPS[series])
     for key, value in (("windows", windows), ("head", head), ("steps", steps), ("ensemble", ensemble),
-                       ("lags", lags)):
+                       ("lags", lags), ("transform", transform)):
         if value:
             setup[key] = value
-    argv = ["forecast", "evaluate", "--data", series, "--horizon", str(setup["horizon"]),
+    data = series
+    if select:
+        (s,) = load(series)
+        test = SETUPS[series]["windows"] * setup["horizon"]
+        data = str(selection_csv(series, len(s) - test, out))
+        out = out / "select"
+    argv = ["forecast", "evaluate", "--data", data, "--horizon", str(setup["horizon"]),
             "--context", str(setup["context"]), "--windows", str(setup["windows"]),
             "--steps", str(setup["steps"]), "--minutes", str(minutes), "--cell", cell,
             "--head", setup["head"], "--ensemble", str(setup["ensemble"]), "--lags", setup["lags"],
+            "--transform", setup.get("transform", "none"),
             "--hidden", str(hidden), "--layers", str(layers), "--samples", str(samples),
             "--seed", str(seed), "--baselines", baselines, "--val-windows", str(val_windows),
             "--out", str(out / series), *extra]
@@ -121,6 +144,9 @@ def main(argv=None) -> int:
     p.add_argument("--head", default=None, help="default: the SETUPS value")
     p.add_argument("--ensemble", type=int, default=0, help="ensemble size (0: the SETUPS value)")
     p.add_argument("--lags", default=None, help="default: the SETUPS value")
+    p.add_argument("--transform", default=None, help="none, diff or detrend (default: the SETUPS value)")
+    p.add_argument("--select", action="store_true",
+                   help="score on the windows before the test windows (for choosing a configuration)")
     p.add_argument("--hidden", type=int, default=40)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--samples", type=int, default=1000)
@@ -140,7 +166,8 @@ def main(argv=None) -> int:
                            head=args.head, samples=args.samples, seed=args.seed, out=Path(args.out),
                            baselines=args.baselines, hidden=args.hidden, layers=args.layers,
                            val_windows=args.val_windows, windows=args.windows, ensemble=args.ensemble,
-                           lags=args.lags, extra=tuple(extra))
+                           lags=args.lags, transform=args.transform, select=args.select,
+                           extra=tuple(extra))
     return 0
 
 
