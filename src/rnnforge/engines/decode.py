@@ -197,3 +197,181 @@ def step_tokens(layer, embedding, ids: torch.Tensor, state=None):
     x0 = weight.new_empty((ids.shape[0], layer.input_size))  # shape and dtype for the checks
     h0, c0 = layer._initial_state(state, ids.shape[0], True, x0)
     return step(layer, weight, h0, c0, ids=ids)
+
+
+class TokenDecoder:
+    """Generation at a fixed batch size: ``step(ids)`` -> logits, the state kept inside.
+
+    ``TokenDecoder(layer, embedding, readout, state=None, batch=1)`` computes, step
+    after step, what ``readout(step_tokens(layer, embedding, ids, state)[0])``
+    computes while carrying ``state`` along, with the per-call work done once:
+    the arguments are checked here, the state lives in buffers updated in place,
+    every gate and the logits are written into buffers reused from step to step,
+    and the readout's ``delta^T`` is cached row-major like the recurrent weights.
+    ``readout`` is a module with ``delta`` (O, H) and ``b`` (O,) or None
+    (``rnnforge.Readout``), or an ``nn.Linear``.
+
+    Each ``step`` still checks that no parameter of the layer, the embedding or
+    the readout has changed (``data_ptr`` and ``_version``, as ``packed``) and
+    repacks if one has, so training between steps is seen, never silently missed.
+
+    The logits that ``step`` returns are overwritten by the next step; copy them
+    to keep them. ``state()`` returns a copy of the current state in ``hx`` form.
+
+    Cache order (measured, see BENCHMARKS.md, issue 6): at batch 1 each step
+    streams every weight matrix once, and a 2-layer H=256 LSTM has three of
+    1 MiB (layer 0's ``W_hh``, layer 1's ``W_ih`` and ``W_hh``) against a 2 MiB
+    L2. In a fixed order each matrix is evicted just before it is read again.
+    Every other step therefore starts with the recurrent products of layers >= 1
+    (``b + z_prev W_hh^T``, which need only the previous state) and adds the
+    input products after, so that step begins with the matrices the step before
+    read last, still in cache. Same function; the two orders round the gate sums
+    differently (float addition order), by about one unit in the last place.
+    """
+
+    #: alternate the order of the products every other step (see above); False keeps one order
+    alternate = True
+
+    def __init__(self, layer, embedding, readout, state=None, batch: int = 1) -> None:
+        weight = getattr(embedding, "weight", embedding)
+        if getattr(embedding, "max_norm", None) is not None:
+            raise ValueError("TokenDecoder: an embedding with max_norm rescales its rows when "
+                             "called; use layer.step(embedding(ids), state) instead")
+        if weight.dim() != 2 or weight.shape[1] != layer.input_size:
+            raise ValueError(f"TokenDecoder: embedding rows must have {layer.input_size} features "
+                             f"(the layer's input_size), got weight shape {tuple(weight.shape)}")
+        if layer.bidirectional:
+            raise ValueError("TokenDecoder: a bidirectional layer cannot be stepped forward in time")
+        if not (isinstance(batch, int) and batch >= 1):
+            raise ValueError(f"TokenDecoder: batch must be an integer >= 1, got {batch!r}")
+        delta = getattr(readout, "delta", None)
+        bias = getattr(readout, "b", None)
+        if delta is None:  # nn.Linear
+            delta, bias = getattr(readout, "weight", None), getattr(readout, "bias", None)
+        if delta is None or delta.dim() != 2 or delta.shape[1] != layer.hidden_size:
+            raise ValueError(f"TokenDecoder: readout must map {layer.hidden_size} features (the "
+                             f"layer's hidden_size) to logits, like rnnforge.Readout or nn.Linear")
+        self.layer, self.weight, self.delta, self.bias = layer, weight, delta, bias
+        self.mode, self.batch = layer.mode, batch
+        self.params = list(layer.parameters()) + [weight, delta] + ([bias] if bias is not None else [])
+        x0 = weight.new_empty((batch, layer.input_size))  # shape, dtype and device for the checks
+        h0, c0 = layer._initial_state(state, batch, True, x0)
+        with torch.no_grad():
+            self.h = h0.detach().clone(memory_format=torch.contiguous_format)  # (L, B, H)
+            self.c = c0.detach().clone(memory_format=torch.contiguous_format) if c0 is not None else None
+        L, H, O = layer.num_layers, layer.hidden_size, delta.shape[0]
+        opts = {"dtype": weight.dtype, "device": weight.device}
+        G = {"lstm": 4, "gru": 3}.get(self.mode, 1)
+        self.gates = [torch.empty(batch, G * H, **opts) for _ in range(L)]
+        self.hgates = ([torch.empty(batch, G * H, **opts) for _ in range(L)]  # GRU: γ z_prev
+                       if self.mode == "gru" else None)
+        self.tc = torch.empty(batch, H, **opts)
+        self.logits = torch.empty(batch, O, **opts)
+        if self.mode == "lstm":  # packed gate order i, f, o, C~ (see _pack_cell)
+            self.views = [(g, g[:, :3 * H], g[:, 3 * H:], g[:, :H], g[:, H:2 * H], g[:, 2 * H:3 * H])
+                          for g in self.gates]
+        elif self.mode == "gru":
+            self.views = [(g, hg, g[:, :2 * H], hg[:, :2 * H], g[:, :H], g[:, H:2 * H], g[:, 2 * H:],
+                           hg[:, 2 * H:]) for g, hg in zip(self.gates, self.hgates)]
+        self.hs = [self.h[l] for l in range(L)]
+        self.cs = [self.c[l] for l in range(L)] if self.c is not None else [None] * L
+        self.n = 0
+        self.key = None
+        self._repack()
+
+    def _repack(self) -> None:
+        with torch.no_grad():
+            cache = packed(self.layer)
+            self.table = cache.input_table(self.weight)  # (V, G*H): layer 0's input projection
+            self.layers = cache.layers
+            self.delta_t = self.delta.detach().t().contiguous()  # (H, O) row-major
+        self.key = _key(self.params)
+
+    def state(self):
+        """A copy of the current state in ``hx`` form."""
+        if self.c is not None:
+            return self.h.clone(), self.c.clone()
+        return self.h.clone()
+
+    def step(self, ids: torch.Tensor) -> torch.Tensor:
+        """Feed ``ids`` (B,) int64, advance the state, return the logits (B, O) (a reused buffer)."""
+        if _key(self.params) != self.key:
+            self._repack()
+        with torch.no_grad():
+            swap = self.alternate and self.n & 1 and len(self.layers) > 1
+            self.n += 1
+            if self.mode == "lstm":
+                x = self._lstm(ids, swap)
+            elif self.mode == "gru":
+                x = self._gru(ids, swap)
+            else:
+                x = self._rnn(ids, swap)
+            if self.bias is not None:
+                return torch.addmm(self.bias, x, self.delta_t, out=self.logits)
+            return torch.mm(x, self.delta_t, out=self.logits)
+
+    def _recurrent_first(self, out) -> None:
+        """``out[l] = b + z_prev W_hh^T`` (GRU: ``z_prev W_hh^T``) for layers >= 1, last first."""
+        for l in range(len(self.layers) - 1, 0, -1):
+            _, wh, b, _ = self.layers[l]
+            if b is not None and self.mode != "gru":
+                torch.addmm(b, self.hs[l], wh, out=out[l])
+            else:
+                torch.mm(self.hs[l], wh, out=out[l])
+
+    def _lstm(self, ids, swap):
+        if swap:
+            self._recurrent_first(self.gates)
+        x, tc = None, self.tc
+        for l, ((wi, wh, b, _), (g, g_ifo, g_c, i, f, o), h, c) in enumerate(
+                zip(self.layers, self.views, self.hs, self.cs)):
+            if l == 0:
+                torch.index_select(self.table, 0, ids, out=g)
+                g.addmm_(h, wh)
+            elif swap:
+                g.addmm_(x, wi)
+            else:
+                _project(x, wi, b, g, None, None)
+                g.addmm_(h, wh)  # (B, 4H): i, f, o, C~ pre-activations
+            g_ifo.sigmoid_()
+            g_c.tanh_()
+            c.mul_(f).addcmul_(i, g_c)  # C = f ⊙ C_prev + i ⊙ C~
+            torch.tanh(c, out=tc)
+            x = torch.mul(o, tc, out=h)  # z = o ⊙ tanh(C), the new state in place
+        return x
+
+    def _gru(self, ids, swap):
+        if swap:
+            self._recurrent_first(self.hgates)
+        x = None
+        for l, ((wi, wh, b, bh), (g, hg, g_rs, hg_rs, r, s, g_n, hg_n), h) in enumerate(
+                zip(self.layers, self.views, self.hs)):
+            if l == 0:
+                torch.index_select(self.table, 0, ids, out=g)
+            else:
+                _project(x, wi, b, g, None, None)
+            if l == 0 or not swap:
+                torch.mm(h, wh, out=hg)  # (B, 3H) γ z_prev
+            g_rs.add_(hg_rs).sigmoid_()  # r, s
+            if bh is not None:
+                hg_n.add_(bh)
+            g_n.addcmul_(r, hg_n).tanh_()  # z~ = tanh(α x + r ⊙ (γ z_prev + b_γ))
+            x = torch.lerp(g_n, h, s, out=h)  # z = s ⊙ z_prev + (1 - s) ⊙ z~
+        return x
+
+    def _rnn(self, ids, swap):
+        if swap:
+            self._recurrent_first(self.gates)
+        act = torch.sigmoid if self.mode == "rnn_sigmoid" else torch.tanh
+        x = None
+        for l, ((wi, wh, b, _), g, h) in enumerate(zip(self.layers, self.gates, self.hs)):
+            if l == 0:
+                torch.index_select(self.table, 0, ids, out=g)
+                g.addmm_(h, wh)
+            elif swap:
+                g.addmm_(x, wi)
+            else:
+                _project(x, wi, b, g, None, None)
+                g.addmm_(h, wh)
+            x = act(g, out=h)  # z = σ(α x + γ z_prev), the new state in place
+        return x

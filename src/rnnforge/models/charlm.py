@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from ..engines.decode import step_tokens
+from ..engines.decode import TokenDecoder, step_tokens
 from ..errors import UserError
 from ..layers import CELL_NAMES, make_layer
 from ..readout import Readout
@@ -72,6 +72,15 @@ class CharLM(nn.Module):
         """
         z, state = step_tokens(self.rnn, self.embedding, ids, state)  # (B, H)
         return self.readout(z), state
+
+    def decoder(self, state=None, batch: int = 1) -> TokenDecoder:
+        """A stepper for generation: ``decoder(state).step(ids)`` -> logits (batch, V).
+
+        Computes what repeated ``step`` calls compute, carrying the state inside
+        and reusing its buffers (``engines.decode.TokenDecoder``); the logits it
+        returns are overwritten by its next step.
+        """
+        return TokenDecoder(self.rnn, self.embedding, self.readout, state, batch)
 
     def config_dict(self) -> dict:
         return asdict(self.config)
