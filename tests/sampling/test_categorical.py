@@ -7,6 +7,7 @@ import scipy.stats as st
 import torch
 
 from rnnforge.sampling import Categorical, sample_categorical
+from rnnforge.sampling.categorical import CategoricalStepper
 
 F64 = torch.float64
 
@@ -163,3 +164,58 @@ def test_categorical_on_cuda():
     p = torch.tensor([0.2, 0.0, 0.5, 0.3], dtype=F64, device="cuda")
     y = Categorical(p).sample(100_000, generator=g)
     assert chi2_ok(np.bincount(y.cpu().numpy(), minlength=4), p.cpu().numpy())
+
+
+@pytest.mark.parametrize("B, dtype, temperature, top_k, top_p", [
+    (1, torch.float32, 1.0, None, None), (1, torch.float32, 0.8, 5, None), (3, torch.float32, 1.3, None, 0.9),
+    (2, torch.float64, 0.7, 4, 0.8), (1, torch.float64, 1.0, None, None)])
+def test_stepper_draws_what_sample_categorical_draws(B, dtype, temperature, top_k, top_p):
+    """Step after step, with new logits each step and uniforms drawn a block at a time (block 3,
+    so the blocks turn over), the same categories as sample_categorical on the same generator."""
+    lg = torch.Generator().manual_seed(3)
+    g1, g2 = torch.Generator().manual_seed(11), torch.Generator().manual_seed(11)
+    st = CategoricalStepper(B, 40, temperature=temperature, top_k=top_k, top_p=top_p, generator=g1,
+                            dtype=dtype, block=3)
+    for _ in range(10):
+        logits = (3 * torch.randn(B, 40, generator=lg)).to(dtype)
+        want = sample_categorical(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=g2)
+        assert torch.equal(st.draw(logits), want)
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p", [(1.0, None, None), (0.8, 4, None), (1.2, None, 0.85)])
+def test_stepper_frequencies_chi_square(temperature, top_k, top_p):
+    """The stepper's draws from a fixed row follow the exact law, computed independently."""
+    logits = torch.tensor([[2.0, 1.0, 0.5, 0.0, -1.0, -3.0, -20.0]])
+    p = np_softmax(logits[0].numpy() / temperature)
+    order = np.argsort(-p, kind="stable")
+    if top_k is not None:
+        p[order[top_k:]] = 0.0
+    if top_p is not None:
+        q = p[order] / p.sum()
+        p[order[(np.cumsum(q) - q) >= top_p]] = 0.0
+    st = CategoricalStepper(1, 7, temperature=temperature, top_k=top_k, top_p=top_p,
+                            generator=torch.Generator().manual_seed(5))
+    x = np.array([int(st.draw(logits)) for _ in range(20_000)])
+    assert chi2_ok(np.bincount(x, minlength=7), p)
+
+
+def test_stepper_errors():
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+        CategoricalStepper(1, 5, temperature=0.0)
+    with pytest.raises(ValueError, match="top_k must be an integer >= 1"):
+        CategoricalStepper(1, 5, top_k=0)
+    with pytest.raises(ValueError, match="batch must be an integer >= 1"):
+        CategoricalStepper(0, 5)
+    with pytest.raises(ValueError, match="dtype must be torch.float32 or torch.float64"):
+        CategoricalStepper(1, 5, dtype=torch.float16)
+    st = CategoricalStepper(2, 3)
+    with pytest.raises(ValueError, match=r"logits must be torch.float32 of shape \(2, 3\)"):
+        st.draw(torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="contain NaN"):
+        st.draw(torch.tensor([[0.0, math.nan, 1.0], [0.0, 0.0, 0.0]]))
+    with pytest.raises(ValueError, match="entirely -inf"):
+        st.draw(torch.tensor([[0.0, 1.0, 1.0], [-math.inf] * 3]))
+    with pytest.raises(ValueError, match=r"\+inf"):
+        CategoricalStepper(1, 3).draw(torch.tensor([[0.0, math.inf, 1.0]]))
+    with pytest.raises(ValueError, match="contain NaN"):
+        CategoricalStepper(1, 3).draw(torch.tensor([[0.0, math.nan, 1.0]]))

@@ -20,7 +20,7 @@ import torch
 
 from ._base import F64, Sampler, UError, as_shape, check_u, midpoint_grid
 
-__all__ = ["Categorical", "sample_categorical"]
+__all__ = ["Categorical", "CategoricalStepper", "sample_categorical"]
 
 
 def _check_options(temperature, top_k, top_p):
@@ -31,6 +31,14 @@ def _check_options(temperature, top_k, top_p):
         raise ValueError(f"top_k must be an integer >= 1 (or None), got {top_k!r}")
     if top_p is not None and not (isinstance(top_p, (int, float)) and 0.0 < top_p <= 1.0):
         raise ValueError(f"top_p must lie in (0, 1] (or None), got {top_p!r}")
+
+
+def _bad_logits(x: torch.Tensor):
+    """Raise the ValueError that says what is wrong with logits whose row maximum is not finite."""
+    if bool(torch.isnan(x).any()):
+        raise ValueError("logits contain NaN")
+    raise ValueError("a row of logits is +inf or entirely -inf; logits must be finite "
+                     "with at least one > -inf per row")
 
 
 def _truncate(w: torch.Tensor, top_k, top_p) -> torch.Tensor:
@@ -87,10 +95,7 @@ def sample_categorical(logits: torch.Tensor, *, temperature: float = 1.0, top_k:
     x = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
     m = x.amax(dim=-1, keepdim=True)
     if not bool(torch.isfinite(m).all()):
-        if bool(torch.isnan(x).any()):
-            raise ValueError("logits contain NaN")
-        raise ValueError("a row of logits is +inf or entirely -inf; logits must be finite "
-                         "with at least one > -inf per row")
+        _bad_logits(x)
     x = x - m
     if temperature != 1.0:
         x.div_(temperature)
@@ -105,6 +110,79 @@ def sample_categorical(logits: torch.Tensor, *, temperature: float = 1.0, top_k:
     else:
         w = check_u(u, device=x.device).reshape(total.shape).clamp_min(5e-324)
     return torch.searchsorted(cdf, w * total).squeeze(-1)
+
+
+class CategoricalStepper:
+    """``sample_categorical`` for a loop that draws one category per row at every step.
+
+    CategoricalStepper(batch, num_categories, *, temperature=1.0, top_k=None, top_p=None,
+                       generator=None, dtype=torch.float32, device="cpu", block=256)
+
+    ``draw(logits)`` with logits (batch, num_categories) returns what
+    ``sample_categorical(logits, temperature=..., top_k=..., top_p=..., generator=g)``
+    returns, the same arithmetic (weights ``exp((l - max) / T)`` in the logits'
+    precision, float64 cumulative sums, one uniform per row, ``searchsorted``)
+    and the same random stream: the uniforms are drawn ``block`` steps at a time
+    by one ``torch.rand`` call, which yields the same numbers as one call per
+    step. What it saves per step is the per-call work: the options are checked
+    once here, every buffer is reused, and the finiteness check reads the row
+    maxima it needs anyway (NaN if any logit is NaN, +inf or -inf exactly when
+    ``sample_categorical`` refuses the row) with one ``item()`` at batch 1; bad
+    logits raise ``sample_categorical``'s ValueError. The returned (batch,) int64 tensor is overwritten by the next
+    ``draw``. The generator's state runs up to ``block`` draws ahead.
+    """
+
+    def __init__(self, batch: int, num_categories: int, *, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None,
+                 generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str = "cpu", block: int = 256) -> None:
+        _check_options(temperature, top_k, top_p)
+        for name, v in (("batch", batch), ("num_categories", num_categories), ("block", block)):
+            if not (isinstance(v, int) and v >= 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype must be torch.float32 or torch.float64 (the logits' dtype; "
+                             f"convert half logits with .float()), got {dtype}")
+        self.shape = (batch, num_categories)
+        self.temperature, self.top_k, self.top_p = float(temperature), top_k, top_p
+        self.truncate = top_k is not None or top_p is not None
+        self.generator, self.block, self.device = generator, block, torch.device(device)
+        opts = {"device": self.device}
+        self.w = torch.empty(batch, num_categories, dtype=dtype, **opts)
+        self.m = torch.empty(batch, 1, dtype=dtype, **opts)
+        self.cdf = torch.empty(batch, num_categories, dtype=F64, **opts)
+        self.total = self.cdf[:, -1:]
+        self.t = torch.empty(batch, 1, dtype=F64, **opts)
+        self.k = torch.empty(batch, 1, dtype=torch.int64, **opts)
+        self.out = self.k.view(batch)
+        self.u = None
+        self.i = block
+
+    def draw(self, logits: torch.Tensor) -> torch.Tensor:
+        """One category per row of ``logits`` (batch, V): (batch,) int64, a reused buffer."""
+        if tuple(logits.shape) != self.shape or logits.dtype != self.w.dtype:
+            raise ValueError(f"logits must be {self.w.dtype} of shape {self.shape} as this stepper "
+                             f"was made for, got {logits.dtype} {tuple(logits.shape)}")
+        if self.i == self.block:
+            # 1 - U[0, 1) lies in (0, 1]: zero-probability categories are never hit
+            self.u = torch.rand((self.block,) + self.t.shape, dtype=F64, device=self.device,
+                                generator=self.generator).neg_().add_(1.0)
+            self.i = 0
+        w, m = self.w, self.m
+        torch.amax(logits, -1, keepdim=True, out=m)  # NaN if a logit is NaN (amax propagates it)
+        if not (math.isfinite(m.item()) if m.numel() == 1 else bool(torch.isfinite(m).all())):
+            _bad_logits(logits)
+        torch.sub(logits, m, out=w)
+        if self.temperature != 1.0:
+            w.div_(self.temperature)
+        w.exp_()
+        if self.truncate:
+            w = _truncate(w, self.top_k, self.top_p)
+        self.cdf.copy_(w).cumsum_(-1)
+        torch.mul(self.u[self.i], self.total, out=self.t)
+        self.i += 1
+        torch.searchsorted(self.cdf, self.t, out=self.k)
+        return self.out
 
 
 class Categorical(Sampler):
