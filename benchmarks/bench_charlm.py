@@ -6,8 +6,10 @@ Three figures, all as ratios measured in one run on one machine:
    the two models interleaved step by step, median over many steps;
 2. quality: held-out bits per character after the same wall-clock budget, same
    data, seed and initial weights (the torch.nn twin is made with ``to_torch``);
-3. generation: characters per second at batch 1, sampling included, against the
-   torch.nn model stepped one call per character.
+3. generation: characters per second at batch 1, sampling included, of the whole
+   ``rnnforge.generate.generate`` loop against the torch.nn model stepped one call
+   per character (with ``sample_categorical`` per character, and again with the
+   ``CategoricalStepper`` that ``generate`` uses), interleaved, medians.
 
     python benchmarks/bench_charlm.py                 # 2 x 2.5 min of training
     python benchmarks/bench_charlm.py --minutes 0.5   # quicker, noisier
@@ -61,8 +63,15 @@ def quality(cfg: TrainConfig) -> dict[str, float]:
 
 @torch.no_grad()
 def generation(cfg: TrainConfig, chars: int, repeats: int) -> dict[str, float]:
+    """chars/s of the whole ``generate`` loop against torch.nn stepped one call per character.
+
+    Two torch.nn loops: with the library's one-call ``sample_categorical`` per
+    character (the issue's baseline), and with the ``CategoricalStepper`` that
+    ``generate`` itself uses, so the share of the model path alone shows too.
+    """
     from rnnforge.generate import generate
     from rnnforge.sampling import sample_categorical
+    from rnnforge.sampling.categorical import CategoricalStepper
 
     t = Trainer(replace(cfg, out="/tmp/rnnforge-bench/g"))
     model, vocab = t.model.eval(), t.vocab
@@ -73,18 +82,25 @@ def generation(cfg: TrainConfig, chars: int, repeats: int) -> dict[str, float]:
         for _ in generate(model, vocab, "The ", chars, seed=0):
             pass
 
-    def theirs():
+    def theirs(draw=None):
         logits, state = model(vocab.encode("The ")[None])
         logits = logits[:, -1]
         state = None
         for _ in range(chars):
-            nxt = sample_categorical(logits, generator=gen)  # (1,)
+            nxt = draw(logits) if draw else sample_categorical(logits, generator=gen)  # (1,)
+            vocab.chars[nxt.item()]
             z, state = twin(model.embedding(nxt)[:, None], state)  # (1, 1, H)
             logits = model.readout(z[:, 0])
-    times = {"rnnforge": [], "torch.nn": []}
-    ours(), theirs()
+
+    def theirs_stepper():
+        theirs(CategoricalStepper(1, len(vocab), generator=gen).draw)
+
+    runs = {"rnnforge": ours, "torch.nn": theirs, "torch.nn+stepper": theirs_stepper}
+    times = {k: [] for k in runs}
+    for fn in runs.values():
+        fn()
     for _ in range(repeats):
-        for name, fn in (("rnnforge", ours), ("torch.nn", theirs)):
+        for name, fn in runs.items():
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
@@ -112,7 +128,8 @@ def main() -> None:
           f"ratio {tp['rnnforge'] / tp['torch.nn']:.3f}")
     g = generation(cfg, args.chars, args.repeats)
     print(f"generation chars/s at batch 1: rnnforge {g['rnnforge']:,.0f}, torch.nn stepped {g['torch.nn']:,.0f}, "
-          f"ratio {g['rnnforge'] / g['torch.nn']:.2f}")
+          f"ratio {g['rnnforge'] / g['torch.nn']:.2f}; torch.nn stepped with generate's own sampler "
+          f"{g['torch.nn+stepper']:,.0f}, ratio {g['rnnforge'] / g['torch.nn+stepper']:.2f}")
     if not args.skip_quality:
         q = quality(cfg)
         (a, ta, sa), (b, tb, sb) = q["rnnforge"], q["torch.nn"]

@@ -62,8 +62,15 @@ def check_sampling_options(temperature: float, top_k: int | None, top_p: float |
 def generate(model: CharLM, vocab: Vocab, prime: str = "\n", length: int = 500, *,
              temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
              seed: int | None = None, greedy: bool = False) -> Iterator[str]:
-    """Yield ``length`` characters following ``prime``, one at a time."""
-    from .sampling import sample_categorical
+    """Yield ``length`` characters following ``prime``, one at a time.
+
+    Each character is ``sample_categorical`` of the model's logits (or their
+    argmax with ``greedy``), drawn through a ``CategoricalStepper``: the same
+    arithmetic and the same uniforms from the seeded generator, with the options
+    checked once per call rather than per character. The model is stepped by its
+    ``decoder`` (state and buffers kept between characters).
+    """
+    from .sampling.categorical import CategoricalStepper
 
     check_sampling_options(temperature, top_k, top_p)
     if length < 0:
@@ -79,11 +86,21 @@ def generate(model: CharLM, vocab: Vocab, prime: str = "\n", length: int = 500, 
         gen.manual_seed(seed)
     logits, state = model(ids[None], None)  # the prime in one forward: (1, P, V)
     logits = logits[:, -1]  # (1, V)
-    for _ in range(length):
+    if length == 0:
+        return
+    dec = model.decoder(state, batch=1)
+    draw = None
+    if not greedy:
+        x = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+        draw = CategoricalStepper(1, logits.shape[-1], temperature=temperature, top_k=top_k,
+                                  top_p=top_p, generator=gen, dtype=x.dtype, device=device,
+                                  block=min(length, 256)).draw
+    chars = vocab.chars
+    for i in range(length):
         if greedy:
             nxt = logits.argmax(-1)  # (1,)
         else:
-            nxt = sample_categorical(logits, temperature=temperature, top_k=top_k, top_p=top_p,
-                                     generator=gen)  # (1,)
-        yield vocab.chars[int(nxt)]
-        logits, state = model.step(nxt, state)
+            nxt = draw(logits if logits.dtype in (torch.float32, torch.float64) else logits.float())
+        yield chars[nxt.item()]
+        if i + 1 < length:
+            logits = dec.step(nxt)
