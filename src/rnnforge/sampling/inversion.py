@@ -74,12 +74,13 @@ def _eval(fn, x: np.ndarray, what: str) -> np.ndarray:
     if out.shape != flat.shape:
         raise ValueError(f"{what} returned shape {out.shape} for {flat.shape} points; "
                          "it must act elementwise on a 1-D float64 tensor")
-    bad = ~np.isfinite(out)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(f"{what} is {out[i]} at x={flat[i]!r}; it must be finite on the support "
-                         "(shrink support away from a singularity)")
-    if what == "pdf" and (out < 0).any():
+    # one pass for the common case (NaN fails both comparisons), details only on failure
+    if not ((out >= 0) & (out < np.inf)).all() if what == "pdf" else not np.isfinite(out).all():
+        bad = ~np.isfinite(out)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(f"{what} is {out[i]} at x={flat[i]!r}; it must be finite on the support "
+                             "(shrink support away from a singularity)")
         i = int(np.argmax(out < 0))
         raise ValueError(f"pdf is negative ({out[i]:g}) at x={flat[i]!r}; a density must be >= 0")
     return out.reshape(x.shape)
@@ -444,12 +445,15 @@ def _default_center(a, b, center):
     return 0.0
 
 
-def _refine_edge(fn, zero_x, pos_x, what, steps=4):
+def _refine_edge(fn, zero_x, pos_x, what, span, steps=4):
     """Locate where f turns positive between a zero point and a positive point
-    (arrays), 256 points per call: 32 bits after 4 calls."""
+    (arrays), 256 points per call: 32 bits after 4 calls, fewer when every
+    bracket is already narrower than 2^-44 of ``span`` (the scanned width)."""
     lo, hi = zero_x.copy(), pos_x.copy()          # f(lo) == 0, f(hi) > 0 (either order)
     t = np.linspace(0, 1, 257)
     for _ in range(steps):
+        if np.abs(hi - lo).max() <= span * 2.0 ** -44:
+            break
         pts = lo[:, None] + (hi - lo)[:, None] * t
         f = _eval(fn, pts, what) > 0
         k = np.argmax(f, axis=1)                  # first positive from the zero side
@@ -479,7 +483,7 @@ def _components_from_scan(fn, x, f, what):
         # all edges in one search: (zero side, positive side) pairs
         zero = np.concatenate([x[starts[ls] - 1], x[ends[rs] + 1]])
         posx = np.concatenate([x[starts[ls]], x[ends[rs]]])
-        found = _refine_edge(fn, zero, posx, what)
+        found = _refine_edge(fn, zero, posx, what, span=float(x[-1] - x[0]))
         left[ls] = found[:int(ls.sum())]
         right[rs] = found[int(ls.sum()):]
     return [(float(l), float(r)) for l, r in zip(left, right) if r > l]
@@ -501,20 +505,29 @@ def _build(mass, *, grid, cdf_grid, comps, u_resolution, order, area_guess, cent
     return out
 
 
+_START = 64     # initial intervals per component: about 2 * _START (by mass and by x)
+_END_RATIO = 8.0  # mass ratio of neighbouring pieces cut toward a component's end
+_CUT = 1.2      # safety factor on the number of pieces a failing interval is cut into
+
+
 def _rounds(mass, *, grid, cdf_grid, comps, u_resolution, order, tol, center, max_intervals=100_000):
     """The adaptive rounds. Returns the accepted intervals' tables."""
     n = order
     C = _cheb_lobatto(n)
-    # initial breakpoints: component ends, grid points inside, subsampled to <= 64
-    # per component by mass (so tails keep the log grid's geometric spacing)
+    # initial breakpoints: component ends and about 2 * _START grid points inside,
+    # half equally spaced in mass, half equally spaced in asinh((x - center) / scale)
+    # (even near the bulk, geometric in the tails), scale = the interquartile range
+    q1, q3 = np.interp([0.25, 0.75], cdf_grid / cdf_grid[-1], grid)
+    scale = max(q3 - q1, 1e-300)
     starts = []
     for l, r in comps:
         inside = grid[(grid > l) & (grid < r)]
-        if inside.size > 64:
+        if inside.size > 2 * _START:
             cg = np.interp(inside, grid, cdf_grid)
-            q = np.linspace(cg[0], cg[-1], 33)
-            keep = np.unique(np.concatenate([np.searchsorted(cg, q).clip(0, inside.size - 1),
-                                             np.arange(0, inside.size, max(1, inside.size // 32))]))
+            z = np.arcsinh((inside - center) / scale)
+            keep = np.unique(np.concatenate([
+                np.searchsorted(cg, np.linspace(cg[0], cg[-1], _START + 1)),
+                np.searchsorted(z, np.linspace(z[0], z[-1], _START + 1))]).clip(0, inside.size - 1))
             inside = inside[keep]
         pts = np.unique(np.concatenate([[l], inside, [r]]))
         starts.append(np.stack([pts[:-1], pts[1:]], axis=1))
@@ -533,6 +546,7 @@ def _rounds(mass, *, grid, cdf_grid, comps, u_resolution, order, tol, center, ma
         tiny = tot <= 0.5 * tol
         good = (m > 0).all(axis=1) & ~tiny
         pieces = np.full(X.shape[0], 2)
+        need = np.full(X.shape[0], 2)            # pieces by the error alone (end cuts)
         ok = tiny.copy()
         if good.any():
             Xg, Vg, tg = X[good], V[good], tot[good]
@@ -562,20 +576,19 @@ def _rounds(mass, *, grid, cdf_grid, comps, u_resolution, order, tol, center, ma
             # pieces for a failing interval: the interpolation error scales as h^(n+1)
             # (the quadrature's as h^8), so cut into about (err / tol)^(1/(n+1)) parts
             ratio = np.maximum(err.max(axis=1) / (0.5 * tol), (ig / (0.02 * tol)) ** ((n + 1) / 8))
-            want = np.ceil(1.2 * ratio ** (1.0 / (n + 1)))
+            want = np.ceil(_CUT * ratio ** (1.0 / (n + 1)))
+            need[np.nonzero(good)[0]] = np.clip(np.where(np.isfinite(want), want, 2), 2, 64)
             want = np.where(mono.all(axis=1) & np.isfinite(want), want, 2)
             pieces[np.nonzero(good)[0]] = np.clip(want, 2, 16)
-            # power form of the Newton polynomial in s in [0, 1]
-            P = np.zeros((Xg.shape[0], n + 1))
-            P[:, 0] = c[:, n]
+            # power form of the Newton polynomial in s in [0, 1], for the accepted ones
+            ca, Sa = c[okg], S[okg]
+            P = np.zeros((ca.shape[0], n + 1))
+            P[:, 0] = ca[:, n]
             for k in range(n - 1, -1, -1):
-                Q = np.zeros_like(P)
-                Q[:, 1:] = P[:, :-1]
-                Q -= S[:, k:k + 1] * P
-                Q[:, 0] += c[:, k]
-                P = Q
+                P[:, 1:] = P[:, :-1] - Sa[:, k:k + 1] * P[:, 1:]   # P <- (s - S_k) P + c_k
+                P[:, 0] = ca[:, k] - Sa[:, k] * P[:, 0]
             Pall = np.zeros((X.shape[0], n + 1))
-            Pall[good] = P
+            Pall[np.nonzero(good)[0][okg]] = P
         else:
             Pall = np.zeros((X.shape[0], n + 1))
         # tiny intervals: the straight line from lo to hi (u-error at most their mass)
@@ -613,28 +626,39 @@ def _rounds(mass, *, grid, cdf_grid, comps, u_resolution, order, tol, center, ma
         last = np.cumsum(pc) - 1
         new_hi[last] = hb
         pend = np.stack([new_lo, new_hi], 1)
-        # an interval at a component's end (where the density may vanish like a
-        # power, so that x(u) is not smooth) also gets geometric cuts toward the end:
-        # pieces at 1/64 and 1/8 of its width, so the end piece's mass drops fast
+        # an interval at a component's end (where the density may vanish or blow up
+        # like a power, so that x(u) is not smooth there) is cut geometrically
+        # toward the end instead, by the power law m(d) ~ d^p of the mass within d
+        # of the end fitted to its first two node masses: pieces whose masses
+        # shrink by _END_RATIO each, down to an end piece of mass below tol / 4
         wb = hb - lb
         at_l = np.abs(lb[:, None] - comp_l[None, :]).min(1) <= 0.01 * wb
         at_r = np.abs(hb[:, None] - comp_r[None, :]).min(1) <= 0.01 * wb
-        extra = []
-        for side, sel in ((1.0, at_l & ~at_r), (-1.0, at_r & ~at_l)):
-            if sel.any():
-                e0 = lb[sel] if side > 0 else hb[sel]
-                w = hb[sel] - lb[sel]
-                c1, c2 = e0 + side * w / 64, e0 + side * w / 8
-                ends = np.stack([e0, c1, c2, e0 + side * w], 1)
-                if side < 0:
-                    ends = ends[:, ::-1]
-                    ends[:, 0] = lb[sel]
-                else:
-                    ends[:, -1] = hb[sel]
-                extra.append(np.stack([ends[:, :-1].reshape(-1), ends[:, 1:].reshape(-1)], 1))
-        if extra:
-            keep_rows = ~np.repeat((at_l ^ at_r), pc)
-            pend = np.concatenate([pend[keep_rows]] + extra)
+        ends = at_l ^ at_r
+        if ends.any():
+            mb, Xb, nb = m[bad], X[bad], need[bad]
+            extra = []
+            for j in np.nonzero(ends)[0]:
+                side = 1.0 if at_l[j] else -1.0
+                cum = np.cumsum(mb[j] if side > 0 else mb[j][::-1])
+                e0 = lb[j] if side > 0 else hb[j]
+                d = np.abs(Xb[j] - e0)[1:] if side > 0 else np.abs(Xb[j] - e0)[::-1][1:]
+                frac = 8.0 ** -np.arange(2, 0, -1)            # no power law: w/64, w/8
+                if cum[0] > 0 and cum[1] > cum[0]:
+                    p = float(np.clip(np.log(cum[1] / cum[0]) / np.log(d[1] / d[0]), 0.25, 16.0))
+                    # nb[j] pieces of equal mass under the power law, then the first
+                    # of them cut geometrically (mass ratio _END_RATIO) down to tol / 4
+                    k = int(nb[j])
+                    eq = (np.arange(1, k) / k) ** (1.0 / p)
+                    first_mass = cum[-1] / k
+                    levels = int(np.clip(np.ceil(np.log(max(first_mass / (0.25 * tol), 1.0))
+                                                 / np.log(_END_RATIO)), 0, 64))
+                    geo = eq[0] * _END_RATIO ** (-np.arange(levels, 0, -1) / p) if k > 1 else np.zeros(0)
+                    frac = np.concatenate([geo, eq])
+                cuts = e0 + side * wb[j] * frac
+                pts = np.sort(np.concatenate([[lb[j], hb[j]], cuts]))
+                extra.append(np.stack([pts[:-1], pts[1:]], 1))
+            pend = np.concatenate([pend[~np.repeat(ends, pc)]] + extra)
         if sum(t[0].size for t in acc) + pend.shape[0] > max_intervals:
             raise ValueError(f"more than {max_intervals} intervals needed for u_resolution="
                              f"{u_resolution:g}; raise u_resolution or narrow the support")
