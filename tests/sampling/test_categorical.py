@@ -219,3 +219,77 @@ def test_stepper_errors():
         CategoricalStepper(1, 3).draw(torch.tensor([[0.0, math.inf, 1.0]]))
     with pytest.raises(ValueError, match="contain NaN"):
         CategoricalStepper(1, 3).draw(torch.tensor([[0.0, math.nan, 1.0]]))
+
+
+def np_inverse(logits, u, temperature=1.0):
+    """Independent Ex2 in numpy float64: (first k with F_k >= u F_last, u's distance to the nearest
+    step of F relative to the total) for one row of logits."""
+    z = np.asarray(logits, dtype=float) / temperature
+    F = np.cumsum(np.exp(z - z.max()))
+    t = u * F[-1]
+    return int(np.searchsorted(F, t, side="left")), float(np.min(np.abs(F - t)) / F[-1])
+
+
+def test_two_level_search_hits_every_category_in_its_own_interval():
+    """Large tables take the two-level search (block sums, then one block); with u at the middle
+    of a category's interval of the exact float64 CDF, that category comes back: block edges,
+    padding (V not a multiple of 64), zero-probability neighbours, a dominant category."""
+    V = 100_003
+    p = np.full(V, 0.01 / (V - 6))
+    zero = [0, 63, 64, 12_345, 70_000, V - 1]
+    p[zero] = 0.0
+    p[70_001] = 0.99
+    with np.errstate(divide="ignore"):
+        logits = torch.tensor(np.log(p))                # float64, -inf for the zeros
+    F = np.cumsum(p) / p.sum()
+    lo = np.concatenate([[0.0], F[:-1]])
+    rng = np.random.default_rng(0)
+    ks = np.array([1, 2, 62, 65, 127, 128, 191, 192, 12_344, 12_346, 69_999, 70_001, 70_002, V - 2]
+                  + rng.choice(np.flatnonzero(p > 0), 50, replace=False).tolist())
+    u = torch.tensor((lo[ks] + F[ks]) / 2)
+    k = sample_categorical(logits.expand(len(ks), V), u=u)
+    assert len(ks) * V >= 1 << 19                       # the two-level path
+    assert k.tolist() == ks.tolist()
+    # u = 0 and u = 1 give the first and the last category of positive probability, never a zero one
+    k = sample_categorical(logits.expand(8, V), u=torch.tensor([0.0, 1.0, 1e-300, 1 - 1e-16] * 2, dtype=F64))
+    assert k.tolist() == [1, V - 2, 1, V - 2] * 2
+
+
+@pytest.mark.parametrize("shift, temperature", [(0.0, 1.0), (0.0, 0.7), (300.0, 1.0), (-300.0, 1.0),
+                                                (95.0, 1.3)])
+def test_two_level_search_matches_numpy_inverse(shift, temperature):
+    """Float32 logits of 16 x 50304 (the issue-4 shape) at random u agree with an independent numpy
+    float64 inverse, also where the logits need the shift by the row maximum (overflow at +300,
+    underflow at -300, overflow after temperature); a disagreement is allowed only where u sits
+    within float32 rounding of a step of F."""
+    g = torch.Generator().manual_seed(4)
+    logits = 3 * torch.randn(16, 50304, generator=g) + shift
+    u = torch.rand(16, dtype=F64, generator=g)
+    k = sample_categorical(logits, u=u, temperature=temperature)
+    for r in range(16):
+        want, gap = np_inverse(logits[r].double().numpy(), float(u[r]), temperature)
+        assert k[r].item() == want or gap < 1e-6
+
+
+def test_two_level_frequencies_chi_square():
+    """Draws in the two-level path follow the exact law: chi-square over 40 index ranges (crossing
+    block edges) against the float64 softmax."""
+    g = torch.Generator().manual_seed(8)
+    V = 50_304
+    row = 2 * torch.randn(V, generator=g)
+    logits = row.expand(128, V)
+    x = np.concatenate([sample_categorical(logits, generator=g).numpy() for _ in range(100)])
+    edges = np.linspace(0, V, 41).astype(int)
+    p = np_softmax(row.double().numpy())
+    probs = np.add.reduceat(p, edges[:-1])
+    counts = np.bincount(np.searchsorted(edges, x, side="right") - 1, minlength=40)
+    assert chi2_ok(counts, probs)
+
+
+def test_stepper_matches_sample_categorical_on_a_large_table():
+    g1, g2 = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
+    st = CategoricalStepper(16, 50304, generator=g1, block=2)
+    lg = torch.Generator().manual_seed(9)
+    for _ in range(3):
+        logits = torch.randn(16, 50304, generator=lg)
+        assert torch.equal(st.draw(logits), sample_categorical(logits, generator=g2))
