@@ -10,7 +10,9 @@ Three parts, each printing a markdown table (``--parts`` picks):
                LSTM H=256 -> linear readout over V=100 -> one categorical draw by
                inverse transform: float64 cumsum, one torch.rand, searchsorted)
                at batch 1: torch.nn.LSTM called once per character against
-               rnnforge's ``LSTM.step`` (the fast decode path).
+               rnnforge's ``LSTM.step`` (the fast decode path), ``decode.step_tokens``
+               and ``decode.TokenDecoder`` (what ``generate`` steps), all with the
+               same sampler, so the rows compare the model paths alone.
 ``profile``    torch.profiler's top operators of one fused forward+backward per cell
                and shape (where the time goes, for the targets not reached).
 ``train``      training tokens/s of the demo model (embedding -> 2x256 LSTM ->
@@ -34,7 +36,7 @@ import torch
 from torch import nn
 
 import rnnforge as rf
-from rnnforge.engines.decode import step_tokens
+from rnnforge.engines.decode import TokenDecoder, step_tokens
 from rnnforge.commands import bench as _bench
 from rnnforge.commands.bench import CELLS, DEFAULT_SHAPES, engine_table, format_table, parse_shape
 
@@ -72,9 +74,16 @@ def generation(chars: int, repeats: int, V: int = 100, H: int = 256, L: int = 2,
             z, state = step_tokens(ours, emb, idx, state)  # (B, H)
             idx = _draw(readout(z))
 
+    def run_decoder():
+        idx = torch.zeros(B, dtype=torch.long)
+        dec = TokenDecoder(ours, emb, readout, None, batch=B)
+        for _ in range(chars):
+            idx = _draw(dec.step(idx))
+
     runs = {"torch.nn.LSTM, one call per char": run_torch,
             "rnnforge LSTM.step(embedding(ids)) (decode path)": run_ours,
-            "rnnforge decode.step_tokens (embedding folded into layer 0)": run_tokens}
+            "rnnforge decode.step_tokens (embedding folded into layer 0)": run_tokens,
+            "rnnforge decode.TokenDecoder (generate's stepper: state in place, readout inside)": run_decoder}
     times = {k: [] for k in runs}
     with torch.no_grad():
         for fn in runs.values():
@@ -86,17 +95,22 @@ def generation(chars: int, repeats: int, V: int = 100, H: int = 256, L: int = 2,
 
 
 def check_generation_agrees(V=100, H=256, L=2, steps=50) -> bool:
-    """The three loops draw the same characters under one seed (the same function)."""
+    """The four loops draw the same characters under one seed (the same function)."""
     torch.manual_seed(0)
     emb, readout = nn.Embedding(V, H), nn.Linear(H, V)
     ref = nn.LSTM(H, H, L)
     ours = rf.LSTM.from_torch(ref)
     seqs = []
     with torch.no_grad():
-        for which in ("torch", "step", "tokens"):
+        for which in ("torch", "step", "tokens", "decoder"):
             torch.manual_seed(1)
             idx, state, seq = torch.zeros(1, dtype=torch.long), None, []
+            dec = TokenDecoder(ours, emb, readout, None, batch=1)
             for _ in range(steps):
+                if which == "decoder":
+                    idx = _draw(dec.step(idx))
+                    seq.append(int(idx))
+                    continue
                 if which == "step":
                     z, state = ours.step(emb(idx), state)
                 elif which == "tokens":
@@ -107,7 +121,7 @@ def check_generation_agrees(V=100, H=256, L=2, steps=50) -> bool:
                 idx = _draw(readout(z))
                 seq.append(int(idx))
             seqs.append(seq)
-    return seqs[0] == seqs[1] == seqs[2]
+    return seqs[0] == seqs[1] == seqs[2] == seqs[3]
 
 
 # -- training --------------------------------------------------------------------------------
