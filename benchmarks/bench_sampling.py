@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import time
 
@@ -88,6 +89,10 @@ def u_error_true(ppf, cdf, n=100_000):
     return float(np.abs(cdf(ppf(u)) - u).max())
 
 
+def _backend(sampler):
+    return "c" if sampler._kernel() is not None else "torch"
+
+
 def bench_pinv(args, dev):
     rows = []
     for name, (tpdf, sup, npdf, nsup, cdf) in CASES.items():
@@ -105,16 +110,20 @@ def bench_pinv(args, dev):
             theirs, their_err = None, f"setup failed: {type(e).__name__}"
             t_setup = best_of([lambda: from_pdf(tpdf, support=sup, device=dev)], max(args.repeat, 20)) + [math.nan]
         our_err = u_error_true(lambda u: ours.ppf(torch.as_tensor(u, device=dev)).cpu().numpy(), cdf)
+        torch_ops = from_pdf(tpdf, support=sup, device=dev, backend="torch")
         g = torch.Generator(device=dev).manual_seed(0)
-        fns = [lambda: ours.sample(args.draws, generator=g)]
+        fns = [lambda: ours.sample(args.draws, generator=g), lambda: torch_ops.sample(args.draws, generator=g)]
         if theirs is not None:
             fns.append(lambda: theirs.rvs(args.draws))
         t_draw = best_of(fns, args.repeat) + ([] if theirs is not None else [math.nan])
-        rows.append((name, our_err, their_err, ours.intervals, t_setup[0], t_setup[1], t_draw[0], t_draw[1]))
+        rows.append((name, our_err, their_err, ours.intervals, t_setup[0], t_setup[1], t_draw[0], t_draw[2],
+                     t_draw[1]))
         print(f"{name:18s} u-err ours {our_err:.2e} scipy {their_err if isinstance(their_err, str) else f'{their_err:.2e}'}"
-              f" | setup ours {1e3 * t_setup[0]:.1f} ms scipy {1e3 * t_setup[1]:.1f} ms"
-              f" | {args.draws:.0e} draws ours {1e3 * t_draw[0]:.0f} ms scipy {1e3 * t_draw[1]:.0f} ms"
-              f" -> throughput x{t_draw[1] / t_draw[0]:.2f}", flush=True)
+              f" | setup ours {1e3 * t_setup[0]:.2f} ms scipy {1e3 * t_setup[1]:.2f} ms"
+              f" (x{t_setup[0] / t_setup[1]:.2f})"
+              f" | {args.draws:.0e} draws ours {1e3 * t_draw[0]:.0f} ms (backend {_backend(ours)};"
+              f" torch ops {1e3 * t_draw[1]:.0f} ms) scipy {1e3 * t_draw[2]:.0f} ms"
+              f" -> throughput x{t_draw[2] / t_draw[0]:.2f}", flush=True)
     return rows
 
 
@@ -154,7 +163,8 @@ def main():
     ap.add_argument("--draws", type=int, default=10_000_000, help="draws per sampling timing (default 1e7)")
     ap.add_argument("--repeat", type=int, default=5, help="interleaved repetitions; best is kept (default 5)")
     ap.add_argument("--threads", type=int, default=1,
-                    help="torch intra-op threads (default 1: on a shared 2-core VM more threads stall)")
+                    help="torch intra-op threads, also the compiled kernel's (default 1: on a shared "
+                         "2-core VM more threads stall)")
     ap.add_argument("--device", default="cpu", help="device for rnnforge's side (default cpu)")
     ap.add_argument("--only", choices=["pinv", "categorical", "analytic"], default=None, help="run one part")
     args = ap.parse_args()
@@ -162,7 +172,7 @@ def main():
     dev = torch.device(args.device)
     print(f"# torch {torch.__version__}, scipy {scipy.__version__}, numpy {np.__version__}, "
           f"{platform.machine()} {platform.processor() or ''}, threads={torch.get_num_threads()}, device={dev}, "
-          f"draws={args.draws}, repeat={args.repeat}", flush=True)
+          f"draws={args.draws}, repeat={args.repeat}, load average {os.getloadavg()[0]:.2f}", flush=True)
     if args.only in (None, "pinv"):
         bench_pinv(args, dev)
     if args.only in (None, "categorical"):

@@ -149,8 +149,8 @@ def test_backend_errors():
 @pytest.fixture
 def fresh_kernels(monkeypatch, tmp_path):
     """A kernel module state with nothing loaded yet and an empty cache."""
-    monkeypatch.setattr(ck, "_lib", None)
-    monkeypatch.setattr(ck, "_error", None)
+    monkeypatch.setattr(ck, "_libs", {})
+    monkeypatch.setattr(ck, "_errors", {})
     monkeypatch.setattr(inversion, "_warned_fallback", False)
     monkeypatch.setenv("RNNFORGE_CACHE_DIR", str(tmp_path / "cache"))
     return tmp_path / "cache"
@@ -161,7 +161,7 @@ def test_build_is_cached_and_atomic(fresh_kernels):
     files = list(fresh_kernels.iterdir())
     assert [f.suffix for f in files] == [".so"] and files[0].name.startswith("pinv-")
     assert ck.load() is lib                       # loaded once per process
-    ck._lib = None
+    ck._libs.clear()
     mtime = files[0].stat().st_mtime_ns
     ck.load()
     assert files[0].stat().st_mtime_ns == mtime   # the cache is reused, not rebuilt

@@ -1,14 +1,15 @@
 """Compiled CPU kernels, built on first use with the system C compiler.
 
-The kernels are plain C (``pinv.c`` beside this file) called through ctypes on
-the data pointers of contiguous CPU tensors: no Python or torch headers, so a
-build takes well under a second. The shared library is cached per machine in
+The kernels are plain C beside this file (``pinv.c``: inverse transform
+sampling; ``rnn.c`` with ``rnn_body.h``: the fused engine's loops over time),
+called through ctypes on the data pointers of contiguous CPU tensors: no
+Python or torch headers, so a build takes about a second. The shared library is cached per machine in
 ``$RNNFORGE_CACHE_DIR`` (default ``$XDG_CACHE_HOME/rnnforge`` or
 ``~/.cache/rnnforge``) under a name that hashes the source, the compiler, its
 flags and the CPU, and is written to a temporary file and renamed, so two
 processes building at once cannot leave a torn file.
 
-:func:`load` returns the library or raises :class:`KernelUnavailable` saying
+:func:`load` (``load("pinv")``, ``load("rnn")``) returns a library or raises :class:`KernelUnavailable` saying
 why (no compiler, a failed build, ``RNNFORGE_NO_CKERNELS=1``); callers that
 were asked for the compiled path explicitly turn that into an error, and
 callers in ``auto`` mode say once that they use the torch path instead.
@@ -24,7 +25,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-_SOURCE = Path(__file__).with_name("pinv.c")
+_DIR = Path(__file__).parent
 # Tried in order; the first that builds is used (the last is the portable one).
 _FLAG_SETS = (
     ["-O3", "-march=native", "-mprefer-vector-width=512"],
@@ -50,8 +51,8 @@ class PinvTable(ctypes.Structure):
     ]
 
 
-_lib: ctypes.CDLL | None = None
-_error: str | None = None
+_libs: dict[str, ctypes.CDLL] = {}
+_errors: dict[str, str] = {}
 
 
 def cache_dir() -> Path:
@@ -81,7 +82,7 @@ def _cpu_tag() -> str:
     return platform.processor() or platform.machine()
 
 
-def _build() -> ctypes.CDLL:
+def _build(name: str) -> ctypes.CDLL:
     if os.environ.get("RNNFORGE_NO_CKERNELS"):
         raise KernelUnavailable("disabled by RNNFORGE_NO_CKERNELS")
     cc = _compiler()
@@ -89,7 +90,9 @@ def _build() -> ctypes.CDLL:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError) as e:
         raise KernelUnavailable(f"C compiler {cc!r} does not run: {e}") from None
-    source = _SOURCE.read_bytes()
+    source_path = _DIR / f"{name}.c"
+    # the source and every header beside it: a change to any of them is a new build
+    source = b"\0".join(p.read_bytes() for p in [source_path, *sorted(_DIR.glob("*.h"))])
     out_dir = cache_dir()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -100,12 +103,12 @@ def _build() -> ctypes.CDLL:
     for flags in _FLAG_SETS:
         tag = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(flags + _COMMON).encode(),
                                          _cpu_tag().encode()])).hexdigest()[:16]
-        target = out_dir / f"pinv-{tag}.so"
+        target = out_dir / f"{name}-{tag}.so"
         if not target.exists():
             fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
             os.close(fd)
             try:
-                r = subprocess.run([cc, *flags, *_COMMON, "-o", tmp, str(_SOURCE), "-lm"],
+                r = subprocess.run([cc, *flags, *_COMMON, "-o", tmp, str(source_path), "-lm"],
                                    capture_output=True, text=True, timeout=120)
                 if r.returncode != 0:
                     last_error = (r.stderr.strip().splitlines() or ["(no message)"])[0]
@@ -121,10 +124,10 @@ def _build() -> ctypes.CDLL:
             return ctypes.CDLL(str(target))
         except OSError as e:
             last_error = str(e)
-    raise KernelUnavailable(f"building {_SOURCE.name} with {cc} failed: {last_error}")
+    raise KernelUnavailable(f"building {source_path.name} with {cc} failed: {last_error}")
 
 
-def _declare(lib: ctypes.CDLL) -> None:
+def _declare_pinv(lib: ctypes.CDLL) -> None:
     P, i64, u64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64, ctypes.c_int
     tab = ctypes.POINTER(PinvTable)
     lib.rf_pinv_sample.argtypes = [tab, u64, i64, P, i32]
@@ -136,26 +139,46 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.rf_philox4x32_10.restype = None
 
 
-def load() -> ctypes.CDLL:
-    """The kernel library, built on the first call; :class:`KernelUnavailable` if it cannot be."""
-    global _lib, _error
-    if _lib is not None:
-        return _lib
-    if _error is not None:
-        raise KernelUnavailable(_error)
+def _declare_rnn(lib: ctypes.CDLL) -> None:
+    P, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    for suf in ("_f32", "_f64"):
+        sig = {
+            "rf_lstm_forward": [i64, i64, i64, P, P, P, P, P, P, P, P],
+            "rf_lstm_backward": [i64, i64, i64, P, P, P, P, P, P, P, P, P],
+            "rf_gru_forward": [i64, i64, i64, P, P, P, P, P, P, P],
+            "rf_gru_backward": [i64, i64, i64, P, P, P, P, P, P],
+            "rf_rnn_forward": [i64, i64, i64, P, i32, P, P, P],
+            "rf_rnn_backward": [i64, i64, i64, P, P, P, P, P],
+            "rf_sigmoid": [P, i64],
+            "rf_tanh": [P, i64],
+        }
+        for fn, args in sig.items():
+            f = getattr(lib, fn + suf)
+            f.argtypes, f.restype = args, None
+
+
+_DECLARE = {"pinv": _declare_pinv, "rnn": _declare_rnn}
+
+
+def load(name: str = "pinv") -> ctypes.CDLL:
+    """The kernel library ``name``, built on the first call; :class:`KernelUnavailable` if it cannot be."""
+    if name in _libs:
+        return _libs[name]
+    if name in _errors:
+        raise KernelUnavailable(_errors[name])
     try:
-        lib = _build()
-        _declare(lib)
+        lib = _build(name)
+        _DECLARE[name](lib)
     except KernelUnavailable as e:
-        _error = str(e)
+        _errors[name] = str(e)
         raise
-    _lib = lib
+    _libs[name] = lib
     return lib
 
 
-def available() -> bool:
+def available(name: str = "pinv") -> bool:
     try:
-        load()
+        load(name)
         return True
     except KernelUnavailable:
         return False

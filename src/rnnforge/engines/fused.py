@@ -20,6 +20,12 @@ backward (``_Recurrence.backward``, hand-written, run once per layer-direction)
     single GEMMs over all steps: ``dW_hh = dgates^T H_prev`` as
     (G*H, T*B) x (T*B, H), ``dW_ih = dgates^T X``, ``dx = dgates W_ih``.
 
+At batch sizes up to ``C_LOOP_MAX_BATCH`` the two loops over time (not the big
+ops around them) run in C instead (``rnnforge/_ckernels/rnn.c``, built on first
+use): there a step is a matrix-vector product plus a few dozen elementwise
+operations, and one torch op per kernel would cost more than the arithmetic.
+The LSTM's C backward also forms the Jacobian factors per element, in the loop.
+
 Large scratch buffers come from ``WORKSPACE`` (reused between calls: fresh
 pages cost a page fault each).
 
@@ -37,10 +43,12 @@ from __future__ import annotations
 
 import math
 import threading
+import warnings
 
 import torch
 import torch.nn.functional as F
 
+from .. import _ckernels as _ck
 from .reference import reverse_padded
 
 _MODES = ("lstm", "gru", "rnn_tanh", "rnn_sigmoid")
@@ -178,6 +186,49 @@ def _weight_grad(dG, first, seq):
     return dw
 
 
+# -- the loops over time in C (small batches) ---------------------------------------------
+# At small batch sizes a step is a matrix-vector product plus a few dozen elementwise
+# operations, and one torch op per kernel costs more than the arithmetic. There the
+# loops over time run in rnnforge/_ckernels/rnn.c on the same buffers; the big ops
+# before and after them stay in torch. C_LOOP_MAX_BATCH is measured (rnnforge bench).
+C_LOOP_MAX_BATCH = 4
+_C_SUFFIX = {torch.float32: "_f32", torch.float64: "_f64"}
+_warned = False
+
+
+def _c_loop(name: str, like: torch.Tensor, batch: int):
+    """The C function ``rf_<name>_<dtype>``, or None where the torch loop runs
+    (a batch above C_LOOP_MAX_BATCH; or no C compiler, said once in a warning)."""
+    global _warned
+    if batch > C_LOOP_MAX_BATCH or like.device.type != "cpu":
+        return None
+    try:
+        lib = _ck.load("rnn")
+    except _ck.KernelUnavailable as e:
+        if not _warned:
+            _warned = True
+            warnings.warn(f"rnnforge fused engine: its compiled loops are unavailable ({e}); running "
+                          "its torch-op loops, several times slower at small batches", RuntimeWarning,
+                          stacklevel=2)
+        return None
+    return getattr(lib, f"rf_{name}{_C_SUFFIX[like.dtype]}")
+
+
+def _call(fn, *args) -> None:
+    """Call a C loop: tensors become data pointers, a list of live batch sizes an
+    int64 array, None a NULL pointer. Every array stays referenced here until the
+    call returns. Inputs that are not contiguous are copied; the buffers written
+    in place are always the engine's own contiguous ones."""
+    keep = []
+    for a in args:
+        if isinstance(a, list):
+            a = torch.tensor(a, dtype=torch.int64)
+        elif torch.is_tensor(a):
+            a = a.contiguous()
+        keep.append(a)
+    fn(*[a.data_ptr() if torch.is_tensor(a) else a for a in keep])
+
+
 # -- forward kernels ---------------------------------------------------------------------
 # Each writes the input projection of all steps into its gate buffer with one GEMM, then
 # adds the recurrent GEMM of each step in place (no copy of the projection per step).
@@ -187,6 +238,10 @@ def _rnn_forward(mode, x, w_ih, b_ih, h0, w_hh, bs):
     out = x.new_empty((T, B, H))  # pre-activations, then z: returned, so not from the workspace
     _project(x, w_ih, b_ih, out.view(T * B, H))
     wt = w_hh.t().contiguous()  # (H, H): row-major W^T, the faster GEMM layout here
+    loop = _c_loop("rnn_forward", x, B)
+    if loop is not None:
+        _call(loop, T, B, H, bs, int(mode == "rnn_sigmoid"), h0, wt, out)
+        return out
     act_ = torch.Tensor.sigmoid_ if mode == "rnn_sigmoid" else torch.Tensor.tanh_
     for h_t, o_t in zip(_prev_steps(h0, out, bs), _steps(out, bs)):
         act_(o_t.addmm_(h_t, wt))  # z = σ(α x + γ z_prev)
@@ -201,6 +256,10 @@ def _gru_forward(x, w_ih, b_ih, h0, w_hh, b_hh, bs):
     _project(x, w_ih, b_ih, gates.view(T * B, 3 * H))
     hg = WORKSPACE.take((T, B, 3 * H), x, zero=bool(bs))  # γ z_prev per gate (+ b_γ for z~)
     wt = w_hh.t().contiguous()  # (H, 3H): row-major W^T, the faster GEMM layout here
+    loop = _c_loop("gru_forward", x, B)
+    if loop is not None:
+        _call(loop, T, B, H, bs, h0, wt, b_hh, gates, hg, out)
+        return out, gates, hg
     S = lambda buf: _steps(buf, bs)  # noqa: E731
     for (h_prev, hg_t, hg_rs, hg_n, g_rs, r, s, g_n, o_t) in zip(
             _prev_steps(h0, out, bs), S(hg), S(hg[..., :2 * H]), S(hg[..., 2 * H:]),
@@ -224,6 +283,10 @@ def _lstm_forward(x, w_ih, b_ih, h0, c0, w_hh, bs):
     C = WORKSPACE.take((T, B, H), x, zero=bool(bs))
     tC = WORKSPACE.take((T, B, H), x, zero=bool(bs))  # tanh(C)
     wt = w_hh.t().contiguous()  # (H, 4H): row-major W^T, the faster GEMM layout here
+    loop = _c_loop("lstm_forward", x, B)
+    if loop is not None:
+        _call(loop, T, B, H, bs, h0, c0, wt, gates, C, tC, out)
+        return out, gates, C, tC
     S = lambda buf: _steps(buf, bs)  # noqa: E731
     for (h_prev, c_prev, g_t, g_if, g_g, g_o, i, f, c_t, tc_t, o_t) in zip(
             _prev_steps(h0, out, bs), _prev_steps(c0, C, bs), S(gates),
@@ -321,12 +384,16 @@ def _rnn_backward(mode, saved, dH, bs):
         torch.addcmul(out, out, out, value=-1, out=K)  # z (1 - z) = z - z^2, one pass
     else:
         torch.addcmul(_one(out), out, out, value=-1, out=K)  # 1 - z^2, one pass
-    dHs, Ks, dPs = _steps(dH, bs), _steps(K, bs), _steps(dP, bs)
-    dHp = _prev_steps(dH[0], dH, bs)  # dHp[t] is dH[t-1] (live rows of step t)
-    for t in range(T - 1, 0, -1):
-        dHp[t].addmm_(torch.mul(dHs[t], Ks[t], out=dPs[t]), w_hh)  # dh_{t-1} += dP_t W_hh
-    torch.mul(dHs[0], Ks[0], out=dPs[0])
-    dh0 = dPs[0] @ w_hh
+    loop = _c_loop("rnn_backward", out, B)
+    if loop is not None:
+        _call(loop, T, B, H, bs, w_hh, K, dH, dP)
+    else:
+        dHs, Ks, dPs = _steps(dH, bs), _steps(K, bs), _steps(dP, bs)
+        dHp = _prev_steps(dH[0], dH, bs)  # dHp[t] is dH[t-1] (live rows of step t)
+        for t in range(T - 1, 0, -1):
+            dHp[t].addmm_(torch.mul(dHs[t], Ks[t], out=dPs[t]), w_hh)  # dh_{t-1} += dP_t W_hh
+    torch.mul(dH[0], K[0], out=dP[0])  # t = 0: every row is live (lengths are at least 1)
+    dh0 = dP[0] @ w_hh
     return dP, dh0, _weight_grad(dP, h0, out)
 
 
@@ -348,18 +415,23 @@ def _gru_backward(saved, dH, bs, has_b_hh):
     # recurrent side: the same factors, but the candidate's is multiplied by r (applied per step)
     dHG = WORKSPACE.take((T, B, 3, H), out, zero=bool(bs))
     dH4 = dH.unsqueeze(2)  # (T, B, 1, H)
-    S = lambda buf: _steps(buf, bs)  # noqa: E731
-    # an explicit expand makes the per-step broadcast multiply ~25% faster here than (b, 1, H)
-    dHs, dH4s, Kxs, ss, rs = S(dH), S(dH4.expand(T, B, 3, H)), S(Kx), S(s), S(r)
-    dHGs, dHGns, dHGfs = S(dHG), S(dHG[:, :, 2]), S(dHG.view(T, B, 3 * H))
-    dHp = _prev_steps(dH[0], dH, bs)
-    for t in range(T - 1, 0, -1):
-        torch.mul(dH4s[t], Kxs[t], out=dHGs[t])  # d(r, s, z~ pre-activations), (b, 3, H)
-        dHGns[t].mul_(rs[t])  # the candidate's recurrent product sits inside r ⊙ (.)
-        dHp[t].addcmul_(dHs[t], ss[t]).addmm_(dHGfs[t], w_hh)  # dh_{t-1}
-    torch.mul(dH4s[0], Kxs[0], out=dHGs[0])
-    dHGns[0].mul_(rs[0])
-    dh0 = torch.addmm(dHs[0] * ss[0], dHGfs[0], w_hh)
+    loop = _c_loop("gru_backward", out, B)
+    if loop is not None:
+        _call(loop, T, B, H, bs, w_hh, Kx, gates, dH, dHG)
+    else:
+        S = lambda buf: _steps(buf, bs)  # noqa: E731
+        # an explicit expand makes the per-step broadcast multiply ~25% faster here than (b, 1, H)
+        dHs, dH4s, Kxs, ss, rs = S(dH), S(dH4.expand(T, B, 3, H)), S(Kx), S(s), S(r)
+        dHGs, dHGns, dHGfs = S(dHG), S(dHG[:, :, 2]), S(dHG.view(T, B, 3 * H))
+        dHp = _prev_steps(dH[0], dH, bs)
+        for t in range(T - 1, 0, -1):
+            torch.mul(dH4s[t], Kxs[t], out=dHGs[t])  # d(r, s, z~ pre-activations), (b, 3, H)
+            dHGns[t].mul_(rs[t])  # the candidate's recurrent product sits inside r ⊙ (.)
+            dHp[t].addcmul_(dHs[t], ss[t]).addmm_(dHGfs[t], w_hh)  # dh_{t-1}
+    # t = 0, where every row is live (lengths are at least 1)
+    torch.mul(dH4[0], Kx[0], out=dHG[0])
+    dHG[0, :, 2].mul_(r[0])
+    dh0 = torch.addmm(dH[0] * s[0], dHG[0].view(B, 3 * H), w_hh)
     dw = _weight_grad(dHG.view(T, B, 3 * H), h0, out)
     db = dHG[:, :, 2].sum((0, 1)) if has_b_hh else None  # only z~ has a recurrent bias
     # input side: r and s are the same; the candidate's is dh ⊙ Kn (no r): reuse dHG's memory
@@ -371,6 +443,12 @@ def _gru_backward(saved, dH, bs, has_b_hh):
 def _lstm_backward(saved, dH, d_cn, bs):
     h0, c0, w_hh, out, gates, C, tC = saved
     T, B, H = out.shape
+    dG = WORKSPACE.take((T, B, 4 * H), out, zero=bool(bs))
+    dc = d_cn.clone(memory_format=torch.contiguous_format)  # dC carried back, (B, H)
+    loop = _c_loop("lstm_backward", out, B)
+    if loop is not None:  # forms the Jacobian factors per element itself
+        _call(loop, T, B, H, bs, w_hh, gates, C, tC, c0, dH, dc, dG)
+        return dG, dG[0] @ w_hh, dc, _weight_grad(dG, h0, out)  # every row is live at t = 0
     i, f, g, o = gates.chunk(4, -1)  # (T, B, H) each
     # the step Jacobians' factors, for all T at once
     K = WORKSPACE.take((T, B, 5, H), out)
@@ -383,9 +461,7 @@ def _lstm_backward(saved, dH, d_cn, bs):
     torch.addcmul(o, o, o, value=-1, out=Ko).mul_(tC)  # d o-pre / dh = tanh(C) o (1 - o)
     torch.addcmul(_one(tC), tC, tC, value=-1, out=Kc).mul_(o)  # dC / dh = o (1 - tanh(C)^2)
     Kifg = K[:, :, :3]
-    dG = WORKSPACE.take((T, B, 4 * H), out, zero=bool(bs))
     dG4 = dG.view(T, B, 4, H)
-    dc = d_cn.clone(memory_format=torch.contiguous_format)  # dC carried back, (B, H)
     dcs = [dc] * T if bs is None else [dc[:b] for b in bs]
     dc3 = dc.unsqueeze(1).expand(B, 3, H)  # (B, 3, H), stride 0 over the gates
     dc3s = [dc3] * T if bs is None else [dc3[:b] for b in bs]

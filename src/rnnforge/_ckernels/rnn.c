@@ -1,0 +1,106 @@
+/* rnnforge compiled kernels: the sequential loops of the fused recurrent engine.
+ *
+ * At small batch sizes a step of an RNN, GRU or LSTM is a matrix-vector product
+ * and a few dozen elementwise operations; launched one torch op at a time the
+ * per-op overhead is most of the step. These functions run a whole loop over
+ * time in C instead: everything else (the input projection, the Jacobian
+ * factors, the weight gradients) stays one large torch op in
+ * rnnforge/engines/fused.py, which also owns the buffers passed in.
+ *
+ * The activations use a vectorizable expm1: Cody-Waite range reduction to
+ * |r| <= ln2/2 and a Taylor polynomial (degree 7 in float, 13 in double; the
+ * truncation error is below half an ulp); sigmoid and tanh are written with
+ * expm1 so that they keep their relative accuracy near 0. NaN propagates.
+ */
+#include <stdint.h>
+
+#define LN2_HI 0.693145751953125
+#define LN2_LO 1.42860682030941723212e-6
+#define LOG2E 1.44269504088896340736
+
+/* ---- float ---------------------------------------------------------------- */
+
+/* exp(x) - 1, accurate near 0 (then it is the polynomial q itself) */
+static inline float expm1_f32(float x0)
+{
+    const float x = x0 < -87.0f ? -87.0f : (x0 > 88.0f ? 88.0f : x0);
+    const float k = (x * (float)LOG2E + 0x1.8p23f) - 0x1.8p23f;   /* round to nearest */
+    const float r = (x - k * (float)LN2_HI) - k * (float)LN2_LO;
+    /* q = exp(r) - 1 = r + r^2/2! + ... + r^7/7! */
+    float q = 1.0f / 5040;
+    q = q * r + 1.0f / 720; q = q * r + 1.0f / 120; q = q * r + 1.0f / 24;
+    q = q * r + 1.0f / 6; q = q * r + 0.5f; q = q * r + 1.0f; q = q * r;
+    const int32_t bits = ((int32_t)k + 127) << 23;
+    float scale;
+    __builtin_memcpy(&scale, &bits, sizeof scale);   /* 2^k */
+    const float em = k == 0.0f ? q : (1.0f + q) * scale - 1.0f;
+    return x0 > 88.8f ? __builtin_inff() : em;                /* overflow, as expm1f */
+}
+
+/* 1 / (1 + e^-x) = 1 / (2 + expm1(-x)) */
+static inline float sigmoid_f32(float x) { return 1.0f / (2.0f + expm1_f32(-x)); }
+
+/* tanh|x| = -expm1(-2|x|) / (2 + expm1(-2|x|)), with the sign of x */
+static inline float tanh_f32(float x)
+{
+    const float ax = x < 0 ? -x : x;
+    const float em = expm1_f32(-2.0f * ax);
+    const float t = -em / (2.0f + em);
+    return x < 0 ? -t : (x == x ? t : x);
+}
+
+static void vsigmoid_f32(float *x, int64_t n) { for (int64_t i = 0; i < n; i++) x[i] = sigmoid_f32(x[i]); }
+static void vtanh_f32(float *x, int64_t n) { for (int64_t i = 0; i < n; i++) x[i] = tanh_f32(x[i]); }
+
+/* ---- double --------------------------------------------------------------- */
+
+static inline double expm1_f64(double x0)
+{
+    const double x = x0 < -708.0 ? -708.0 : (x0 > 709.0 ? 709.0 : x0);
+    const double k = (x * LOG2E + 0x1.8p52) - 0x1.8p52;          /* round to nearest */
+    const double r = (x - k * LN2_HI) - k * LN2_LO;
+    /* q = exp(r) - 1 = r + r^2/2! + ... + r^13/13! */
+    double q = 1.0 / 6227020800.0;
+    q = q * r + 1.0 / 479001600.0; q = q * r + 1.0 / 39916800.0; q = q * r + 1.0 / 3628800.0;
+    q = q * r + 1.0 / 362880.0; q = q * r + 1.0 / 40320.0; q = q * r + 1.0 / 5040.0;
+    q = q * r + 1.0 / 720.0; q = q * r + 1.0 / 120.0; q = q * r + 1.0 / 24.0;
+    q = q * r + 1.0 / 6.0; q = q * r + 0.5; q = q * r + 1.0; q = q * r;
+    const int64_t bits = ((int64_t)k + 1023) << 52;
+    double scale;
+    __builtin_memcpy(&scale, &bits, sizeof scale);   /* 2^k */
+    const double em = k == 0.0 ? q : (1.0 + q) * scale - 1.0;
+    return x0 > 709.79 ? __builtin_inf() : em;                 /* overflow, as expm1 */
+}
+
+static inline double sigmoid_f64(double x) { return 1.0 / (2.0 + expm1_f64(-x)); }
+
+static inline double tanh_f64(double x)
+{
+    const double ax = x < 0 ? -x : x;
+    const double em = expm1_f64(-2.0 * ax);
+    const double t = -em / (2.0 + em);
+    return x < 0 ? -t : (x == x ? t : x);
+}
+
+static void vsigmoid_f64(double *x, int64_t n) { for (int64_t i = 0; i < n; i++) x[i] = sigmoid_f64(x[i]); }
+static void vtanh_f64(double *x, int64_t n) { for (int64_t i = 0; i < n; i++) x[i] = tanh_f64(x[i]); }
+
+/* Elementwise entry points, for the tests of the activations themselves. */
+void rf_sigmoid_f32(float *x, int64_t n) { vsigmoid_f32(x, n); }
+void rf_tanh_f32(float *x, int64_t n) { vtanh_f32(x, n); }
+void rf_sigmoid_f64(double *x, int64_t n) { vsigmoid_f64(x, n); }
+void rf_tanh_f64(double *x, int64_t n) { vtanh_f64(x, n); }
+
+/* ---- the loops, once per type ------------------------------------------------ */
+
+#define real float
+#define SUF _f32
+#include "rnn_body.h"
+#undef real
+#undef SUF
+
+#define real double
+#define SUF _f64
+#include "rnn_body.h"
+#undef real
+#undef SUF

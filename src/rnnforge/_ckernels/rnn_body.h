@@ -1,0 +1,203 @@
+/* The sequential loops of the fused engine for one floating type.
+ *
+ * Included twice by rnn.c, with `real` = float (SUF = _f32) and double
+ * (SUF = _f64). Every buffer is the fused engine's own, contiguous and
+ * time-major; see rnnforge/engines/fused.py for what each one holds. `bs`
+ * gives the live rows of each step (sorted batch, longest first) or is NULL
+ * when every sequence has all T steps.
+ *
+ * The recurrent products run row by row as axpy sweeps over the rows of the
+ * weight matrix (contiguous, vectorized), which at the small batches these
+ * loops are used for keeps the weights in cache and costs no call overhead.
+ */
+
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+#define FN(name) CAT(name, SUF)
+
+/* y (n) += x (m) W, W (m, n) row-major. Blocks of VB outputs stay in registers
+ * while the m rows stream past (one pass over W, no stores inside the k loop). */
+#define VB (512 / (int)sizeof(real)) /* 128 floats or 64 doubles: eight 512-bit registers */
+static inline void FN(vecmat_acc)(real *restrict y, const real *restrict x, const real *restrict W,
+                                  int64_t m, int64_t n)
+{
+    int64_t j0 = 0;
+    for (; j0 + VB <= n; j0 += VB) {
+        real acc[VB];
+        for (int j = 0; j < VB; j++) acc[j] = y[j0 + j];
+        for (int64_t k = 0; k < m; k++) {
+            const real xk = x[k];
+            const real *restrict w = W + k * n + j0;
+            for (int j = 0; j < VB; j++) acc[j] += xk * w[j];
+        }
+        for (int j = 0; j < VB; j++) y[j0 + j] = acc[j];
+    }
+    if (j0 < n) {
+        for (int64_t k = 0; k < m; k++) {
+            const real xk = x[k];
+            const real *restrict w = W + k * n;
+            for (int64_t j = j0; j < n; j++) y[j] += xk * w[j];
+        }
+    }
+}
+#undef VB
+
+static inline int64_t FN(live)(const int64_t *bs, int64_t t, int64_t B) { return bs ? bs[t] : B; }
+
+/* ---- LSTM ---------------------------------------------------------------- */
+
+/* gates (T, B, 4H): in, the input projections; out, the activations i, f, C~, o.
+ * C, tC, out (T, B, H): memory, tanh(memory), output. wt (H, 4H) = W_hh^T. */
+void FN(rf_lstm_forward)(int64_t T, int64_t B, int64_t H, const int64_t *bs,
+                         const real *h0, const real *c0, const real *wt,
+                         real *gates, real *C, real *tC, real *out)
+{
+    const int64_t G = 4 * H;
+    for (int64_t t = 0; t < T; t++) {
+        const int64_t b_t = FN(live)(bs, t, B);
+        for (int64_t b = 0; b < b_t; b++) {
+            const real *hp = t ? out + ((t - 1) * B + b) * H : h0 + b * H;
+            const real *cp = t ? C + ((t - 1) * B + b) * H : c0 + b * H;
+            real *g = gates + (t * B + b) * G;
+            real *c = C + (t * B + b) * H, *tc = tC + (t * B + b) * H, *h = out + (t * B + b) * H;
+            FN(vecmat_acc)(g, hp, wt, H, G);
+            FN(vsigmoid)(g, 2 * H);          /* i, f */
+            FN(vtanh)(g + 2 * H, H);         /* C~ */
+            FN(vsigmoid)(g + 3 * H, H);      /* o */
+            for (int64_t k = 0; k < H; k++) c[k] = g[H + k] * cp[k] + g[k] * g[2 * H + k];
+            for (int64_t k = 0; k < H; k++) tc[k] = c[k];
+            FN(vtanh)(tc, H);
+            for (int64_t k = 0; k < H; k++) h[k] = g[3 * H + k] * tc[k];
+        }
+    }
+}
+
+/* The loop of the LSTM's backward. gates (T, B, 4H): the activations i, f, C~, o;
+ * C, tC (T, B, H): memory and tanh(memory); c0 (B, H). The factors of the step
+ * Jacobian are formed here, per element, from those: d i-pre / dC = C~ i(1 - i),
+ * d f-pre / dC = f(1 - f) C_prev, d C~-pre / dC = i(1 - C~^2),
+ * d o-pre / dh = tanh(C) o(1 - o), dC / dh = o(1 - tanh(C)^2).
+ * dH (T, B, H): in, the gradient reaching each output from above; completed in
+ * place with the recurrent part (except at t = 0: the caller forms
+ * dh0 = dG_0 W_hh). dc (B, H): in, dC_n; out, dC_0. dG (T, B, 4H): out, the
+ * gradients of the pre-activations. w_hh (4H, H). */
+void FN(rf_lstm_backward)(int64_t T, int64_t B, int64_t H, const int64_t *bs,
+                          const real *w_hh, const real *gates, const real *C, const real *tC,
+                          const real *c0, real *dH, real *dc, real *dG)
+{
+    const int64_t G = 4 * H;
+    for (int64_t t = T - 1; t >= 0; t--) {
+        const int64_t b_t = FN(live)(bs, t, B);
+        for (int64_t b = 0; b < b_t; b++) {
+            const real *a = gates + (t * B + b) * G;
+            const real *cp = t ? C + ((t - 1) * B + b) * H : c0 + b * H;
+            const real *tc = tC + (t * B + b) * H;
+            const real *dh = dH + (t * B + b) * H;
+            real *d = dc + b * H, *g = dG + (t * B + b) * G;
+            for (int64_t k = 0; k < H; k++) {
+                const real i = a[k], f = a[H + k], n = a[2 * H + k], o = a[3 * H + k], th = tc[k];
+                const real dck = d[k] + dh[k] * (o - o * th * th);
+                g[k] = dck * (n * (i - i * i));
+                g[H + k] = dck * ((f - f * f) * cp[k]);
+                g[2 * H + k] = dck * (i - i * n * n);
+                g[3 * H + k] = dh[k] * (th * (o - o * o));
+                d[k] = dck * f;
+            }
+            if (t) FN(vecmat_acc)(dH + ((t - 1) * B + b) * H, g, w_hh, G, H);
+        }
+    }
+}
+
+/* ---- GRU ------------------------------------------------------------------ */
+
+/* gates (T, B, 3H): in, the input projections; out, the activations r, s, z~.
+ * hg (T, B, 3H): out, gamma z_prev per gate (+ b_gamma on the candidate).
+ * out (T, B, H). wt (H, 3H) = W_hh^T; b_hh (H) or NULL. */
+void FN(rf_gru_forward)(int64_t T, int64_t B, int64_t H, const int64_t *bs,
+                        const real *h0, const real *wt, const real *b_hh,
+                        real *gates, real *hg, real *out)
+{
+    const int64_t G = 3 * H;
+    for (int64_t t = 0; t < T; t++) {
+        const int64_t b_t = FN(live)(bs, t, B);
+        for (int64_t b = 0; b < b_t; b++) {
+            const real *hp = t ? out + ((t - 1) * B + b) * H : h0 + b * H;
+            real *g = gates + (t * B + b) * G, *q = hg + (t * B + b) * G, *h = out + (t * B + b) * H;
+            for (int64_t j = 0; j < G; j++) q[j] = 0;
+            FN(vecmat_acc)(q, hp, wt, H, G);
+            if (b_hh)
+                for (int64_t k = 0; k < H; k++) q[2 * H + k] += b_hh[k];
+            for (int64_t j = 0; j < 2 * H; j++) g[j] += q[j];
+            FN(vsigmoid)(g, 2 * H);                                   /* r, s */
+            for (int64_t k = 0; k < H; k++) g[2 * H + k] += g[k] * q[2 * H + k];
+            FN(vtanh)(g + 2 * H, H);                                  /* z~ */
+            for (int64_t k = 0; k < H; k++) {
+                const real n = g[2 * H + k];
+                h[k] = n + g[H + k] * (hp[k] - n);                   /* s z_prev + (1 - s) z~ */
+            }
+        }
+    }
+}
+
+/* The GRU backward loop for t = T-1 .. 1 (the caller does t = 0).
+ * Kx (T, B, 3, H): the input-side factors; gates (T, B, 3H): r, s, z~;
+ * dH (T, B, H) completed in place; dHG (T, B, 3, H): out, the recurrent-side
+ * gradients of the pre-activations. w_hh (3H, H). */
+void FN(rf_gru_backward)(int64_t T, int64_t B, int64_t H, const int64_t *bs,
+                         const real *w_hh, const real *Kx, const real *gates,
+                         real *dH, real *dHG)
+{
+    const int64_t G = 3 * H;
+    for (int64_t t = T - 1; t >= 1; t--) {
+        const int64_t b_t = FN(live)(bs, t, B);
+        for (int64_t b = 0; b < b_t; b++) {
+            const real *kx = Kx + (t * B + b) * G, *g = gates + (t * B + b) * G;
+            const real *dh = dH + (t * B + b) * H;
+            real *q = dHG + (t * B + b) * G, *dp = dH + ((t - 1) * B + b) * H;
+            for (int64_t k = 0; k < H; k++) {
+                q[k] = dh[k] * kx[k];
+                q[H + k] = dh[k] * kx[H + k];
+                q[2 * H + k] = dh[k] * kx[2 * H + k] * g[k];        /* inside r (.) */
+                dp[k] += dh[k] * g[H + k];                            /* through s z_prev */
+            }
+            FN(vecmat_acc)(dp, q, w_hh, G, H);
+        }
+    }
+}
+
+/* ---- RNN (tanh or sigmoid) ------------------------------------------------- */
+
+/* out (T, B, H): in, the input projections; out, z. wt (H, H) = W_hh^T. */
+void FN(rf_rnn_forward)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int sigmoid,
+                        const real *h0, const real *wt, real *out)
+{
+    for (int64_t t = 0; t < T; t++) {
+        const int64_t b_t = FN(live)(bs, t, B);
+        for (int64_t b = 0; b < b_t; b++) {
+            const real *hp = t ? out + ((t - 1) * B + b) * H : h0 + b * H;
+            real *h = out + (t * B + b) * H;
+            FN(vecmat_acc)(h, hp, wt, H, H);
+            if (sigmoid) FN(vsigmoid)(h, H); else FN(vtanh)(h, H);
+        }
+    }
+}
+
+/* The RNN backward loop for t = T-1 .. 1. Kd (T, B, H): the activation's
+ * derivative; dH completed in place; dP (T, B, H): out, dH * Kd. w_hh (H, H). */
+void FN(rf_rnn_backward)(int64_t T, int64_t B, int64_t H, const int64_t *bs,
+                         const real *w_hh, const real *Kd, real *dH, real *dP)
+{
+    for (int64_t t = T - 1; t >= 1; t--) {
+        const int64_t b_t = FN(live)(bs, t, B);
+        for (int64_t b = 0; b < b_t; b++) {
+            const real *kd = Kd + (t * B + b) * H, *dh = dH + (t * B + b) * H;
+            real *p = dP + (t * B + b) * H;
+            for (int64_t k = 0; k < H; k++) p[k] = dh[k] * kd[k];
+            FN(vecmat_acc)(dH + ((t - 1) * B + b) * H, p, w_hh, H, H);
+        }
+    }
+}
+
+#undef FN
+#undef CAT
+#undef CAT_

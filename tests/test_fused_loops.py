@@ -1,0 +1,104 @@
+"""The fused engine's two implementations of its loops over time: torch ops and the
+compiled C loops of rnnforge/_ckernels/rnn.c (used at small batches). Both must
+match the reference engine everywhere; the C activations must match torch's."""
+from __future__ import annotations
+
+import math
+import shutil
+
+import pytest
+import torch
+
+from rnnforge import _ckernels as ck
+from rnnforge.engines import fused
+import test_engines as te
+from rnnforge_testing import DTYPES, MODES, make_layer
+
+pytestmark = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
+                                reason="no C compiler on this machine")
+
+
+@pytest.fixture(params=["c", "torch"])
+def loops(request, monkeypatch):
+    """Force the C loops (any batch) or the torch loops (none)."""
+    monkeypatch.setattr(fused, "C_LOOP_MAX_BATCH", 1 << 30 if request.param == "c" else -1)
+    return request.param
+
+
+@pytest.mark.parametrize("shape", te.SHAPES.values(), ids=te.SHAPES.keys())
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("mode", MODES)
+def test_fused_loops_match_reference(loops, mode, dtype, shape):
+    te.test_engine_matches_reference("fused", mode, dtype, shape)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_c_and_torch_loops_agree_on_a_larger_case(mode, monkeypatch):
+    """T=50, B=5, H=33 (not a multiple of any vector width), lengths, two layers."""
+    torch.manual_seed(0)
+    layer = make_layer(mode, 7, 33, num_layers=2, bias=True, engine="fused", dtype=torch.float64)
+    x = torch.randn(50, 5, 7, dtype=torch.float64)
+    lengths = torch.tensor([50, 17, 50, 3, 41])
+    results = {}
+    for name, cap in (("c", 1 << 30), ("torch", -1)):
+        monkeypatch.setattr(fused, "C_LOOP_MAX_BATCH", cap)
+        layer.zero_grad()
+        xx = x.clone().requires_grad_(True)
+        out = layer(xx, lengths=lengths)
+        y = out[0]
+        (y * torch.cos(torch.arange(y.numel(), dtype=y.dtype)).reshape(y.shape)).sum().backward()
+        results[name] = [y.detach(), xx.grad] + [p.grad.clone() for p in layer.parameters()]
+    for a, b in zip(results["c"], results["torch"]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_dispatch_by_batch(monkeypatch):
+    like = torch.zeros(1)
+    assert fused._c_loop("lstm_forward", like, fused.C_LOOP_MAX_BATCH) is not None
+    assert fused._c_loop("lstm_forward", like, fused.C_LOOP_MAX_BATCH + 1) is None
+    monkeypatch.setattr(ck, "_libs", {})
+    monkeypatch.setattr(ck, "_errors", {"rnn": "no compiler (test)"})
+    monkeypatch.setattr(fused, "_warned", True)
+    assert fused._c_loop("lstm_forward", like, 1) is None      # then the torch loops run
+
+
+def _ulps(got, want):
+    """Error in units of the last place of ``want``'s dtype at |want|."""
+    eps = torch.finfo(want.dtype).eps
+    scale = torch.maximum(want.abs(), torch.full_like(want, torch.finfo(want.dtype).tiny))
+    return ((got.double() - want.double()).abs() / (scale.double() * eps)).max().item()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("fn", ["sigmoid", "tanh"])
+def test_c_activations_match_torch(fn, dtype):
+    """Within a few ulps of torch (whose own are within an ulp or so), from 1e-30 to
+    the saturated ends, with the relative accuracy kept near 0; NaN and inf as torch."""
+    lib = ck.load("rnn")
+    suf = "_f32" if dtype == torch.float32 else "_f64"
+    mag = torch.logspace(-30, 2.5, 20_001, dtype=torch.float64)
+    x = torch.cat([-mag.flip(0), torch.zeros(1, dtype=torch.float64), mag]).to(dtype)
+    x = torch.cat([x, torch.tensor([math.inf, -math.inf], dtype=dtype)])
+    y = x.clone()
+    getattr(lib, f"rf_{fn}{suf}")(y.data_ptr(), y.numel())
+    want = getattr(torch, fn)(x.double())            # float64 truth, then compare at dtype
+    fin = torch.isfinite(x)
+    ok = want[fin].abs() > torch.finfo(dtype).tiny    # skip results that underflow
+    assert _ulps(y[fin][ok], want[fin][ok].to(dtype)) <= 4
+    assert y[~fin].tolist() == getattr(torch, fn)(x[~fin]).tolist()
+    nan = torch.tensor([math.nan], dtype=dtype)
+    getattr(lib, f"rf_{fn}{suf}")(nan.data_ptr(), 1)
+    assert math.isnan(nan.item())
+
+
+def test_missing_compiler_is_said_once(monkeypatch):
+    monkeypatch.setattr(ck, "_libs", {})
+    monkeypatch.setattr(ck, "_errors", {"rnn": "no C compiler found (test)"})
+    monkeypatch.setattr(fused, "_warned", False)
+    like = torch.zeros(1)
+    with pytest.warns(RuntimeWarning, match=r"compiled loops are unavailable \(no C compiler found"):
+        assert fused._c_loop("rnn_forward", like, 1) is None
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert fused._c_loop("rnn_forward", like, 1) is None
