@@ -102,3 +102,17 @@ def test_missing_compiler_is_said_once(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert fused._c_loop("rnn_forward", like, 1) is None
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_auto_runs_fused_at_small_batch(mode):
+    """The measured rule: fused's C loops beat torch.nn (oneDNN LSTM included) at
+    batch <= C_LOOP_MAX_BATCH; above it the CPU_PREFERENCE table decides."""
+    from rnnforge.engines import CPU_PREFERENCE
+    small = make_layer(mode, 3, 4)
+    small(torch.randn(5, fused.C_LOOP_MAX_BATCH, 3))
+    assert small.engine_used == "fused"
+    big = make_layer(mode, 3, 4)
+    x = torch.randn(5, fused.C_LOOP_MAX_BATCH + 1, 3, requires_grad=True)
+    big(x)
+    assert big.engine_used == CPU_PREFERENCE[(mode, torch.float32, True)][0]

@@ -22,6 +22,8 @@ from typing import Protocol
 
 import torch
 
+from .. import _ckernels as _ck
+
 
 class Engine(Protocol):
     name: str
@@ -54,6 +56,10 @@ AUTO_ORDER: list[str] = []
 #:   at B=32 but 0.83x at B=1, so native is the safe side).
 #: * tanh RNN -> fused (forward 1.32x / 1.18x, forward+backward 1.32x / 3.18x).
 #: * sigmoid RNN -> fused (torch has no sigmoid RNN; the reference loop is 4.9x / 9.3x slower).
+#: At batch sizes up to ``fused.C_LOOP_MAX_BATCH`` (4), where the fused engine runs its
+#: loops over time in C, SMALL_BATCH_PREFERENCE replaces the table: fused first for every
+#: cell (1000x1, 1 thread, after the C loops: LSTM forward 1.06x and forward+backward
+#: 1.10x torch.nn's oneDNN; GRU 2.9x / 12.7x; tanh RNN 6.3x / 16.6x).
 #: On other devices CPU_PREFERENCE says nothing and AUTO_ORDER decides (fused is CPU-only).
 CPU_PREFERENCE: dict[tuple[str, torch.dtype, bool], tuple[str, ...]] = {}
 for _dtype in (torch.float32, torch.float64):
@@ -95,9 +101,15 @@ def _grad(layer, x) -> bool:
         x.requires_grad or any(p.requires_grad for p in layer.parameters()))
 
 
+SMALL_BATCH_PREFERENCE: tuple[str, ...] = ("fused", "native")
+
+
 def _preference(layer, x) -> tuple[str, ...]:
+    """``x`` is time-major (T, B, I), as engines receive it."""
     if x.device.type != "cpu":
         return ()
+    if x.dim() == 3 and x.shape[1] <= fused.C_LOOP_MAX_BATCH and _ck.available("rnn"):
+        return SMALL_BATCH_PREFERENCE if layer.mode != "rnn_sigmoid" else ("fused",)
     return CPU_PREFERENCE.get((layer.mode, x.dtype, _grad(layer, x)), ())
 
 
