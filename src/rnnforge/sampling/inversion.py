@@ -196,11 +196,12 @@ class NumericalInverse(Sampler):
         generalized inverse: at a gap, F^{-1}(u) is the gap's left end)."""
         K = self.intervals
         G = cells or int(min(1 << 16, max(1024, 8 * K)))
-        edges = torch.arange(G + 1, dtype=F64, device=self.device) / G
-        first = torch.searchsorted(self._bounds, edges)                  # bounds < edge
+        bounds = self._np["cum"][1:-1]
+        first = np.searchsorted(bounds, np.arange(G + 1) / G)          # bounds < edge
         self._G = G
         # cells that hold a boundary are marked -1 and searched on their own
-        self._guide = torch.where(first[1:] == first[:-1], first[:-1], -1).contiguous()
+        guide = np.where(first[1:] == first[:-1], first[:-1], -1).astype(np.int64)
+        self._guide = torch.as_tensor(guide, device=self.device)
 
     def _build_cells(self, cum, invW, P, cells: int = 1 << 13):
         """Sampling table on G = 2^13 equal u-cells: on a cell inside one interval i,
