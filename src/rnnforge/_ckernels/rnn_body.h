@@ -6,9 +6,9 @@
  * gives the live rows of each step (sorted batch, longest first) or is NULL
  * when every sequence has all T steps.
  *
- * The recurrent products run row by row as axpy sweeps over the rows of the
- * weight matrix (contiguous, vectorized), which at the small batches these
- * loops are used for keeps the weights in cache and costs no call overhead.
+ * The recurrent products sweep the rows of the weight matrix (contiguous,
+ * vectorized) with the outputs held in registers, four batch rows at a time,
+ * so each weight is loaded once per four rows and there is no call overhead.
  */
 
 #define CAT_(a, b) a##b
@@ -42,6 +42,46 @@ static inline void FN(vecmat_acc)(real *restrict y, const real *restrict x, cons
 }
 #undef VB
 
+/* Y[r] (n) += X[r] (m) W for rows r < nb (row strides ldy, ldx): four rows at a
+ * time share each load of W (16 registers of accumulators); the column block of
+ * W (m x VB4) is the outer loop, so it stays in cache while every group of rows
+ * passes over it. Rows left over (nb % 4) go one at a time. */
+#define VB4 (256 / (int)sizeof(real)) /* 64 floats or 32 doubles per row: four registers */
+static inline void FN(matacc)(real *restrict Y, int64_t ldy, const real *restrict X, int64_t ldx,
+                              const real *restrict W, int64_t nb, int64_t m, int64_t n)
+{
+    const int64_t nb4 = nb / 4 * 4;
+    int64_t j0 = 0;
+    for (; j0 + VB4 <= n; j0 += VB4) {
+        for (int64_t r = 0; r < nb4; r += 4) {
+            real *y0 = Y + r * ldy + j0, *y1 = y0 + ldy, *y2 = y1 + ldy, *y3 = y2 + ldy;
+            const real *x0 = X + r * ldx, *x1 = x0 + ldx, *x2 = x1 + ldx, *x3 = x2 + ldx;
+            real a0[VB4], a1[VB4], a2[VB4], a3[VB4];
+            for (int j = 0; j < VB4; j++) { a0[j] = y0[j]; a1[j] = y1[j]; a2[j] = y2[j]; a3[j] = y3[j]; }
+            for (int64_t k = 0; k < m; k++) {
+                const real *restrict w = W + k * n + j0;
+                const real v0 = x0[k], v1 = x1[k], v2 = x2[k], v3 = x3[k];
+                for (int j = 0; j < VB4; j++) {
+                    const real wj = w[j];
+                    a0[j] += v0 * wj; a1[j] += v1 * wj; a2[j] += v2 * wj; a3[j] += v3 * wj;
+                }
+            }
+            for (int j = 0; j < VB4; j++) { y0[j] = a0[j]; y1[j] = a1[j]; y2[j] = a2[j]; y3[j] = a3[j]; }
+        }
+    }
+    for (int64_t r = 0; r < nb4; r++) {          /* columns left over (n % VB4) */
+        real *y = Y + r * ldy;
+        const real *x = X + r * ldx;
+        for (int64_t k = 0; k < m; k++) {
+            const real xk = x[k];
+            const real *restrict w = W + k * n;
+            for (int64_t j = j0; j < n; j++) y[j] += xk * w[j];
+        }
+    }
+    for (int64_t r = nb4; r < nb; r++) FN(vecmat_acc)(Y + r * ldy, X + r * ldx, W, m, n);
+}
+#undef VB4
+
 static inline int64_t FN(live)(const int64_t *bs, int64_t t, int64_t B) { return bs ? bs[t] : B; }
 
 /* ---- LSTM ---------------------------------------------------------------- */
@@ -55,12 +95,11 @@ void FN(rf_lstm_forward)(int64_t T, int64_t B, int64_t H, const int64_t *bs,
     const int64_t G = 4 * H;
     for (int64_t t = 0; t < T; t++) {
         const int64_t b_t = FN(live)(bs, t, B);
+        FN(matacc)(gates + t * B * G, G, t ? out + (t - 1) * B * H : h0, H, wt, b_t, H, G);
         for (int64_t b = 0; b < b_t; b++) {
-            const real *hp = t ? out + ((t - 1) * B + b) * H : h0 + b * H;
             const real *cp = t ? C + ((t - 1) * B + b) * H : c0 + b * H;
             real *g = gates + (t * B + b) * G;
             real *c = C + (t * B + b) * H, *tc = tC + (t * B + b) * H, *h = out + (t * B + b) * H;
-            FN(vecmat_acc)(g, hp, wt, H, G);
             FN(vsigmoid)(g, 2 * H);          /* i, f */
             FN(vtanh)(g + 2 * H, H);         /* C~ */
             FN(vsigmoid)(g + 3 * H, H);      /* o */
@@ -103,8 +142,8 @@ void FN(rf_lstm_backward)(int64_t T, int64_t B, int64_t H, const int64_t *bs,
                 g[3 * H + k] = dh[k] * (th * (o - o * o));
                 d[k] = dck * f;
             }
-            if (t) FN(vecmat_acc)(dH + ((t - 1) * B + b) * H, g, w_hh, G, H);
         }
+        if (t) FN(matacc)(dH + (t - 1) * B * H, H, dG + t * B * G, G, w_hh, b_t, G, H);
     }
 }
 
@@ -120,11 +159,12 @@ void FN(rf_gru_forward)(int64_t T, int64_t B, int64_t H, const int64_t *bs,
     const int64_t G = 3 * H;
     for (int64_t t = 0; t < T; t++) {
         const int64_t b_t = FN(live)(bs, t, B);
+        const real *hprev = t ? out + (t - 1) * B * H : h0;
+        for (int64_t j = 0; j < b_t * G; j++) hg[t * B * G + j] = 0;
+        FN(matacc)(hg + t * B * G, G, hprev, H, wt, b_t, H, G);
         for (int64_t b = 0; b < b_t; b++) {
-            const real *hp = t ? out + ((t - 1) * B + b) * H : h0 + b * H;
+            const real *hp = hprev + b * H;
             real *g = gates + (t * B + b) * G, *q = hg + (t * B + b) * G, *h = out + (t * B + b) * H;
-            for (int64_t j = 0; j < G; j++) q[j] = 0;
-            FN(vecmat_acc)(q, hp, wt, H, G);
             if (b_hh)
                 for (int64_t k = 0; k < H; k++) q[2 * H + k] += b_hh[k];
             for (int64_t j = 0; j < 2 * H; j++) g[j] += q[j];
@@ -160,8 +200,8 @@ void FN(rf_gru_backward)(int64_t T, int64_t B, int64_t H, const int64_t *bs,
                 q[2 * H + k] = dh[k] * kx[2 * H + k] * g[k];        /* inside r (.) */
                 dp[k] += dh[k] * g[H + k];                            /* through s z_prev */
             }
-            FN(vecmat_acc)(dp, q, w_hh, G, H);
         }
+        FN(matacc)(dH + (t - 1) * B * H, H, dHG + t * B * G, G, w_hh, b_t, G, H);
     }
 }
 
@@ -173,12 +213,9 @@ void FN(rf_rnn_forward)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int 
 {
     for (int64_t t = 0; t < T; t++) {
         const int64_t b_t = FN(live)(bs, t, B);
-        for (int64_t b = 0; b < b_t; b++) {
-            const real *hp = t ? out + ((t - 1) * B + b) * H : h0 + b * H;
-            real *h = out + (t * B + b) * H;
-            FN(vecmat_acc)(h, hp, wt, H, H);
-            if (sigmoid) FN(vsigmoid)(h, H); else FN(vtanh)(h, H);
-        }
+        real *h = out + t * B * H;
+        FN(matacc)(h, H, t ? out + (t - 1) * B * H : h0, H, wt, b_t, H, H);
+        if (sigmoid) FN(vsigmoid)(h, b_t * H); else FN(vtanh)(h, b_t * H);
     }
 }
 
@@ -193,8 +230,8 @@ void FN(rf_rnn_backward)(int64_t T, int64_t B, int64_t H, const int64_t *bs,
             const real *kd = Kd + (t * B + b) * H, *dh = dH + (t * B + b) * H;
             real *p = dP + (t * B + b) * H;
             for (int64_t k = 0; k < H; k++) p[k] = dh[k] * kd[k];
-            FN(vecmat_acc)(dH + ((t - 1) * B + b) * H, p, w_hh, H, H);
         }
+        FN(matacc)(dH + (t - 1) * B * H, H, dP + t * B * H, H, w_hh, b_t, H, H);
     }
 }
 
