@@ -154,6 +154,7 @@ typedef struct {
     double *out;
 } job;
 
+/* Draws (J->T set) or the bare uniforms (J->T NULL) of the stream of J->key. */
 static void *sample_job(void *arg)
 {
     const job *J = (const job *)arg;
@@ -161,19 +162,10 @@ static void *sample_job(void *arg)
     for (int64_t base = J->begin; base < J->end; base += 2 * LANES) {
         philox_uniforms((uint64_t)base / 2, J->key, u);
         int64_t m = J->end - base < 2 * LANES ? J->end - base : 2 * LANES;
-        cells_eval(J->T, u, J->out + base, (int)m);
-    }
-    return 0;
-}
-
-static void *uniform_job(void *arg)
-{
-    const job *J = (const job *)arg;
-    double u[2 * LANES];
-    for (int64_t base = J->begin; base < J->end; base += 2 * LANES) {
-        philox_uniforms((uint64_t)base / 2, J->key, u);
-        int64_t m = J->end - base < 2 * LANES ? J->end - base : 2 * LANES;
-        for (int64_t j = 0; j < m; j++) J->out[base + j] = u[j];
+        if (J->T)
+            cells_eval(J->T, u, J->out + base, (int)m);
+        else
+            for (int64_t j = 0; j < m; j++) J->out[base + j] = u[j];
     }
     return 0;
 }
@@ -261,5 +253,5 @@ int rf_philox_uniform(uint64_t key, int64_t n, double *out, int threads)
 {
     job proto = {0, 0, key, 0, 0, out};
     hugepage_hint(out, n * (int64_t)sizeof(double));
-    return run(uniform_job, proto, n, threads, 2 * LANES);
+    return run(sample_job, proto, n, threads, 2 * LANES);
 }
