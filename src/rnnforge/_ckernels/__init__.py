@@ -47,6 +47,7 @@ class PinvTable(ctypes.Structure):
         ("guide", ctypes.c_void_p), ("bounds", ctypes.c_void_p), ("ustart", ctypes.c_void_p),
         ("invw", ctypes.c_void_p), ("lo", ctypes.c_void_p), ("hi", ctypes.c_void_p),
         ("coef", ctypes.c_void_p), ("G2", ctypes.c_int64), ("cell", ctypes.c_void_p),
+        ("cell_first", ctypes.c_void_p),
         ("support_lo", ctypes.c_double), ("support_hi", ctypes.c_double),
     ]
 

@@ -14,7 +14,7 @@
  *     t = G2 u - k in [0, 1); a cell that holds an interval boundary has NaN
  *     coefficients and is evaluated by the interval path;
  *   - the interval path: guide table of G equal cells giving the interval
- *     directly (or -1: binary search of the interval boundaries), then
+ *     directly (or where to start a short scan of the boundaries), then
  *     x = P_i(s), s = (u - U_i) / W_i, clamped to [a_i, b_i].
  */
 #define _GNU_SOURCE /* MADV_HUGEPAGE */
@@ -33,7 +33,8 @@ typedef struct {
     int64_t K;            /* number of intervals */
     int64_t G;            /* guide cells */
     int64_t ncoef;        /* polynomial order + 1 */
-    const int64_t *guide; /* (G,) interval of each guide cell, -1: search */
+    const int64_t *guide; /* (G,) interval of each guide cell; -(f + 1) for a cell that
+                           * holds a boundary, f = boundaries below its start */
     const double *bounds; /* (K - 1,) interior interval boundaries in u */
     const double *ustart; /* (K,) U_i */
     const double *invw;   /* (K,) 1 / W_i (0 for empty intervals) */
@@ -42,6 +43,7 @@ typedef struct {
     const double *coef;   /* (K, ncoef) power form in s, constant term first */
     int64_t G2;           /* cells of the sampling table (0: none) */
     const double *cell;   /* (G2, ncoef) power form in t */
+    const int64_t *cell_first; /* (G2,) number of boundaries below each cell's start */
     double support_lo;    /* ppf(0) */
     double support_hi;    /* ppf(1) */
 } rf_pinv_table;
@@ -99,25 +101,28 @@ static inline double horner(const double *c, int64_t nc, double s)
     return x;
 }
 
-/* Interval path for 0 <= u <= 1 (the caller handles the ends of ppf). */
-static inline double interval_eval(const rf_pinv_table *T, double u)
+/* P_i(s) clamped to [a_i, b_i], for the interval i found by scanning up from i
+ * (a lower bound: the number of boundaries below some point <= u) to the number
+ * of boundaries < u, as torch.searchsorted (side left) would give it. */
+static inline double interval_from(const rf_pinv_table *T, double u, int64_t i)
 {
-    int64_t cell = (int64_t)(u * (double)T->G);
-    if (cell > T->G - 1) cell = T->G - 1;
-    int64_t i = T->guide[cell];
-    if (i < 0) { /* number of boundaries < u (torch.searchsorted, side left) */
-        int64_t a = 0, b = T->K - 1;
-        while (a < b) {
-            int64_t m = (a + b) >> 1;
-            if (T->bounds[m] < u) a = m + 1; else b = m;
-        }
-        i = a;
-    }
+    while (i < T->K - 1 && T->bounds[i] < u) i++;
     double s = (u - T->ustart[i]) * T->invw[i];
     double x = horner(T->coef + i * T->ncoef, T->ncoef, s);
     if (x < T->lo[i]) x = T->lo[i];
     if (x > T->hi[i]) x = T->hi[i];
     return x;
+}
+
+/* Interval path for 0 <= u <= 1 (the caller handles the ends of ppf): the guide
+ * cell gives the interval, or -(f + 1) when a boundary lies inside the cell,
+ * f being the number of boundaries below the cell's start. */
+static inline double interval_eval(const rf_pinv_table *T, double u)
+{
+    int64_t cell = (int64_t)(u * (double)T->G);
+    if (cell > T->G - 1) cell = T->G - 1;
+    const int64_t i = T->guide[cell];
+    return interval_from(T, u, i < 0 ? -i - 1 : i);
 }
 
 /* x[j] = ppf(u[j]) for m <= 2 * LANES uniforms in [0, 1) through the cell
@@ -141,7 +146,7 @@ static void cells_eval(const rf_pinv_table *T, const double *restrict u, double 
     for (int64_t d = nc - 2; d >= 0; d--)
         for (int j = 0; j < m; j++) x[j] = x[j] * t[j] + C[row[j] + d];
     for (int j = 0; j < m; j++)
-        if (x[j] != x[j]) x[j] = interval_eval(T, u[j]);
+        if (x[j] != x[j]) x[j] = interval_from(T, u[j], T->cell_first[(int64_t)(u[j] * G2)]);
 }
 
 /* ---- threads --------------------------------------------------------------- */

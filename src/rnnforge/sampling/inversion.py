@@ -199,8 +199,9 @@ class NumericalInverse(Sampler):
         bounds = self._np["cum"][1:-1]
         first = np.searchsorted(bounds, np.arange(G + 1) / G)          # bounds < edge
         self._G = G
-        # cells that hold a boundary are marked -1 and searched on their own
-        guide = np.where(first[1:] == first[:-1], first[:-1], -1).astype(np.int64)
+        # cells that hold a boundary are marked -(f + 1), f = boundaries below the cell
+        # start: the torch path searches them, the compiled one scans up from f
+        guide = np.where(first[1:] == first[:-1], first[:-1], -first[:-1] - 1).astype(np.int64)
         self._guide = torch.as_tensor(guide, device=self.device)
 
     def _build_cells(self, cum, invW, P, cells: int = 1 << 13):
@@ -232,6 +233,7 @@ class NumericalInverse(Sampler):
         D[:, ~simple] = np.nan
         self._G2 = G
         self._cell_coef = [torch.as_tensor(D[k], dtype=F64, device=self.device) for k in range(n + 1)]
+        self._cell_first = torch.as_tensor(first[:-1].astype(np.int64), device=self.device)
 
     def _sample_cells(self, u):
         if self._cell_coef is None:
@@ -329,7 +331,8 @@ class NumericalInverse(Sampler):
             keep = dict(guide=self._guide.contiguous(), bounds=self._bounds.contiguous(),
                         ustart=self._ustart, invw=self._invw, lo=self._lo, hi=self._hi,
                         coef=torch.stack(self._coef, 1).contiguous(),
-                        cell=torch.stack(self._cell_coef, 1).contiguous())
+                        cell=torch.stack(self._cell_coef, 1).contiguous(),
+                        cell_first=self._cell_first.contiguous())
             ptr = {k: v.data_ptr() for k, v in keep.items()}
             tab = _ck.PinvTable(K=self.intervals, G=self._G, ncoef=len(self._coef), G2=self._G2,
                                 support_lo=self.support[0], support_hi=self.support[1], **ptr)
