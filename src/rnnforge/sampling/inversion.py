@@ -510,7 +510,7 @@ def _build(mass, *, grid, cdf_grid, comps, u_resolution, order, area_guess, cent
 
 
 _START = 64     # initial intervals per component: about 2 * _START (by mass and by x)
-_END_RATIO = 8.0  # mass ratio of neighbouring pieces cut toward a component's end
+_END_RATIO = 2.0  # mass ratio of neighbouring pieces cut toward a component's end
 _CUT = 1.2      # safety factor on the number of pieces a failing interval is cut into
 
 
