@@ -79,7 +79,7 @@ _TWO_LEVEL_MIN = 1 << 19
 #: Unshifted weights are kept when each row's total is at least V * e^-30 (see _draw)
 _TINY = math.exp(-30.0)
 #: Bytes of float32 + float64 weights per chunk of rows, to stay in a 2 MiB L2 between passes
-_CHUNK_BYTES = 1_200_000
+_CHUNK_BYTES = 1_300_000
 
 
 def _exp(x: torch.Tensor, temperature: float, m: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
