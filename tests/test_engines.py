@@ -30,6 +30,9 @@ SHAPES = {
     "lengths-B1-nan-padding": dict(T=4, B=1, I=2, H=3, lengths=[2], nan_padding=True),
     "lengths-max<T-nan-padding": dict(T=5, B=3, I=2, H=3, L=2, bias=True, lengths=[2, 4, 1],
                                       nan_padding=True),
+    # batches above the fused engine's C-loop limit (C_LOOP_MAX_BATCH) run its torch loops
+    "B6-L2-bias-hx": dict(T=5, B=6, I=3, H=5, L=2, bias=True, hx=True),
+    "lengths-B6": dict(T=5, B=6, I=2, H=3, lengths=[5, 2, 4, 1, 3, 5]),
 }
 
 
