@@ -9,13 +9,14 @@ float64, batched, on any torch device, seeded by a ``torch.Generator``; each has
 Samplers: :func:`from_distribution` (torch.distributions, with numerical
 quantiles for Gamma/Chi2/Beta/StudentT), :func:`from_pdf` and :func:`from_cdf`
 (PINV-style numerical inversion), :func:`from_samples` (empirical),
-:class:`Categorical` and :func:`sample_categorical`, :class:`Mixture`,
+:class:`Categorical` and :func:`sample_categorical` (and :class:`CategoricalStepper`
+for a loop that draws every step), :class:`Mixture`,
 :class:`Truncated`, and the learned :class:`PiecewiseLinearQuantile`.
 Calibration: :func:`pit`, :func:`randomized_pit`, :func:`uniformity`,
 :func:`pit_histogram`.
 """
 from ._base import Sampler, UError
-from .categorical import Categorical, sample_categorical
+from .categorical import Categorical, CategoricalStepper, sample_categorical
 from .distributions import (DistributionSampler, beta_cdf, beta_ppf, betainc, chi2_cdf, chi2_ppf,
                             from_distribution, gamma_cdf, gamma_ppf, student_t_cdf, student_t_ppf)
 from .empirical import Empirical, from_samples
@@ -33,7 +34,7 @@ __all__ = [
     "beta_ppf", "student_t_cdf", "student_t_ppf", "chi2_cdf", "chi2_ppf",
     "from_pdf", "from_cdf", "NumericalInverse",
     "from_samples", "Empirical",
-    "Categorical", "sample_categorical",
+    "Categorical", "sample_categorical", "CategoricalStepper",
     "Mixture", "Truncated",
     "PiecewiseLinearQuantile", "PiecewiseLinearQuantileNet", "fit_quantile", "QuantileFit", "pinball_loss",
 ]
