@@ -32,13 +32,18 @@ def test_fused_loops_match_reference(loops, mode, dtype, shape):
     te.test_engine_matches_reference("fused", mode, dtype, shape)
 
 
+@pytest.mark.parametrize("batch, threads", [(5, 1), (13, 3)])
 @pytest.mark.parametrize("mode", MODES)
-def test_c_and_torch_loops_agree_on_a_larger_case(mode, monkeypatch):
-    """T=50, B=5, H=33 (not a multiple of any vector width), lengths, two layers."""
+def test_c_and_torch_loops_agree_on_a_larger_case(mode, batch, threads, monkeypatch):
+    """T=50, H=33 (not a multiple of any vector width), lengths, two layers; with
+    3 threads the 13 rows run as two row ranges at once (rows 0-7 and 8-12)."""
     torch.manual_seed(0)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    assert len(fused._row_ranges(batch)) == (2 if threads > 1 else 1)
     layer = make_layer(mode, 7, 33, num_layers=2, bias=True, engine="fused", dtype=torch.float64)
-    x = torch.randn(50, 5, 7, dtype=torch.float64)
-    lengths = torch.tensor([50, 17, 50, 3, 41])
+    x = torch.randn(50, batch, 7, dtype=torch.float64)
+    lengths = torch.randint(1, 51, (batch,))
+    lengths[0] = 50
     results = {}
     for name, cap in (("c", 1 << 30), ("torch", -1)):
         monkeypatch.setattr(fused, "C_LOOP_MAX_BATCH", cap)
@@ -50,6 +55,16 @@ def test_c_and_torch_loops_agree_on_a_larger_case(mode, monkeypatch):
         results[name] = [y.detach(), xx.grad] + [p.grad.clone() for p in layer.parameters()]
     for a, b in zip(results["c"], results["torch"]):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_row_ranges_cover_the_batch_in_blocks_of_four(monkeypatch):
+    for threads in (1, 2, 3, 8):
+        monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+        for B in range(1, 70):
+            r = fused._row_ranges(B)
+            assert r[0][0] == 0 and r[-1][1] == B and len(r) <= threads
+            assert all(a[1] == b[0] for a, b in zip(r, r[1:]))
+            assert all((hi - lo) % 4 == 0 for lo, hi in r[:-1])
 
 
 def test_dispatch_by_batch(monkeypatch):

@@ -144,12 +144,13 @@ def _declare_rnn(lib: ctypes.CDLL) -> None:
     P, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     for suf in ("_f32", "_f64"):
         sig = {
-            "rf_lstm_forward": [i64, i64, i64, P, P, P, P, P, P, P, P],
-            "rf_lstm_backward": [i64, i64, i64, P, P, P, P, P, P, P, P, P],
-            "rf_gru_forward": [i64, i64, i64, P, P, P, P, P, P, P],
-            "rf_gru_backward": [i64, i64, i64, P, P, P, P, P, P],
-            "rf_rnn_forward": [i64, i64, i64, P, i32, P, P, P],
-            "rf_rnn_backward": [i64, i64, i64, P, P, P, P, P],
+            # (T, B, H, bs, r0, r1, ...): see rnn_body.h
+            "rf_lstm_forward": [i64, i64, i64, P, i64, i64, P, P, P, P, P, P, P],
+            "rf_lstm_backward": [i64, i64, i64, P, i64, i64, P, P, P, P, P, P, P, P],
+            "rf_gru_forward": [i64, i64, i64, P, i64, i64, P, P, P, P, P, P],
+            "rf_gru_backward": [i64, i64, i64, P, i64, i64, P, P, P, P, P],
+            "rf_rnn_forward": [i64, i64, i64, P, i64, i64, i32, P, P, P],
+            "rf_rnn_backward": [i64, i64, i64, P, i64, i64, P, P, P, P],
             "rf_sigmoid": [P, i64],
             "rf_tanh": [P, i64],
         }

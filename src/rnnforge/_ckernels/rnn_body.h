@@ -4,7 +4,9 @@
  * (SUF = _f64). Every buffer is the fused engine's own, contiguous and
  * time-major; see rnnforge/engines/fused.py for what each one holds. `bs`
  * gives the live rows of each step (sorted batch, longest first) or is NULL
- * when every sequence has all T steps.
+ * when every sequence has all T steps. Each call runs the rows [r0, r1) of
+ * the batch: the rows of a recurrence never meet, so the caller can run
+ * disjoint row ranges on several threads at once.
  *
  * The recurrent products sweep the rows of the weight matrix (contiguous,
  * vectorized) with the outputs held in registers, four batch rows at a time,
@@ -82,21 +84,27 @@ static inline void FN(matacc)(real *restrict Y, int64_t ldy, const real *restric
 }
 #undef VB4
 
-static inline int64_t FN(live)(const int64_t *bs, int64_t t, int64_t B) { return bs ? bs[t] : B; }
+/* End of the rows [r0, r1) that are live at step t (bs: live rows per step, or NULL). */
+static inline int64_t FN(live)(const int64_t *bs, int64_t t, int64_t B, int64_t r1)
+{
+    const int64_t b_t = bs ? bs[t] : B;
+    return b_t < r1 ? b_t : r1;
+}
 
 /* ---- LSTM ---------------------------------------------------------------- */
 
 /* gates (T, B, 4H): in, the input projections; out, the activations i, f, C~, o.
  * C, tC, out (T, B, H): memory, tanh(memory), output. wt (H, 4H) = W_hh^T. */
-void FN(rf_lstm_forward)(int64_t T, int64_t B, int64_t H, const int64_t *bs,
+void FN(rf_lstm_forward)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int64_t r0, int64_t r1,
                          const real *h0, const real *c0, const real *wt,
                          real *gates, real *C, real *tC, real *out)
 {
     const int64_t G = 4 * H;
     for (int64_t t = 0; t < T; t++) {
-        const int64_t b_t = FN(live)(bs, t, B);
-        FN(matacc)(gates + t * B * G, G, t ? out + (t - 1) * B * H : h0, H, wt, b_t, H, G);
-        for (int64_t b = 0; b < b_t; b++) {
+        const int64_t e = FN(live)(bs, t, B, r1);
+        if (e <= r0) continue;
+        FN(matacc)(gates + (t * B + r0) * G, G, (t ? out + (t - 1) * B * H : h0) + r0 * H, H, wt, e - r0, H, G);
+        for (int64_t b = r0; b < e; b++) {
             const real *cp = t ? C + ((t - 1) * B + b) * H : c0 + b * H;
             real *g = gates + (t * B + b) * G;
             real *c = C + (t * B + b) * H, *tc = tC + (t * B + b) * H, *h = out + (t * B + b) * H;
@@ -120,14 +128,15 @@ void FN(rf_lstm_forward)(int64_t T, int64_t B, int64_t H, const int64_t *bs,
  * place with the recurrent part (except at t = 0: the caller forms
  * dh0 = dG_0 W_hh). dc (B, H): in, dC_n; out, dC_0. dG (T, B, 4H): out, the
  * gradients of the pre-activations. w_hh (4H, H). */
-void FN(rf_lstm_backward)(int64_t T, int64_t B, int64_t H, const int64_t *bs,
+void FN(rf_lstm_backward)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int64_t r0, int64_t r1,
                           const real *w_hh, const real *gates, const real *C, const real *tC,
                           const real *c0, real *dH, real *dc, real *dG)
 {
     const int64_t G = 4 * H;
     for (int64_t t = T - 1; t >= 0; t--) {
-        const int64_t b_t = FN(live)(bs, t, B);
-        for (int64_t b = 0; b < b_t; b++) {
+        const int64_t e = FN(live)(bs, t, B, r1);
+        if (e <= r0) continue;
+        for (int64_t b = r0; b < e; b++) {
             const real *a = gates + (t * B + b) * G;
             const real *cp = t ? C + ((t - 1) * B + b) * H : c0 + b * H;
             const real *tc = tC + (t * B + b) * H;
@@ -143,7 +152,7 @@ void FN(rf_lstm_backward)(int64_t T, int64_t B, int64_t H, const int64_t *bs,
                 d[k] = dck * f;
             }
         }
-        if (t) FN(matacc)(dH + (t - 1) * B * H, H, dG + t * B * G, G, w_hh, b_t, G, H);
+        if (t) FN(matacc)(dH + ((t - 1) * B + r0) * H, H, dG + (t * B + r0) * G, G, w_hh, e - r0, G, H);
     }
 }
 
@@ -152,17 +161,18 @@ void FN(rf_lstm_backward)(int64_t T, int64_t B, int64_t H, const int64_t *bs,
 /* gates (T, B, 3H): in, the input projections; out, the activations r, s, z~.
  * hg (T, B, 3H): out, gamma z_prev per gate (+ b_gamma on the candidate).
  * out (T, B, H). wt (H, 3H) = W_hh^T; b_hh (H) or NULL. */
-void FN(rf_gru_forward)(int64_t T, int64_t B, int64_t H, const int64_t *bs,
+void FN(rf_gru_forward)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int64_t r0, int64_t r1,
                         const real *h0, const real *wt, const real *b_hh,
                         real *gates, real *hg, real *out)
 {
     const int64_t G = 3 * H;
     for (int64_t t = 0; t < T; t++) {
-        const int64_t b_t = FN(live)(bs, t, B);
+        const int64_t e = FN(live)(bs, t, B, r1);
+        if (e <= r0) continue;
         const real *hprev = t ? out + (t - 1) * B * H : h0;
-        for (int64_t j = 0; j < b_t * G; j++) hg[t * B * G + j] = 0;
-        FN(matacc)(hg + t * B * G, G, hprev, H, wt, b_t, H, G);
-        for (int64_t b = 0; b < b_t; b++) {
+        for (int64_t j = r0 * G; j < e * G; j++) hg[t * B * G + j] = 0;
+        FN(matacc)(hg + (t * B + r0) * G, G, hprev + r0 * H, H, wt, e - r0, H, G);
+        for (int64_t b = r0; b < e; b++) {
             const real *hp = hprev + b * H;
             real *g = gates + (t * B + b) * G, *q = hg + (t * B + b) * G, *h = out + (t * B + b) * H;
             if (b_hh)
@@ -183,14 +193,15 @@ void FN(rf_gru_forward)(int64_t T, int64_t B, int64_t H, const int64_t *bs,
  * Kx (T, B, 3, H): the input-side factors; gates (T, B, 3H): r, s, z~;
  * dH (T, B, H) completed in place; dHG (T, B, 3, H): out, the recurrent-side
  * gradients of the pre-activations. w_hh (3H, H). */
-void FN(rf_gru_backward)(int64_t T, int64_t B, int64_t H, const int64_t *bs,
+void FN(rf_gru_backward)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int64_t r0, int64_t r1,
                          const real *w_hh, const real *Kx, const real *gates,
                          real *dH, real *dHG)
 {
     const int64_t G = 3 * H;
     for (int64_t t = T - 1; t >= 1; t--) {
-        const int64_t b_t = FN(live)(bs, t, B);
-        for (int64_t b = 0; b < b_t; b++) {
+        const int64_t e = FN(live)(bs, t, B, r1);
+        if (e <= r0) continue;
+        for (int64_t b = r0; b < e; b++) {
             const real *kx = Kx + (t * B + b) * G, *g = gates + (t * B + b) * G;
             const real *dh = dH + (t * B + b) * H;
             real *q = dHG + (t * B + b) * G, *dp = dH + ((t - 1) * B + b) * H;
@@ -201,37 +212,39 @@ void FN(rf_gru_backward)(int64_t T, int64_t B, int64_t H, const int64_t *bs,
                 dp[k] += dh[k] * g[H + k];                            /* through s z_prev */
             }
         }
-        FN(matacc)(dH + (t - 1) * B * H, H, dHG + t * B * G, G, w_hh, b_t, G, H);
+        FN(matacc)(dH + ((t - 1) * B + r0) * H, H, dHG + (t * B + r0) * G, G, w_hh, e - r0, G, H);
     }
 }
 
 /* ---- RNN (tanh or sigmoid) ------------------------------------------------- */
 
 /* out (T, B, H): in, the input projections; out, z. wt (H, H) = W_hh^T. */
-void FN(rf_rnn_forward)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int sigmoid,
+void FN(rf_rnn_forward)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int64_t r0, int64_t r1, int sigmoid,
                         const real *h0, const real *wt, real *out)
 {
     for (int64_t t = 0; t < T; t++) {
-        const int64_t b_t = FN(live)(bs, t, B);
-        real *h = out + t * B * H;
-        FN(matacc)(h, H, t ? out + (t - 1) * B * H : h0, H, wt, b_t, H, H);
-        if (sigmoid) FN(vsigmoid)(h, b_t * H); else FN(vtanh)(h, b_t * H);
+        const int64_t e = FN(live)(bs, t, B, r1);
+        if (e <= r0) continue;
+        real *h = out + (t * B + r0) * H;
+        FN(matacc)(h, H, (t ? out + (t - 1) * B * H : h0) + r0 * H, H, wt, e - r0, H, H);
+        if (sigmoid) FN(vsigmoid)(h, (e - r0) * H); else FN(vtanh)(h, (e - r0) * H);
     }
 }
 
 /* The RNN backward loop for t = T-1 .. 1. Kd (T, B, H): the activation's
  * derivative; dH completed in place; dP (T, B, H): out, dH * Kd. w_hh (H, H). */
-void FN(rf_rnn_backward)(int64_t T, int64_t B, int64_t H, const int64_t *bs,
+void FN(rf_rnn_backward)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int64_t r0, int64_t r1,
                          const real *w_hh, const real *Kd, real *dH, real *dP)
 {
     for (int64_t t = T - 1; t >= 1; t--) {
-        const int64_t b_t = FN(live)(bs, t, B);
-        for (int64_t b = 0; b < b_t; b++) {
+        const int64_t e = FN(live)(bs, t, B, r1);
+        if (e <= r0) continue;
+        for (int64_t b = r0; b < e; b++) {
             const real *kd = Kd + (t * B + b) * H, *dh = dH + (t * B + b) * H;
             real *p = dP + (t * B + b) * H;
             for (int64_t k = 0; k < H; k++) p[k] = dh[k] * kd[k];
         }
-        FN(matacc)(dH + (t - 1) * B * H, H, dP + t * B * H, H, w_hh, b_t, H, H);
+        FN(matacc)(dH + ((t - 1) * B + r0) * H, H, dP + (t * B + r0) * H, H, w_hh, e - r0, H, H);
     }
 }
 

@@ -44,6 +44,7 @@ from __future__ import annotations
 import math
 import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -214,19 +215,44 @@ def _c_loop(name: str, like: torch.Tensor, batch: int):
     return getattr(lib, f"rf_{name}{_C_SUFFIX[like.dtype]}")
 
 
-def _call(fn, *args) -> None:
-    """Call a C loop: tensors become data pointers, a list of live batch sizes an
-    int64 array, None a NULL pointer. Every array stays referenced here until the
-    call returns. Inputs that are not contiguous are copied; the buffers written
-    in place are always the engine's own contiguous ones."""
-    keep = []
+def _row_ranges(B: int) -> list[tuple[int, int]]:
+    """Disjoint row ranges for the threads: the rows of a recurrence never meet,
+    so each thread runs the whole loop over time on its own rows. Ranges are
+    multiples of 4 rows (the C product's block) and at most torch's thread count."""
+    n = max(1, min(torch.get_num_threads(), B // 4))
+    per = -(-B // n)
+    per = -(-per // 4) * 4
+    return [(r, min(r + per, B)) for r in range(0, B, per)]
+
+
+_POOL = None
+
+
+def _pool():
+    global _POOL
+    if _POOL is None or _POOL._max_workers < torch.get_num_threads():
+        _POOL = ThreadPoolExecutor(max_workers=torch.get_num_threads(), thread_name_prefix="rnnforge-loop")
+    return _POOL
+
+
+def _call(fn, T: int, B: int, H: int, bs, *args) -> None:
+    """Call a C loop on rows ``[0, B)``, split over threads (ctypes releases the GIL).
+
+    Tensors become data pointers, the list of live batch sizes an int64 array,
+    None a NULL pointer; every array stays referenced here until the calls
+    return. Inputs that are not contiguous are copied; the buffers written in
+    place are always the engine's own contiguous ones."""
+    keep = [None if bs is None else torch.tensor(bs, dtype=torch.int64)]
     for a in args:
-        if isinstance(a, list):
-            a = torch.tensor(a, dtype=torch.int64)
-        elif torch.is_tensor(a):
-            a = a.contiguous()
-        keep.append(a)
-    fn(*[a.data_ptr() if torch.is_tensor(a) else a for a in keep])
+        keep.append(a.contiguous() if torch.is_tensor(a) else a)
+    ptrs = [a.data_ptr() if torch.is_tensor(a) else a for a in keep]
+    ranges = _row_ranges(B)
+    if len(ranges) == 1:
+        fn(T, B, H, ptrs[0], 0, B, *ptrs[1:])
+        return
+    jobs = [_pool().submit(fn, T, B, H, ptrs[0], r0, r1, *ptrs[1:]) for r0, r1 in ranges]
+    for j in jobs:
+        j.result()
 
 
 # -- forward kernels ---------------------------------------------------------------------
