@@ -21,7 +21,8 @@ pytestmark = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc
 @pytest.fixture(params=["c", "torch"])
 def loops(request, monkeypatch):
     """Force the C loops (any batch) or the torch loops (none)."""
-    monkeypatch.setattr(fused, "C_LOOP_MAX_BATCH", 1 << 30 if request.param == "c" else -1)
+    cap = 1 << 30 if request.param == "c" else -1
+    monkeypatch.setattr(fused, "C_LOOP_MAX_BATCH", dict.fromkeys(fused.C_LOOP_MAX_BATCH, cap))
     return request.param
 
 
@@ -46,7 +47,7 @@ def test_c_and_torch_loops_agree_on_a_larger_case(mode, batch, threads, monkeypa
     lengths[0] = 50
     results = {}
     for name, cap in (("c", 1 << 30), ("torch", -1)):
-        monkeypatch.setattr(fused, "C_LOOP_MAX_BATCH", cap)
+        monkeypatch.setattr(fused, "C_LOOP_MAX_BATCH", dict.fromkeys(fused.C_LOOP_MAX_BATCH, cap))
         layer.zero_grad()
         xx = x.clone().requires_grad_(True)
         out = layer(xx, lengths=lengths)
@@ -69,8 +70,10 @@ def test_row_ranges_cover_the_batch_in_blocks_of_four(monkeypatch):
 
 def test_dispatch_by_batch(monkeypatch):
     like = torch.zeros(1)
-    assert fused._c_loop("lstm_forward", like, fused.C_LOOP_MAX_BATCH) is not None
-    assert fused._c_loop("lstm_forward", like, fused.C_LOOP_MAX_BATCH + 1) is None
+    for family, limit in fused.C_LOOP_MAX_BATCH.items():
+        assert fused._c_loop(f"{family}_forward", like, limit) is not None
+        assert fused._c_loop(f"{family}_backward", like, limit + 1) is None
+    assert fused.runs_c_loops("rnn_sigmoid", fused.C_LOOP_MAX_BATCH["rnn"])
     monkeypatch.setattr(ck, "_libs", {})
     monkeypatch.setattr(ck, "_errors", {"rnn": "no compiler (test)"})
     monkeypatch.setattr(fused, "_warned", True)
@@ -120,14 +123,20 @@ def test_missing_compiler_is_said_once(monkeypatch):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_auto_runs_fused_at_small_batch(mode):
-    """The measured rule: fused's C loops beat torch.nn (oneDNN LSTM included) at
-    batch <= C_LOOP_MAX_BATCH; above it the CPU_PREFERENCE table decides."""
+def test_auto_runs_fused_where_its_c_loops_run(mode):
+    """The measured rule: fused's C loops beat torch.nn (oneDNN's LSTM included) up to
+    the family's batch limit, except an LSTM run forward only above batch 4; past the
+    limit the CPU_PREFERENCE table decides."""
     from rnnforge.engines import CPU_PREFERENCE
+    limit = fused.C_LOOP_MAX_BATCH[fused._family(mode)]
     small = make_layer(mode, 3, 4)
-    small(torch.randn(5, fused.C_LOOP_MAX_BATCH, 3))
+    small(torch.randn(5, limit, 3))                       # parameters require grad: training
     assert small.engine_used == "fused"
+    with torch.no_grad():
+        small(torch.randn(5, 4, 3))
+        assert small.engine_used == "fused"
+        small(torch.randn(5, 5, 3))
+        assert small.engine_used == ("native" if mode == "lstm" else "fused")
     big = make_layer(mode, 3, 4)
-    x = torch.randn(5, fused.C_LOOP_MAX_BATCH + 1, 3, requires_grad=True)
-    big(x)
+    big(torch.randn(5, limit + 1, 3))
     assert big.engine_used == CPU_PREFERENCE[(mode, torch.float32, True)][0]

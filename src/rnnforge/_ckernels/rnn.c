@@ -93,6 +93,16 @@ void rf_tanh_f64(double *x, int64_t n) { vtanh_f64(x, n); }
 
 /* ---- the loops, once per type ------------------------------------------------ */
 
+/* Register blocking of the matrix products: 16 accumulator vectors where the CPU
+ * has 32 vector registers (AVX-512), 8 where it has 16. */
+#if defined(__AVX512F__)
+#define VBYTES 64
+#define NVEC 4
+#else
+#define VBYTES 32
+#define NVEC 2
+#endif
+
 #define real float
 #define SUF _f32
 #include "rnn_body.h"

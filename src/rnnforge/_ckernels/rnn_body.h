@@ -44,45 +44,55 @@ static inline void FN(vecmat_acc)(real *restrict y, const real *restrict x, cons
 }
 #undef VB
 
-/* Y[r] (n) += X[r] (m) W for rows r < nb (row strides ldy, ldx): four rows at a
- * time share each load of W (16 registers of accumulators); the column block of
- * W (m x VB4) is the outer loop, so it stays in cache while every group of rows
- * passes over it. Rows left over (nb % 4) go one at a time. */
-#define VB4 (256 / (int)sizeof(real)) /* 64 floats or 32 doubles per row: four registers */
+/* Y[r] (n) += X[r] (m) W for rows r < nb (row strides ldy, ldx). Four rows at
+ * a time share each load of W: their accumulators (4 rows x NVEC vectors) are
+ * explicit vector variables, so they stay in registers; the column block of W
+ * (m x JB) is the outer loop, so it stays in cache while every group of rows
+ * passes over it. Rows left over (nb % 4) and columns left over (n % JB) take
+ * the plain paths. */
+typedef real FN(vec) __attribute__((vector_size(VBYTES), aligned(sizeof(real))));
+#define VL (VBYTES / (int)sizeof(real))
+#define JB (NVEC * VL)
 static inline void FN(matacc)(real *restrict Y, int64_t ldy, const real *restrict X, int64_t ldx,
                               const real *restrict W, int64_t nb, int64_t m, int64_t n)
 {
+    typedef FN(vec) vec;
     const int64_t nb4 = nb / 4 * 4;
     int64_t j0 = 0;
-    for (; j0 + VB4 <= n; j0 += VB4) {
+    for (; j0 + JB <= n; j0 += JB) {
         for (int64_t r = 0; r < nb4; r += 4) {
-            real *y0 = Y + r * ldy + j0, *y1 = y0 + ldy, *y2 = y1 + ldy, *y3 = y2 + ldy;
-            const real *x0 = X + r * ldx, *x1 = x0 + ldx, *x2 = x1 + ldx, *x3 = x2 + ldx;
-            real a0[VB4], a1[VB4], a2[VB4], a3[VB4];
-            for (int j = 0; j < VB4; j++) { a0[j] = y0[j]; a1[j] = y1[j]; a2[j] = y2[j]; a3[j] = y3[j]; }
+            real *y[4];
+            const real *x[4];
+            for (int q = 0; q < 4; q++) { y[q] = Y + (r + q) * ldy + j0; x[q] = X + (r + q) * ldx; }
+            vec acc[4][NVEC];
+            for (int q = 0; q < 4; q++)
+                for (int v = 0; v < NVEC; v++) acc[q][v] = *(const vec *)(y[q] + v * VL);
             for (int64_t k = 0; k < m; k++) {
-                const real *restrict w = W + k * n + j0;
-                const real v0 = x0[k], v1 = x1[k], v2 = x2[k], v3 = x3[k];
-                for (int j = 0; j < VB4; j++) {
-                    const real wj = w[j];
-                    a0[j] += v0 * wj; a1[j] += v1 * wj; a2[j] += v2 * wj; a3[j] += v3 * wj;
+                const real *w = W + k * n + j0;
+                vec wv[NVEC];
+                for (int v = 0; v < NVEC; v++) wv[v] = *(const vec *)(w + v * VL);
+                for (int q = 0; q < 4; q++) {
+                    const real xq = x[q][k];
+                    for (int v = 0; v < NVEC; v++) acc[q][v] += xq * wv[v];
                 }
             }
-            for (int j = 0; j < VB4; j++) { y0[j] = a0[j]; y1[j] = a1[j]; y2[j] = a2[j]; y3[j] = a3[j]; }
+            for (int q = 0; q < 4; q++)
+                for (int v = 0; v < NVEC; v++) *(vec *)(y[q] + v * VL) = acc[q][v];
         }
     }
-    for (int64_t r = 0; r < nb4; r++) {          /* columns left over (n % VB4) */
-        real *y = Y + r * ldy;
-        const real *x = X + r * ldx;
+    for (int64_t r = 0; r < nb4; r++) {          /* columns left over (n % JB) */
+        real *yr = Y + r * ldy;
+        const real *xr = X + r * ldx;
         for (int64_t k = 0; k < m; k++) {
-            const real xk = x[k];
+            const real xk = xr[k];
             const real *restrict w = W + k * n;
-            for (int64_t j = j0; j < n; j++) y[j] += xk * w[j];
+            for (int64_t j = j0; j < n; j++) yr[j] += xk * w[j];
         }
     }
     for (int64_t r = nb4; r < nb; r++) FN(vecmat_acc)(Y + r * ldy, X + r * ldx, W, m, n);
 }
-#undef VB4
+#undef JB
+#undef VL
 
 /* End of the rows [r0, r1) that are live at step t (bs: live rows per step, or NULL). */
 static inline int64_t FN(live)(const int64_t *bs, int64_t t, int64_t B, int64_t r1)

@@ -22,7 +22,6 @@ from typing import Protocol
 
 import torch
 
-from .. import _ckernels as _ck
 
 
 class Engine(Protocol):
@@ -56,10 +55,12 @@ AUTO_ORDER: list[str] = []
 #:   at B=32 but 0.83x at B=1, so native is the safe side).
 #: * tanh RNN -> fused (forward 1.32x / 1.18x, forward+backward 1.32x / 3.18x).
 #: * sigmoid RNN -> fused (torch has no sigmoid RNN; the reference loop is 4.9x / 9.3x slower).
-#: At batch sizes up to ``fused.C_LOOP_MAX_BATCH`` (4), where the fused engine runs its
-#: loops over time in C, SMALL_BATCH_PREFERENCE replaces the table: fused first for every
-#: cell (1000x1, 1 thread, after the C loops: LSTM forward 1.06x and forward+backward
-#: 1.10x torch.nn's oneDNN; GRU 2.9x / 12.7x; tanh RNN 6.3x / 16.6x).
+#: Where the fused engine runs its loops over time in C (``fused.runs_c_loops``: batch up
+#: to 64 for LSTMs, 32 for GRUs, 8 for RNNs) fused comes first for every cell, except an
+#: LSTM run forward only at a batch above 4, where oneDNN's forward stays faster
+#: (1 thread, C loops: LSTM forward 1.06x / 0.75x and forward+backward 1.04-1.10x / 1.21x
+#: torch.nn at 1000x1 / 256x32; GRU 3.5x / 1.12x and 11x / 1.42x; tanh RNN 3.5x and 9.4x
+#: at 1000x1).
 #: On other devices CPU_PREFERENCE says nothing and AUTO_ORDER decides (fused is CPU-only).
 CPU_PREFERENCE: dict[tuple[str, torch.dtype, bool], tuple[str, ...]] = {}
 for _dtype in (torch.float32, torch.float64):
@@ -108,7 +109,8 @@ def _preference(layer, x) -> tuple[str, ...]:
     """``x`` is time-major (T, B, I), as engines receive it."""
     if x.device.type != "cpu":
         return ()
-    if x.dim() == 3 and x.shape[1] <= fused.C_LOOP_MAX_BATCH and _ck.available("rnn"):
+    B = x.shape[1] if x.dim() == 3 else 1
+    if fused.runs_c_loops(layer.mode, B) and (layer.mode != "lstm" or B <= 4 or _grad(layer, x)):
         return SMALL_BATCH_PREFERENCE if layer.mode != "rnn_sigmoid" else ("fused",)
     return CPU_PREFERENCE.get((layer.mode, x.dtype, _grad(layer, x)), ())
 

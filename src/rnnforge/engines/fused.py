@@ -20,8 +20,8 @@ backward (``_Recurrence.backward``, hand-written, run once per layer-direction)
     single GEMMs over all steps: ``dW_hh = dgates^T H_prev`` as
     (G*H, T*B) x (T*B, H), ``dW_ih = dgates^T X``, ``dx = dgates W_ih``.
 
-At batch sizes up to ``C_LOOP_MAX_BATCH`` the two loops over time (not the big
-ops around them) run in C instead (``rnnforge/_ckernels/rnn.c``, built on first
+At batch sizes up to ``C_LOOP_MAX_BATCH`` (per cell family) the two loops over
+time (not the big ops around them) run in C instead (``rnnforge/_ckernels/rnn.c``, built on first
 use): there a step is a matrix-vector product plus a few dozen elementwise
 operations, and one torch op per kernel would cost more than the arithmetic.
 The LSTM's C backward also forms the Jacobian factors per element, in the loop.
@@ -191,17 +191,30 @@ def _weight_grad(dG, first, seq):
 # At small batch sizes a step is a matrix-vector product plus a few dozen elementwise
 # operations, and one torch op per kernel costs more than the arithmetic. There the
 # loops over time run in rnnforge/_ckernels/rnn.c on the same buffers; the big ops
-# before and after them stay in torch. C_LOOP_MAX_BATCH is measured (rnnforge bench).
-C_LOOP_MAX_BATCH = 4
+# before and after them stay in torch. The batch limits are measured (BENCHMARKS.md,
+# "C loops"): forward+backward at H=128 and 256, 1 and 2 threads, the C loops against
+# the torch-op loops. The LSTM's C loops win at every batch measured up to 64; the
+# GRU's up to 32 (even at 32); the RNN's (two small kernels per step) only to 8.
+C_LOOP_MAX_BATCH = {"lstm": 64, "gru": 32, "rnn": 8}
 _C_SUFFIX = {torch.float32: "_f32", torch.float64: "_f64"}
 _warned = False
 
 
+def _family(mode: str) -> str:
+    return "rnn" if mode.startswith("rnn") else mode
+
+
+def runs_c_loops(mode: str, batch: int) -> bool:
+    """Whether a ``mode`` layer at this batch size runs its loops over time in C."""
+    return batch <= C_LOOP_MAX_BATCH[_family(mode)] and _ck.available("rnn")
+
+
 def _c_loop(name: str, like: torch.Tensor, batch: int):
-    """The C function ``rf_<name>_<dtype>``, or None where the torch loop runs
-    (a batch above C_LOOP_MAX_BATCH; or no C compiler, said once in a warning)."""
+    """The C function ``rf_<name>_<dtype>`` (name: ``<family>_forward|backward``),
+    or None where the torch loop runs (a batch above the family's entry in
+    C_LOOP_MAX_BATCH; or no C compiler, said once in a warning)."""
     global _warned
-    if batch > C_LOOP_MAX_BATCH or like.device.type != "cpu":
+    if batch > C_LOOP_MAX_BATCH[name.split("_")[0]] or like.device.type != "cpu":
         return None
     try:
         lib = _ck.load("rnn")
