@@ -229,13 +229,15 @@ def _c_loop(name: str, like: torch.Tensor, batch: int):
 
 
 def _row_ranges(B: int) -> list[tuple[int, int]]:
-    """Disjoint row ranges for the threads: the rows of a recurrence never meet,
-    so each thread runs the whole loop over time on its own rows. Ranges are
-    multiples of 4 rows (the C product's block) and at most torch's thread count."""
-    n = max(1, min(torch.get_num_threads(), B // 4))
-    per = -(-B // n)
-    per = -(-per // 4) * 4
-    return [(r, min(r + per, B)) for r in range(0, B, per)]
+    """Row ranges for the threads: the rows of a recurrence never meet, so each
+    range runs the whole loop over time on its own rows, on whichever thread of
+    the pool takes it. With several threads the ranges are blocks of 4 rows (the
+    C product's block), more ranges than threads, so that a thread slowed by
+    something else on its core (torch's own OpenMP workers spin for a while after
+    each parallel op) simply takes fewer of them."""
+    if torch.get_num_threads() <= 1 or B < 8:
+        return [(0, B)]
+    return [(r, min(r + 4, B)) for r in range(0, B, 4)]
 
 
 _POOL = None
