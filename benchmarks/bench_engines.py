@@ -15,6 +15,9 @@ Three parts, each printing a markdown table (``--parts`` picks):
                same sampler, so the rows compare the model paths alone.
 ``profile``    torch.profiler's top operators of one fused forward+backward per cell
                and shape (where the time goes, for the targets not reached).
+``loops``      the fused engine with its loops over time in C against its torch-op
+               loops, per cell, batch (1 to 64) and H (128, 256): the measurement
+               behind ``fused.C_LOOP_MAX_BATCH``.
 ``train``      training tokens/s of the demo model (embedding -> 2x256 LSTM ->
                readout, Adam) on T=128 chunks of B=32, torch.nn against each
                rnnforge engine.
@@ -184,10 +187,40 @@ def profile_fused(cell: str, shape, rows: int = 8) -> str:
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
+def c_loop_crossover(cells, repeats: int, batches=(1, 2, 4, 8, 16, 32, 64), sizes=((200, 128), (100, 256))):
+    """fused forward+backward with its loops over time in C against the same engine
+    with its torch-op loops, per cell, batch and hidden size (I=128): the measurement
+    behind ``fused.C_LOOP_MAX_BATCH``. Interleaved, medians of ``repeats``."""
+    from rnnforge.commands.bench import make_modules
+    from rnnforge.engines import fused
+
+    saved = dict(fused.C_LOOP_MAX_BATCH)
+    print("| cell | T x B x H | C loops ms | torch loops ms | torch / C |\n|---|---|---:|---:|---:|")
+    try:
+        for cell in cells:
+            for T, H in sizes:
+                for B in batches:
+                    torch.manual_seed(0)
+                    layer = make_modules(cell, 128, H, ["fused"])[1]["fused"]
+                    x = torch.randn(T, B, 128, requires_grad=True)
+                    times = {"c": [], "torch": []}
+                    for r in range(repeats + 1):
+                        for name, cap in (("c", 1 << 30), ("torch", -1)):
+                            fused.C_LOOP_MAX_BATCH = dict.fromkeys(saved, cap)
+                            t0 = time.perf_counter()
+                            layer(x)[0].sum().backward()
+                            if r:  # the first round warms up
+                                times[name].append(time.perf_counter() - t0)
+                    c, t = statistics.median(times["c"]), statistics.median(times["torch"])
+                    print(f"| {cell} | {T}x{B}x{H} | {1e3 * c:.2f} | {1e3 * t:.2f} | {t / c:.2f} |", flush=True)
+    finally:
+        fused.C_LOOP_MAX_BATCH = saved
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--parts", nargs="+", default=["table", "generate", "train"],
-                   choices=["table", "generate", "train", "profile"], help="which benchmarks to run")
+                   choices=["table", "generate", "train", "profile", "loops"], help="which benchmarks to run")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads; 0 keeps the default")
     p.add_argument("--clock", choices=sorted(_bench.CLOCKS), default="wall",
                    help="wall: elapsed time; cpu: process CPU time (steadier on a shared machine)")
@@ -222,6 +255,9 @@ def main(argv=None) -> None:
                 print(f"\n## Profile: fused {cell} {shape}, forward+backward\n\n```")
                 print(profile_fused(cell, parse_shape(shape)))
                 print("```")
+    if "loops" in args.parts:
+        print("\n## fused: loops over time in C against torch-op loops, forward+backward, I=128\n")
+        c_loop_crossover([c for c in args.cells if c != "rnn_sigmoid"], args.repeats)
     if "train" in args.parts:
         print("\n## Training, embedding -> 2x256 LSTM -> readout, Adam, T=128, B=32\n")
         res = training(args.train_steps, args.repeats, [e for e in args.engines if e != "reference"] + ["auto"])
