@@ -228,14 +228,24 @@ void FN(rf_gru_backward)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int
 
 /* ---- RNN (tanh or sigmoid) ------------------------------------------------- */
 
-/* out (T, B, H): in, the input projections; out, z. wt (H, H) = W_hh^T. */
+/* out (T, B, H): in, the input projections (or, when x is given, nothing: the
+ * projection b + x_t W_ih^T of each live row is formed here, step by step, by
+ * the thread that owns the row; no torch GEMM runs just before the loop, whose
+ * OpenMP workers would then spin on the other core); out, z.
+ * wt (H, H) = W_hh^T; x (T, B, I) or NULL; wit (I, H) = W_ih^T; b (H) or NULL. */
 void FN(rf_rnn_forward)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int64_t r0, int64_t r1, int sigmoid,
-                        const real *h0, const real *wt, real *out)
+                        const real *h0, const real *wt, real *out, const real *x, int64_t I,
+                        const real *wit, const real *b)
 {
     for (int64_t t = 0; t < T; t++) {
         const int64_t e = FN(live)(bs, t, B, r1);
         if (e <= r0) continue;
         real *h = out + (t * B + r0) * H;
+        if (x) { /* the input projection of these rows, here rather than as one torch GEMM */
+            for (int64_t r = 0; r < e - r0; r++)
+                for (int64_t k = 0; k < H; k++) h[r * H + k] = b ? b[k] : 0;
+            FN(matacc)(h, H, x + (t * B + r0) * I, I, wit, e - r0, I, H);
+        }
         FN(matacc)(h, H, (t ? out + (t - 1) * B * H : h0) + r0 * H, H, wt, e - r0, H, H);
         if (sigmoid) FN(vsigmoid)(h, (e - r0) * H); else FN(vtanh)(h, (e - r0) * H);
     }
@@ -255,6 +265,33 @@ void FN(rf_rnn_backward)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int
             for (int64_t k = 0; k < H; k++) p[k] = dh[k] * kd[k];
         }
         FN(matacc)(dH + ((t - 1) * B + r0) * H, H, dP + (t * B + r0) * H, H, w_hh, e - r0, H, H);
+    }
+}
+
+/* The RNN backward without padding, straight from the output gradients: for
+ * t = T-1 .. 0, dP_t = (d_out_t [+ d_hn at T-1] + dP_{t+1} W_hh) * f'(z_t), with
+ * f'(z) = z(1 - z) (sigmoid) or 1 - z^2 (tanh) formed from the saved outputs z.
+ * dP (T, B, H) is its own scratch: no gradient buffer, no copy of d_out.
+ * d_out (T, B, H), d_hn (B, H), out = z (T, B, H), w_hh (H, H). */
+void FN(rf_rnn_backward_direct)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int64_t r0, int64_t r1,
+                                int sigmoid, const real *w_hh, const real *out, const real *d_out,
+                                const real *d_hn, real *dP)
+{
+    (void)bs; /* no padding here: every row is live at every step */
+    if (r1 <= r0) return;
+    for (int64_t t = T - 1; t >= 0; t--) {
+        real *p = dP + (t * B + r0) * H;
+        const real *g = d_out + (t * B + r0) * H, *z = out + (t * B + r0) * H;
+        const int64_t n = (r1 - r0) * H;
+        for (int64_t k = 0; k < n; k++) p[k] = g[k];
+        if (t == T - 1)
+            for (int64_t k = 0; k < n; k++) p[k] += d_hn[r0 * H + k];
+        else
+            FN(matacc)(p, H, dP + ((t + 1) * B + r0) * H, H, w_hh, r1 - r0, H, H);
+        if (sigmoid)
+            for (int64_t k = 0; k < n; k++) p[k] *= z[k] - z[k] * z[k];
+        else
+            for (int64_t k = 0; k < n; k++) p[k] *= 1 - z[k] * z[k];
     }
 }
 

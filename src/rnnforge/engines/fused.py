@@ -277,12 +277,13 @@ def _rnn_forward(mode, x, w_ih, b_ih, h0, w_hh, bs):
     T, B, _ = x.shape
     H = h0.shape[-1]
     out = x.new_empty((T, B, H))  # pre-activations, then z: returned, so not from the workspace
-    _project(x, w_ih, b_ih, out.view(T * B, H))
     wt = w_hh.t().contiguous()  # (H, H): row-major W^T, the faster GEMM layout here
     loop = _c_loop("rnn_forward", x, B)
-    if loop is not None:
-        _call(loop, T, B, H, bs, int(mode == "rnn_sigmoid"), h0, wt, out)
+    if loop is not None:  # the input projection too, per row range (see rnn_body.h)
+        _call(loop, T, B, H, bs, int(mode == "rnn_sigmoid"), h0, wt, out, x, x.shape[-1],
+              w_ih.t(), b_ih)
         return out
+    _project(x, w_ih, b_ih, out.view(T * B, H))
     act_ = torch.Tensor.sigmoid_ if mode == "rnn_sigmoid" else torch.Tensor.tanh_
     for h_t, o_t in zip(_prev_steps(h0, out, bs), _steps(out, bs)):
         act_(o_t.addmm_(h_t, wt))  # z = σ(α x + γ z_prev)
@@ -382,7 +383,7 @@ class _Recurrence(torch.autograd.Function):
         saved = ctx.saved_tensors
         x, w_ih, lengths = saved[0], saved[1], saved[-1]
         T, B = d_out.shape[:2]
-        if mode != "lstm" and mode != "gru" and lengths is None and _c_loop("rnn_backward", d_out, B) is None:
+        if mode != "lstm" and mode != "gru" and lengths is None:
             # the RNN without padding: the loop starts from d_out itself (no dH buffer, see below)
             dG, dh0, dw_hh = _rnn_backward_direct(mode, saved[2:-1], d_out, d_hn)
             return _Recurrence._input_grads(ctx, dG, x, w_ih, T, B) + (dh0, None, dw_hh, None, None, None)
@@ -461,6 +462,10 @@ def _rnn_backward_direct(mode, saved, d_out, d_hn):
     h0, w_hh, out = saved
     T, B, H = out.shape
     dP = WORKSPACE.take((T, B, H), out)
+    loop = _c_loop("rnn_backward_direct", out, B)
+    if loop is not None:  # forms f'(z) itself, dP is its own scratch
+        _call(loop, T, B, H, None, int(mode == "rnn_sigmoid"), w_hh, out, d_out, d_hn, dP)
+        return dP, dP[0] @ w_hh, _weight_grad(dP, h0, out)
     K = WORKSPACE.take((T, B, H), out)
     if mode == "rnn_sigmoid":
         torch.addcmul(out, out, out, value=-1, out=K)  # z (1 - z) = z - z^2, one pass
