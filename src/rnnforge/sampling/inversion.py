@@ -511,6 +511,7 @@ def _build(mass, *, grid, cdf_grid, comps, u_resolution, order, area_guess, cent
 
 _START = 64     # initial intervals per component: about 2 * _START (by mass and by x)
 _END_RATIO = 2.0  # mass ratio of neighbouring pieces cut toward a component's end
+_END_FINE = 6     # top levels of those pieces cut in three
 _CUT = 1.2      # safety factor on the number of pieces a failing interval is cut into
 
 
@@ -582,7 +583,7 @@ def _rounds(mass, *, grid, cdf_grid, comps, u_resolution, order, tol, center, ma
             ratio = np.maximum(err.max(axis=1) / (0.5 * tol), (ig / (0.02 * tol)) ** ((n + 1) / 8))
             want = np.ceil(_CUT * ratio ** (1.0 / (n + 1)))
             need[np.nonzero(good)[0]] = np.clip(np.where(np.isfinite(want), want, 2), 2, 64)
-            want = np.where(mono.all(axis=1) & np.isfinite(want), want, 2)
+            want = np.where(np.isfinite(want), want, 2)   # (a non-monotone one too: its error says how many)
             pieces[np.nonzero(good)[0]] = np.clip(want, 2, 16)
             # power form of the Newton polynomial in s in [0, 1], for the accepted ones
             ca, Sa = c[okg], S[okg]
@@ -650,15 +651,26 @@ def _rounds(mass, *, grid, cdf_grid, comps, u_resolution, order, tol, center, ma
                 frac = 8.0 ** -np.arange(2, 0, -1)            # no power law: w/64, w/8
                 if cum[0] > 0 and cum[1] > cum[0]:
                     p = float(np.clip(np.log(cum[1] / cum[0]) / np.log(d[1] / d[0]), 0.25, 16.0))
-                    # nb[j] pieces of equal mass under the power law, then the first
-                    # of them cut geometrically (mass ratio _END_RATIO) down to tol / 4
+                    # cut points by their mass m (a fraction of the interval's) under the
+                    # power law, x = w m^(1/p): nb[j] pieces of equal mass; below the
+                    # first, pieces whose masses halve, down to an end piece of mass
+                    # below tol / 4; a piece's error grows with its mass, so where
+                    # neighbouring masses differ by more than 2^(1/3) in the heaviest
+                    # _END_FINE levels (the lowest equal pieces among them) it is cut
+                    # geometrically to that ratio
                     k = int(nb[j])
-                    eq = (np.arange(1, k) / k) ** (1.0 / p)
-                    first_mass = cum[-1] / k
-                    levels = int(np.clip(np.ceil(np.log(max(first_mass / (0.25 * tol), 1.0))
+                    levels = int(np.clip(np.ceil(np.log(max(cum[-1] / k / (0.25 * tol), 1.0))
                                                  / np.log(_END_RATIO)), 0, 64))
-                    geo = eq[0] * _END_RATIO ** (-np.arange(levels, 0, -1) / p) if k > 1 else np.zeros(0)
-                    frac = np.concatenate([geo, eq])
+                    m = np.concatenate([_END_RATIO ** -np.arange(levels, 0, -1.0) / k, np.arange(1, k) / k])
+                    m = np.concatenate([m, [1.0]])
+                    fine = m[1:] / m[:-1] > 2 ** (1 / 3) + 1e-12
+                    fine &= m[1:] >= _END_RATIO ** -_END_FINE / k
+                    a, ratio = m[:-1], m[1:] / m[:-1]
+                    n_sub = np.where(fine, np.ceil(np.log(ratio) / np.log(2 ** (1 / 3)) - 1e-9), 1).astype(np.int64)
+                    piece = np.repeat(np.arange(a.size), n_sub)
+                    step = (np.arange(piece.size) - np.repeat(np.cumsum(n_sub) - n_sub, n_sub) + 1) / n_sub[piece]
+                    m = np.concatenate([m[:1], a[piece] * ratio[piece] ** step])
+                    frac = m[:-1] ** (1.0 / p)
                 cuts = e0 + side * wb[j] * frac
                 pts = np.sort(np.concatenate([[lb[j], hb[j]], cuts]))
                 extra.append(np.stack([pts[:-1], pts[1:]], 1))
@@ -676,17 +688,19 @@ def _rounds(mass, *, grid, cdf_grid, comps, u_resolution, order, tol, center, ma
 
 def _domain_and_components(fn, what, a, b, c, u_resolution, scan_points):
     """Scan, cut the tails, find the components of positive density."""
-    x1 = _scan_grid(a, b, c)
     if what == "pdf" and math.isfinite(a) and math.isfinite(b):
         # nothing to cut: one scan of the support (uniform plus the points that
         # approach each end geometrically) does for gaps and the mass guess
-        x2 = np.unique(np.concatenate([np.linspace(a, b, scan_points), x1]))
+        ends = np.concatenate([a + (b - a) * 10.0 ** -np.arange(1.0, 13.0),
+                               b - (b - a) * 10.0 ** -np.arange(1.0, 13.0)])
+        x2 = np.unique(np.concatenate([np.linspace(a, b, scan_points), [c], ends]))
         f2 = _eval(fn, x2, "pdf")
         comps = _components_from_scan(fn, x2, f2, "pdf")
         if not comps:
             raise ValueError("pdf is zero on every scanned point of the support; the density has "
                              "zero mass there")
         return (a, b), comps, x2, _trapz_cum(x2, f2)
+    x1 = _scan_grid(a, b, c)
     if what == "pdf":
         f1 = _eval(fn, x1, "pdf")
         cum = _trapz_cum(x1, f1)
