@@ -37,10 +37,10 @@ def test_fused_loops_match_reference(loops, mode, dtype, shape):
 @pytest.mark.parametrize("mode", MODES)
 def test_c_and_torch_loops_agree_on_a_larger_case(mode, batch, threads, monkeypatch):
     """T=50, H=33 (not a multiple of any vector width), lengths, two layers; with
-    3 threads the 13 rows run as four row ranges on the pool (0-3, 4-7, 8-11, 12)."""
+    3 threads the 13 rows run as four blocks (0-3, 4-7, 8-11, 12) on OpenMP threads."""
     torch.manual_seed(0)
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
-    assert len(fused._row_ranges(batch)) == (4 if threads > 1 else 1)
+    assert fused._threads_for(batch) == threads
     layer = make_layer(mode, 7, 33, num_layers=2, bias=True, engine="fused", dtype=torch.float64)
     x = torch.randn(50, batch, 7, dtype=torch.float64)
     lengths = torch.randint(1, 51, (batch,))
@@ -58,15 +58,11 @@ def test_c_and_torch_loops_agree_on_a_larger_case(mode, batch, threads, monkeypa
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
-def test_row_ranges_cover_the_batch_in_blocks_of_four(monkeypatch):
+def test_threads_for_the_c_loops(monkeypatch):
     for threads in (1, 2, 3, 8):
         monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
         for B in range(1, 70):
-            r = fused._row_ranges(B)
-            assert r[0][0] == 0 and r[-1][1] == B
-            assert all(a[1] == b[0] for a, b in zip(r, r[1:]))
-            assert all((hi - lo) % 4 == 0 for lo, hi in r[:-1])
-            assert len(r) == (1 if threads == 1 or B < 8 else -(-B // 4))
+            assert fused._threads_for(B) == (1 if threads == 1 or B < 8 else threads)
 
 
 def test_dispatch_by_batch(monkeypatch):

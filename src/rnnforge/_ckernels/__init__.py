@@ -29,8 +29,11 @@ _DIR = Path(__file__).parent
 # Tried in order; the first that builds is used (the last is the portable one).
 # -ffp-contract=fast: fused multiply-adds (ISO C mode would otherwise forbid them,
 # halving the throughput of every product in rnn.c).
+# -fopenmp: rnn.c hands row blocks to OpenMP threads; libgomp.so.1 is then the one
+# torch has already loaded, so both share one thread pool.
 _FLAG_SETS = (
-    ["-O3", "-march=native", "-mprefer-vector-width=512", "-ffp-contract=fast"],
+    ["-O3", "-march=native", "-mprefer-vector-width=512", "-ffp-contract=fast", "-fopenmp"],
+    ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp"],
     ["-O3", "-march=native", "-ffp-contract=fast"],
     ["-O3"],
 )

@@ -101,6 +101,27 @@ static inline int64_t FN(live)(const int64_t *bs, int64_t t, int64_t B, int64_t 
     return b_t < r1 ? b_t : r1;
 }
 
+/* r1 < 0 asks a function to run all the rows [0, B) itself, in blocks of four
+ * rows handed out to -r1 OpenMP threads as they come free (the process's OpenMP
+ * runtime: torch's own, whose workers are already up and spinning after its last
+ * parallel op, so they take the blocks at once rather than compete for the cores). */
+#ifndef ROWS_IN_PARALLEL
+#define ROWS_IN_PARALLEL(self_call)                                                   \
+    if (r1 < 0) {                                                                     \
+        int64_t next_ = 0;                                                            \
+        const int nth_ = (int)-r1;                                                    \
+        _Pragma("omp parallel num_threads(nth_)")                                     \
+        {                                                                             \
+            int64_t c;                                                                \
+            while ((c = __atomic_fetch_add(&next_, 4, __ATOMIC_RELAXED)) < B) {       \
+                const int64_t e = c + 4 < B ? c + 4 : B;                              \
+                self_call;                                                            \
+            }                                                                         \
+        }                                                                             \
+        return;                                                                       \
+    }
+#endif
+
 /* ---- LSTM ---------------------------------------------------------------- */
 
 /* gates (T, B, 4H): in, the input projections; out, the activations i, f, C~, o.
@@ -109,6 +130,7 @@ void FN(rf_lstm_forward)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int
                          const real *h0, const real *c0, const real *wt,
                          real *gates, real *C, real *tC, real *out)
 {
+    ROWS_IN_PARALLEL(FN(rf_lstm_forward)(T, B, H, bs, c, e, h0, c0, wt, gates, C, tC, out));
     const int64_t G = 4 * H;
     for (int64_t t = 0; t < T; t++) {
         const int64_t e = FN(live)(bs, t, B, r1);
@@ -142,6 +164,7 @@ void FN(rf_lstm_backward)(int64_t T, int64_t B, int64_t H, const int64_t *bs, in
                           const real *w_hh, const real *gates, const real *C, const real *tC,
                           const real *c0, real *dH, real *dc, real *dG)
 {
+    ROWS_IN_PARALLEL(FN(rf_lstm_backward)(T, B, H, bs, c, e, w_hh, gates, C, tC, c0, dH, dc, dG));
     const int64_t G = 4 * H;
     for (int64_t t = T - 1; t >= 0; t--) {
         const int64_t e = FN(live)(bs, t, B, r1);
@@ -175,6 +198,7 @@ void FN(rf_gru_forward)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int6
                         const real *h0, const real *wt, const real *b_hh,
                         real *gates, real *hg, real *out)
 {
+    ROWS_IN_PARALLEL(FN(rf_gru_forward)(T, B, H, bs, c, e, h0, wt, b_hh, gates, hg, out));
     const int64_t G = 3 * H;
     for (int64_t t = 0; t < T; t++) {
         const int64_t e = FN(live)(bs, t, B, r1);
@@ -207,6 +231,7 @@ void FN(rf_gru_backward)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int
                          const real *w_hh, const real *Kx, const real *gates,
                          real *dH, real *dHG)
 {
+    ROWS_IN_PARALLEL(FN(rf_gru_backward)(T, B, H, bs, c, e, w_hh, Kx, gates, dH, dHG));
     const int64_t G = 3 * H;
     for (int64_t t = T - 1; t >= 1; t--) {
         const int64_t e = FN(live)(bs, t, B, r1);
@@ -237,6 +262,7 @@ void FN(rf_rnn_forward)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int6
                         const real *h0, const real *wt, real *out, const real *x, int64_t I,
                         const real *wit, const real *b)
 {
+    ROWS_IN_PARALLEL(FN(rf_rnn_forward)(T, B, H, bs, c, e, sigmoid, h0, wt, out, x, I, wit, b));
     for (int64_t t = 0; t < T; t++) {
         const int64_t e = FN(live)(bs, t, B, r1);
         if (e <= r0) continue;
@@ -256,6 +282,7 @@ void FN(rf_rnn_forward)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int6
 void FN(rf_rnn_backward)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int64_t r0, int64_t r1,
                          const real *w_hh, const real *Kd, real *dH, real *dP)
 {
+    ROWS_IN_PARALLEL(FN(rf_rnn_backward)(T, B, H, bs, c, e, w_hh, Kd, dH, dP));
     for (int64_t t = T - 1; t >= 1; t--) {
         const int64_t e = FN(live)(bs, t, B, r1);
         if (e <= r0) continue;
@@ -277,6 +304,7 @@ void FN(rf_rnn_backward_direct)(int64_t T, int64_t B, int64_t H, const int64_t *
                                 int sigmoid, const real *w_hh, const real *out, const real *d_out,
                                 const real *d_hn, real *dP)
 {
+    ROWS_IN_PARALLEL(FN(rf_rnn_backward_direct)(T, B, H, bs, c, e, sigmoid, w_hh, out, d_out, d_hn, dP));
     (void)bs; /* no padding here: every row is live at every step */
     if (r1 <= r0) return;
     for (int64_t t = T - 1; t >= 0; t--) {

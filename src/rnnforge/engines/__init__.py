@@ -56,11 +56,10 @@ AUTO_ORDER: list[str] = []
 #: * tanh RNN -> fused (forward 1.32x / 1.18x, forward+backward 1.32x / 3.18x).
 #: * sigmoid RNN -> fused (torch has no sigmoid RNN; the reference loop is 4.9x / 9.3x slower).
 #: Where the fused engine runs its loops over time in C (``fused.runs_c_loops``: batch up
-#: to 64 for LSTMs, 32 for GRUs, 8 for RNNs) fused comes first for every cell, except an
-#: LSTM run forward only at a batch above 4, where oneDNN's forward stays faster
-#: (1 thread, C loops: LSTM forward 1.06x / 0.75x and forward+backward 1.04-1.10x / 1.21x
-#: torch.nn at 1000x1 / 256x32; GRU 3.5x / 1.12x and 11x / 1.42x; tanh RNN 3.5x and 9.4x
-#: at 1000x1).
+#: to 64) fused comes first for every cell, except an LSTM run forward only at a batch
+#: above 4, where oneDNN's forward stays faster (1 thread, C loops: LSTM forward 1.06x /
+#: 0.75x and forward+backward 1.04-1.10x / 1.21x torch.nn at 1000x1 / 256x32; GRU 3.5x /
+#: 1.12x and 11x / 1.42x; tanh RNN 3.5x and 9.4x at 1000x1).
 #: On other devices CPU_PREFERENCE says nothing and AUTO_ORDER decides (fused is CPU-only).
 CPU_PREFERENCE: dict[tuple[str, torch.dtype, bool], tuple[str, ...]] = {}
 for _dtype in (torch.float32, torch.float64):

@@ -44,7 +44,6 @@ from __future__ import annotations
 import math
 import threading
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -192,10 +191,10 @@ def _weight_grad(dG, first, seq):
 # operations, and one torch op per kernel costs more than the arithmetic. There the
 # loops over time run in rnnforge/_ckernels/rnn.c on the same buffers; the big ops
 # before and after them stay in torch. The batch limits are measured (BENCHMARKS.md,
-# "C loops"): forward+backward at H=128 and 256, 1 and 2 threads, the C loops against
-# the torch-op loops. The LSTM's C loops win at every batch measured up to 64; the
-# GRU's up to 32 (even at 32); the RNN's (two small kernels per step) only to 8.
-C_LOOP_MAX_BATCH = {"lstm": 64, "gru": 32, "rnn": 8}
+# "C loops"; `bench_engines.py --parts loops`): forward+backward at H=128 and 256, 1 and
+# 2 threads, the C loops against the torch-op loops: with 2 threads the C loops win at
+# every batch measured (1.1x to 3.5x, B=1..64); with 1 thread they win or tie.
+C_LOOP_MAX_BATCH = {"lstm": 64, "gru": 64, "rnn": 64}
 _C_SUFFIX = {torch.float32: "_f32", torch.float64: "_f64"}
 _warned = False
 
@@ -228,46 +227,27 @@ def _c_loop(name: str, like: torch.Tensor, batch: int):
     return getattr(lib, f"rf_{name}{_C_SUFFIX[like.dtype]}")
 
 
-def _row_ranges(B: int) -> list[tuple[int, int]]:
-    """Row ranges for the threads: the rows of a recurrence never meet, so each
-    range runs the whole loop over time on its own rows, on whichever thread of
-    the pool takes it. With several threads the ranges are blocks of 4 rows (the
-    C product's block), more ranges than threads, so that a thread slowed by
-    something else on its core (torch's own OpenMP workers spin for a while after
-    each parallel op) simply takes fewer of them."""
-    if torch.get_num_threads() <= 1 or B < 8:
-        return [(0, B)]
-    return [(r, min(r + 4, B)) for r in range(0, B, 4)]
-
-
-_POOL = None
-
-
-def _pool():
-    global _POOL
-    if _POOL is None or _POOL._max_workers < torch.get_num_threads():
-        _POOL = ThreadPoolExecutor(max_workers=torch.get_num_threads(), thread_name_prefix="rnnforge-loop")
-    return _POOL
+def _threads_for(B: int) -> int:
+    """OpenMP threads for a C loop over B rows: torch's count, one below 8 rows.
+    The rows of a recurrence never meet, so each 4-row block runs the whole loop
+    over time on whichever thread takes it (rnn_body.h, ROWS_IN_PARALLEL)."""
+    n = torch.get_num_threads()
+    return 1 if n <= 1 or B < 8 else n
 
 
 def _call(fn, T: int, B: int, H: int, bs, *args) -> None:
-    """Call a C loop on rows ``[0, B)``, split over threads (ctypes releases the GIL).
+    """Call a C loop on rows ``[0, B)`` (several threads: see ``_threads_for``).
 
     Tensors become data pointers, the list of live batch sizes an int64 array,
-    None a NULL pointer; every array stays referenced here until the calls
-    return. Inputs that are not contiguous are copied; the buffers written in
+    None a NULL pointer; every array stays referenced here until the call
+    returns. Inputs that are not contiguous are copied; the buffers written in
     place are always the engine's own contiguous ones."""
     keep = [None if bs is None else torch.tensor(bs, dtype=torch.int64)]
     for a in args:
         keep.append(a.contiguous() if torch.is_tensor(a) else a)
     ptrs = [a.data_ptr() if torch.is_tensor(a) else a for a in keep]
-    ranges = _row_ranges(B)
-    if len(ranges) == 1:
-        fn(T, B, H, ptrs[0], 0, B, *ptrs[1:])
-        return
-    jobs = [_pool().submit(fn, T, B, H, ptrs[0], r0, r1, *ptrs[1:]) for r0, r1 in ranges]
-    for j in jobs:
-        j.result()
+    n = _threads_for(B)
+    fn(T, B, H, ptrs[0], 0, B if n == 1 else -n, *ptrs[1:])
 
 
 # -- forward kernels ---------------------------------------------------------------------
