@@ -512,6 +512,7 @@ def _build(mass, *, grid, cdf_grid, comps, u_resolution, order, area_guess, cent
 _START = 64     # initial intervals per component: about 2 * _START (by mass and by x)
 _END_RATIO = 2.0  # mass ratio of neighbouring pieces cut toward a component's end
 _END_FINE = 6     # top levels of those pieces cut in three
+_NEWTON = 1     # Newton steps toward each test point (an extremum of the node polynomial)
 _CUT = 1.2      # safety factor on the number of pieces a failing interval is cut into
 
 
@@ -563,7 +564,7 @@ def _rounds(mass, *, grid, cdf_grid, comps, u_resolution, order, tol, center, ma
             # test points: extrema of prod(s - S_k) inside each gap (Newton on its log-derivative)
             lo_s, hi_s = S[:, :-1], S[:, 1:]
             st = 0.5 * (lo_s + hi_s)
-            for _ in range(2):
+            for _ in range(_NEWTON):
                 dd = st[:, :, None] - S[:, None, :]
                 g = (1.0 / dd).sum(-1)
                 g2 = (1.0 / dd ** 2).sum(-1)
