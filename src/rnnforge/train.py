@@ -207,6 +207,7 @@ class Trainer:
         self.opt = self.make_optimizer()
         self.step, self.elapsed, self.best = 0, 0.0, float("inf")
         self.state = None
+        self.engine_used = None  # the engine of the training steps (evaluation may pick another)
         if resume_meta:
             self._restore(resume_tensors, resume_meta)
         self.net = self.model
@@ -232,7 +233,7 @@ class Trainer:
         return {"kind": "charlm", "model": self.model.config_dict(), "vocab": self.vocab.chars,
                 "train": asdict(self.cfg), "step": self.step, "elapsed": self.elapsed,
                 "best_val_bpc": self.best, "metrics": metrics,
-                "engine": getattr(self.model.rnn, "engine_used", None), "world": self.world}
+                "engine": self.engine_used or getattr(self.model.rnn, "engine_used", None), "world": self.world}
 
     def save(self, name: str, metrics: dict, with_training_state: bool) -> None:
         # every rank joins the state gather; only rank 0 writes
@@ -291,6 +292,7 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             logits, state = self.net(x, self.state)  # (B, T, V)
             loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+        self.engine_used = getattr(self.model.rnn, "engine_used", None)
         self.opt.zero_grad(set_to_none=True)
         if self.scaler:
             self.scaler.scale(loss).backward()

@@ -110,6 +110,20 @@ def test_every_cell_trains(tiny, cell):
     assert math.isfinite(m["val_bpc"])
 
 
+def test_the_engine_reported_is_the_training_steps_one(tiny, tmp_path):
+    """Evaluation runs forward only and may take another engine (auto keeps oneDNN for a
+    forward-only LSTM above batch 4); the run reports the one its training steps ran."""
+    from rnnforge import _ckernels
+    if not _ckernels.available("rnn"):
+        pytest.skip("no C compiler: the fused C loops, and so this engine split, are not there")
+    t = Trainer(tiny(cell="lstm", steps=2, eval_every=2, batch_size=8))
+    t.run()
+    assert t.engine_used == "fused"              # training, batch 8: the C loops
+    assert t.model.rnn.engine_used == "native"   # the last call, evaluation: oneDNN's forward
+    _, meta = checkpoint.load(tmp_path / "run" / LAST)
+    assert meta["engine"] == "fused"
+
+
 def test_learning_rate_schedule():
     cfg = TrainConfig(steps=110, warmup=10, lr=1.0, min_lr_ratio=0.1)
     assert learning_rate(cfg, 0, 0) == pytest.approx(0.1)

@@ -41,7 +41,7 @@ def run(args) -> int:
     trainer = Trainer(config_from_args(args))
     metrics = trainer.run()
     print(f"\ntrained {trainer.step} steps ({trainer.elapsed:.0f} s, "
-          f"{metrics['tokens_per_s']:,.0f} tokens/s, engine {trainer.model.rnn.engine_used})")
+          f"{metrics['tokens_per_s']:,.0f} tokens/s, engine {trainer.engine_used})")
     print(f"held-out bits per character: {trainer.best:.3f}")
     print(f"learning curve: {trainer.out / 'learning_curve.png'}")
     model, vocab, _ = load_model(trainer.out)
