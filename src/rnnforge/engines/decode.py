@@ -174,6 +174,20 @@ def _project(x, wi, b, out, table, ids) -> None:
         torch.mm(x, wi, out=out)
 
 
+def _token_table(layer, embedding, who: str) -> torch.Tensor:
+    """The embedding's (V, I) weight, checked for stepping ``layer`` from token ids."""
+    weight = getattr(embedding, "weight", embedding)
+    if getattr(embedding, "max_norm", None) is not None:
+        raise ValueError(f"{who}: an embedding with max_norm rescales its rows when "
+                         "called; use layer.step(embedding(ids), state) instead")
+    if weight.dim() != 2 or weight.shape[1] != layer.input_size:
+        raise ValueError(f"{who}: embedding rows must have {layer.input_size} features "
+                         f"(the layer's input_size), got weight shape {tuple(weight.shape)}")
+    if layer.bidirectional:
+        raise ValueError(f"{who}: a bidirectional layer cannot be stepped forward in time")
+    return weight
+
+
 def step_tokens(layer, embedding, ids: torch.Tensor, state=None):
     """One generation step from token ids: ``embedding(ids)`` into ``layer``, fast.
 
@@ -182,18 +196,10 @@ def step_tokens(layer, embedding, ids: torch.Tensor, state=None):
     docstring). ``embedding`` is an ``nn.Embedding`` (without ``max_norm``) or its
     (V, I) weight; ``ids`` (B,) integer ids. Returns ``(z (B, H), state)``.
     """
-    weight = getattr(embedding, "weight", embedding)
-    if getattr(embedding, "max_norm", None) is not None:
-        raise ValueError("step_tokens: an embedding with max_norm rescales its rows when "
-                         "called; use layer.step(embedding(ids), state) instead")
-    if weight.dim() != 2 or weight.shape[1] != layer.input_size:
-        raise ValueError(f"step_tokens: embedding rows must have {layer.input_size} features "
-                         f"(the layer's input_size), got weight shape {tuple(weight.shape)}")
+    weight = _token_table(layer, embedding, "step_tokens")
     if ids.dim() != 1 or ids.dtype not in (torch.long, torch.int32, torch.int64):
         raise ValueError(f"step_tokens: ids must be a 1-D integer tensor (B,), got "
                          f"{tuple(ids.shape)} {ids.dtype}")
-    if layer.bidirectional:
-        raise ValueError("step_tokens: a bidirectional layer cannot be stepped forward in time")
     x0 = weight.new_empty((ids.shape[0], layer.input_size))  # shape and dtype for the checks
     h0, c0 = layer._initial_state(state, ids.shape[0], True, x0)
     return step(layer, weight, h0, c0, ids=ids)
@@ -233,15 +239,7 @@ class TokenDecoder:
     alternate = True
 
     def __init__(self, layer, embedding, readout, state=None, batch: int = 1) -> None:
-        weight = getattr(embedding, "weight", embedding)
-        if getattr(embedding, "max_norm", None) is not None:
-            raise ValueError("TokenDecoder: an embedding with max_norm rescales its rows when "
-                             "called; use layer.step(embedding(ids), state) instead")
-        if weight.dim() != 2 or weight.shape[1] != layer.input_size:
-            raise ValueError(f"TokenDecoder: embedding rows must have {layer.input_size} features "
-                             f"(the layer's input_size), got weight shape {tuple(weight.shape)}")
-        if layer.bidirectional:
-            raise ValueError("TokenDecoder: a bidirectional layer cannot be stepped forward in time")
+        weight = _token_table(layer, embedding, "TokenDecoder")
         if not (isinstance(batch, int) and batch >= 1):
             raise ValueError(f"TokenDecoder: batch must be an integer >= 1, got {batch!r}")
         delta = getattr(readout, "delta", None)
@@ -319,20 +317,26 @@ class TokenDecoder:
             else:
                 torch.mm(self.hs[l], wh, out=out[l])
 
+    def _preactivations(self, l, g, x, wi, wh, b, h, ids, swap):
+        """``g = b + x W_ih^T + z_prev W_hh^T`` of layer ``l`` (LSTM and RNN): layer 0
+        reads its input product from the token table; on a swapped step the
+        recurrent products of layers >= 1 are already in ``g``."""
+        if l == 0:
+            torch.index_select(self.table, 0, ids, out=g)
+            g.addmm_(h, wh)
+        elif swap:
+            g.addmm_(x, wi)
+        else:
+            _project(x, wi, b, g, None, None)
+            g.addmm_(h, wh)
+
     def _lstm(self, ids, swap):
         if swap:
             self._recurrent_first(self.gates)
         x, tc = None, self.tc
         for l, ((wi, wh, b, _), (g, g_ifo, g_c, i, f, o), h, c) in enumerate(
                 zip(self.layers, self.views, self.hs, self.cs)):
-            if l == 0:
-                torch.index_select(self.table, 0, ids, out=g)
-                g.addmm_(h, wh)
-            elif swap:
-                g.addmm_(x, wi)
-            else:
-                _project(x, wi, b, g, None, None)
-                g.addmm_(h, wh)  # (B, 4H): i, f, o, C~ pre-activations
+            self._preactivations(l, g, x, wi, wh, b, h, ids, swap)  # (B, 4H): i, f, o, C~
             g_ifo.sigmoid_()
             g_c.tanh_()
             c.mul_(f).addcmul_(i, g_c)  # C = f ⊙ C_prev + i ⊙ C~
@@ -365,13 +369,6 @@ class TokenDecoder:
         act = torch.sigmoid if self.mode == "rnn_sigmoid" else torch.tanh
         x = None
         for l, ((wi, wh, b, _), g, h) in enumerate(zip(self.layers, self.gates, self.hs)):
-            if l == 0:
-                torch.index_select(self.table, 0, ids, out=g)
-                g.addmm_(h, wh)
-            elif swap:
-                g.addmm_(x, wi)
-            else:
-                _project(x, wi, b, g, None, None)
-                g.addmm_(h, wh)
+            self._preactivations(l, g, x, wi, wh, b, h, ids, swap)
             x = act(g, out=h)  # z = σ(α x + γ z_prev), the new state in place
         return x
