@@ -137,7 +137,7 @@ t = Trainer(TrainConfig(steps=5 if QUICK else 300, eval_every=150, device=str(de
                         progress=False, tensorboard=False, batch_size=64, hidden=32 if QUICK else 256))
 m = t.run()
 results["train"] = {"val_bpc": m["val_bpc"], "tokens_per_s": m["tokens_per_s"], "amp": str(t.amp_dtype),
-                    "engine": t.model.rnn.engine_used}
+                    "engine": t.engine_used}
 print("train", results["train"], flush=True)
 model = t.model.eval()
 a = "".join(generate(model, t.vocab, "The ", 200, seed=1))
