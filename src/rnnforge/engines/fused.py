@@ -20,11 +20,14 @@ backward (``_Recurrence.backward``, hand-written, run once per layer-direction)
     single GEMMs over all steps: ``dW_hh = dgates^T H_prev`` as
     (G*H, T*B) x (T*B, H), ``dW_ih = dgates^T X``, ``dx = dgates W_ih``.
 
-At batch sizes up to ``C_LOOP_MAX_BATCH`` (per cell family) the two loops over
-time (not the big ops around them) run in C instead (``rnnforge/_ckernels/rnn.c``, built on first
-use): there a step is a matrix-vector product plus a few dozen elementwise
-operations, and one torch op per kernel would cost more than the arithmetic.
-The LSTM's C backward also forms the Jacobian factors per element, in the loop.
+At batch sizes up to ``C_LOOP_MAX_BATCH`` (64) the two loops over time (not
+the big ops around them) run in C instead (``rnnforge/_ckernels/rnn.c``, built
+on first use): one register-blocked product and the gate arithmetic per step,
+the LSTM's Jacobian factors formed inside its backward loop, the RNN's input
+projection inside its forward loop and its backward straight from the output
+gradients. With several threads, 4-row blocks of the batch each run the whole
+loop over time on torch's OpenMP threads. Without a C compiler the torch-op
+loops above run, and a warning says so once.
 
 Large scratch buffers come from ``WORKSPACE`` (reused between calls: fresh
 pages cost a page fault each).
@@ -186,10 +189,11 @@ def _weight_grad(dG, first, seq):
     return dw
 
 
-# -- the loops over time in C (small batches) ---------------------------------------------
-# At small batch sizes a step is a matrix-vector product plus a few dozen elementwise
-# operations, and one torch op per kernel costs more than the arithmetic. There the
-# loops over time run in rnnforge/_ckernels/rnn.c on the same buffers; the big ops
+# -- the loops over time in C (batches up to 64) -------------------------------------------
+# At small and moderate batch sizes a step is a small matrix product plus a few dozen
+# elementwise operations, and one torch op per kernel (each a trip through the
+# dispatcher and, with threads, the OpenMP pool) costs as much as the arithmetic. There
+# the loops over time run in rnnforge/_ckernels/rnn.c on the same buffers; the big ops
 # before and after them stay in torch. The batch limits are measured (BENCHMARKS.md,
 # "C loops"; `bench_engines.py --parts loops`): forward+backward at H=128 and 256, 1 and
 # 2 threads, the C loops against the torch-op loops: with 2 threads the C loops win at
