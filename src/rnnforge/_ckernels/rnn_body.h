@@ -53,13 +53,16 @@ static inline void FN(vecmat_acc)(real *restrict y, const real *restrict x, cons
 typedef real FN(vec) __attribute__((vector_size(VBYTES), aligned(sizeof(real))));
 #define VL (VBYTES / (int)sizeof(real))
 #define JB (NVEC * VL)
+#define KB (32768 / (JB * (int)sizeof(real))) /* rows of W per block: 32 KiB of it, in L1 */
 static inline void FN(matacc)(real *restrict Y, int64_t ldy, const real *restrict X, int64_t ldx,
                               const real *restrict W, int64_t nb, int64_t m, int64_t n)
 {
     typedef FN(vec) vec;
     const int64_t nb4 = nb / 4 * 4;
     int64_t j0 = 0;
-    for (; j0 + JB <= n; j0 += JB) {
+    for (; j0 + JB <= n; j0 += JB)
+    for (int64_t k0 = 0; k0 < m; k0 += KB) {     /* a KB x JB block of W stays in L1 */
+        const int64_t k1 = k0 + KB < m ? k0 + KB : m;
         for (int64_t r = 0; r < nb4; r += 4) {
             real *y[4];
             const real *x[4];
@@ -67,7 +70,7 @@ static inline void FN(matacc)(real *restrict Y, int64_t ldy, const real *restric
             vec acc[4][NVEC];
             for (int q = 0; q < 4; q++)
                 for (int v = 0; v < NVEC; v++) acc[q][v] = *(const vec *)(y[q] + v * VL);
-            for (int64_t k = 0; k < m; k++) {
+            for (int64_t k = k0; k < k1; k++) {
                 const real *w = W + k * n + j0;
                 vec wv[NVEC];
                 for (int v = 0; v < NVEC; v++) wv[v] = *(const vec *)(w + v * VL);
@@ -91,6 +94,7 @@ static inline void FN(matacc)(real *restrict Y, int64_t ldy, const real *restric
     }
     for (int64_t r = nb4; r < nb; r++) FN(vecmat_acc)(Y + r * ldy, X + r * ldx, W, m, n);
 }
+#undef KB
 #undef JB
 #undef VL
 
