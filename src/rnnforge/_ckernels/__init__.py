@@ -3,16 +3,18 @@
 The kernels are plain C beside this file (``pinv.c``: inverse transform
 sampling; ``rnn.c`` with ``rnn_body.h``: the fused engine's loops over time),
 called through ctypes on the data pointers of contiguous CPU tensors: no
-Python or torch headers, so a build takes about a second. The shared library is cached per machine in
-``$RNNFORGE_CACHE_DIR`` (default ``$XDG_CACHE_HOME/rnnforge`` or
-``~/.cache/rnnforge``) under a name that hashes the source, the compiler, its
-flags and the CPU, and is written to a temporary file and renamed, so two
-processes building at once cannot leave a torn file.
+Python or torch headers, so a build takes about a second. The shared library
+is cached per machine in ``$RNNFORGE_CACHE_DIR`` (default
+``$XDG_CACHE_HOME/rnnforge`` or ``~/.cache/rnnforge``) under a name that
+hashes the source, the compiler, its flags and the CPU, and is written to a
+temporary file and renamed, so two processes building at once cannot leave a
+torn file.
 
-:func:`load` (``load("pinv")``, ``load("rnn")``) returns a library or raises :class:`KernelUnavailable` saying
-why (no compiler, a failed build, ``RNNFORGE_NO_CKERNELS=1``); callers that
-were asked for the compiled path explicitly turn that into an error, and
-callers in ``auto`` mode say once that they use the torch path instead.
+:func:`load` (``load("pinv")``, ``load("rnn")``) returns a library or raises
+:class:`KernelUnavailable` saying why (no compiler, a failed build,
+``RNNFORGE_NO_CKERNELS=1``); callers that were asked for the compiled path
+explicitly turn that into an error, and callers in ``auto`` mode say once that
+they use the torch path instead.
 """
 from __future__ import annotations
 

@@ -139,7 +139,8 @@ void FN(rf_lstm_forward)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int
     for (int64_t t = 0; t < T; t++) {
         const int64_t e = FN(live)(bs, t, B, r1);
         if (e <= r0) continue;
-        FN(matacc)(gates + (t * B + r0) * G, G, (t ? out + (t - 1) * B * H : h0) + r0 * H, H, wt, e - r0, H, G);
+        const real *hprev = (t ? out + (t - 1) * B * H : h0) + r0 * H;
+        FN(matacc)(gates + (t * B + r0) * G, G, hprev, H, wt, e - r0, H, G);
         for (int64_t b = r0; b < e; b++) {
             const real *cp = t ? C + ((t - 1) * B + b) * H : c0 + b * H;
             real *g = gates + (t * B + b) * G;
@@ -262,8 +263,8 @@ void FN(rf_gru_backward)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int
  * the thread that owns the row; no torch GEMM runs just before the loop, whose
  * OpenMP workers would then spin on the other core); out, z.
  * wt (H, H) = W_hh^T; x (T, B, I) or NULL; wit (I, H) = W_ih^T; b (H) or NULL. */
-void FN(rf_rnn_forward)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int64_t r0, int64_t r1, int sigmoid,
-                        const real *h0, const real *wt, real *out, const real *x, int64_t I,
+void FN(rf_rnn_forward)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int64_t r0, int64_t r1,
+                        int sigmoid, const real *h0, const real *wt, real *out, const real *x, int64_t I,
                         const real *wit, const real *b)
 {
     ROWS_IN_PARALLEL(FN(rf_rnn_forward)(T, B, H, bs, c, e, sigmoid, h0, wt, out, x, I, wit, b));

@@ -671,9 +671,11 @@ def _rounds(mass, *, grid, cdf_grid, comps, u_resolution, order, tol, center, ma
                     fine = m[1:] / m[:-1] > 2 ** (1 / 3) + 1e-12
                     fine &= m[1:] >= _END_RATIO ** -_END_FINE / k
                     a, ratio = m[:-1], m[1:] / m[:-1]
-                    n_sub = np.where(fine, np.ceil(np.log(ratio) / np.log(2 ** (1 / 3)) - 1e-9), 1).astype(np.int64)
+                    n_sub = np.where(fine, np.ceil(np.log(ratio) / np.log(2 ** (1 / 3)) - 1e-9), 1)
+                    n_sub = n_sub.astype(np.int64)
                     piece = np.repeat(np.arange(a.size), n_sub)
-                    step = (np.arange(piece.size) - np.repeat(np.cumsum(n_sub) - n_sub, n_sub) + 1) / n_sub[piece]
+                    first = np.repeat(np.cumsum(n_sub) - n_sub, n_sub)
+                    step = (np.arange(piece.size) - first + 1) / n_sub[piece]
                     m = np.concatenate([m[:1], a[piece] * ratio[piece] ** step])
                     frac = m[:-1] ** (1.0 / p)
                 cuts = e0 + side * wb[j] * frac
