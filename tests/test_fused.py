@@ -169,6 +169,7 @@ def test_bench_command_prints_the_engine_table(capsys):
     assert "rnnforge bench: resolved config" in out
     assert "| gru | 3x2x2x3 | fused |" in out and "| rnn_sigmoid | 3x2x2x3 | fused |" in out
     assert "| rnn_sigmoid | 3x2x2x3 | native |" not in out  # cannot run: not timed
+    assert "fused: loops over time in C at batch lstm <= 64" in out  # what runs at which batch
     assert main(["bench", "--shapes", "3x2"]) == 2
     assert "TxBxIxH" in capsys.readouterr().err
 

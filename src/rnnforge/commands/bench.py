@@ -169,6 +169,18 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def _c_loops_line() -> str:
+    """Whether the fused engine's compiled loops run here, and up to which batch."""
+    from .. import _ckernels
+    from ..engines import fused
+    try:
+        _ckernels.load("rnn")
+    except _ckernels.KernelUnavailable as e:
+        return f"fused: compiled loops unavailable ({e}); its torch-op loops run"
+    limits = ", ".join(f"{k} <= {v}" for k, v in fused.C_LOOP_MAX_BATCH.items())
+    return f"fused: loops over time in C at batch {limits}"
+
+
 def run(args) -> int:
     from .. import engines as registry
     from ..cli import print_config
@@ -190,6 +202,7 @@ def run(args) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); {args.clock} clock; "
           f"times are medians of {args.repeats} interleaved repeats; "
           f"speed = torch.nn time / engine time")
+    print(_c_loops_line())
     print(format_table([]))
     engine_table(args.cells, shapes, engines, args.repeats, not args.no_backward,
                  getattr(torch, args.dtype))
