@@ -169,7 +169,9 @@ def test_bench_command_prints_the_engine_table(capsys):
     assert "rnnforge bench: resolved config" in out
     assert "| gru | 3x2x2x3 | fused |" in out and "| rnn_sigmoid | 3x2x2x3 | fused |" in out
     assert "| rnn_sigmoid | 3x2x2x3 | native |" not in out  # cannot run: not timed
-    assert "fused: loops over time in C at batch lstm <= 64" in out  # what runs at which batch
+    from rnnforge import _ckernels  # what runs at which batch, or why not
+    assert ("fused: loops over time in C at batch lstm <= 64" if _ckernels.available("rnn")
+            else "fused: compiled loops unavailable") in out
     assert main(["bench", "--shapes", "3x2"]) == 2
     assert "TxBxIxH" in capsys.readouterr().err
 
