@@ -285,7 +285,7 @@ class NumericalInverse(Sampler):
         kernel = self._kernel() if u.device.type == "cpu" else None
         if kernel is not None:
             u = u.contiguous()
-            lib, tab = kernel
+            lib, tab, _keep = kernel
             lib.rf_pinv_ppf(tab, u.data_ptr(), u.numel(), out.data_ptr(), _threads(u.numel()))
             return out.reshape(shape)
         chunk = 1 << 16
@@ -309,9 +309,10 @@ class NumericalInverse(Sampler):
         shape = as_shape(shape)
         n = int(np.prod(shape)) if len(shape) else 1
         out = torch.empty(n, dtype=F64, device=self.device)
-        if self._kernel() is not None:
+        kernel = self._kernel()
+        if kernel is not None:
             key = torch.randint(0, 1 << 32, (2,), dtype=torch.int64, generator=generator).tolist()
-            lib, tab = self._kernel()
+            lib, tab, _keep = kernel
             lib.rf_pinv_sample(tab, key[0] | (key[1] << 32), n, out.data_ptr(), _threads(n))
             return out.reshape(shape)
         chunk = 1 << 16
@@ -323,13 +324,15 @@ class NumericalInverse(Sampler):
 
     # -- compiled kernel ------------------------------------------------
     def _kernel(self):
-        """``(library, table)`` when this sampler runs the compiled kernel, else None."""
+        """``(library, table, keep)`` when this sampler runs the compiled kernel, else None.
+        The caller holds ``keep`` (the tensors the table points into) during its call."""
         if self.backend == "torch" or self.device.type != "cpu":
             return None
         lib = _load_kernels(self.backend)
         if lib is None:
             return None
-        if self._ctab is None:
+        entry = self._ctab
+        if entry is None:
             if self._cell_coef is None:
                 self._build_cells(*self._cell_src)
             keep = dict(guide=self._guide.contiguous(), bounds=self._bounds.contiguous(),
@@ -340,8 +343,8 @@ class NumericalInverse(Sampler):
             ptr = {k: v.data_ptr() for k, v in keep.items()}
             tab = _ck.PinvTable(K=self.intervals, G=self._G, ncoef=len(self._coef), G2=self._G2,
                                 support_lo=self.support[0], support_hi=self.support[1], **ptr)
-            self._ctab = (tab, keep)          # keep: the tensors the pointers point into
-        return lib, self._ctab[0]
+            entry = self._ctab = (tab, keep)  # keep: the tensors the pointers point into
+        return lib, entry[0], entry[1]
 
     def __getstate__(self):
         state = self.__dict__.copy()
