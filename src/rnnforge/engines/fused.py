@@ -217,7 +217,7 @@ def _c_loop(name: str, like: torch.Tensor, batch: int):
     or None where the torch loop runs (a batch above the family's entry in
     C_LOOP_MAX_BATCH; or no C compiler, said once in a warning)."""
     global _warned
-    if batch > C_LOOP_MAX_BATCH[name.split("_")[0]] or like.device.type != "cpu":
+    if batch > C_LOOP_MAX_BATCH[name.split("_")[0]]:  # (fused runs on CPU only: why_not)
         return None
     try:
         lib = _ck.load("rnn")

@@ -558,8 +558,7 @@ def _rounds(mass, *, grid, cdf_grid, comps, u_resolution, order, tol, center, ma
         tot = V[:, -1]
         tiny = tot <= 0.5 * tol
         good = (m > 0).all(axis=1) & ~tiny
-        pieces = np.full(X.shape[0], 2)
-        need = np.full(X.shape[0], 2)            # pieces by the error alone (end cuts)
+        need = np.full(X.shape[0], 2)   # pieces a failing interval asks for (16 at most but at an end)
         ok = tiny.copy()
         if good.any():
             Xg, Vg, tg = X[good], V[good], tot[good]
@@ -589,10 +588,9 @@ def _rounds(mass, *, grid, cdf_grid, comps, u_resolution, order, tol, center, ma
             # pieces for a failing interval: the interpolation error scales as h^(n+1)
             # (the quadrature's as h^8), so cut into about (err / tol)^(1/(n+1)) parts
             ratio = np.maximum(err.max(axis=1) / (0.5 * tol), (ig / (0.02 * tol)) ** ((n + 1) / 8))
+            # (a non-monotone one too: its error says how many)
             want = np.ceil(_CUT * ratio ** (1.0 / (n + 1)))
             need[np.nonzero(good)[0]] = np.clip(np.where(np.isfinite(want), want, 2), 2, 64)
-            want = np.where(np.isfinite(want), want, 2)   # (a non-monotone one too: its error says how many)
-            pieces[np.nonzero(good)[0]] = np.clip(want, 2, 16)
             # power form of the Newton polynomial in s in [0, 1], for the accepted ones
             ca, Sa = c[okg], S[okg]
             P = np.zeros((ca.shape[0], n + 1))
@@ -612,7 +610,7 @@ def _rounds(mass, *, grid, cdf_grid, comps, u_resolution, order, tol, center, ma
         bad = ~ok
         if not bad.any():
             break
-        lb, hb, pc = lo[bad], hi[bad], pieces[bad].astype(np.int64)
+        lb, hb, pc = lo[bad], hi[bad], np.minimum(need[bad], 16).astype(np.int64)
         mid = 0.5 * (lb + hb)
         stuck = ~((mid > lb) & (mid < hb)) | ((hb - lb) <= 1e-13 * np.maximum(np.abs(lb), np.abs(hb)))
         if stuck.any():
