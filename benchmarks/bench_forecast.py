@@ -149,7 +149,7 @@ def main(argv=None) -> int:
     p.add_argument("--head", default=None, help="default: the SETUPS value")
     p.add_argument("--ensemble", type=int, default=0, help="ensemble size (0: the SETUPS value)")
     p.add_argument("--lags", default=None, help="default: the SETUPS value")
-    p.add_argument("--transform", default=None, help="none, diff or detrend (default: the SETUPS value)")
+    p.add_argument("--transform", default=None, help="none, diff, detrend or drift (default: the SETUPS value)")
     p.add_argument("--select", action="store_true",
                    help="score on the windows before the test windows (for choosing a configuration)")
     p.add_argument("--hidden", type=int, default=40)

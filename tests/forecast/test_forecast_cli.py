@@ -131,3 +131,27 @@ def test_transform_option_end_to_end(two_series_csv, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["forecast", "train", "--transform", "log"])
     assert e.value.code == 2 and "invalid choice: 'log'" in capsys.readouterr().err
+
+    # drift: the line is its own reference (residuals 0, scale floored), so every quantile is the
+    # line continued; its fit settings are saved, the default window being the context here
+    out = tmp_path / "drift"
+    assert main(["forecast", "train", "--data", str(line), *tiny, "--transform", "drift", "--out", str(out)]) == 0
+    _, meta = T.load(out / "forecaster.safetensors")
+    feats = meta["model"]["features"]
+    assert (feats["transform"], feats["trend_window"], feats["trend_harmonics"], feats["level_window"]) == \
+        ("drift", 12, 0, 1)
+    assert main(["forecast", "predict", "--out", str(out), "--samples", "40"]) == 0
+    with open(out / "quantiles.csv") as f:
+        rows = list(csv.DictReader(f))
+    for k, r in enumerate(rows, start=1):
+        for key in ("q0.05", "q0.5", "q0.95"):
+            assert float(r[key]) == pytest.approx(3 * (n - 1 + k) + 7, rel=1e-5), (k, key)
+    capsys.readouterr()
+    assert main(["forecast", "train", "--data", str(line), *tiny, "--transform", "detrend",
+                 "--trend-window", "30", "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err.strip().endswith("--trend-window is used by --transform drift only, "
+                                                    "not 'detrend'")
+    assert main(["forecast", "train", "--data", str(line), *tiny, "--transform", "drift",
+                 "--trend-window", "1", "--out", str(tmp_path / "x")]) == 2
+    assert "--trend-window must be >= 2 steps, got 1" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # nothing written for a refused run

@@ -53,10 +53,11 @@ def load_text_with_season(text, season):
 
 
 def test_missing_values_are_skipped_in_training_windows():
+    from rnnforge.forecast.features import FeatureSpec
     from rnnforge.forecast.train import WindowSampler
 
     (s,) = load("co2")
-    ws = WindowSampler([s], context=52, horizon=13, max_lag=104, scaler="robust",
+    ws = WindowSampler([s], context=52, horizon=13, spec=FeatureSpec(lags=[1, 104], scaler="robust"),
                        rng=np.random.default_rng(0))
     z, phase = ws.batch(32)
     assert z.shape == (32, 104 + 65) and phase.shape == (32, 65)
@@ -109,11 +110,12 @@ def test_all_nan_windows(tmp_path, capsys):
                  "--context", "10", "--horizon", "3", "--samples", "5", "--out", str(tmp_path)]) == 2
     assert "all missing (NaN)" in capsys.readouterr().err
     # a series whose every training window is NaN cannot be trained on
+    from rnnforge.forecast.features import FeatureSpec
     from rnnforge.forecast.train import WindowSampler
 
     holes = parse_csv("y\n" + "\n".join(["1", "", "", "", "2", "", "", "", "3", "", "", ""] * 3) + "\n")[0]
     with pytest.raises(UserError, match="windows are all .*NaN"):
-        WindowSampler([holes], context=1, horizon=1, max_lag=1, scaler="mean", rng=np.random.default_rng())
+        WindowSampler([holes], context=1, horizon=1, spec=FeatureSpec(lags=[1]), rng=np.random.default_rng())
 
 
 def test_every_value_missing():

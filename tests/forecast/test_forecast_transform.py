@@ -1,4 +1,4 @@
-"""--transform none | diff | detrend: exact round trips, hand-worked values, and paths whose
+"""--transform none | diff | detrend | drift: exact round trips, hand-worked values, and paths whose
 integrated quantiles match the closed form of a random walk (and of a line plus noise)."""
 
 import math
@@ -42,7 +42,7 @@ def test_detrend_by_hand_and_against_polyfit():
     assert abs(a[0] - a_ref) < 1e-10 and abs(b[0] - b_ref) < 1e-12 and abs(b[0] - 0.5) > 5e-4
     # fitted jointly with the season's harmonic, the line is exact
     phase = np.mod(t / 12, 1.0)[None]
-    x, st = transform(vals, start=0, context=30, kind="detrend", context_phase=phase[:, :30], harmonics=1)
+    x, st = transform(vals, start=0, context=30, kind="detrend", phase=phase, harmonics=1)
     assert abs(st.a[0] - 2.0) < 1e-10 and abs(st.b[0] - 0.5) < 1e-12
     np.testing.assert_allclose(x, season[None], atol=1e-10)  # only the line is removed
     np.testing.assert_allclose(untransform(x[:, 30:], st), vals[:, 30:], rtol=1e-14)
@@ -54,9 +54,10 @@ def test_round_trip_is_exact(kind):
     rng = np.random.default_rng(0)
     vals = 300 + np.cumsum(rng.normal(0.1, 1, (3, 70)), axis=1)
     vals[0, 5] = vals[1, 20:23] = np.nan  # missing context values
-    phase = np.mod(np.arange(60) / 12, 1.0)[None].repeat(3, 0)
+    phase = np.mod(np.arange(70) / 12, 1.0)[None].repeat(3, 0)
     K, C = 10, 50
-    x, st = transform(vals, start=K, context=C, kind=kind, context_phase=phase[:, :C], harmonics=2)
+    extra = dict(trend_window=55, level_window=3) if kind == "drift" else {}
+    x, st = transform(vals, start=K, context=C, kind=kind, phase=phase, harmonics=2, **extra)
     back = untransform(x[:, K + C:], st)
     np.testing.assert_allclose(back, vals[:, K + C:], rtol=1e-13)
     # paths (B, N, H) broadcast the same way
@@ -65,19 +66,67 @@ def test_round_trip_is_exact(kind):
 
 
 def test_unknown_transform():
-    with pytest.raises(ValueError, match=r"^unknown --transform 'log'; choose one of none, diff, detrend$"):
+    with pytest.raises(ValueError, match=r"^unknown --transform 'log'; choose one of none, diff, detrend, drift$"):
         Forecaster(ModelConfig(features=dict(lags=[1], transform="log")))
     with pytest.raises(UserError, match="unknown --transform 'log'"):
         transform(np.zeros((1, 3)), start=0, context=2, kind="log")
     assert FeatureSpec(lags=[1]).transform == "none"  # the default, and old checkpoints' meaning
 
 
-def constant_head_model(transform_kind, sigma):
+def test_drift_by_hand():
+    """Line over the last W = 4 values before the origin, re-anchored to the mean of the last A = 2.
+
+    Values 1, 2, 3, 6 at t = 0..3: least-squares slope = sum (t - 1.5)(y - 3) / sum (t - 1.5)^2
+    = (3 + 0.5 + 0 + 4.5) / 5 = 1.6; level (3 + 6) / 2 = 4.5 at t = 2.5; so the reference is
+    4.5 + 1.6 (t - 2.5): 6.9 and 8.5 at the horizon's t = 4, 5."""
+    vals = np.array([[100.0, 1, 2, 3, 6]])  # column 0 lies before the fit's span
+    x, st = transform(vals, start=3, context=2, kind="drift", phase=np.zeros((1, 7)),
+                      trend_window=4, level_window=2)
+    ref = 4.5 + 1.6 * (np.arange(-1.0, 6) - 2.5)  # columns 0..6, t = column - 1
+    np.testing.assert_allclose(x, vals - ref[None, :5], atol=1e-12)
+    np.testing.assert_allclose(st.ref, [[6.9, 8.5]], atol=1e-12)
+    np.testing.assert_allclose(untransform(np.array([[0.1, -0.1]]), st), [[7.0, 8.4]], atol=1e-12)
+    # a missing value among the last A: the level is the observed one's, at its own time
+    vals[0, 3] = np.nan  # values 1, 2, _, 6: slope of the three observed ones = 36/21
+    _, st = transform(vals, start=3, context=2, kind="drift", phase=np.zeros((1, 7)),
+                      trend_window=4, level_window=2)
+    b = np.polyfit([0.0, 1, 3], [1.0, 2, 6], 1)[0]
+    assert abs(b - 36 / 21) < 1e-12
+    np.testing.assert_allclose(st.ref, [[6 + b, 6 + 2 * b]], atol=1e-12)
+
+
+def test_drift_removes_a_line_and_season_exactly_and_reads_nothing_after_the_origin():
+    """On a line plus three seasonal harmonics, the reference *is* the series (residuals 0, the
+    horizon continued exactly); and the fit never reads values from the origin on."""
+    t = np.arange(300.0)
+    phase = np.mod(t / 52, 1.0)
+    ang = 2 * np.pi * phase[:, None] * np.arange(1, 4)
+    y = 310 + 0.03 * t + np.sin(ang) @ [3.0, -0.5, 0.2] + np.cos(ang) @ [-1.0, 0.7, 0.1]
+    vals, ph = y[None, :260], phase[None]  # origin at column 260, horizon 40
+    x, st = transform(vals, start=200, context=60, kind="drift", phase=ph, harmonics=3,
+                      trend_window=156, level_window=13)
+    np.testing.assert_allclose(x, 0.0, atol=1e-9)
+    np.testing.assert_allclose(untransform(np.zeros((1, 40)), st), y[None, 260:], rtol=1e-12)
+    # the same window with its horizon values present (as in training) and changed
+    noisy = np.concatenate([vals, 1e6 * np.ones((1, 40))], axis=1)
+    x2, st2 = transform(noisy, start=200, context=60, kind="drift", phase=ph, harmonics=3,
+                        trend_window=156, level_window=13)
+    np.testing.assert_array_equal(x2[:, :260], x)
+    np.testing.assert_array_equal(st2.ref, st.ref)
+
+
+def test_drift_needs_a_trend_window():
+    with pytest.raises(UserError, match="--transform drift needs a --trend-window of at least 2"):
+        FeatureSpec(lags=[1], transform="drift")
+
+
+def constant_head_model(transform_kind, sigma, **features):
     """A forecaster whose prediction is N(0, sigma^2) in scaled units whatever its inputs:
     readout weights zero, bias (mu, softplus^-1(sigma - 1e-3))."""
     torch.manual_seed(0)
     m = Forecaster(ModelConfig(cell="gru", hidden=4, layers=1, dropout=0.0, head="gaussian",
-                               features=dict(lags=[1, 2], harmonics=0, transform=transform_kind)))
+                               features=dict(lags=[1, 2], harmonics=0, transform=transform_kind,
+                                             **features)))
     with torch.no_grad():
         m.readout.delta.zero_()
         m.readout.b.copy_(torch.tensor([0.0, math.log(math.expm1(sigma - 1e-3))]))
@@ -123,6 +172,30 @@ def test_detrend_paths_are_the_line_plus_constant_noise():
         line = a + b * (C - 1 + k)
         for q, zq in Z.items():
             expect = line + loc + scale * sigma * zq
+            assert abs(np.quantile(paths[:, k - 1], q) - expect) < 0.05 * scale * sigma, (k, q)
+
+
+def test_drift_paths_are_the_reference_plus_constant_noise():
+    """Residuals N(loc, (scale*sigma)^2) around the drift reference: the line fitted over the last
+    W values before the origin (np.polyfit, which reads back past the context), re-anchored to the
+    mean of the last A values."""
+    rng = np.random.default_rng(2)
+    t = np.arange(300.0)
+    s = Series("line", 50 + 0.2 * t + rng.normal(0, 1, 300))
+    sigma, C, H, N, W, A = 0.5, 40, 8, 20000, 150, 5
+    model = constant_head_model("drift", sigma, trend_window=W, level_window=A)
+    assert model.spec.history(C) == W - C  # the window reaches back past its lags
+    paths = model.sample_paths([s], [len(s)], context=C, horizon=H, num_samples=N,
+                               generator=torch.Generator().manual_seed(0))[0]
+    tw = np.arange(300.0 - W, 300)
+    b = np.polyfit(tw, s.values[-W:], 1)[0]
+    level, t_level = s.values[-A:].mean(), tw[-A:].mean()
+    ref = lambda tt: level + b * (tt - t_level)  # noqa: E731
+    resid = s.values[-C:] - ref(tw[-C:])
+    loc, scale = resid.mean(), np.abs(resid - resid.mean()).mean()
+    for k in (1, H):
+        for q, zq in Z.items():
+            expect = ref(299.0 + k) + loc + scale * sigma * zq
             assert abs(np.quantile(paths[:, k - 1], q) - expect) < 0.05 * scale * sigma, (k, q)
 
 

@@ -56,8 +56,13 @@ def _add_model_flags(p) -> None:
                         "or robust (median, IQR)")
     g.add_argument("--transform", default="none", choices=TRANSFORMS,
                    help="what the model learns, fitted on each context: none (the levels), diff (first "
-                        "differences, paths integrated back by a cumulative sum) or detrend (residuals "
-                        "from the context's least-squares line, extrapolated over the horizon)")
+                        "differences, paths integrated back by a cumulative sum), detrend (residuals "
+                        "from the context's least-squares line, extrapolated over the horizon) or drift "
+                        "(residuals from a line and season fitted over --trend-window steps, re-anchored "
+                        "to the last quarter season's level)")
+    g.add_argument("--trend-window", type=int, default=None,
+                   help="with --transform drift: steps before each origin its line and season are "
+                        "fitted to (default: 10 seasons, at least the context)")
     g.add_argument("--lags", default="auto",
                    help="comma-separated lags fed as inputs (must include 1); auto: 1-4 and "
                         "s-1, s, s+1, 2s for season s")
@@ -174,6 +179,23 @@ def _lags(text: str, season: int) -> list[int]:
         raise UserError(f"--lags must be 'auto' or comma-separated whole numbers, got {text!r}") from None
 
 
+def _transform_features(args, season: int, context: int) -> dict:
+    """The FeatureSpec fields of --transform (and, for drift, its fit: --trend-window steps, up to
+    3 seasonal pairs as the ARIMA baseline has, the level of the last quarter season)."""
+    from ..errors import UserError
+
+    if args.trend_window is not None and args.transform != "drift":
+        raise UserError(f"--trend-window is used by --transform drift only, not {args.transform!r}")
+    if args.transform != "drift":
+        return dict(transform=args.transform)
+    window = max(10 * season, context) if args.trend_window is None else args.trend_window
+    if window < 2:
+        raise UserError(f"--trend-window must be >= 2 steps, got {window}")
+    return dict(transform="drift", trend_window=window,
+                trend_harmonics=min(3, season // 2) if season > 1 else 0,
+                level_window=max(1, season // 4))
+
+
 def _train(args, series, horizon, context, holdout_windows, device):
     """Build and fit a model (or an ensemble) on all but the last ``holdout_windows * horizon`` values."""
     import torch
@@ -201,7 +223,7 @@ def _train(args, series, horizon, context, holdout_windows, device):
     cfg = ModelConfig(cell=args.cell, hidden=args.hidden, layers=args.layers, dropout=args.dropout,
                       head=args.head, features=dict(lags=_lags(args.lags, season),
                                                     harmonics=2 if season > 1 else 0, scaler=args.scaler,
-                                                    transform=args.transform))
+                                                    **_transform_features(args, season, context)))
     members, results = [], []
     for k in range(args.ensemble):
         if args.ensemble > 1:

@@ -27,6 +27,15 @@ context only, and :func:`untransform` maps forecasts back to levels:
              to the observed context values (jointly with the seasonal
              harmonics, which are *not* subtracted: they only keep a partial
              season from tilting the line) and extrapolated over the horizon
+    drift    x_t = y_t - r_t, r_t = l + b (t - t_l) + s(phi_t): a line and
+             ``trend_harmonics`` seasonal pairs s are fitted by least squares to
+             the ``trend_window`` values before the origin (a span longer than
+             the context, so the slope is the long-run drift), then the line is
+             re-anchored to the recent level: l is the mean deseasonalized value
+             of the last ``level_window`` observed steps, t_l their mean time.
+             The seasonal shape *is* subtracted here. This is the structure of
+             an ARIMA with drift and Fourier terms; the recurrent model learns
+             what is left and how far the extrapolation strays.
 """
 
 from __future__ import annotations
@@ -40,9 +49,10 @@ import torch
 from ..errors import UserError
 
 SCALERS = ("mean", "robust")
-#: --transform values: model the levels, their first differences, or the residuals from the
-#: context's linear trend
-TRANSFORMS = ("none", "diff", "detrend")
+#: --transform values: model the levels, their first differences, the residuals from the
+#: context's linear trend, or the residuals from a long-run drift and season anchored at the
+#: recent level
+TRANSFORMS = ("none", "diff", "detrend", "drift")
 #: scaled values fed back as inputs are clipped to this range (a wild sample
 #: must not blow up the recurrent state)
 INPUT_CLIP = 50.0
@@ -62,11 +72,22 @@ class FeatureSpec:
     harmonics: int = 2
     scaler: str = "mean"
     transform: str = "none"
+    #: ``drift`` only: steps before the origin its line and season are fitted to, the seasonal
+    #: pairs of that fit, and the steps whose mean level anchors the line
+    trend_window: int = 0
+    trend_harmonics: int = 0
+    level_window: int = 1
 
     def __post_init__(self):
         if self.scaler not in SCALERS:
             raise UserError(f"unknown --scaler {self.scaler!r}; choose one of {', '.join(SCALERS)}")
         check_transform(self.transform)
+        if self.transform == "drift" and self.trend_window < 2:
+            raise UserError(f"--transform drift needs a --trend-window of at least 2 steps, "
+                            f"got {self.trend_window}")
+        if self.level_window < 1 or self.trend_harmonics < 0:
+            raise UserError(f"level_window must be >= 1 and trend_harmonics >= 0, "
+                            f"got {self.level_window} and {self.trend_harmonics}")
         if not self.lags or min(self.lags) < 1 or 1 not in self.lags:
             raise UserError(f"lags must be positive and include 1, got {self.lags}")
         self.lags = sorted(set(int(l) for l in self.lags))
@@ -81,6 +102,19 @@ class FeatureSpec:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def transform_kwargs(self) -> dict:
+        """Keyword arguments of :func:`transform` for this spec (all but values and positions)."""
+        if self.transform == "drift":
+            return dict(kind="drift", harmonics=self.trend_harmonics, trend_window=self.trend_window,
+                        level_window=self.level_window)
+        return dict(kind=self.transform, harmonics=self.harmonics)
+
+    def history(self, context: int) -> int:
+        """Steps a window must reach back before its context: the lags, and for ``drift`` the
+        whole ``trend_window`` before the origin."""
+        fit = self.trend_window - context if self.transform == "drift" else 0
+        return max(self.max_lag, fit)
 
 
 def scale_stats(context: np.ndarray, kind: str, floor: np.ndarray | float = 0.0
@@ -151,7 +185,8 @@ class TransformState:
     """What :func:`untransform` needs to map a window's forecast back to levels (one row per window).
 
     ``diff``: ``anchor`` (B,) the level at the last context step. ``detrend``: the line
-    ``a + b t`` (B,) each, t counted in steps from the first context step.
+    ``a + b t`` (B,) each, t counted in steps from the first context step. ``drift``: ``ref``
+    (B, H) the reference curve over the horizon steps whose phases were given.
     """
 
     kind: str
@@ -159,19 +194,23 @@ class TransformState:
     anchor: np.ndarray | None = None
     a: np.ndarray | None = None
     b: np.ndarray | None = None
+    ref: np.ndarray | None = None
 
 
 def transform(vals: np.ndarray, *, start: int, context: int, kind: str,
-              context_phase: np.ndarray | None = None, harmonics: int = 0
-              ) -> tuple[np.ndarray, TransformState]:
+              phase: np.ndarray | None = None, harmonics: int = 0, trend_window: int = 0,
+              level_window: int = 1) -> tuple[np.ndarray, TransformState]:
     """Levels (B, L) -> model-space values (B, L) and the state that inverts the forecast.
 
-    Columns ``start .. start+context-1`` are each window's context: only they
-    are read to fit the transform (the detrend line; the diff anchor).
-    ``context_phase`` (B, context) is the seasonal phase of the context steps,
-    used by ``detrend`` with ``harmonics`` > 0. NaN (missing) stays NaN; a
-    difference is NaN where either value is missing, and the first column's
-    difference is NaN (its previous value is not in the window).
+    Columns ``start .. start+context-1`` are each window's context and column
+    ``start+context`` its origin: only values before the origin are read to fit
+    the transform (the detrend line on the context; the diff anchor; the drift
+    fit on the ``trend_window`` columns before the origin, which may begin
+    before ``start``). ``phase`` (B, P >= L) is the seasonal phase of column 0
+    onwards, used with ``harmonics`` > 0; for ``drift`` its columns past the
+    origin are the horizon the reference curve is extended over. NaN (missing)
+    stays NaN; a difference is NaN where either value is missing, and the first
+    column's difference is NaN (its previous value is not in the window).
     """
     check_transform(kind)
     vals = np.asarray(vals, dtype=np.float64)
@@ -184,16 +223,22 @@ def transform(vals: np.ndarray, *, start: int, context: int, kind: str,
         x = np.full_like(vals, np.nan)
         x[:, 1:] = vals[:, 1:] - vals[:, :-1]
         return x, TransformState(kind, C, anchor=_diff_anchor(ctx, x[:, start:start + C]))
-    a, b = fit_trend(ctx, context_phase if harmonics else None, harmonics)
-    t = np.arange(L, dtype=np.float64) - start
-    return vals - (a[:, None] + b[:, None] * t), TransformState(kind, C, a=a, b=b)
+    if kind == "detrend":
+        a, b = fit_trend(ctx, phase[:, start:start + C] if harmonics else None, harmonics)
+        t = np.arange(L, dtype=np.float64) - start
+        return vals - (a[:, None] + b[:, None] * t), TransformState(kind, C, a=a, b=b)
+    origin = start + C
+    ref = drift_reference(vals[:, :origin], phase, harmonics=harmonics, window=trend_window,
+                          level_window=level_window)  # (B, P), columns of phase
+    return vals - ref[:, :L], TransformState(kind, C, ref=ref[:, origin:])
 
 
 def untransform(x: np.ndarray, state: TransformState) -> np.ndarray:
     """Model-space forecasts (B, ..., H) of the H steps after each context -> levels.
 
     ``diff`` integrates each path: ``y_{C+k} = anchor + x_C + ... + x_{C+k}``;
-    ``detrend`` adds the extrapolated line ``a + b t``, t = C .. C+H-1.
+    ``detrend`` adds the extrapolated line ``a + b t``, t = C .. C+H-1; ``drift``
+    adds its reference curve over the horizon.
     """
     x = np.asarray(x, dtype=np.float64)
     if state.kind == "none":
@@ -201,8 +246,48 @@ def untransform(x: np.ndarray, state: TransformState) -> np.ndarray:
     extra = (1,) * (x.ndim - 1)  # broadcast (B,) over the path and step axes
     if state.kind == "diff":
         return state.anchor.reshape(-1, *extra) + np.cumsum(x, axis=-1)
+    if state.kind == "drift":
+        H = x.shape[-1]
+        if state.ref.shape[1] < H:
+            raise ValueError(f"the drift reference covers {state.ref.shape[1]} horizon steps, "
+                             f"not {H}: pass the phases of the whole horizon to transform()")
+        ref = state.ref[:, :H].reshape(len(state.ref), *((1,) * (x.ndim - 2)), H)
+        return x + ref
     t = state.context + np.arange(x.shape[-1], dtype=np.float64)
     return x + state.a.reshape(-1, *extra) + state.b.reshape(-1, *extra) * t
+
+
+def fit_line_season(vals: np.ndarray, phase: np.ndarray | None = None, harmonics: int = 0
+                    ) -> np.ndarray:
+    """Least-squares ``a + b t + sum_k (c_k sin 2 pi k phase + d_k cos 2 pi k phase)`` through the
+    observed values of each row of ``vals`` (B, W), t = 0 .. W-1; coefficients (B, 2 + 2 harmonics)
+    in that order. A row keeps the harmonics only with at least 3 observed values per
+    coefficient (else their coefficients are 0), the slope with 2 (else 0); with none
+    observed, the row is NaN."""
+    B, W = vals.shape
+    t = np.arange(W, dtype=np.float64)
+    coef = np.zeros((B, 2 + 2 * harmonics))
+    for i in range(B):
+        ok = np.isfinite(vals[i])
+        n = int(ok.sum())
+        if n == 0:
+            coef[i] = np.nan
+            continue
+        if n == 1:
+            coef[i, 0] = vals[i][ok][0]
+            continue
+        cols = [np.ones(W), t]
+        if phase is not None and harmonics and n >= 3 * (2 + 2 * harmonics):
+            cols += list(season_columns(phase[i], harmonics).T)
+        X = np.stack(cols, axis=1)[ok]
+        coef[i, :X.shape[1]] = np.linalg.lstsq(X, vals[i][ok], rcond=None)[0]
+    return coef
+
+
+def season_columns(phase: np.ndarray, harmonics: int) -> np.ndarray:
+    """(..., W) phases -> (..., W, 2 harmonics): sin of harmonics 1..k, then their cos."""
+    ang = 2 * np.pi * phase[..., None] * np.arange(1, harmonics + 1)
+    return np.concatenate([np.sin(ang), np.cos(ang)], axis=-1)
 
 
 def fit_trend(ctx: np.ndarray, phase: np.ndarray | None = None, harmonics: int = 0
@@ -210,26 +295,41 @@ def fit_trend(ctx: np.ndarray, phase: np.ndarray | None = None, harmonics: int =
     """Least-squares line ``a + b t`` (t = 0 .. C-1) through the observed values of each row of
     ``ctx`` (B, C), fitted jointly with ``harmonics`` sin/cos pairs of ``phase`` (B, C) when
     given and the row has at least 3 observed values per coefficient (else the line alone)."""
-    B, C = ctx.shape
-    t = np.arange(C, dtype=np.float64)
-    a, b = np.zeros(B), np.zeros(B)
-    for i in range(B):
-        ok = np.isfinite(ctx[i])
-        n = int(ok.sum())
-        if n == 0:
-            a[i], b[i] = np.nan, np.nan
-            continue
-        cols = [np.ones(C), t]
-        if phase is not None and harmonics and n >= 3 * (2 + 2 * harmonics):
-            ang = 2 * np.pi * phase[i][:, None] * np.arange(1, harmonics + 1)
-            cols += list(np.sin(ang).T) + list(np.cos(ang).T)
-        X = np.stack(cols, axis=1)[ok]
-        if n == 1:
-            a[i], b[i] = ctx[i][ok][0], 0.0
-            continue
-        coef = np.linalg.lstsq(X, ctx[i][ok], rcond=None)[0]
-        a[i], b[i] = coef[0], coef[1]
-    return a, b
+    coef = fit_line_season(ctx, phase, harmonics)
+    return coef[:, 0], coef[:, 1]
+
+
+def drift_reference(before: np.ndarray, phase: np.ndarray | None, *, harmonics: int, window: int,
+                    level_window: int) -> np.ndarray:
+    """The ``drift`` transform's reference curve (B, P) over the columns of ``phase`` (B, P).
+
+    ``before`` (B, O) holds each row's values up to its origin (column O); the line and
+    season are fitted to its last ``window`` columns, the level to the deseasonalized mean
+    of its last ``level_window`` observed values (the fitted line's own value there when none
+    of them is observed).
+    """
+    B, O = before.shape
+    W = min(window, O)
+    span = before[:, O - W:]
+    P = phase.shape[1] if phase is not None else O
+    if phase is None:
+        harmonics = 0
+    coef = fit_line_season(span, phase[:, O - W:O] if harmonics else None, harmonics)
+    t = np.arange(P, dtype=np.float64) - (O - W)  # the fit's time axis, over every column
+    season = (np.einsum("bpk,bk->bp", season_columns(phase, harmonics), coef[:, 2:]) if harmonics
+              else np.zeros((B, P)))
+    A = min(level_window, W)
+    recent = span[:, W - A:] - season[:, O - A:O]  # deseasonalized last A steps
+    seen = np.isfinite(recent)
+    count = seen.sum(axis=1)
+    t_recent = t[O - A:O]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        level = np.where(seen, recent, 0.0).sum(axis=1) / count
+        t_level = (seen * t_recent).sum(axis=1) / count
+    line_there = coef[:, 0] + coef[:, 1] * t_recent[-1]
+    level = np.where(count > 0, level, line_there)
+    t_level = np.where(count > 0, t_level, t_recent[-1])
+    return level[:, None] + coef[:, 1:2] * (t[None] - t_level[:, None]) + season
 
 
 def _diff_anchor(ctx: np.ndarray, dctx: np.ndarray) -> np.ndarray:
@@ -249,7 +349,8 @@ def _diff_anchor(ctx: np.ndarray, dctx: np.ndarray) -> np.ndarray:
 
 def transform_floor(values: np.ndarray, kind: str) -> float:
     """1% of the spread of a series' values in model space (the scale floor): its levels for
-    ``none`` and ``detrend`` (a guard against a flat context), its differences for ``diff``."""
-    v = np.diff(values) if kind == "diff" else values
+    ``none`` and ``detrend`` (a guard against a flat context), its differences for ``diff`` and
+    ``drift`` (whose residuals are of the size of a step's change, not of the level's range)."""
+    v = np.diff(values) if kind in ("diff", "drift") else values
     sd = float(np.nanstd(v)) if np.isfinite(v).any() else 0.0
     return 0.01 * max(sd, 1e-12)

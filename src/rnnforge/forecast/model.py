@@ -80,10 +80,11 @@ class Forecaster(nn.Module):
         spec, K, C, H, N = self.spec, self.spec.max_lag, context, horizon, num_samples
         for s, o in zip(series, origins):
             check_context_window(s, o, C)
-        hist = np.stack([_slice(s.values, o - C - K, o) for s, o in zip(series, origins)])  # (S, K+C)
-        phase = np.stack([s.phase(o - C, o + H) for s, o in zip(series, origins)])  # (S, C+H)
-        hist, tstate = transform(hist, start=K, context=C, kind=spec.transform,
-                                 context_phase=phase[:, :C], harmonics=spec.harmonics)  # model space
+        R = spec.history(C)  # >= K: the lags, and the span a drift transform is fitted to
+        hist = np.stack([_slice(s.values, o - C - R, o) for s, o in zip(series, origins)])  # (S, R+C)
+        phase = np.stack([s.phase(o - C - R, o + H) for s, o in zip(series, origins)])  # (S, R+C+H)
+        hist, tstate = transform(hist, start=R, context=C, phase=phase, **spec.transform_kwargs())
+        hist, phase = hist[:, R - K:], phase[:, R:]  # (S, K+C) in model space, (S, C+H)
         for s, o, row in zip(series, origins, hist):
             if not np.isfinite(row[K:]).any():
                 raise UserError(f"series {s.name!r}: no two consecutive values of the {C} before step {o} "

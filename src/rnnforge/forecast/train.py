@@ -18,25 +18,30 @@ import torch
 from .. import checkpoint
 from ..data.series import Series
 from ..errors import UserError
-from .features import scale_stats, transform, window_inputs
+from .features import FeatureSpec, scale_stats, transform, window_inputs
 from .model import Ensemble, Forecaster, ModelConfig, _floor
 
 KIND = "rnnforge-forecaster"
 
 
 class WindowSampler:
-    """Random training windows (B, K + C + H) from the training parts of the series."""
+    """Random training windows (B, K + C + H) from the training parts of the series.
 
-    def __init__(self, series: list[Series], *, context: int, horizon: int, max_lag: int,
-                 scaler: str, rng: np.random.Generator, kind: str = "none", harmonics: int = 0) -> None:
-        self.C, self.H, self.K = context, horizon, max_lag
-        self.scaler, self.rng, self.kind, self.harmonics = scaler, rng, kind, harmonics
+    A window is cut with R >= K steps before its context (``spec.history``: the lags, and
+    the span the ``drift`` transform is fitted to), transformed, and trimmed to its last
+    K + C + H columns.
+    """
+
+    def __init__(self, series: list[Series], *, context: int, horizon: int, spec: FeatureSpec,
+                 rng: np.random.Generator) -> None:
+        self.C, self.H, self.K, self.R = context, horizon, spec.max_lag, spec.history(context)
+        self.spec, self.rng = spec, rng
+        kind = spec.transform
         T = context + horizon
         self.padded, self.phases, self.starts, self.floor = [], [], [], _floor(series, kind=kind)
         for i, s in enumerate(series):
-            v = np.concatenate([np.full(max_lag, np.nan), s.values])  # index a+K <-> s.values[a]
-            self.padded.append(v)
-            self.phases.append(s.phase(0, len(s)))
+            self.padded.append(np.concatenate([np.full(self.R, np.nan), s.values]))  # a+R <-> values[a]
+            self.phases.append(s.phase(-self.R, len(s)))
             ok = np.isfinite(s.values)
             if kind == "diff":  # a difference is observed where both of its values are
                 ok = np.concatenate([[False], ok[1:] & ok[:-1]])
@@ -57,14 +62,14 @@ class WindowSampler:
 
     def windows(self, pick: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scaled values (B, K + T) and phases (B, T) of the windows (series index, start) in ``pick``,
-        in model space (``--transform``, fitted on each window's context as a forecast would be)."""
-        K, T = self.K, self.C + self.H
-        vals = np.stack([self.padded[i][a:a + K + T] for i, a in pick])  # (B, K+T)
-        phase = np.stack([self.phases[i][a:a + T] for i, a in pick])  # (B, T)
-        vals, _ = transform(vals, start=K, context=self.C, kind=self.kind,
-                            context_phase=phase[:, :self.C], harmonics=self.harmonics)
-        loc, scale = scale_stats(vals[:, K:K + self.C], self.scaler, floor=self.floor[pick[:, 0]])
-        return (vals - loc[:, None]) / scale[:, None], phase
+        in model space (``--transform``, fitted before each window's origin as a forecast would be)."""
+        K, R, T = self.K, self.R, self.C + self.H
+        vals = np.stack([self.padded[i][a:a + R + T] for i, a in pick])  # (B, R+T)
+        phase = np.stack([self.phases[i][a:a + R + T] for i, a in pick])  # (B, R+T)
+        vals, _ = transform(vals, start=R, context=self.C, phase=phase, **self.spec.transform_kwargs())
+        vals = vals[:, R - K:]  # (B, K+T)
+        loc, scale = scale_stats(vals[:, K:K + self.C], self.spec.scaler, floor=self.floor[pick[:, 0]])
+        return (vals - loc[:, None]) / scale[:, None], phase[:, R:]
 
 
 @dataclass
@@ -76,9 +81,8 @@ class TrainResult:
     best_step: int | None = None  # the step whose weights were kept (validation), else None
 
 
-def validation_windows(series: list[Series], *, context: int, horizon: int, windows: int, max_lag: int,
-                       scaler: str, kind: str = "none", harmonics: int = 0
-                       ) -> tuple[list[Series], np.ndarray, np.ndarray]:
+def validation_windows(series: list[Series], *, context: int, horizon: int, windows: int,
+                       spec: FeatureSpec) -> tuple[list[Series], np.ndarray, np.ndarray]:
     """Split off the last ``windows * horizon`` steps of each series for validation.
 
     Returns the shortened training series and the validation windows (scaled
@@ -88,10 +92,10 @@ def validation_windows(series: list[Series], *, context: int, horizon: int, wind
     hold = windows * horizon
     train = [s.head(len(s) - hold) for s in series]
     vs = WindowSampler.__new__(WindowSampler)
-    vs.C, vs.H, vs.K, vs.scaler, vs.kind, vs.harmonics = context, horizon, max_lag, scaler, kind, harmonics
-    vs.padded = [np.concatenate([np.full(max_lag, np.nan), s.values]) for s in series]
-    vs.phases = [s.phase(0, len(s)) for s in series]
-    vs.floor = _floor(train, kind=kind)
+    vs.C, vs.H, vs.K, vs.R, vs.spec = context, horizon, spec.max_lag, spec.history(context), spec
+    vs.padded = [np.concatenate([np.full(vs.R, np.nan), s.values]) for s in series]
+    vs.phases = [s.phase(-vs.R, len(s)) for s in series]
+    vs.floor = _floor(train, kind=spec.transform)
     pick = np.array([(i, len(s) - hold + k * horizon - context)
                      for i, s in enumerate(series) for k in range(windows)])
     if (pick[:, 1] < 0).any():
@@ -121,11 +125,8 @@ def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, 
     val = None
     if val_windows:
         series, vz, vphase = validation_windows(series, context=context, horizon=horizon,
-                                                windows=val_windows, max_lag=K, scaler=model.spec.scaler,
-                                                kind=model.spec.transform, harmonics=model.spec.harmonics)
-    sampler = WindowSampler(series, context=context, horizon=horizon, max_lag=K,
-                            scaler=model.spec.scaler, rng=rng, kind=model.spec.transform,
-                            harmonics=model.spec.harmonics)
+                                                windows=val_windows, spec=model.spec)
+    sampler = WindowSampler(series, context=context, horizon=horizon, spec=model.spec, rng=rng)
     model.to(device).train()
     dtype = model.readout.delta.dtype
     opt = torch.optim.Adam(model.parameters(), lr=lr)
