@@ -18,6 +18,8 @@ Three parts, each printing a markdown table (``--parts`` picks):
 ``loops``      the fused engine with its loops over time in C against its torch-op
                loops, per cell, batch (1 to 64) and H (128, 256): the measurement
                behind ``fused.C_LOOP_MAX_BATCH``.
+``wide``       the same past that range: H 256 to 1024 and B 8 to 256 (T=32), the
+               measurement behind ``fused.C_LOOP_MAX_HIDDEN``.
 ``train``      training tokens/s of the demo model (embedding -> 2x256 LSTM ->
                readout, Adam) on T=128 chunks of B=32, torch.nn against each
                rnnforge engine.
@@ -190,11 +192,12 @@ def profile_fused(cell: str, shape, rows: int = 8) -> str:
 def c_loop_crossover(cells, repeats: int, batches=(1, 2, 4, 8, 16, 32, 64), sizes=((200, 128), (100, 256))):
     """fused forward+backward with its loops over time in C against the same engine
     with its torch-op loops, per cell, batch and hidden size (I=128): the measurement
-    behind ``fused.C_LOOP_MAX_BATCH``. Interleaved, medians of ``repeats``."""
+    behind ``fused.C_LOOP_MAX_BATCH`` and ``C_LOOP_MAX_HIDDEN``. Interleaved, medians of
+    ``repeats``."""
     from rnnforge.commands.bench import make_modules
     from rnnforge.engines import fused
 
-    saved = dict(fused.C_LOOP_MAX_BATCH)
+    saved, saved_hidden = dict(fused.C_LOOP_MAX_BATCH), fused.C_LOOP_MAX_HIDDEN
     print("| cell | T x B x H | C loops ms | torch loops ms | torch / C |\n|---|---|---:|---:|---:|")
     try:
         for cell in cells:
@@ -207,6 +210,7 @@ def c_loop_crossover(cells, repeats: int, batches=(1, 2, 4, 8, 16, 32, 64), size
                     for r in range(repeats + 1):
                         for name, cap in (("c", 1 << 30), ("torch", -1)):
                             fused.C_LOOP_MAX_BATCH = dict.fromkeys(saved, cap)
+                            fused.C_LOOP_MAX_HIDDEN = cap
                             t0 = time.perf_counter()
                             layer(x)[0].sum().backward()
                             if r:  # the first round warms up
@@ -214,13 +218,14 @@ def c_loop_crossover(cells, repeats: int, batches=(1, 2, 4, 8, 16, 32, 64), size
                     c, t = statistics.median(times["c"]), statistics.median(times["torch"])
                     print(f"| {cell} | {T}x{B}x{H} | {1e3 * c:.2f} | {1e3 * t:.2f} | {t / c:.2f} |", flush=True)
     finally:
-        fused.C_LOOP_MAX_BATCH = saved
+        fused.C_LOOP_MAX_BATCH, fused.C_LOOP_MAX_HIDDEN = saved, saved_hidden
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--parts", nargs="+", default=["table", "generate", "train"],
-                   choices=["table", "generate", "train", "profile", "loops"], help="which benchmarks to run")
+                   choices=["table", "generate", "train", "profile", "loops", "wide"],
+                   help="which benchmarks to run")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads; 0 keeps the default")
     p.add_argument("--clock", choices=sorted(_bench.CLOCKS), default="wall",
                    help="wall: elapsed time; cpu: process CPU time (steadier on a shared machine)")
@@ -258,6 +263,11 @@ def main(argv=None) -> None:
     if "loops" in args.parts:
         print("\n## fused: loops over time in C against torch-op loops, forward+backward, I=128\n")
         c_loop_crossover([c for c in args.cells if c != "rnn_sigmoid"], args.repeats)
+    if "wide" in args.parts:
+        print("\n## fused: C loops against torch-op loops past the first range (H up to 1024, "
+              "B up to 256), forward+backward, I=128\n")
+        c_loop_crossover([c for c in args.cells if c != "rnn_sigmoid"], args.repeats,
+                         batches=(8, 32, 128, 256), sizes=((32, 256), (32, 512), (32, 1024)))
     if "train" in args.parts:
         print("\n## Training, embedding -> 2x256 LSTM -> readout, Adam, T=128, B=32\n")
         res = training(args.train_steps, args.repeats, [e for e in args.engines if e != "reference"] + ["auto"])

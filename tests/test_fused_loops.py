@@ -65,16 +65,19 @@ def test_threads_for_the_c_loops(monkeypatch):
             assert fused._threads_for(B) == (1 if threads == 1 or B < 8 else threads)
 
 
-def test_dispatch_by_batch(monkeypatch):
+def test_dispatch_by_batch_and_width(monkeypatch):
     like = torch.zeros(1)
+    wide = fused.C_LOOP_MAX_HIDDEN
     for family, limit in fused.C_LOOP_MAX_BATCH.items():
-        assert fused._c_loop(f"{family}_forward", like, limit) is not None
-        assert fused._c_loop(f"{family}_backward", like, limit + 1) is None
-    assert fused.runs_c_loops("rnn_sigmoid", fused.C_LOOP_MAX_BATCH["rnn"])
+        assert fused._c_loop(f"{family}_forward", like, limit, wide) is not None
+        assert fused._c_loop(f"{family}_backward", like, limit + 1, 4) is None
+        assert fused._c_loop(f"{family}_backward", like, 1, wide + 1) is None
+    assert fused.runs_c_loops("rnn_sigmoid", fused.C_LOOP_MAX_BATCH["rnn"], wide)
+    assert not fused.runs_c_loops("gru", 1, wide + 1)
     monkeypatch.setattr(ck, "_libs", {})
     monkeypatch.setattr(ck, "_errors", {"rnn": "no compiler (test)"})
     monkeypatch.setattr(fused, "_warned", True)
-    assert fused._c_loop("lstm_forward", like, 1) is None      # then the torch loops run
+    assert fused._c_loop("lstm_forward", like, 1, 4) is None      # then the torch loops run
 
 
 def _ulps(got, want):
@@ -112,18 +115,18 @@ def test_missing_compiler_is_said_once(monkeypatch):
     monkeypatch.setattr(fused, "_warned", False)
     like = torch.zeros(1)
     with pytest.warns(RuntimeWarning, match=r"compiled loops are unavailable \(no C compiler found"):
-        assert fused._c_loop("rnn_forward", like, 1) is None
+        assert fused._c_loop("rnn_forward", like, 1, 4) is None
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert fused._c_loop("rnn_forward", like, 1) is None
+        assert fused._c_loop("rnn_forward", like, 1, 4) is None
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_auto_runs_fused_where_its_c_loops_run(mode):
     """The measured rule: fused's C loops beat torch.nn (oneDNN's LSTM included) up to
-    the family's batch limit, except an LSTM run forward only above batch 4; past the
-    limit the CPU_PREFERENCE table decides."""
+    the family's batch limit and 256 units, except an LSTM run forward only above batch 4;
+    past those limits the CPU_PREFERENCE table decides."""
     from rnnforge.engines import CPU_PREFERENCE
     limit = fused.C_LOOP_MAX_BATCH[fused._family(mode)]
     small = make_layer(mode, 3, 4)
@@ -137,3 +140,6 @@ def test_auto_runs_fused_where_its_c_loops_run(mode):
     big = make_layer(mode, 3, 4)
     big(torch.randn(5, limit + 1, 3))
     assert big.engine_used == CPU_PREFERENCE[(mode, torch.float32, True)][0]
+    wide = make_layer(mode, 3, fused.C_LOOP_MAX_HIDDEN + 1)
+    wide(torch.randn(2, 1, 3))
+    assert wide.engine_used == CPU_PREFERENCE[(mode, torch.float32, True)][0]

@@ -178,7 +178,7 @@ def _c_loops_line() -> str:
     except _ckernels.KernelUnavailable as e:
         return f"fused: compiled loops unavailable ({e}); its torch-op loops run"
     limits = ", ".join(f"{k} <= {v}" for k, v in fused.C_LOOP_MAX_BATCH.items())
-    return f"fused: loops over time in C at batch {limits}"
+    return f"fused: loops over time in C at batch {limits} and hidden <= {fused.C_LOOP_MAX_HIDDEN}"
 
 
 def run(args) -> int:

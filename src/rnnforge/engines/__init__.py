@@ -56,7 +56,7 @@ AUTO_ORDER: list[str] = []
 #: * tanh RNN -> fused (forward 1.32x / 1.18x, forward+backward 1.32x / 3.18x).
 #: * sigmoid RNN -> fused (torch has no sigmoid RNN; the reference loop is 4.9x / 9.3x slower).
 #: Where the fused engine runs its loops over time in C (``fused.runs_c_loops``: batch up
-#: to 64) fused comes first for every cell, except an LSTM run forward only at a batch
+#: to 64, up to 256 units) fused comes first for every cell, except an LSTM run forward only at a batch
 #: above 4, where oneDNN's forward stays faster (1 thread, C loops: LSTM forward 1.06x /
 #: 0.75x and forward+backward 1.04-1.10x / 1.21x torch.nn at 1000x1 / 256x32; GRU 3.5x /
 #: 1.12x and 11x / 1.42x; tanh RNN 3.5x and 9.4x at 1000x1).
@@ -109,7 +109,7 @@ def _preference(layer, x) -> tuple[str, ...]:
     if x.device.type != "cpu":
         return ()
     B = x.shape[1] if x.dim() == 3 else 1
-    if fused.runs_c_loops(layer.mode, B) and (layer.mode != "lstm" or B <= 4 or _grad(layer, x)):
+    if fused.runs_c_loops(layer.mode, B, layer.hidden_size) and (layer.mode != "lstm" or B <= 4 or _grad(layer, x)):
         return SMALL_BATCH_PREFERENCE if layer.mode != "rnn_sigmoid" else ("fused",)
     return CPU_PREFERENCE.get((layer.mode, x.dtype, _grad(layer, x)), ())
 

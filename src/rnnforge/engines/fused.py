@@ -20,7 +20,8 @@ backward (``_Recurrence.backward``, hand-written, run once per layer-direction)
     single GEMMs over all steps: ``dW_hh = dgates^T H_prev`` as
     (G*H, T*B) x (T*B, H), ``dW_ih = dgates^T X``, ``dx = dgates W_ih``.
 
-At batch sizes up to ``C_LOOP_MAX_BATCH`` (64) the two loops over time (not
+At batch sizes up to ``C_LOOP_MAX_BATCH`` (64) and widths up to
+``C_LOOP_MAX_HIDDEN`` (256 units) the two loops over time (not
 the big ops around them) run in C instead (``rnnforge/_ckernels/rnn.c``, built
 on first use): one register-blocked product and the gate arithmetic per step,
 the LSTM's Jacobian factors formed inside its backward loop, the RNN's input
@@ -197,8 +198,13 @@ def _weight_grad(dG, first, seq):
 # before and after them stay in torch. The batch limits are measured (BENCHMARKS.md,
 # "C loops"; `bench_engines.py --parts loops`): forward+backward at H=128 and 256, 1 and
 # 2 threads, the C loops against the torch-op loops: with 2 threads the C loops win at
-# every batch measured (1.1x to 3.5x, B=1..64); with 1 thread they win or tie.
+# every batch measured (1.1x to 3.5x, B=1..64); with 1 thread they win or tie. Above
+# H=256 the step's product, the C loops' own register-blocked one, falls behind MKL's:
+# at H=512 (B=32) they lose 2-9% at 1 thread and 1.3-1.4x at 2, at H=1024 8-19% and
+# 1.75-1.9x (BENCHMARKS.md, "C loops beyond the first range"), so there the torch-op
+# loops run.
 C_LOOP_MAX_BATCH = {"lstm": 64, "gru": 64, "rnn": 64}
+C_LOOP_MAX_HIDDEN = 256
 _C_SUFFIX = {torch.float32: "_f32", torch.float64: "_f64"}
 _warned = False
 
@@ -207,17 +213,22 @@ def _family(mode: str) -> str:
     return "rnn" if mode.startswith("rnn") else mode
 
 
-def runs_c_loops(mode: str, batch: int) -> bool:
-    """Whether a ``mode`` layer at this batch size runs its loops over time in C."""
-    return batch <= C_LOOP_MAX_BATCH[_family(mode)] and _ck.available("rnn")
+def _in_c_range(family: str, batch: int, hidden: int) -> bool:
+    return batch <= C_LOOP_MAX_BATCH[family] and hidden <= C_LOOP_MAX_HIDDEN
 
 
-def _c_loop(name: str, like: torch.Tensor, batch: int):
+def runs_c_loops(mode: str, batch: int, hidden: int) -> bool:
+    """Whether a ``mode`` layer of ``hidden`` units at this batch size runs its loops over time in C."""
+    return _in_c_range(_family(mode), batch, hidden) and _ck.available("rnn")
+
+
+def _c_loop(name: str, like: torch.Tensor, batch: int, hidden: int):
     """The C function ``rf_<name>_<dtype>`` (name: ``<family>_forward|backward``),
     or None where the torch loop runs (a batch above the family's entry in
-    C_LOOP_MAX_BATCH; or no C compiler, said once in a warning)."""
+    C_LOOP_MAX_BATCH or more units than C_LOOP_MAX_HIDDEN; or no C compiler,
+    said once in a warning)."""
     global _warned
-    if batch > C_LOOP_MAX_BATCH[name.split("_")[0]]:  # (fused runs on CPU only: why_not)
+    if not _in_c_range(name.split("_")[0], batch, hidden):  # (fused runs on CPU only: why_not)
         return None
     try:
         lib = _ck.load("rnn")
@@ -262,7 +273,7 @@ def _rnn_forward(mode, x, w_ih, b_ih, h0, w_hh, bs):
     H = h0.shape[-1]
     out = x.new_empty((T, B, H))  # pre-activations, then z: returned, so not from the workspace
     wt = w_hh.t().contiguous()  # (H, H): row-major W^T, the faster GEMM layout here
-    loop = _c_loop("rnn_forward", x, B)
+    loop = _c_loop("rnn_forward", x, B, H)
     if loop is not None:  # the input projection too, per row range (see rnn_body.h)
         _call(loop, T, B, H, bs, int(mode == "rnn_sigmoid"), h0, wt, out, x, x.shape[-1],
               w_ih.t(), b_ih)
@@ -282,7 +293,7 @@ def _gru_forward(x, w_ih, b_ih, h0, w_hh, b_hh, bs):
     _project(x, w_ih, b_ih, gates.view(T * B, 3 * H))
     hg = WORKSPACE.take((T, B, 3 * H), x, zero=bool(bs))  # γ z_prev per gate (+ b_γ for z~)
     wt = w_hh.t().contiguous()  # (H, 3H): row-major W^T, the faster GEMM layout here
-    loop = _c_loop("gru_forward", x, B)
+    loop = _c_loop("gru_forward", x, B, H)
     if loop is not None:
         _call(loop, T, B, H, bs, h0, wt, b_hh, gates, hg, out)
         return out, gates, hg
@@ -309,7 +320,7 @@ def _lstm_forward(x, w_ih, b_ih, h0, c0, w_hh, bs):
     C = WORKSPACE.take((T, B, H), x, zero=bool(bs))
     tC = WORKSPACE.take((T, B, H), x, zero=bool(bs))  # tanh(C)
     wt = w_hh.t().contiguous()  # (H, 4H): row-major W^T, the faster GEMM layout here
-    loop = _c_loop("lstm_forward", x, B)
+    loop = _c_loop("lstm_forward", x, B, H)
     if loop is not None:
         _call(loop, T, B, H, bs, h0, c0, wt, gates, C, tC, out)
         return out, gates, C, tC
@@ -418,7 +429,7 @@ def _rnn_backward(mode, saved, dH, bs):
         torch.addcmul(out, out, out, value=-1, out=K)  # z (1 - z) = z - z^2, one pass
     else:
         torch.addcmul(_one(out), out, out, value=-1, out=K)  # 1 - z^2, one pass
-    loop = _c_loop("rnn_backward", out, B)
+    loop = _c_loop("rnn_backward", out, B, H)
     if loop is not None:
         _call(loop, T, B, H, bs, w_hh, K, dH, dP)
     else:
@@ -446,7 +457,7 @@ def _rnn_backward_direct(mode, saved, d_out, d_hn):
     h0, w_hh, out = saved
     T, B, H = out.shape
     dP = WORKSPACE.take((T, B, H), out)
-    loop = _c_loop("rnn_backward_direct", out, B)
+    loop = _c_loop("rnn_backward_direct", out, B, H)
     if loop is not None:  # forms f'(z) itself, dP is its own scratch
         _call(loop, T, B, H, None, int(mode == "rnn_sigmoid"), w_hh, out, d_out, d_hn, dP)
         return dP, dP[0] @ w_hh, _weight_grad(dP, h0, out)
@@ -482,7 +493,7 @@ def _gru_backward(saved, dH, bs, has_b_hh):
     # recurrent side: the same factors, but the candidate's is multiplied by r (applied per step)
     dHG = WORKSPACE.take((T, B, 3, H), out, zero=bool(bs))
     dH4 = dH.unsqueeze(2)  # (T, B, 1, H)
-    loop = _c_loop("gru_backward", out, B)
+    loop = _c_loop("gru_backward", out, B, H)
     if loop is not None:
         _call(loop, T, B, H, bs, w_hh, Kx, gates, dH, dHG)
     else:
@@ -512,7 +523,7 @@ def _lstm_backward(saved, dH, d_cn, bs):
     T, B, H = out.shape
     dG = WORKSPACE.take((T, B, 4 * H), out, zero=bool(bs))
     dc = d_cn.clone(memory_format=torch.contiguous_format)  # dC carried back, (B, H)
-    loop = _c_loop("lstm_backward", out, B)
+    loop = _c_loop("lstm_backward", out, B, H)
     if loop is not None:  # forms the Jacobian factors per element itself
         _call(loop, T, B, H, bs, w_hh, gates, C, tC, c0, dH, dc, dG)
         return dG, dG[0] @ w_hh, dc, _weight_grad(dG, h0, out)  # every row is live at t = 0
