@@ -88,7 +88,7 @@ def selection_csv(series: str, cut: int, out: Path) -> Path:
 
 
 def bench_accuracy(series: str, *, steps: int, minutes: float, cell: str, head: str | None, samples: int,
-                   seed: int, out: Path, baselines: str, hidden: int, layers: int,
+                   seed: int, out: Path, baselines: str, hidden: int = 0, layers: int = 0,
                    val_windows: int = 4, windows: int = 0, ensemble: int = 0, lags: str | None = None,
                    transform: str | None = None, select: bool = False, extra: tuple = ()) -> dict:
     """``select``: score on the windows just BEFORE the test windows instead (the series cut where
@@ -98,7 +98,7 @@ def bench_accuracy(series: str, *, steps: int, minutes: float, cell: str, head: 
 
     setup = dict(SETUPS[series])
     for key, value in (("windows", windows), ("head", head), ("steps", steps), ("ensemble", ensemble),
-                       ("lags", lags), ("transform", transform)):
+                       ("lags", lags), ("transform", transform), ("hidden", hidden), ("layers", layers)):
         if value:
             setup[key] = value
     data = series
@@ -112,7 +112,8 @@ def bench_accuracy(series: str, *, steps: int, minutes: float, cell: str, head: 
             "--steps", str(setup["steps"]), "--minutes", str(minutes), "--cell", cell,
             "--head", setup["head"], "--ensemble", str(setup["ensemble"]), "--lags", setup["lags"],
             "--transform", setup.get("transform", "none"),
-            "--hidden", str(hidden), "--layers", str(layers), "--samples", str(samples),
+            "--hidden", str(setup.get("hidden", 40)), "--layers", str(setup.get("layers", 2)),
+            "--samples", str(samples),
             "--seed", str(seed), "--baselines", baselines, "--val-windows", str(val_windows),
             "--out", str(out / series), *extra]
     print("rnnforge " + " ".join(argv), flush=True)
@@ -152,8 +153,8 @@ def main(argv=None) -> int:
     p.add_argument("--transform", default=None, help="none, diff, detrend or drift (default: the SETUPS value)")
     p.add_argument("--select", action="store_true",
                    help="score on the windows before the test windows (for choosing a configuration)")
-    p.add_argument("--hidden", type=int, default=40)
-    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--hidden", type=int, default=0, help="units per layer (0: the SETUPS value, else 40)")
+    p.add_argument("--layers", type=int, default=0, help="recurrent layers (0: the SETUPS value, else 2)")
     p.add_argument("--samples", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--baselines", default="seasonal-naive,ets,arima")

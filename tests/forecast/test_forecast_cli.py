@@ -149,7 +149,7 @@ def test_transform_option_end_to_end(two_series_csv, tmp_path, capsys):
     capsys.readouterr()
     assert main(["forecast", "train", "--data", str(line), *tiny, "--transform", "detrend",
                  "--trend-window", "30", "--out", str(tmp_path / "x")]) == 2
-    assert capsys.readouterr().err.strip().endswith("--trend-window is used by --transform drift only, "
+    assert capsys.readouterr().err.strip().endswith("--trend-window is used by --transform drift and deseason only, "
                                                     "not 'detrend'")
     assert main(["forecast", "train", "--data", str(line), *tiny, "--transform", "drift",
                  "--trend-window", "1", "--out", str(tmp_path / "x")]) == 2

@@ -56,7 +56,7 @@ def test_round_trip_is_exact(kind):
     vals[0, 5] = vals[1, 20:23] = np.nan  # missing context values
     phase = np.mod(np.arange(70) / 12, 1.0)[None].repeat(3, 0)
     K, C = 10, 50
-    extra = dict(trend_window=55, level_window=3) if kind == "drift" else {}
+    extra = dict(trend_window=55, level_window=3) if kind in ("drift", "deseason") else {}
     x, st = transform(vals, start=K, context=C, kind=kind, phase=phase, harmonics=2, **extra)
     back = untransform(x[:, K + C:], st)
     np.testing.assert_allclose(back, vals[:, K + C:], rtol=1e-13)
@@ -66,7 +66,7 @@ def test_round_trip_is_exact(kind):
 
 
 def test_unknown_transform():
-    with pytest.raises(ValueError, match=r"^unknown --transform 'log'; choose one of none, diff, detrend, drift$"):
+    with pytest.raises(ValueError, match=r"^unknown --transform 'log'; choose one of none, diff, detrend, drift, deseason$"):
         Forecaster(ModelConfig(features=dict(lags=[1], transform="log")))
     with pytest.raises(UserError, match="unknown --transform 'log'"):
         transform(np.zeros((1, 3)), start=0, context=2, kind="log")
@@ -95,7 +95,7 @@ def test_drift_by_hand():
     np.testing.assert_allclose(st.ref, [[6 + b, 6 + 2 * b]], atol=1e-12)
 
 
-def test_drift_removes_a_line_and_season_exactly_and_reads_nothing_after_the_origin():
+def test_drift_and_deseason_remove_a_line_and_season_exactly_and_read_nothing_after_the_origin():
     """On a line plus three seasonal harmonics, the reference *is* the series (residuals 0, the
     horizon continued exactly); and the fit never reads values from the origin on."""
     t = np.arange(300.0)
@@ -113,6 +113,11 @@ def test_drift_removes_a_line_and_season_exactly_and_reads_nothing_after_the_ori
                         trend_window=156, level_window=13)
     np.testing.assert_array_equal(x2[:, :260], x)
     np.testing.assert_array_equal(st2.ref, st.ref)
+    # deseason: the same fit, only the season taken out, so the line is what is left
+    xs, sts = transform(vals, start=200, context=60, kind="deseason", phase=ph, harmonics=3,
+                        trend_window=156, level_window=13)
+    np.testing.assert_allclose(xs, (310 + 0.03 * t)[None, :260], rtol=1e-12)
+    np.testing.assert_allclose(untransform((310 + 0.03 * t)[None, 260:], sts), y[None, 260:], rtol=1e-12)
 
 
 def test_drift_needs_a_trend_window():

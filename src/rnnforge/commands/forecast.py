@@ -59,9 +59,10 @@ def _add_model_flags(p) -> None:
                         "differences, paths integrated back by a cumulative sum), detrend (residuals "
                         "from the context's least-squares line, extrapolated over the horizon) or drift "
                         "(residuals from a line and season fitted over --trend-window steps, re-anchored "
-                        "to the last quarter season's level)")
+                        "to the last quarter season's level) or deseason (the levels less the season "
+                        "of that fit)")
     g.add_argument("--trend-window", type=int, default=None,
-                   help="with --transform drift: steps before each origin its line and season are "
+                   help="with --transform drift or deseason: steps before each origin its line and season are "
                         "fitted to (default: 10 seasons, at least the context)")
     g.add_argument("--lags", default="auto",
                    help="comma-separated lags fed as inputs (must include 1); auto: 1-4 and "
@@ -184,14 +185,15 @@ def _transform_features(args, season: int, context: int) -> dict:
     3 seasonal pairs as the ARIMA baseline has, the level of the last quarter season)."""
     from ..errors import UserError
 
-    if args.trend_window is not None and args.transform != "drift":
-        raise UserError(f"--trend-window is used by --transform drift only, not {args.transform!r}")
-    if args.transform != "drift":
+    if args.trend_window is not None and args.transform not in ("drift", "deseason"):
+        raise UserError(f"--trend-window is used by --transform drift and deseason only, "
+                        f"not {args.transform!r}")
+    if args.transform not in ("drift", "deseason"):
         return dict(transform=args.transform)
     window = max(10 * season, context) if args.trend_window is None else args.trend_window
     if window < 2:
         raise UserError(f"--trend-window must be >= 2 steps, got {window}")
-    return dict(transform="drift", trend_window=window,
+    return dict(transform=args.transform, trend_window=window,
                 trend_harmonics=min(3, season // 2) if season > 1 else 0,
                 level_window=max(1, season // 4))
 

@@ -36,6 +36,10 @@ context only, and :func:`untransform` maps forecasts back to levels:
              The seasonal shape *is* subtracted here. This is the structure of
              an ARIMA with drift and Fourier terms; the recurrent model learns
              what is left and how far the extrapolation strays.
+    deseason x_t = y_t - s(phi_t): the same fit, only its season subtracted (the
+             model still learns the trend, from a series freed of the seasonal
+             swing; the season comes from ``trend_window`` steps, not from the
+             noisy values one or more seasons back)
 """
 
 from __future__ import annotations
@@ -52,7 +56,9 @@ SCALERS = ("mean", "robust")
 #: --transform values: model the levels, their first differences, the residuals from the
 #: context's linear trend, or the residuals from a long-run drift and season anchored at the
 #: recent level
-TRANSFORMS = ("none", "diff", "detrend", "drift")
+TRANSFORMS = ("none", "diff", "detrend", "drift", "deseason")
+#: the transforms fitted over ``trend_window`` steps before the origin (not just the context)
+LONG_FIT = ("drift", "deseason")
 #: scaled values fed back as inputs are clipped to this range (a wild sample
 #: must not blow up the recurrent state)
 INPUT_CLIP = 50.0
@@ -72,8 +78,8 @@ class FeatureSpec:
     harmonics: int = 2
     scaler: str = "mean"
     transform: str = "none"
-    #: ``drift`` only: steps before the origin its line and season are fitted to, the seasonal
-    #: pairs of that fit, and the steps whose mean level anchors the line
+    #: ``drift`` and ``deseason``: steps before the origin the line and season are fitted to and
+    #: the seasonal pairs of that fit; ``drift`` only: the steps whose mean level anchors the line
     trend_window: int = 0
     trend_harmonics: int = 0
     level_window: int = 1
@@ -82,8 +88,8 @@ class FeatureSpec:
         if self.scaler not in SCALERS:
             raise UserError(f"unknown --scaler {self.scaler!r}; choose one of {', '.join(SCALERS)}")
         check_transform(self.transform)
-        if self.transform == "drift" and self.trend_window < 2:
-            raise UserError(f"--transform drift needs a --trend-window of at least 2 steps, "
+        if self.transform in LONG_FIT and self.trend_window < 2:
+            raise UserError(f"--transform {self.transform} needs a --trend-window of at least 2 steps, "
                             f"got {self.trend_window}")
         if self.level_window < 1 or self.trend_harmonics < 0:
             raise UserError(f"level_window must be >= 1 and trend_harmonics >= 0, "
@@ -105,15 +111,15 @@ class FeatureSpec:
 
     def transform_kwargs(self) -> dict:
         """Keyword arguments of :func:`transform` for this spec (all but values and positions)."""
-        if self.transform == "drift":
-            return dict(kind="drift", harmonics=self.trend_harmonics, trend_window=self.trend_window,
+        if self.transform in LONG_FIT:
+            return dict(kind=self.transform, harmonics=self.trend_harmonics, trend_window=self.trend_window,
                         level_window=self.level_window)
         return dict(kind=self.transform, harmonics=self.harmonics)
 
     def history(self, context: int) -> int:
         """Steps a window must reach back before its context: the lags, and for ``drift`` the
         whole ``trend_window`` before the origin."""
-        fit = self.trend_window - context if self.transform == "drift" else 0
+        fit = self.trend_window - context if self.transform in LONG_FIT else 0
         return max(self.max_lag, fit)
 
 
@@ -229,7 +235,7 @@ def transform(vals: np.ndarray, *, start: int, context: int, kind: str,
         return vals - (a[:, None] + b[:, None] * t), TransformState(kind, C, a=a, b=b)
     origin = start + C
     ref = drift_reference(vals[:, :origin], phase, harmonics=harmonics, window=trend_window,
-                          level_window=level_window)  # (B, P), columns of phase
+                          level_window=level_window, season_only=kind == "deseason")  # (B, P)
     return vals - ref[:, :L], TransformState(kind, C, ref=ref[:, origin:])
 
 
@@ -246,7 +252,7 @@ def untransform(x: np.ndarray, state: TransformState) -> np.ndarray:
     extra = (1,) * (x.ndim - 1)  # broadcast (B,) over the path and step axes
     if state.kind == "diff":
         return state.anchor.reshape(-1, *extra) + np.cumsum(x, axis=-1)
-    if state.kind == "drift":
+    if state.kind in LONG_FIT:
         H = x.shape[-1]
         if state.ref.shape[1] < H:
             raise ValueError(f"the drift reference covers {state.ref.shape[1]} horizon steps, "
@@ -300,13 +306,13 @@ def fit_trend(ctx: np.ndarray, phase: np.ndarray | None = None, harmonics: int =
 
 
 def drift_reference(before: np.ndarray, phase: np.ndarray | None, *, harmonics: int, window: int,
-                    level_window: int) -> np.ndarray:
+                    level_window: int, season_only: bool = False) -> np.ndarray:
     """The ``drift`` transform's reference curve (B, P) over the columns of ``phase`` (B, P).
 
     ``before`` (B, O) holds each row's values up to its origin (column O); the line and
     season are fitted to its last ``window`` columns, the level to the deseasonalized mean
     of its last ``level_window`` observed values (the fitted line's own value there when none
-    of them is observed).
+    of them is observed). ``season_only``: the fitted season alone (``deseason``).
     """
     B, O = before.shape
     W = min(window, O)
@@ -318,6 +324,8 @@ def drift_reference(before: np.ndarray, phase: np.ndarray | None, *, harmonics: 
     t = np.arange(P, dtype=np.float64) - (O - W)  # the fit's time axis, over every column
     season = (np.einsum("bpk,bk->bp", season_columns(phase, harmonics), coef[:, 2:]) if harmonics
               else np.zeros((B, P)))
+    if season_only:
+        return np.where(np.isfinite(coef[:, :1]), season, np.nan)
     A = min(level_window, W)
     recent = span[:, W - A:] - season[:, O - A:O]  # deseasonalized last A steps
     seen = np.isfinite(recent)
