@@ -32,7 +32,8 @@ context only, and :func:`untransform` maps forecasts back to levels:
              the ``trend_window`` values before the origin (a span longer than
              the context, so the slope is the long-run drift), then the line is
              re-anchored to the recent level: l is the mean deseasonalized value
-             of the last ``level_window`` observed steps, t_l their mean time.
+             of the observed values among the last ``level_window`` steps, t_l
+             their mean time.
              The seasonal shape *is* subtracted here. This is the structure of
              an ARIMA with drift and Fourier terms; the recurrent model learns
              what is left and how far the extrapolation strays.
@@ -117,8 +118,8 @@ class FeatureSpec:
         return dict(kind=self.transform, harmonics=self.harmonics)
 
     def history(self, context: int) -> int:
-        """Steps a window must reach back before its context: the lags, and for ``drift`` the
-        whole ``trend_window`` before the origin."""
+        """Steps a window must reach back before its context: the lags, and for ``drift`` and
+        ``deseason`` the whole ``trend_window`` before the origin."""
         fit = self.trend_window - context if self.transform in LONG_FIT else 0
         return max(self.max_lag, fit)
 
@@ -191,8 +192,9 @@ class TransformState:
     """What :func:`untransform` needs to map a window's forecast back to levels (one row per window).
 
     ``diff``: ``anchor`` (B,) the level at the last context step. ``detrend``: the line
-    ``a + b t`` (B,) each, t counted in steps from the first context step. ``drift``: ``ref``
-    (B, H) the reference curve over the horizon steps whose phases were given.
+    ``a + b t`` (B,) each, t counted in steps from the first context step. ``drift`` and
+    ``deseason``: ``ref`` (B, H) the reference curve (the season alone for ``deseason``) over
+    the horizon steps whose phases were given.
     """
 
     kind: str
@@ -243,8 +245,8 @@ def untransform(x: np.ndarray, state: TransformState) -> np.ndarray:
     """Model-space forecasts (B, ..., H) of the H steps after each context -> levels.
 
     ``diff`` integrates each path: ``y_{C+k} = anchor + x_C + ... + x_{C+k}``;
-    ``detrend`` adds the extrapolated line ``a + b t``, t = C .. C+H-1; ``drift``
-    adds its reference curve over the horizon.
+    ``detrend`` adds the extrapolated line ``a + b t``, t = C .. C+H-1; ``drift`` and
+    ``deseason`` add their reference curve over the horizon.
     """
     x = np.asarray(x, dtype=np.float64)
     if state.kind == "none":
@@ -255,7 +257,7 @@ def untransform(x: np.ndarray, state: TransformState) -> np.ndarray:
     if state.kind in LONG_FIT:
         H = x.shape[-1]
         if state.ref.shape[1] < H:
-            raise ValueError(f"the drift reference covers {state.ref.shape[1]} horizon steps, "
+            raise ValueError(f"the {state.kind} reference covers {state.ref.shape[1]} horizon steps, "
                              f"not {H}: pass the phases of the whole horizon to transform()")
         ref = state.ref[:, :H].reshape(len(state.ref), *((1,) * (x.ndim - 2)), H)
         return x + ref
@@ -311,8 +313,8 @@ def drift_reference(before: np.ndarray, phase: np.ndarray | None, *, harmonics: 
 
     ``before`` (B, O) holds each row's values up to its origin (column O); the line and
     season are fitted to its last ``window`` columns, the level to the deseasonalized mean
-    of its last ``level_window`` observed values (the fitted line's own value there when none
-    of them is observed). ``season_only``: the fitted season alone (``deseason``).
+    of the observed values among its last ``level_window`` columns (the fitted line's own
+    value at the last column when none of them is observed). ``season_only``: the fitted season alone (``deseason``).
     """
     B, O = before.shape
     W = min(window, O)
@@ -357,7 +359,7 @@ def _diff_anchor(ctx: np.ndarray, dctx: np.ndarray) -> np.ndarray:
 
 def transform_floor(values: np.ndarray, kind: str) -> float:
     """1% of the spread of a series' values in model space (the scale floor): its levels for
-    ``none`` and ``detrend`` (a guard against a flat context), its differences for ``diff`` and
+    ``none``, ``detrend`` and ``deseason`` (a guard against a flat context), its differences for ``diff`` and
     ``drift`` (whose residuals are of the size of a step's change, not of the level's range)."""
     v = np.diff(values) if kind in ("diff", "drift") else values
     sd = float(np.nanstd(v)) if np.isfinite(v).any() else 0.0
