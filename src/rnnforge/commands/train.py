@@ -85,8 +85,23 @@ def run(args) -> int:
     if trainer.is_main:
         print(f"step {trainer.step}: held-out {metrics['val_bpc']:.3f} bits/char "
               f"(best {trainer.best:.3f}); checkpoints in {trainer.out}")
-    if trainer.world > 1:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
+    world = trainer.world
+    del trainer  # and with it the DDP wrapper, which holds the process group
+    if world > 1:
+        _leave_process_group()
     return 0
+
+
+def _leave_process_group() -> None:
+    """End a torchrun job cleanly. A DDP wrapper left alive into interpreter shutdown kept the
+    gloo process group's threads alive there, and now and then their teardown aborted a rank
+    ("terminate called without an active exception", exit -6) after all its work was done.
+    So the caller drops the trainer first; then every rank waits for the others and the
+    group is destroyed while the interpreter is whole."""
+    import gc
+
+    import torch.distributed as dist
+
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()
