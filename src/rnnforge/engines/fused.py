@@ -200,9 +200,9 @@ def _weight_grad(dG, first, seq):
 # 2 threads, the C loops against the torch-op loops: with 2 threads the C loops win at
 # every batch measured (1.1x to 3.5x, B=1..64); with 1 thread they win or tie. Above
 # H=256 the step's product, the C loops' own register-blocked one, falls behind MKL's:
-# at H=512 (B=32) they lose 2-9% at 1 thread and 1.3-1.4x at 2, at H=1024 8-19% and
-# 1.75-1.9x (BENCHMARKS.md, "C loops beyond the first range"), so there the torch-op
-# loops run.
+# at H=512 (B=32) they lose 5-10% at 1 thread and 1.3-1.5x at 2 (the tanh RNN alone still
+# wins there, 1.09x), at H=1024 9-16% and 1.75-1.8x (BENCHMARKS.md, "C loops beyond the
+# first range"), so there the torch-op loops run.
 C_LOOP_MAX_BATCH = {"lstm": 64, "gru": 64, "rnn": 64}
 C_LOOP_MAX_HIDDEN = 256
 _C_SUFFIX = {torch.float32: "_f32", torch.float64: "_f64"}
