@@ -55,12 +55,12 @@ def _add_model_flags(p) -> None:
                    help="per-window scaling from the context: mean (mean, mean absolute deviation) "
                         "or robust (median, IQR)")
     g.add_argument("--transform", default="none", choices=TRANSFORMS,
-                   help="what the model learns, fitted on each context: none (the levels), diff (first "
-                        "differences, paths integrated back by a cumulative sum), detrend (residuals "
-                        "from the context's least-squares line, extrapolated over the horizon) or drift "
-                        "(residuals from a line and season fitted over --trend-window steps, re-anchored "
-                        "to the last quarter season's level) or deseason (the levels less the season "
-                        "of that fit)")
+                   help="what the model learns, fitted on values before each origin only: none (the "
+                        "levels), diff (first differences, paths integrated back by a cumulative sum), "
+                        "detrend (residuals from the context's least-squares line, extrapolated over the "
+                        "horizon), drift (residuals from a line and season fitted over --trend-window "
+                        "steps, re-anchored to the last quarter season's level) or deseason (the levels "
+                        "less the season of that fit)")
     g.add_argument("--trend-window", type=int, default=None,
                    help="with --transform drift or deseason: steps before each origin its line and season are "
                         "fitted to (default: 10 seasons, at least the context)")
@@ -181,8 +181,8 @@ def _lags(text: str, season: int) -> list[int]:
 
 
 def _transform_features(args, season: int, context: int) -> dict:
-    """The FeatureSpec fields of --transform (and, for drift, its fit: --trend-window steps, up to
-    3 seasonal pairs as the ARIMA baseline has, the level of the last quarter season)."""
+    """The FeatureSpec fields of --transform; for drift and deseason also their fit: --trend-window
+    steps, up to 3 seasonal pairs as the ARIMA baseline has, the level of the last quarter season."""
     from ..errors import UserError
 
     if args.trend_window is not None and args.transform not in ("drift", "deseason"):
