@@ -155,3 +155,47 @@ def test_transform_option_end_to_end(two_series_csv, tmp_path, capsys):
                  "--trend-window", "1", "--out", str(tmp_path / "x")]) == 2
     assert "--trend-window must be >= 2 steps, got 1" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()  # nothing written for a refused run
+
+
+def test_refit_replays_the_early_stopped_schedule_on_all_the_data(two_series_csv, tmp_path, capsys):
+    """--refit: each member is trained again from its seed, on the training data with the
+    validation windows put back, for the steps early stopping kept, on the original schedule."""
+    import torch
+
+    from rnnforge.data.series import load
+    from rnnforge.forecast.model import Forecaster, ModelConfig
+
+    out = tmp_path / "refit"
+    flags = ["--data", str(two_series_csv), "--context", "24", "--horizon", "6", "--hidden", "8",
+             "--layers", "1", "--steps", "60", "--batch-size", "8", "--val-windows", "2", "--head", "gaussian",
+             "--lags", "1,2", "--out", str(out)]
+    assert main(["forecast", "train", *flags, "--refit"]) == 0
+    assert "refitted on all the training data" in capsys.readouterr().out
+    model, meta = T.load(out / "forecaster.safetensors")
+    member = meta["training"]["members"][0]
+    assert meta["training"]["refit"] and member["refit_steps"] == member["best_step"] <= 60
+
+    cfg = ModelConfig(**meta["model"])
+    torch.manual_seed(0)
+    again = Forecaster(cfg)
+    res = T.fit(again, load(str(two_series_csv)), context=24, horizon=6, steps=60, minutes=None,
+                batch_size=8, seed=0, val_windows=0, log=None, stop_after=member["best_step"])
+    assert res.steps == member["best_step"]
+    for name, t in again.state_dict().items():
+        assert torch.equal(t, model.state_dict()[name]), name
+    # stopping a 60-step schedule after 20 steps is not a 20-step schedule (whose learning rate
+    # decays sooner), and is the first 20 steps of the 60
+    runs = {}
+    for name, steps, stop in (("stopped", 60, 20), ("short", 20, None), ("full", 60, None)):
+        torch.manual_seed(0)
+        m = Forecaster(cfg)
+        r = T.fit(m, load(str(two_series_csv)), context=24, horizon=6, steps=steps, minutes=None,
+                  batch_size=8, seed=0, val_windows=0, log=None, stop_after=stop, log_every=20)
+        runs[name] = (r, m.readout.delta.detach().clone())
+    assert runs["stopped"][0].steps == 20 and runs["full"][0].steps == 60
+    assert not torch.equal(runs["stopped"][1], runs["short"][1])
+    assert runs["stopped"][0].losses == runs["full"][0].losses[:1]  # same first 20 steps
+
+    assert main(["forecast", "train", *flags, "--val-windows", "0", "--refit"]) == 2
+    assert "--refit retrains for the step count early stopping chose; it needs --val-windows > 0" \
+        in capsys.readouterr().err

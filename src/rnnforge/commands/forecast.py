@@ -79,6 +79,9 @@ def _add_model_flags(p) -> None:
     g.add_argument("--val-windows", type=int, default=4,
                    help="hold out the last N windows of --horizon steps of the training data and keep "
                         "the weights with the lowest loss on them (early stopping); 0: off")
+    g.add_argument("--refit", action=argparse.BooleanOptionalAction, default=False,
+                   help="after early stopping, train each model afresh (same seed and schedule) on all "
+                        "the training data, validation windows included, for the step count it chose")
 
 
 def _add_run_flags(p, *, samples: bool = True) -> None:
@@ -217,6 +220,8 @@ def _train(args, series, horizon, context, holdout_windows, device):
         raise UserError(f"--ensemble must be >= 1, got {args.ensemble}")
     if args.val_windows < 0:
         raise UserError(f"--val-windows must be >= 0, got {args.val_windows}")
+    if args.refit and not args.val_windows:
+        raise UserError("--refit retrains for the step count early stopping chose; it needs --val-windows > 0")
     hold = holdout_windows * horizon
     for s in series:
         check_series(s, context=context, horizon=horizon, extra=hold + args.val_windows * horizon)
@@ -239,15 +244,26 @@ def _train(args, series, horizon, context, holdout_windows, device):
         print(f"trained {res.steps} steps in {res.seconds:.1f}s; final loss {res.losses[-1]:.4f}"
               + (f"; kept step {res.best_step} (validation loss {min(res.val_losses):.4f})"
                  if res.val_losses else ""))
+        if args.refit:
+            # the same schedule (res.steps long), stopped where validation stopped it, on data
+            # that now reaches up to the evaluation cut
+            torch.manual_seed(args.seed + k)
+            model = Forecaster(cfg).to(device)
+            again = fit(model, train_part, context=context, horizon=horizon, steps=res.steps, minutes=None,
+                        batch_size=args.batch_size, lr=args.lr, seed=args.seed + k, device=device,
+                        val_windows=0, stop_after=res.best_step, log=None)
+            print(f"refitted on all the training data: {again.steps} steps in {again.seconds:.1f}s")
+            res.refit_steps = again.steps
         members.append(model)
         results.append(res)
     model = members[0] if len(members) == 1 else Ensemble(members)
     meta = {"data": args.data, "season": args.season, "horizon": horizon, "context": context,
             "holdout_steps": hold, "train_end": {s.name: len(t) for s, t in zip(series, train_part)},
             "training": {"members": [{"steps": r.steps, "seconds": r.seconds, "losses": r.losses,
-                                      "val_losses": r.val_losses, "best_step": r.best_step}
+                                      "val_losses": r.val_losses, "best_step": r.best_step,
+                                      "refit_steps": r.refit_steps}
                                      for r in results],
-                         "val_windows": args.val_windows, "seed": args.seed, "lr": args.lr,
+                         "val_windows": args.val_windows, "refit": args.refit, "seed": args.seed, "lr": args.lr,
                          "batch_size": args.batch_size}}
     return model, meta
 

@@ -79,6 +79,7 @@ class TrainResult:
     losses: list[float]  # mean training loss per logging interval
     val_losses: list[float] = field(default_factory=list)  # validation loss at each logging step
     best_step: int | None = None  # the step whose weights were kept (validation), else None
+    refit_steps: int | None = None  # steps of the refit on all the data (``--refit``), else None
 
 
 def validation_windows(series: list[Series], *, context: int, horizon: int, windows: int,
@@ -107,13 +108,16 @@ def validation_windows(series: list[Series], *, context: int, horizon: int, wind
 
 def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, steps: int | None,
         minutes: float | None, batch_size: int = 64, lr: float = 3e-3, seed: int = 0,
-        device: str = "cpu", log_every: int = 50, val_windows: int = 0, log=print) -> TrainResult:
+        device: str = "cpu", log_every: int = 50, val_windows: int = 0, log=print,
+        stop_after: int | None = None) -> TrainResult:
     """Train ``model`` in place on random windows until the step or time budget runs out.
 
     With ``val_windows > 0`` the last ``val_windows * horizon`` steps of each
     series are held out; every ``log_every`` steps the loss of the model on
     their horizons (teacher forced, given the context before each) is measured,
     and the weights with the lowest one are kept (early stopping).
+    ``stop_after``: end after that many steps of the schedule the budget sets
+    (how ``--refit`` replays an early-stopped run on all the data).
     """
     if not steps and not minutes:
         raise UserError("give a training budget: --steps N and/or --minutes M")
@@ -138,7 +142,7 @@ def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, 
     max_steps = steps or math.inf
     while True:
         frac = max(step / max_steps, (time.monotonic() - t0) / budget_s)
-        if frac >= 1:
+        if frac >= 1 or stop_after is not None and step >= stop_after:
             break
         for g in opt.param_groups:
             g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * frac))
