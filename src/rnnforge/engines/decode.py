@@ -138,11 +138,7 @@ def step(layer, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None, ids=
                 _project(x, wi, b, g, table, ids)
                 table = None
                 g.addmm_(h, wh)  # (B, 4H): i, f, o, C~ pre-activations
-                g_ifo.sigmoid_()
-                g_c.tanh_()
-                torch.mul(f, c, out=c_out).addcmul_(i, g_c)  # C = f ⊙ C_prev + i ⊙ C~
-                torch.tanh(c_out, out=tc)
-                x = torch.mul(o, tc, out=h_out)  # z = o ⊙ tanh(C)
+                x = _lstm_gates(g_ifo, g_c, i, f, o, tc, c, c_out, h_out)
             return x, (h_n, c_n)
         if mode == "gru":
             for (wi, wh, b, bh), (g, hg, g_rs, hg_rs, r, s, g_n, hg_n), h, h_out in zip(
@@ -150,11 +146,7 @@ def step(layer, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None, ids=
                 _project(x, wi, b, g, table, ids)
                 table = None
                 torch.mm(h, wh, out=hg)  # (B, 3H) γ z_prev
-                g_rs.add_(hg_rs).sigmoid_()  # r, s
-                if bh is not None:
-                    hg_n.add_(bh)
-                g_n.addcmul_(r, hg_n).tanh_()  # z~ = tanh(α x + r ⊙ (γ z_prev + b_γ))
-                x = torch.lerp(g_n, h, s, out=h_out)  # z = s ⊙ z_prev + (1 - s) ⊙ z~
+                x = _gru_gates(g_rs, hg_rs, r, s, g_n, hg_n, bh, h, h_out)
             return x, h_n
         act_ = torch.Tensor.sigmoid_ if mode == "rnn_sigmoid" else torch.Tensor.tanh_
         for (wi, wh, b, _), h, h_out in zip(cache.layers, hs, hn):
@@ -162,6 +154,26 @@ def step(layer, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None, ids=
             table = None
             x = act_(h_out.addmm_(h, wh))  # z = σ(α x + γ z_prev)
         return x, h_n
+
+
+def _lstm_gates(g_ifo, g_c, i, f, o, tc, c, c_out, h_out):
+    """The LSTM's step from its pre-activations (``g_ifo``, ``g_c`` views of one gate buffer;
+    ``i, f, o`` views of ``g_ifo``): writes C to ``c_out`` (which may be ``c``) and returns z."""
+    g_ifo.sigmoid_()
+    g_c.tanh_()
+    torch.mul(f, c, out=c_out).addcmul_(i, g_c)  # C = f ⊙ C_prev + i ⊙ C~
+    torch.tanh(c_out, out=tc)
+    return torch.mul(o, tc, out=h_out)  # z = o ⊙ tanh(C)
+
+
+def _gru_gates(g_rs, hg_rs, r, s, g_n, hg_n, bh, h, h_out):
+    """The GRU's step from its input (``g_*``) and recurrent (``hg_*``) pre-activations
+    (``r, s`` views of ``g_rs``): returns z, written to ``h_out`` (which may be ``h``)."""
+    g_rs.add_(hg_rs).sigmoid_()  # r, s
+    if bh is not None:
+        hg_n.add_(bh)
+    g_n.addcmul_(r, hg_n).tanh_()  # z~ = tanh(α x + r ⊙ (γ z_prev + b_γ))
+    return torch.lerp(g_n, h, s, out=h_out)  # z = s ⊙ z_prev + (1 - s) ⊙ z~
 
 
 def _project(x, wi, b, out, table, ids) -> None:
@@ -337,11 +349,7 @@ class TokenDecoder:
         for l, ((wi, wh, b, _), (g, g_ifo, g_c, i, f, o), h, c) in enumerate(
                 zip(self.layers, self.views, self.hs, self.cs)):
             self._preactivations(l, g, x, wi, wh, b, h, ids, swap)  # (B, 4H): i, f, o, C~
-            g_ifo.sigmoid_()
-            g_c.tanh_()
-            c.mul_(f).addcmul_(i, g_c)  # C = f ⊙ C_prev + i ⊙ C~
-            torch.tanh(c, out=tc)
-            x = torch.mul(o, tc, out=h)  # z = o ⊙ tanh(C), the new state in place
+            x = _lstm_gates(g_ifo, g_c, i, f, o, tc, c, c, h)  # the new state in place
         return x
 
     def _gru(self, ids, swap):
@@ -356,11 +364,7 @@ class TokenDecoder:
                 _project(x, wi, b, g, None, None)
             if l == 0 or not swap:
                 torch.mm(h, wh, out=hg)  # (B, 3H) γ z_prev
-            g_rs.add_(hg_rs).sigmoid_()  # r, s
-            if bh is not None:
-                hg_n.add_(bh)
-            g_n.addcmul_(r, hg_n).tanh_()  # z~ = tanh(α x + r ⊙ (γ z_prev + b_γ))
-            x = torch.lerp(g_n, h, s, out=h)  # z = s ⊙ z_prev + (1 - s) ⊙ z~
+            x = _gru_gates(g_rs, hg_rs, r, s, g_n, hg_n, bh, h, h)  # the new state in place
         return x
 
     def _rnn(self, ids, swap):
