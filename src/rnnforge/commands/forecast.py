@@ -187,11 +187,12 @@ def _transform_features(args, season: int, context: int) -> dict:
     """The FeatureSpec fields of --transform; for drift and deseason also their fit: --trend-window
     steps, up to 3 seasonal pairs as the ARIMA baseline has, the level of the last quarter season."""
     from ..errors import UserError
+    from ..forecast.features import LONG_FIT
 
-    if args.trend_window is not None and args.transform not in ("drift", "deseason"):
+    if args.trend_window is not None and args.transform not in LONG_FIT:
         raise UserError(f"--trend-window is used by --transform drift and deseason only, "
                         f"not {args.transform!r}")
-    if args.transform not in ("drift", "deseason"):
+    if args.transform not in LONG_FIT:
         return dict(transform=args.transform)
     window = max(10 * season, context) if args.trend_window is None else args.trend_window
     if window < 2:

@@ -232,7 +232,8 @@ def transform(vals: np.ndarray, *, start: int, context: int, kind: str,
         x[:, 1:] = vals[:, 1:] - vals[:, :-1]
         return x, TransformState(kind, C, anchor=_diff_anchor(ctx, x[:, start:start + C]))
     if kind == "detrend":
-        a, b = fit_trend(ctx, phase[:, start:start + C] if harmonics else None, harmonics)
+        a, b = fit_trend(ctx, phase[:, start:start + C] if harmonics and phase is not None else None,
+                         harmonics)
         t = np.arange(L, dtype=np.float64) - start
         return vals - (a[:, None] + b[:, None] * t), TransformState(kind, C, a=a, b=b)
     origin = start + C
