@@ -14,20 +14,6 @@ from rnnforge.forecast import train as T
 from rnnforge.forecast.evaluate import _safe
 
 
-@pytest.fixture
-def two_series_csv(tmp_path):
-    rng = np.random.default_rng(0)
-    months = np.arange("2000-01", "2012-01", dtype="datetime64[M]")
-    t = np.arange(len(months))
-    a = 10 + 3 * np.sin(2 * np.pi * t / 12) + rng.normal(0, 0.5, len(t))
-    b = 50 + 0.1 * t + rng.normal(0, 1, len(t))
-    rows = ["month,a,b"] + [f"{m}-01,{x:.3f},{'' if i % 17 == 5 else f'{y:.3f}'}"
-                            for i, (m, x, y) in enumerate(zip(months, a, b))]
-    p = tmp_path / "two.csv"
-    p.write_text("\n".join(rows) + "\n")
-    return p
-
-
 def test_train_predict_evaluate(two_series_csv, tmp_path, capsys):
     out = tmp_path / "run"
     common = ["--data", str(two_series_csv), "--context", "24", "--horizon", "6"]
