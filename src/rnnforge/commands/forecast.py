@@ -79,6 +79,12 @@ def _add_model_flags(p) -> None:
     g.add_argument("--val-windows", type=int, default=4,
                    help="hold out the last N windows of --horizon steps of the training data and keep "
                         "the weights with the lowest loss on them (early stopping); 0: off")
+    g.add_argument("--rollout-steps", type=int, default=0,
+                   help="then fine-tune for this many steps on the CRPS of the model's own sample paths "
+                        "over each window's horizon (multi-step objective, gradient through the "
+                        "sampling); early-stopped on the validation windows like --steps (0: no)")
+    g.add_argument("--rollout-paths", type=int, default=8, help="sample paths per window in fine-tuning (>= 2)")
+    g.add_argument("--rollout-lr", type=float, default=1e-3, help="peak learning rate of fine-tuning")
     g.add_argument("--refit", action=argparse.BooleanOptionalAction, default=False,
                    help="after early stopping, train each model afresh (same seed and schedule) on all "
                         "the training data, validation windows included, for the step count it chose")
@@ -221,6 +227,12 @@ def _train(args, series, horizon, context, holdout_windows, device):
         raise UserError(f"--ensemble must be >= 1, got {args.ensemble}")
     if args.val_windows < 0:
         raise UserError(f"--val-windows must be >= 0, got {args.val_windows}")
+    if args.rollout_steps < 0:
+        raise UserError(f"--rollout-steps must be >= 0, got {args.rollout_steps}")
+    if args.rollout_steps and args.rollout_paths < 2:
+        raise UserError(f"--rollout-paths must be >= 2 (the sample CRPS compares paths), got {args.rollout_paths}")
+    if args.rollout_steps and not args.rollout_lr > 0:
+        raise UserError(f"--rollout-lr must be > 0, got {args.rollout_lr}")
     if args.refit and not args.val_windows:
         raise UserError("--refit retrains for the step count early stopping chose; it needs --val-windows > 0")
     hold = holdout_windows * horizon
@@ -255,6 +267,15 @@ def _train(args, series, horizon, context, holdout_windows, device):
                         val_windows=0, stop_after=res.best_step, log=None)
             print(f"refitted on all the training data: {again.steps} steps in {again.seconds:.1f}s")
             res.refit_steps = again.steps
+        if args.rollout_steps:
+            tuned = fit(model, train_part, context=context, horizon=horizon, steps=args.rollout_steps, minutes=None,
+                        batch_size=args.batch_size, lr=args.rollout_lr, seed=args.seed + k, device=device,
+                        val_windows=args.val_windows, objective="rollout", paths=args.rollout_paths)
+            print(f"fine-tuned on {args.rollout_paths} paths per window for {tuned.steps} steps in "
+                  f"{tuned.seconds:.1f}s" + (f"; kept step {tuned.best_step} (validation CRPS "
+                                             f"{min(tuned.val_losses):.4f})" if tuned.val_losses else ""))
+            res.rollout = {"steps": tuned.steps, "seconds": tuned.seconds, "losses": tuned.losses,
+                           "val_losses": tuned.val_losses, "best_step": tuned.best_step}
         members.append(model)
         results.append(res)
     model = members[0] if len(members) == 1 else Ensemble(members)
@@ -262,10 +283,11 @@ def _train(args, series, horizon, context, holdout_windows, device):
             "holdout_steps": hold, "train_end": {s.name: len(t) for s, t in zip(series, train_part)},
             "training": {"members": [{"steps": r.steps, "seconds": r.seconds, "losses": r.losses,
                                       "val_losses": r.val_losses, "best_step": r.best_step,
-                                      "refit_steps": r.refit_steps}
+                                      "refit_steps": r.refit_steps, "rollout": r.rollout}
                                      for r in results],
                          "val_windows": args.val_windows, "refit": args.refit, "seed": args.seed, "lr": args.lr,
-                         "batch_size": args.batch_size}}
+                         "batch_size": args.batch_size, "rollout_paths": args.rollout_paths,
+                         "rollout_lr": args.rollout_lr}}
     return model, meta
 
 

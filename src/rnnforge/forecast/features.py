@@ -174,8 +174,13 @@ def step_inputs(buf: torch.Tensor, pos: int, phase: torch.Tensor, spec: FeatureS
     ``buf`` (B, P) holds scaled values (NaN where missing) up to ``pos - 1``;
     ``phase`` (B,) is that step's seasonal phase.
     """
-    lagged = torch.stack([buf[:, pos - l] for l in spec.lags], dim=-1)  # (B, len(lags))
-    observed = torch.isfinite(lagged[:, :1]).to(buf.dtype)
+    return lag_inputs(torch.stack([buf[:, pos - l] for l in spec.lags], dim=-1), phase, spec)
+
+
+def lag_inputs(lagged: torch.Tensor, phase: torch.Tensor, spec: FeatureSpec) -> torch.Tensor:
+    """Inputs (B, I) of one step from its lagged values (B, len(lags)) (NaN where missing)
+    and its phase (B,)."""
+    observed = torch.isfinite(lagged[:, :1]).to(lagged.dtype)
     lagged = torch.nan_to_num(lagged, nan=0.0).clamp(-INPUT_CLIP, INPUT_CLIP)
     return torch.cat([lagged, observed, seasonal(phase, spec.harmonics)], dim=-1)
 

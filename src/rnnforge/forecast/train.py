@@ -18,7 +18,7 @@ import torch
 from .. import checkpoint
 from ..data.series import Series
 from ..errors import UserError
-from .features import FeatureSpec, scale_stats, transform, window_inputs
+from .features import FeatureSpec, lag_inputs, scale_stats, transform, window_inputs
 from .model import Ensemble, Forecaster, ModelConfig, _floor
 
 KIND = "rnnforge-forecaster"
@@ -80,6 +80,7 @@ class TrainResult:
     val_losses: list[float] = field(default_factory=list)  # validation loss at each logging step
     best_step: int | None = None  # the step whose weights were kept (validation), else None
     refit_steps: int | None = None  # steps of the refit on all the data (``--refit``), else None
+    rollout: dict | None = None  # the fine-tuning on the multi-step objective (``--rollout-steps``), else None
 
 
 def validation_windows(series: list[Series], *, context: int, horizon: int, windows: int,
@@ -106,16 +107,26 @@ def validation_windows(series: list[Series], *, context: int, horizon: int, wind
     return train, z, phase
 
 
+OBJECTIVES = ("teacher", "rollout")
+
+
 def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, steps: int | None,
         minutes: float | None, batch_size: int = 64, lr: float = 3e-3, seed: int = 0,
         device: str = "cpu", log_every: int = 50, val_windows: int = 0, log=print,
-        stop_after: int | None = None) -> TrainResult:
+        stop_after: int | None = None, objective: str = "teacher", paths: int = 8) -> TrainResult:
     """Train ``model`` in place on random windows until the step or time budget runs out.
 
+    ``objective``: ``teacher`` (the head's loss on every observed value of each
+    window, teacher forced) or ``rollout`` (the CRPS of ``paths`` ancestral sample
+    paths per window over its horizon, ``rollout_crps``: what a forecast is scored
+    on, for fine-tuning a model trained by teacher forcing).
+
     With ``val_windows > 0`` the last ``val_windows * horizon`` steps of each
-    series are held out; every ``log_every`` steps the loss of the model on
-    their horizons (teacher forced, given the context before each) is measured,
-    and the weights with the lowest one are kept (early stopping).
+    series are held out; every ``log_every`` steps the model is scored on their
+    horizons (teacher forced, given the context before each, by the training
+    loss; or for ``rollout`` by ``rollout_crps`` with fixed uniforms, also before
+    the first step, as fine-tuning starts from trained weights), and the weights
+    with the lowest score are kept (early stopping).
     ``stop_after``: end after that many steps of the schedule the budget sets
     (how ``--refit`` replays an early-stopped run on all the data).
     """
@@ -123,6 +134,10 @@ def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, 
         raise UserError("give a training budget: --steps N and/or --minutes M")
     if steps is not None and steps < 0 or minutes is not None and minutes < 0:
         raise UserError("--steps and --minutes must not be negative")
+    if objective not in OBJECTIVES:
+        raise UserError(f"unknown training objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    if objective == "rollout" and paths < 2:
+        raise UserError(f"--rollout-paths must be >= 2 (the sample CRPS compares paths), got {paths}")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     K = model.spec.max_lag
@@ -136,7 +151,20 @@ def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, 
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     if val_windows:
         val = (torch.as_tensor(vz, dtype=dtype, device=device), torch.as_tensor(vphase, dtype=dtype, device=device))
+        if objective == "rollout":
+            gen = torch.Generator(device=device).manual_seed(seed)
+            val = (*val, _uniforms(horizon, len(vz) * VAL_PATHS, generator=gen, device=device))
+
+    def score_val() -> float:
+        if objective == "rollout":
+            return rollout_loss(model, val[0], val[1], context, val[2])
+        return horizon_loss(model, *val, context)
+
     best, best_state, best_step, val_losses = math.inf, None, None, []
+    if val is not None and objective == "rollout":  # the trained weights fine-tuning starts from
+        best, best_step = score_val(), 0
+        best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
+        val_losses.append(best)
     t0, step, losses, acc, n_acc = time.monotonic(), 0, [], 0.0, 0
     budget_s = minutes * 60 if minutes else math.inf
     max_steps = steps or math.inf
@@ -149,12 +177,14 @@ def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, 
         z_np, ph_np = sampler.batch(batch_size)
         z = torch.as_tensor(z_np, dtype=dtype, device=device)  # (B, K+T)
         phase = torch.as_tensor(ph_np, dtype=dtype, device=device)  # (B, T)
-        x = window_inputs(z, phase, model.spec)  # (B, T, I)
-        target = z[:, K:]  # (B, T)
-        observed = torch.isfinite(target)
-        raw = model(x)  # (B, T, P)
-        loss_el = model.head.loss(raw[observed], target[observed])
-        loss = loss_el.mean()
+        if objective == "rollout":
+            loss = rollout_crps(model, z, phase, context, _uniforms(horizon, batch_size * paths, device=device))
+        else:
+            x = window_inputs(z, phase, model.spec)  # (B, T, I)
+            target = z[:, K:]  # (B, T)
+            observed = torch.isfinite(target)
+            raw = model(x)  # (B, T, P)
+            loss = model.head.loss(raw[observed], target[observed]).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
@@ -166,27 +196,28 @@ def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, 
             losses.append(acc / n_acc)
             msg = ""
             if val is not None:
-                v = horizon_loss(model, *val, context)
+                v = score_val()
                 val_losses.append(v)
                 if v < best:
                     best, best_step = v, step
                     best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
                 msg = f"  val {v:.4f}{' *' if best_step == step else ''}"
             if log:
-                log(f"step {step:6d}  loss {acc / n_acc:.4f}{msg}  lr {opt.param_groups[0]['lr']:.2e}  "
-                    f"{time.monotonic() - t0:6.1f}s")
+                log(f"{'rollout ' if objective == 'rollout' else ''}step {step:6d}  loss {acc / n_acc:.4f}{msg}"
+                    f"  lr {opt.param_groups[0]['lr']:.2e}  {time.monotonic() - t0:6.1f}s")
             acc, n_acc = 0.0, 0
     if n_acc:
         losses.append(acc / n_acc)
     if val is not None:
-        v = horizon_loss(model, *val, context)
+        v = score_val()
         val_losses.append(v)
         if v < best or best_state is None:
             best, best_step, best_state = v, step, None
         if best_state is not None:
             model.load_state_dict(best_state)
         if log:
-            log(f"kept the weights of step {best_step} (validation loss {best:.4f})")
+            log(f"kept the weights of step {best_step} (validation {'CRPS' if objective == 'rollout' else 'loss'} "
+                f"{best:.4f})")
     model.eval()
     return TrainResult(step, time.monotonic() - t0, losses, val_losses, best_step)
 
@@ -227,3 +258,68 @@ def load(path, device: str = "cpu") -> tuple[Forecaster | Ensemble, dict]:
         m.load_state_dict({n[len(prefix):]: v for n, v in tensors.items() if n.startswith(prefix)})
         members.append(m.to(device).eval())
     return (members[0] if len(members) == 1 else Ensemble(members)), meta
+
+
+
+# -- multi-step objective -----------------------------------------------------------------------
+VAL_PATHS = 32  # paths per validation window when the rollout objective is validated
+
+
+def _uniforms(horizon: int, n: int, *, generator: torch.Generator | None = None, device="cpu") -> torch.Tensor:
+    """(horizon, n) uniforms in float64, kept off 0 and 1 as ``sample_paths`` keeps them."""
+    u = torch.rand((horizon, n), generator=generator, dtype=torch.float64, device=device)
+    return u.clamp(1e-12, 1 - 1e-12)
+
+
+def rollout_paths(model: Forecaster, z: torch.Tensor, phase: torch.Tensor, context: int,
+                  u: torch.Tensor) -> torch.Tensor:
+    """The model's own sample paths (B, M, H) over the horizons of windows, differentiable.
+
+    ``z`` (B, K + C + H) scaled values (only the K + C before each origin are read),
+    ``phase`` (B, C + H), ``u`` (H, B * M): paths are drawn as ``sample_paths`` draws
+    them, ``z = F^{-1}(u)`` fed back as the next lags, but through the layer's autograd
+    forward, so the gradient flows through F^{-1} and the fed-back values
+    (reparameterisation). Paths of a window are adjacent in ``u``'s columns.
+    """
+    spec, K, C = model.spec, model.spec.max_lag, context
+    B, H = z.shape[0], u.shape[0]
+    M = u.shape[1] // B
+    _, state = model.rnn(window_inputs(z[:, :K + C], phase[:, :C], spec))
+    expand = (lambda h: h.repeat_interleave(M, dim=1))  # (L, B*M, Hd)
+    state = tuple(expand(h) for h in state) if isinstance(state, tuple) else expand(state)
+    cols = list(z[:, C:K + C].repeat_interleave(M, dim=0).unbind(1))  # the K values before the origin
+    phase_f = phase[:, C:C + H].repeat_interleave(M, dim=0)  # (B*M, H)
+    for k in range(H):
+        xk = lag_inputs(torch.stack([cols[-l] for l in spec.lags], dim=1), phase_f[:, k], spec)  # (B*M, I)
+        out, state = model.rnn(xk[:, None], state)  # (B*M, 1, Hd)
+        cols.append(model.head.ppf(model.readout(out[:, 0]), u[k]))
+    return torch.stack(cols[K:], dim=1).reshape(B, M, H)
+
+
+def sample_crps(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Unbiased CRPS estimate from M >= 2 draws ``x`` (…, M, H) of each of the values ``y`` (…, H):
+    ``mean_i |x_i - y| - sum_{i,j} |x_i - x_j| / (2 M (M - 1))`` (Gneiting & Raftery 2007's
+    energy form, with the pair term over distinct draws). NaN where y is NaN."""
+    M = x.shape[-2]
+    spread = (x.unsqueeze(-2) - x.unsqueeze(-3)).abs().sum(dim=(-3, -2)) / (2 * M * (M - 1))
+    return (x - y.unsqueeze(-2)).abs().mean(dim=-2) - spread
+
+
+def rollout_crps(model: Forecaster, z: torch.Tensor, phase: torch.Tensor, context: int,
+                 u: torch.Tensor) -> torch.Tensor:
+    """Mean ``sample_crps`` of ``rollout_paths`` over the observed horizon values of windows
+    (scaled units): the multi-step training objective."""
+    y = z[:, model.spec.max_lag + context:]  # (B, H)
+    crps = sample_crps(rollout_paths(model, z, phase, context, u), y)
+    return crps[torch.isfinite(y)].mean()
+
+
+@torch.no_grad()
+def rollout_loss(model: Forecaster, z: torch.Tensor, phase: torch.Tensor, context: int,
+                 u: torch.Tensor) -> float:
+    """``rollout_crps`` in eval mode (validation)."""
+    was = model.training
+    model.eval()
+    v = rollout_crps(model, z, phase, context, u).item()
+    model.train(was)
+    return v
