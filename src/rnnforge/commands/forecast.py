@@ -82,7 +82,8 @@ def _add_model_flags(p) -> None:
     g.add_argument("--rollout-steps", type=int, default=0,
                    help="then fine-tune for this many steps on the CRPS of the model's own sample paths "
                         "over each window's horizon (multi-step objective, gradient through the "
-                        "sampling); early-stopped on the validation windows like --steps (0: no)")
+                        "sampling); early-stopped on the validation windows like --steps; a step "
+                        "budget on top of --steps/--minutes (0: no fine-tuning)")
     g.add_argument("--rollout-paths", type=int, default=8, help="sample paths per window in fine-tuning (>= 2)")
     g.add_argument("--rollout-lr", type=float, default=1e-3, help="peak learning rate of fine-tuning")
     g.add_argument("--refit", action=argparse.BooleanOptionalAction, default=False,

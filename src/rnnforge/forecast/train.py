@@ -260,7 +260,6 @@ def load(path, device: str = "cpu") -> tuple[Forecaster | Ensemble, dict]:
     return (members[0] if len(members) == 1 else Ensemble(members)), meta
 
 
-
 # -- multi-step objective -----------------------------------------------------------------------
 VAL_PATHS = 32  # paths per validation window when the rollout objective is validated
 
