@@ -6,7 +6,8 @@ check the script itself before spending device time on it.
 Correctness first (each engine against the reference on the GPU in float64 and
 float32, outputs, states and every gradient), then only engines that passed
 are timed against torch.nn (cuDNN), then a short mixed-precision training run
-of the character model, GPU text generation and GPU sampling.
+of the character model, GPU text generation, GPU sampling, and a forecaster trained
+(teacher forcing, then the rollout objective) and sampled on the GPU.
 """
 
 from __future__ import annotations
@@ -158,6 +159,34 @@ try:
 except Exception as e:  # report, do not hide
     results["sampling"] = {"error": repr(e)}
     print("sampling FAILED", repr(e), flush=True)
+
+try:  # forecaster: teacher-forced and rollout training, then 1000 sample paths, all on the device
+    from rnnforge.data.series import load
+    from rnnforge.forecast import train as ftrain
+    from rnnforge.forecast.model import Forecaster, ModelConfig
+
+    (co2,) = load("co2")
+    torch.manual_seed(0)
+    fm = Forecaster(ModelConfig(cell="lstm", head="gaussian", hidden=16, layers=1,
+                                features=dict(lags=[1, 2, 52], harmonics=2)))
+    kw = dict(context=120, horizon=52, minutes=None, device=str(dev), log=None, val_windows=2)
+    tf = ftrain.fit(fm, [co2], steps=20 if QUICK else 200, **kw)
+    ro = ftrain.fit(fm, [co2], steps=4 if QUICK else 40, objective="rollout", log_every=2 if QUICK else 10, **kw)
+    gen = torch.Generator(device=dev).manual_seed(0)
+    fm.sample_paths([co2], [len(co2)], context=120, horizon=52, num_samples=10, generator=gen, device=dev)
+    t0 = time.perf_counter()
+    paths = fm.sample_paths([co2], [len(co2)], context=120, horizon=52, num_samples=1000, generator=gen,
+                            device=dev)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    results["forecast"] = {"teacher_s_per_step": tf.seconds / tf.steps, "rollout_s_per_step": ro.seconds / ro.steps,
+                           "rollout_val": ro.val_losses, "rollout_kept": ro.best_step,
+                           "paths_1000x52_s": time.perf_counter() - t0, "paths_finite": bool((paths == paths).all()),
+                           "path_mean_last": float(paths[0, :, -1].mean())}
+    print("forecast", results["forecast"], flush=True)
+except Exception as e:  # report, do not hide
+    results["forecast"] = {"error": repr(e)}
+    print("forecast FAILED", repr(e), flush=True)
 
 with open(f"{out}/gpu_results.json", "w") as f:
     json.dump(results, f, indent=1, default=str)
