@@ -11,15 +11,7 @@ from rnnforge.forecast import train as T
 from rnnforge.forecast.evaluate import rolling_origins
 from rnnforge.forecast.metrics import SampleForecast, score
 from rnnforge.forecast.model import CELLS, Forecaster, ModelConfig
-
-
-def seasonal_ar(n=600, seed=0):
-    rng = np.random.default_rng(seed)
-    e = np.zeros(n)
-    for t in range(1, n):
-        e[t] = 0.7 * e[t - 1] + 0.3 * rng.normal()
-    t = np.arange(n)
-    return Series("toy", 10 + 2 * np.sin(2 * np.pi * t / 12) + e, phase_step=1 / 12)
+from synthetic import seasonal_ar
 
 
 def tiny(cell="lstm", head="gaussian", hidden=16, layers=1):

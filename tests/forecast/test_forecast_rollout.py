@@ -9,19 +9,15 @@ import pytest
 import torch
 
 from rnnforge.cli import main
-from rnnforge.data.series import Series
 from rnnforge.forecast import heads as H
 from rnnforge.forecast import train as T
 from rnnforge.forecast.model import CELLS, Forecaster, ModelConfig
 
+import synthetic
+
 
 def seasonal_ar(n=400, seed=0):
-    rng = np.random.default_rng(seed)
-    e = np.zeros(n)
-    for t in range(1, n):
-        e[t] = 0.8 * e[t - 1] + 0.3 * rng.normal()
-    t = np.arange(n)
-    return Series("toy", 10 + 2 * np.sin(2 * np.pi * t / 12) + e, phase_step=1 / 12)
+    return synthetic.seasonal_ar(n, seed, phi=0.8)
 
 
 def tiny(cell="lstm", head="gaussian", hidden=6, layers=1, lags=(1, 2, 12)):
