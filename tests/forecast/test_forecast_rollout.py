@@ -11,7 +11,7 @@ import torch
 from rnnforge.cli import main
 from rnnforge.forecast import heads as H
 from rnnforge.forecast import train as T
-from rnnforge.forecast.model import CELLS, Forecaster, ModelConfig
+from rnnforge.forecast.model import CELLS, Forecaster, ModelConfig, uniforms
 
 import synthetic
 
@@ -63,7 +63,7 @@ def test_rollout_paths_are_the_paths_sample_paths_draws(cell, head):
     model = tiny(cell, head, hidden=5, layers=2)
     C, H, M, origin = 30, 7, 5, 250
     z, phase = windows_of(model, s, [origin - C], C, H)
-    u = T._uniforms(H, M, generator=torch.Generator().manual_seed(4))
+    u = uniforms(H, M, generator=torch.Generator().manual_seed(4))
     model.eval()
     with torch.no_grad():
         got = T.rollout_paths(model, z, phase, C, u)[0].double().numpy()  # (M, H)
@@ -82,7 +82,7 @@ def test_gradients_flow_through_the_fed_back_samples(monkeypatch):
     C, H = 16, 4
     z, phase = windows_of(model, s, [100, 140], C, H)
     z, phase = z.double(), phase.double()
-    u = T._uniforms(H, 2 * 3, generator=torch.Generator().manual_seed(0))
+    u = uniforms(H, 2 * 3, generator=torch.Generator().manual_seed(0))
     params = dict(model.named_parameters())
     names = ["readout.delta", next(n for n in params if n.startswith("rnn."))]
 
@@ -122,7 +122,7 @@ def test_fine_tuning_lowers_the_multi_step_crps():
           seed=0, log=None)
     starts = np.arange(400 - 36, 500 - 36 - 12 + 1, 4)  # windows whose horizons lie past the training data
     z, phase = windows_of(model, held, starts, 36, 12)
-    u = T._uniforms(12, len(starts) * 64, generator=torch.Generator().manual_seed(9))
+    u = uniforms(12, len(starts) * 64, generator=torch.Generator().manual_seed(9))
     before = T.rollout_loss(model, z, phase, 36, u)
     res = T.fit(model, [train], context=36, horizon=12, steps=60, minutes=None, batch_size=16, lr=3e-3,
                 seed=1, log=None, objective="rollout", paths=8, log_every=20)

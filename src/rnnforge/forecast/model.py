@@ -103,8 +103,7 @@ class Forecaster(nn.Module):
         buf = torch.full((S * N, K + H), float("nan"), **to)  # (S*N, K+H) scaled values
         buf[:, :K] = z_hist[:, -K:].repeat_interleave(N, dim=0)  # the K values before the origin
         phase_f = phase_t[:, C:].repeat_interleave(N, dim=0)  # (S*N, H)
-        u = torch.rand((H, S * N), generator=generator, dtype=torch.float64, device=device)
-        u = u.clamp(1e-12, 1 - 1e-12)  # keep ppf finite
+        u = uniforms(H, S * N, generator=generator, device=device)
         for k in range(H):
             xk = step_inputs(buf, K + k, phase_f[:, k], spec)  # (S*N, I)
             top, state = self.rnn.step(xk, state)  # (S*N, Hd)
@@ -112,6 +111,13 @@ class Forecaster(nn.Module):
             buf[:, K + k] = self.head.ppf(raw, u[k]).to(dtype)  # Ex2: z = F^{-1}(u), u in float64
         z = buf[:, K:].reshape(S, N, H).double().cpu().numpy()
         return untransform(loc[:, None, None] + scale[:, None, None] * z, tstate)  # paths in levels
+
+
+def uniforms(horizon: int, n: int, *, generator: torch.Generator | None = None, device="cpu") -> torch.Tensor:
+    """(horizon, n) uniforms for inverse transform sampling, in float64 and kept off 0 and 1 so
+    that every head's ppf stays finite."""
+    u = torch.rand((horizon, n), generator=generator, dtype=torch.float64, device=device)
+    return u.clamp(1e-12, 1 - 1e-12)
 
 
 def _slice(values: np.ndarray, start: int, stop: int) -> np.ndarray:

@@ -19,7 +19,7 @@ from .. import checkpoint
 from ..data.series import Series
 from ..errors import UserError
 from .features import FeatureSpec, lag_inputs, scale_stats, transform, window_inputs
-from .model import Ensemble, Forecaster, ModelConfig, _floor
+from .model import Ensemble, Forecaster, ModelConfig, _floor, uniforms
 
 KIND = "rnnforge-forecaster"
 
@@ -153,7 +153,7 @@ def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, 
         val = (torch.as_tensor(vz, dtype=dtype, device=device), torch.as_tensor(vphase, dtype=dtype, device=device))
         if objective == "rollout":
             gen = torch.Generator(device=device).manual_seed(seed)
-            val = (*val, _uniforms(horizon, len(vz) * VAL_PATHS, generator=gen, device=device))
+            val = (*val, uniforms(horizon, len(vz) * VAL_PATHS, generator=gen, device=device))
 
     def score_val() -> float:
         if objective == "rollout":
@@ -178,7 +178,7 @@ def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, 
         z = torch.as_tensor(z_np, dtype=dtype, device=device)  # (B, K+T)
         phase = torch.as_tensor(ph_np, dtype=dtype, device=device)  # (B, T)
         if objective == "rollout":
-            loss = rollout_crps(model, z, phase, context, _uniforms(horizon, batch_size * paths, device=device))
+            loss = rollout_crps(model, z, phase, context, uniforms(horizon, batch_size * paths, device=device))
         else:
             x = window_inputs(z, phase, model.spec)  # (B, T, I)
             target = z[:, K:]  # (B, T)
@@ -262,12 +262,6 @@ def load(path, device: str = "cpu") -> tuple[Forecaster | Ensemble, dict]:
 
 # -- multi-step objective -----------------------------------------------------------------------
 VAL_PATHS = 32  # paths per validation window when the rollout objective is validated
-
-
-def _uniforms(horizon: int, n: int, *, generator: torch.Generator | None = None, device="cpu") -> torch.Tensor:
-    """(horizon, n) uniforms in float64, kept off 0 and 1 as ``sample_paths`` keeps them."""
-    u = torch.rand((horizon, n), generator=generator, dtype=torch.float64, device=device)
-    return u.clamp(1e-12, 1 - 1e-12)
 
 
 def rollout_paths(model: Forecaster, z: torch.Tensor, phase: torch.Tensor, context: int,
