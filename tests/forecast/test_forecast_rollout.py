@@ -47,7 +47,7 @@ def test_sample_crps_by_hand():
 
 def test_sample_crps_is_unbiased_for_the_gaussian_closed_form():
     # CRPS of N(0, 1) at 0 is 1/sqrt(pi) * (sqrt(2) - 1) = 0.23369...; the estimator's mean over
-    # many small samples (M = 4, where the biased V-statistic would give 0.29) matches it
+    # many small samples (M = 4, where the biased V-statistic would give 0.375) matches it
     g = torch.Generator().manual_seed(0)
     x = torch.randn((20000, 4, 1), generator=g, dtype=torch.float64)
     est = T.sample_crps(x, torch.zeros(20000, 1, dtype=torch.float64)).mean().item()
