@@ -98,8 +98,7 @@ class Forecaster(nn.Module):
         x = window_inputs(z_hist, phase_t[:, :C], spec)  # (S, C, I)
         _, state = self.rnn(x)  # (L, S, Hd), or a pair for the LSTM
         S = len(series)
-        expand = (lambda h: h.repeat_interleave(N, dim=1))  # (L, S*N, Hd), paths of a series adjacent
-        state = tuple(expand(h) for h in state) if isinstance(state, tuple) else expand(state)
+        state = repeat_state(state, N)  # (L, S*N, Hd), paths of a series adjacent
         buf = torch.full((S * N, K + H), float("nan"), **to)  # (S*N, K+H) scaled values
         buf[:, :K] = z_hist[:, -K:].repeat_interleave(N, dim=0)  # the K values before the origin
         phase_f = phase_t[:, C:].repeat_interleave(N, dim=0)  # (S*N, H)
@@ -111,6 +110,14 @@ class Forecaster(nn.Module):
             buf[:, K + k] = self.head.ppf(raw, u[k]).to(dtype)  # Ex2: z = F^{-1}(u), u in float64
         z = buf[:, K:].reshape(S, N, H).double().cpu().numpy()
         return untransform(loc[:, None, None] + scale[:, None, None] * z, tstate)  # paths in levels
+
+
+def repeat_state(state, n: int):
+    """A recurrent state (L, B, Hd), or the LSTM's pair of them, with each row repeated n times
+    (L, B*n, Hd): the start of n sample paths per row, the copies of a row adjacent."""
+    if isinstance(state, tuple):
+        return tuple(h.repeat_interleave(n, dim=1) for h in state)
+    return state.repeat_interleave(n, dim=1)
 
 
 def uniforms(horizon: int, n: int, *, generator: torch.Generator | None = None, device="cpu") -> torch.Tensor:

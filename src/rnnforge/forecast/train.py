@@ -19,7 +19,7 @@ from .. import checkpoint
 from ..data.series import Series
 from ..errors import UserError
 from .features import FeatureSpec, lag_inputs, scale_stats, transform, window_inputs
-from .model import Ensemble, Forecaster, ModelConfig, _floor, uniforms
+from .model import Ensemble, Forecaster, ModelConfig, _floor, repeat_state, uniforms
 
 KIND = "rnnforge-forecaster"
 
@@ -163,7 +163,7 @@ def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, 
     best, best_state, best_step, val_losses = math.inf, None, None, []
     if val is not None and objective == "rollout":  # the trained weights fine-tuning starts from
         best, best_step = score_val(), 0
-        best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
+        best_state = _snapshot(model)
         val_losses.append(best)
     t0, step, losses, acc, n_acc = time.monotonic(), 0, [], 0.0, 0
     budget_s = minutes * 60 if minutes else math.inf
@@ -200,7 +200,7 @@ def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, 
                 val_losses.append(v)
                 if v < best:
                     best, best_step = v, step
-                    best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
+                    best_state = _snapshot(model)
                 msg = f"  val {v:.4f}{' *' if best_step == step else ''}"
             if log:
                 log(f"{'rollout ' if objective == 'rollout' else ''}step {step:6d}  loss {acc / n_acc:.4f}{msg}"
@@ -220,6 +220,11 @@ def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, 
                 f"{best:.4f})")
     model.eval()
     return TrainResult(step, time.monotonic() - t0, losses, val_losses, best_step)
+
+
+def _snapshot(model: Forecaster) -> dict:
+    """A copy of the weights, to restore the best ones after early stopping."""
+    return {k: t.detach().clone() for k, t in model.state_dict().items()}
 
 
 @torch.no_grad()
@@ -278,8 +283,7 @@ def rollout_paths(model: Forecaster, z: torch.Tensor, phase: torch.Tensor, conte
     B, H = z.shape[0], u.shape[0]
     M = u.shape[1] // B
     _, state = model.rnn(window_inputs(z[:, :K + C], phase[:, :C], spec))
-    expand = (lambda h: h.repeat_interleave(M, dim=1))  # (L, B*M, Hd)
-    state = tuple(expand(h) for h in state) if isinstance(state, tuple) else expand(state)
+    state = repeat_state(state, M)  # (L, B*M, Hd)
     cols = list(z[:, C:K + C].repeat_interleave(M, dim=0).unbind(1))  # the K values before the origin
     phase_f = phase[:, C:C + H].repeat_interleave(M, dim=0)  # (B*M, H)
     for k in range(H):
