@@ -16,6 +16,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 
 import torch
@@ -133,13 +134,35 @@ results["timings"] = timings
 from rnnforge.generate import generate  # noqa: E402
 from rnnforge.train import Trainer, TrainConfig  # noqa: E402
 
-out = os.environ.get("OUT", "/tmp")
-t = Trainer(TrainConfig(steps=5 if QUICK else 300, eval_every=150, device=str(dev), out=f"{out}/gpu-run",
+out = os.environ.get("OUT", "/tmp")  # where gpu_results.json goes
+runs = tempfile.mkdtemp(prefix="gpu_check_")  # checkpoints of the training runs (not sent back)
+t = Trainer(TrainConfig(steps=5 if QUICK else 300, eval_every=150, device=str(dev), out=f"{runs}/charlm",
                         progress=False, tensorboard=False, batch_size=64, hidden=32 if QUICK else 256))
 m = t.run()
 results["train"] = {"val_bpc": m["val_bpc"], "tokens_per_s": m["tokens_per_s"], "amp": str(t.amp_dtype),
                     "engine": t.engine_used}
 print("train", results["train"], flush=True)
+
+# every cell under autocast, and fp16 with the GradScaler (an H100 would otherwise only ever take bf16)
+amp_runs = {}
+for cell, half in (("lstm", torch.float16), ("gru", torch.bfloat16), ("rnn-tanh", torch.bfloat16),
+                   ("rnn", torch.bfloat16), ("rnn", torch.float16)):
+    key = f"{cell} {half}"
+    try:
+        ta = Trainer(TrainConfig(cell=cell, steps=5 if QUICK else 60, eval_every=30, device=str(dev),
+                                 out=f"{runs}/amp-{cell}-{str(half)[6:]}", progress=False, tensorboard=False,
+                                 batch_size=32, hidden=32 if QUICK else 128, lr=3e-3))
+        if dev.type == "cuda":
+            ta.amp_dtype = half
+            ta.scaler = torch.amp.GradScaler("cuda") if half == torch.float16 else None
+        first = ta.train_step()
+        ma = ta.run()
+        amp_runs[key] = {"first_loss": round(first, 4), "val_bpc": ma["val_bpc"], "engine": ta.engine_used,
+                         "scale": ta.scaler.get_scale() if ta.scaler else None}
+    except Exception as e:  # report, do not hide
+        amp_runs[key] = {"error": repr(e)}
+    print("amp", key, amp_runs[key], flush=True)
+results["amp"] = amp_runs
 model = t.model.eval()
 a = "".join(generate(model, t.vocab, "The ", 200, seed=1))
 b = "".join(generate(model, t.vocab, "The ", 200, seed=1))
