@@ -14,7 +14,8 @@ from torch.func import functional_call
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 import rnnforge as rf
-from rnnforge_testing import (DTYPES, MODES, TORCH_LAYERS, TORCH_MODES, assert_close,
+from rnnforge import engines
+from rnnforge_testing import (DTYPES, MODES, TORCH_LAYERS, TORCH_MODES, Tol, assert_close,
                       assert_grads_match_torch, flat_outputs, make_layer, n_states,
                       random_cotangents)
 
@@ -284,6 +285,34 @@ def test_bad_input_dtype():
         gru(torch.randn(5, 2, 3, dtype=torch.float64))
     with pytest.raises(ValueError, match="h_0 is torch.float64 on cpu but the input is torch.float32"):
         gru(torch.randn(5, 2, 3), torch.zeros(1, 2, 4, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device"))])
+@pytest.mark.parametrize("engine", ["reference", "native", "fused"])
+@pytest.mark.parametrize("mode", MODES)
+def test_autocast_takes_back_its_own_low_precision_state(mode, engine, device):
+    """A training loop under autocast feeds the last call's state (bfloat16 on the native
+    engine) back with a float32 input, as it would to torch.nn; the result is the float32
+    run's within bfloat16's rounding. Outside autocast a mismatched state is still refused."""
+    torch.manual_seed(0)
+    layer = make_layer(mode, 4, 6, num_layers=2, engine=engine, device=device)
+    x1, x2 = torch.randn(5, 3, 4, device=device), torch.randn(5, 3, 4, device=device)
+    if engines.ENGINES[engine].why_not(layer, x1, None):
+        pytest.skip(f"{engine} cannot run {mode} on {device}")
+    with torch.autocast(device, enabled=False):  # full precision, for the reference figures
+        _, s = layer(x1)
+        want, _ = layer(x2, s)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        _, s = layer(x1)
+        got, _ = layer(x2, s)
+    assert_close(got.float(), want, tol=Tol(rtol=0, atol=3e-2))
+    with torch.autocast(device, dtype=torch.bfloat16):  # and a bfloat16 input, as a Linear there hands on
+        got, _ = layer(x2.bfloat16(), s)
+    assert_close(got.float(), want, tol=Tol(rtol=0, atol=3e-2))
+    low = tuple(t.to(torch.bfloat16) for t in s) if n_states(mode) == 2 else s.to(torch.bfloat16)
+    with pytest.raises(ValueError, match=f"h_0 is torch.bfloat16 on {x2.device} but the input is torch.float32"):
+        layer(x2, low)
 
 
 def test_bad_hx():

@@ -26,6 +26,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from . import engines
 from .cells import GRUCell, LSTMCell, RecurrentCell, RNNCell
+from .cells._base import autocast_cast
 from .interop import TORCH_MODULES, load_torch_weights, packed_weights, torch_suffix
 
 
@@ -117,6 +118,7 @@ class RecurrentLayer(nn.Module):
         w = self._param
         if I != self.input_size:
             raise ValueError(f"{name}: input has {I} features but input_size is {self.input_size}")
+        x = autocast_cast(x, w)
         if x.dtype != w.dtype or x.device != w.device:
             raise ValueError(f"{name}: input is {x.dtype} on {x.device} but the parameters are "
                              f"{w.dtype} on {w.device}; move one with .to()")
@@ -164,6 +166,7 @@ class RecurrentLayer(nn.Module):
             if tuple(h.shape) != want:
                 raise ValueError(f"{name}: {label} must have shape {want} (D*num_layers, B, H), "
                                  f"got {tuple(h.shape)}")
+            h = autocast_cast(h, x)
             if h.dtype != x.dtype or h.device != x.device:
                 raise ValueError(f"{name}: {label} is {h.dtype} on {h.device} but the input is "
                                  f"{x.dtype} on {x.device}")

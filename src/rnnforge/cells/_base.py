@@ -9,6 +9,22 @@ import torch
 from torch import nn
 
 
+
+def autocast_cast(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``t`` in ``like``'s dtype when autocast is on for its device, else as it is.
+
+    Under autocast a state carried from the last call comes back in the low
+    precision, and a Linear before the layer hands on a low-precision input;
+    torch.nn's layers take both. Ours bring such inputs and states to the
+    parameters' dtype, so that every engine sees one dtype, and autocast still
+    picks each op's precision. Outside autocast a mismatch stays an error.
+    """
+    if (torch.is_autocast_enabled(t.device.type) and t.device == like.device and t.is_floating_point()
+            and t.dtype != like.dtype):
+        return t.to(like.dtype)
+    return t
+
+
 class Gate(NamedTuple):
     """One pre-activation of a cell: ``W_x x + W_z z_prev (+ bias)``.
 
@@ -67,8 +83,8 @@ class RecurrentCell(nn.Module):
         return f"{self.input_size}, {self.hidden_size}, bias={self.bias}"
 
     # -- input handling shared by the three forwards ------------------------------
-    def _check_input(self, x: torch.Tensor) -> bool:
-        """Validate ``x`` of shape (B, I) or (I,); return whether it is batched."""
+    def _check_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Validate ``x`` of shape (B, I) or (I,); return it (in the parameters' dtype under autocast)."""
         if x.dim() not in (1, 2):
             raise ValueError(f"{type(self).__name__}: expected input of shape (B, {self.input_size}) "
                              f"or ({self.input_size},), got {tuple(x.shape)}")
@@ -77,10 +93,11 @@ class RecurrentCell(nn.Module):
                              f"input_size is {self.input_size}")
         ref = self.GATES[0].input
         w = getattr(self, ref)
+        x = autocast_cast(x, w)
         if x.dtype != w.dtype or x.device != w.device:
             raise ValueError(f"{type(self).__name__}: input is {x.dtype} on {x.device} but the "
                              f"parameters are {w.dtype} on {w.device}; move one with .to()")
-        return x.dim() == 2
+        return x
 
     def _state(self, x: torch.Tensor, state: torch.Tensor | None, what: str) -> torch.Tensor:
         """A state of the shape ``x`` implies: zeros when None, else checked."""
@@ -90,6 +107,7 @@ class RecurrentCell(nn.Module):
         if tuple(state.shape) != shape:
             raise ValueError(f"{type(self).__name__}: {what} must have shape {shape}, "
                              f"got {tuple(state.shape)}")
+        state = autocast_cast(state, x)
         if state.dtype != x.dtype or state.device != x.device:
             raise ValueError(f"{type(self).__name__}: {what} is {state.dtype} on {state.device} "
                              f"but the input is {x.dtype} on {x.device}")

@@ -37,7 +37,7 @@ class GRUCell(RecurrentCell):
     )
 
     def forward(self, x: torch.Tensor, z_prev: torch.Tensor | None = None) -> torch.Tensor:
-        self._check_input(x)
+        x = self._check_input(x)
         z_prev = self._state(x, z_prev, "z_prev")
         s = torch.sigmoid(F.linear(x, self.alpha_s, self.b_s) + F.linear(z_prev, self.gamma_s))
         r = torch.sigmoid(F.linear(x, self.alpha_r, self.b_r) + F.linear(z_prev, self.gamma_r))

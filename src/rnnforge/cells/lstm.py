@@ -37,7 +37,7 @@ class LSTMCell(RecurrentCell):
     def forward(self, x: torch.Tensor,
                 state: tuple[torch.Tensor | None, torch.Tensor | None] | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        self._check_input(x)
+        x = self._check_input(x)
         z_prev, C_prev = (None, None) if state is None else state
         z_prev = self._state(x, z_prev, "z_prev")
         C_prev = self._state(x, C_prev, "C_prev")

@@ -39,7 +39,7 @@ class RNNCell(RecurrentCell):
         return super().extra_repr() + f", nonlinearity={self.nonlinearity!r}"
 
     def forward(self, x: torch.Tensor, z_prev: torch.Tensor | None = None) -> torch.Tensor:
-        self._check_input(x)
+        x = self._check_input(x)
         z_prev = self._state(x, z_prev, "z_prev")
         act = NONLINEARITIES[self.nonlinearity]
         z = act(F.linear(x, self.alpha, self.b) + F.linear(z_prev, self.gamma))
