@@ -54,7 +54,7 @@ class TrainConfig:
     val_fraction: float = 0.05
     seed: int = 1337
     device: str = "auto"
-    amp: bool = True
+    amp: str = "auto"
     out: str = "runs/charlm"
     resume: bool = False
     threads: int = 0
@@ -75,6 +75,26 @@ class TrainConfig:
             raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.lr <= 0:
             raise UserError(f"--lr must be positive, got {self.lr}")
+        if self.amp not in AMP:
+            raise UserError(f"--amp {self.amp!r}: choose one of {', '.join(AMP)}")
+
+
+#: --amp: mixed precision on CUDA. auto takes bfloat16 where the GPU has it, else float16
+#: (with a GradScaler), and nothing on the CPU; bf16 and fp16 are demands, errors where they cannot run.
+AMP = ("auto", "bf16", "fp16", "off")
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``--amp`` on ``device``, or None for full precision."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if device.type != "cuda":
+        raise UserError(f"--amp {amp}: mixed precision runs on CUDA here, and the device is {device}; "
+                        f"use --amp off (or auto), or --device cuda")
+    bf16 = torch.cuda.is_bf16_supported()
+    if amp == "bf16" and not bf16:
+        raise UserError(f"--amp bf16: {torch.cuda.get_device_name(device)} has no bfloat16; use --amp fp16")
+    return torch.float16 if amp == "fp16" or (amp == "auto" and not bf16) else torch.bfloat16
 
 
 def resolve_device(name: str) -> torch.device:
@@ -109,6 +129,25 @@ def learning_rate(cfg: TrainConfig, step: int, elapsed: float) -> float:
 
 
 # -- distributed ----------------------------------------------------------------------
+def rank_device(device: torch.device) -> torch.device:
+    """Under torchrun each rank trains on its own GPU, ``cuda:LOCAL_RANK``.
+
+    NCCL refuses two ranks on one GPU, so a rank without a GPU of its own, or
+    one device index named for every rank, is an error that says what to do.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1 or device.type != "cuda":
+        return device
+    if device.index is not None:
+        raise UserError(f"--device {device} names one GPU for all {world} ranks; give --device cuda "
+                        f"(rank r then takes cuda:LOCAL_RANK) or --device cpu")
+    local, count = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+    if local >= count:
+        raise UserError(f"local rank {local} has no GPU of its own ({count} visible); start at most "
+                        f"{count} processes per node (--nproc-per-node {count}), or train on --device cpu")
+    return torch.device("cuda", local)
+
+
 def dist_setup(device: torch.device) -> tuple[int, int]:
     """(rank, world); initialises the process group under torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -174,7 +213,12 @@ class Trainer:
         self.cfg, self.log = cfg, log
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.device = resolve_device(cfg.device)
+        self.device = rank_device(resolve_device(cfg.device))
+        self.amp_dtype = amp_dtype(cfg.amp, self.device)
+        # float16's narrow range needs the loss scaled; bfloat16 has float32's
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        if self.device.type == "cuda" and self.device.index is not None:
+            torch.cuda.set_device(self.device)  # NCCL's collectives run on the current device
         self.rank, self.world = dist_setup(self.device)
         self.is_main = self.rank == 0
         self.out = Path(cfg.out)
@@ -215,10 +259,6 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             self.net = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.amp_dtype = None
-        if cfg.amp and self.device.type == "cuda":
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
 
     def make_optimizer(self) -> torch.optim.AdamW:
         """AdamW with weight decay on the weight matrices only (not embedding, biases)."""
@@ -251,6 +291,8 @@ class Trainer:
             for i, s in enumerate(state):
                 tensors[f"carry.{i}"] = s
             meta["optimizer"] = opt_skel
+            if self.scaler:
+                meta["scaler"] = self.scaler.state_dict()
         checkpoint.save(self.out / name, tensors, meta)
 
     def _restore(self, tensors: dict, meta: dict) -> None:
@@ -261,6 +303,8 @@ class Trainer:
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         self.opt.load_state_dict(checkpoint.unflatten_optimizer(tensors, meta["optimizer"]))
         self.step, self.elapsed, self.best = meta["step"], meta["elapsed"], meta["best_val_bpc"]
+        if self.scaler and "scaler" in meta:
+            self.scaler.load_state_dict(meta["scaler"])
         torch.set_rng_state(tensors["rng.torch"])
         if "rng.cuda" in tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)

@@ -26,7 +26,7 @@ def tiny(corpus, tmp_path):
     def make(**kw):
         base = dict(data=str(corpus), hidden=24, layers=1, batch_size=4, seq_len=16, steps=12,
                     eval_every=6, lr=1e-2, warmup=2, out=str(tmp_path / "run"), progress=False,
-                    tensorboard=False, threads=1, seed=3)
+                    tensorboard=False, threads=1, seed=3, device="cpu")  # GPU runs: the CUDA tests
         base.update(kw)
         return TrainConfig(**base)
     return make

@@ -14,7 +14,7 @@ def run_dir(tmp_path_factory, text_file):
     d = tmp_path_factory.mktemp("cli")
     code = main(["train", "--data", str(text_file), "--steps", "4", "--eval-every", "2",
                  "--hidden", "16", "--layers", "1", "--batch-size", "2", "--seq-len", "8",
-                 "--out", str(d / "run"), "--no-progress", "--no-tensorboard"])
+                 "--out", str(d / "run"), "--no-progress", "--no-tensorboard", "--device", "cpu"])
     assert code == 0
     return d
 
@@ -51,7 +51,7 @@ def test_bad_sampling_options(run_dir, capsys):
     _error(capsys, ["sample", ck, "--top-k", "0"], "--top-k must be at least 1")
 
 
-def test_bad_training_input(run_dir, tmp_path, capsys):
+def test_bad_training_input(run_dir, tmp_path, capsys, text_file):
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"ok text \xff\xfe more")
     _error(capsys, ["train", "--data", str(bad), "--steps", "1"], "byte 0xff at offset 8")
@@ -59,6 +59,9 @@ def test_bad_training_input(run_dir, tmp_path, capsys):
     short.write_text("tiny")
     _error(capsys, ["train", "--data", str(short), "--steps", "1"], "corpus is too short")
     _error(capsys, ["train", "--data", str(tmp_path / "none.txt"), "--steps", "1"], "no such file")
+    # a demanded half precision where it cannot run is refused, not ignored
+    _error(capsys, ["train", "--data", str(text_file), "--steps", "1", "--device", "cpu", "--amp", "fp16"],
+           "--amp fp16: mixed precision runs on CUDA here, and the device is cpu")
 
 
 def test_unknown_cell_is_a_usage_error(capsys):

@@ -58,7 +58,7 @@ def test_torchrun_command_line(corpus, tmp_path):
            "--master-port", str(_free_port()), "-m", "rnnforge", "train", "--data", str(corpus),
            "--steps", "4", "--eval-every", "2", "--hidden", "16", "--layers", "1", "--batch-size", "2",
            "--seq-len", "8", "--out", str(tmp_path / "run"), "--no-progress", "--no-tensorboard",
-           "--threads", "1"]
+           "--threads", "1", "--device", "cpu"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     # a failing rank's own message comes first, the launcher's traceback after it
     assert res.returncode == 0, res.stderr[:1500] + "\n...\n" + res.stderr[-1500:]

@@ -13,7 +13,7 @@ def trained(tmp_path_factory, text_file):
     d = tmp_path_factory.mktemp("gen")
     cfg = TrainConfig(data=str(text_file), hidden=24, layers=2, batch_size=4, seq_len=16,
                       steps=30, eval_every=30, lr=1e-2, warmup=2, out=str(d / "run"),
-                      progress=False, tensorboard=False, threads=1)
+                      progress=False, tensorboard=False, threads=1, device="cpu")
     Trainer(cfg).run()
     return load_model(d / "run")
 

@@ -7,7 +7,7 @@ import torch
 from rnnforge import checkpoint
 from rnnforge.errors import UserError
 from rnnforge.generate import load_model
-from rnnforge.train import BEST, LAST, Trainer, TrainConfig, learning_rate
+from rnnforge.train import BEST, LAST, Trainer, TrainConfig, learning_rate, rank_device
 
 
 def _losses(trainer, record):
@@ -150,6 +150,72 @@ def test_bad_inputs(tiny, tmp_path):
         if torch.cuda.is_available():
             pytest.skip("has CUDA")
         Trainer(tiny(device="cuda"))
+
+
+def test_amp_choices_on_the_cpu(tiny):
+    """auto means full precision on the CPU; a demanded half precision is refused, not ignored."""
+    t = Trainer(tiny(amp="auto"))
+    assert t.amp_dtype is None and t.scaler is None
+    for amp in ("bf16", "fp16"):
+        with pytest.raises(UserError, match=f"--amp {amp}: mixed precision runs on CUDA here, and the "
+                                            f"device is cpu; use --amp off"):
+            Trainer(tiny(amp=amp))
+    with pytest.raises(UserError, match="--amp 'half': choose one of auto, bf16, fp16, off"):
+        Trainer(tiny(amp="half"))
+
+
+def test_each_rank_takes_its_own_gpu(monkeypatch):
+    """Under torchrun, rank r trains on cuda:LOCAL_RANK; two ranks on one GPU (which NCCL
+    refuses with 'Duplicate GPU detected') are an error that says what to do."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert rank_device(torch.device("cuda")) == torch.device("cuda", 1)
+    assert rank_device(torch.device("cpu")) == torch.device("cpu")
+    with pytest.raises(UserError, match="names one GPU for all 2 ranks; give --device cuda"):
+        rank_device(torch.device("cuda", 0))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(UserError, match=r"local rank 1 has no GPU of its own \(1 visible\); start at most 1 "
+                                        r"processes per node \(--nproc-per-node 1\), or train on --device cpu"):
+        rank_device(torch.device("cuda"))
+    monkeypatch.setenv("WORLD_SIZE", "1")  # one process may name any GPU
+    assert rank_device(torch.device("cuda", 3)) == torch.device("cuda", 3)
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+@cuda
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+@pytest.mark.parametrize("cell", ["rnn", "rnn-tanh", "gru", "lstm"])
+def test_mixed_precision_training_on_cuda(tiny, tmp_path, cell, amp):
+    """Every cell trains under autocast with its state carried from chunk to chunk (which comes
+    back in the half precision), float16 with the GradScaler, and its losses track a
+    full-precision run's on the same GPU step for step."""
+    if amp == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bfloat16")
+    curves = {}
+    for a in ("off", amp):
+        t = Trainer(tiny(cell=cell, amp=a, device="cuda", steps=40, eval_every=40, out=str(tmp_path / a)))
+        assert t.amp_dtype == {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[a]
+        assert (t.scaler is not None) == (a == "fp16")
+        curves[a] = []
+        _losses(t, curves[a])
+        assert math.isfinite(t.run()["val_bpc"])
+    full, half = torch.tensor(curves["off"]), torch.tensor(curves[amp])
+    assert half.isfinite().all()
+    assert half[-5:].mean() < 0.9 * half[:5].mean()  # it learns (the notes' sigmoid RNN the slowest)
+    assert ((half - full).abs() / full).max() < 0.05, (half - full).abs().max()
+
+
+@cuda
+def test_fp16_resume_restores_the_loss_scale(tiny):
+    t = Trainer(tiny(amp="fp16", device="cuda", steps=4, eval_every=4))
+    t.run()
+    t.scaler.update(1234.0)  # a scale no fresh scaler starts from
+    t.save(LAST, {}, with_training_state=True)
+    r = Trainer(tiny(amp="fp16", device="cuda", steps=8, resume=True))
+    assert r.scaler.get_scale() == 1234.0
 
 
 def test_resume_with_other_model_flags_is_refused(tiny):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..models.charlm import CELLS
-from ..train import TrainConfig
+from ..train import AMP, TrainConfig
 
 D = TrainConfig()
 
@@ -51,8 +51,10 @@ def add_model_and_training_flags(p: argparse.ArgumentParser, defaults: TrainConf
     g.add_argument("--out", default=defaults.out, help="output folder: checkpoints, metrics.csv, learning curve")
     g.add_argument("--resume", action="store_true", help="continue the run saved in --out/last.safetensors")
     g.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N")
-    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=defaults.amp,
-                   help="mixed precision (bfloat16 autocast) on GPU; no effect on CPU")
+    g.add_argument("--amp", default=defaults.amp, choices=AMP,
+                   help="mixed precision on GPU: auto (bfloat16 where the GPU has it, else float16 with "
+                        "loss scaling; full precision on CPU), bf16, fp16 or off")
+    g.add_argument("--no-amp", dest="amp", action="store_const", const="off", help="the same as --amp off")
     g.add_argument("--threads", type=int, default=defaults.threads,
                    help="CPU threads for torch (0: torch's default)")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=defaults.progress,
