@@ -75,6 +75,8 @@ class TrainConfig:
             raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.lr <= 0:
             raise UserError(f"--lr must be positive, got {self.lr}")
+        if isinstance(self.amp, bool):  # the boolean of earlier versions
+            self.amp = "auto" if self.amp else "off"
         if self.amp not in AMP:
             raise UserError(f"--amp {self.amp!r}: choose one of {', '.join(AMP)}")
 

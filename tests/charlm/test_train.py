@@ -162,6 +162,9 @@ def test_amp_choices_on_the_cpu(tiny):
             Trainer(tiny(amp=amp))
     with pytest.raises(UserError, match="--amp 'half': choose one of auto, bf16, fp16, off"):
         Trainer(tiny(amp="half"))
+    old = tiny(amp=False)  # earlier versions took a boolean
+    old.validate()
+    assert old.amp == "off"
 
 
 def test_each_rank_takes_its_own_gpu(monkeypatch):

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 
-
 def autocast_cast(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``t`` in ``like``'s dtype when autocast is on for its device, else as it is.
 
