@@ -105,39 +105,6 @@ def timeit(fn, reps=20):
 
 
 torch.backends.cudnn.allow_tf32 = True  # timings with torch's defaults, for us and torch.nn alike
-
-# the native engine's weights on CUDA: does cuDNN take the flat views in place (no per-call copy
-# and no warning), and what do the per-layer packed tensors of the CPU path cost against them?
-import warnings  # noqa: E402
-
-from rnnforge.engines.native import _KERNELS, flat_weights  # noqa: E402
-from rnnforge.interop import packed_weights  # noqa: E402
-
-flat_check = {}
-T, B, I, H = (16, 4, 8, 16) if QUICK else (256, 32, 128, 256)
-for mode in ("lstm", "gru", "rnn_tanh"):
-    torch.manual_seed(0)
-    layer = MODES[mode](input_size=I, hidden_size=H, num_layers=2, bias=True, device=dev)
-    x = torch.randn(T, B, I, device=dev, requires_grad=True)
-    h = torch.zeros(2, B, H, device=dev)
-    hx = (h, h) if mode == "lstm" else h
-
-    def call(pack):
-        def f():
-            out = _KERNELS[mode](x, hx, pack(layer), True, 2, 0.0, True, False, False)[0]
-            out.sum().backward()
-        return f
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        call(flat_weights)()
-    row = {"in_place": not any("contiguous chunk" in str(w.message) for w in caught)}
-    row["flat ms"] = round(timeit(call(flat_weights)), 3)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        row["packed ms"] = round(timeit(call(lambda l: [w for c in l.cells for w in packed_weights(c)])), 3)
-    flat_check[mode] = row
-    print("cudnn weights", mode, row, flush=True)
-results["cudnn_flat_weights"] = flat_check
 timings = []
 SHAPES = ((16, 4, 8, 16),) if QUICK else ((256, 32, 128, 256), (1000, 1, 128, 128))
 for (T, B, I, H) in SHAPES:

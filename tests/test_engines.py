@@ -174,29 +174,3 @@ def test_reference_runs_everything():
     for mode in MODES:
         layer = make_layer(mode, 3, 4, bidirectional=True)
         assert ENGINES["reference"].why_not(layer, torch.randn(2, 2, 3), torch.tensor([2, 1])) is None
-
-
-@pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("mode", ["rnn_tanh", "gru", "lstm"])
-def test_native_cuda_weights_are_views_of_one_buffer_in_torch_layout(mode, bias):
-    """The native engine hands cuDNN one flat buffer: torch.nn's per-layer tensors (built here
-    from torch.nn's own module, not the library) laid end to end, and the gradient of every
-    named parameter flows back through the views."""
-    from rnnforge.engines.native import flat_weights
-
-    torch.manual_seed(0)
-    layer = make_layer(mode, 3, 5, num_layers=2, bidirectional=True, bias=bias, dtype=torch.float64)
-    twin = layer.to_torch()
-    views = flat_weights(layer)
-    want = [w.detach() for w in twin._flat_weights]
-    assert [tuple(v.shape) for v in views] == [tuple(w.shape) for w in want]
-    for v, w in zip(views, want):
-        assert torch.equal(v, w)
-    base = views[0].untyped_storage().data_ptr()
-    assert all(v.untyped_storage().data_ptr() == base for v in views)
-    offsets = [v.storage_offset() for v in views]
-    assert offsets == [sum(w.numel() for w in want[:k]) for k in range(len(want))]  # end to end, in order
-    cot = [torch.randn_like(v) for v in views]
-    torch.autograd.backward(views, cot)
-    for name, p in layer.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, name

@@ -1,15 +1,13 @@
 """The native engine: torch's own recurrent kernels over our named parameters.
 
 The named parameters are concatenated into torch.nn's layout on every call
-(differentiably, so gradients reach them; on CUDA into one flat buffer, cuDNN's
-own layout, so that it need not copy them again) and passed to ``torch._VF.lstm`` /
+(differentiably, so gradients reach them) and passed to ``torch._VF.lstm`` /
 ``gru`` / ``rnn_tanh``: cuDNN on GPU, oneDNN or ATen on CPU. torch has no
 sigmoid RNN, so the notes' RNN cannot run here.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import torch
@@ -20,29 +18,6 @@ from ..interop import packed_weights
 _KERNELS = {"lstm": torch._VF.lstm, "gru": torch._VF.gru, "rnn_tanh": torch._VF.rnn_tanh}
 _DTYPES = {"cpu": (torch.float32, torch.float64),
            "cuda": (torch.float16, torch.bfloat16, torch.float32, torch.float64)}
-
-
-def flat_weights(layer) -> list[torch.Tensor]:
-    """Every cell's ``[weight_ih, weight_hh(, bias_ih, bias_hh)]`` in torch's layout, as views of
-    one buffer built by a single concatenation of the named parameters (differentiable).
-
-    This is the order of cuDNN's own weight buffer, so cuDNN uses the views in place rather
-    than copying per-layer tensors into a buffer of its own on every call.
-    """
-    parts, shapes = [], []
-    for cell in layer.cells:
-        gates, GH = cell.GATES, len(cell.GATES) * cell.hidden_size
-        groups = [[getattr(cell, g.input) for g in gates], [getattr(cell, g.recurrent) for g in gates]]
-        shapes += [(GH, cell.input_size), (GH, cell.hidden_size)]
-        if cell.bias:
-            zeros = getattr(cell, gates[0].bias).new_zeros(cell.hidden_size)
-            groups += [[getattr(cell, g.bias) for g in gates],
-                       [getattr(cell, g.recurrent_bias) if g.recurrent_bias else zeros for g in gates]]
-            shapes += [(GH,), (GH,)]
-        parts += [t.reshape(-1) for group in groups for t in group]
-    flat = torch.cat(parts)
-    sizes = [math.prod(s) for s in shapes]
-    return [v.view(s) for v, s in zip(flat.split(sizes), shapes)]
 
 
 class NativeEngine:
@@ -60,17 +35,17 @@ class NativeEngine:
         return None
 
     def forward(self, layer, x, h0, c0, lengths):
+        weights = [w for cell in layer.cells for w in packed_weights(cell)]
         kernel = _KERNELS[layer.mode]
         hx = (h0, c0) if c0 is not None else h0
-        if not x.is_cuda:
-            weights = [w for cell in layer.cells for w in packed_weights(cell)]
-            args = (weights, layer.bias, layer.num_layers, layer.dropout, layer.training, layer.bidirectional)
-            return self._run(kernel, x, hx, args, c0, lengths)
-        args = (flat_weights(layer), layer.bias, layer.num_layers, layer.dropout, layer.training,
+        args = (weights, layer.bias, layer.num_layers, layer.dropout, layer.training,
                 layer.bidirectional)
+        if not x.is_cuda:
+            return self._run(kernel, x, hx, args, c0, lengths)
         with warnings.catch_warnings():
-            # should cuDNN's layout ever differ from the flat one (padding), it copies the weights
-            # into its own buffer and warns on every call; the result is the same, so stay quiet
+            # cuDNN warns that our per-call packed weights are not one flat buffer and
+            # copies them into one: that copy is the price of engines owning no
+            # parameters, paid knowingly, so the warning would only be noise.
             warnings.filterwarnings("ignore", message=".*not part of single contiguous chunk")
             return self._run(kernel, x, hx, args, c0, lengths)
 
