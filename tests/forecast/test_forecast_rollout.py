@@ -20,10 +20,10 @@ def seasonal_ar(n=400, seed=0):
     return synthetic.seasonal_ar(n, seed, phi=0.8)
 
 
-def tiny(cell="lstm", head="gaussian", hidden=6, layers=1, lags=(1, 2, 12)):
+def tiny(cell="lstm", head="gaussian", hidden=6, layers=1, lags=(1, 2, 12), growth=()):
     torch.manual_seed(0)
     return Forecaster(ModelConfig(cell=cell, head=head, hidden=hidden, layers=layers, dropout=0.0,
-                                  features=dict(lags=list(lags), harmonics=1)))
+                                  features=dict(lags=list(lags), harmonics=1, growth=list(growth))))
 
 
 def windows_of(model, s, starts, context, horizon):
@@ -55,12 +55,14 @@ def test_sample_crps_is_unbiased_for_the_gaussian_closed_form():
     assert (math.sqrt(2) - 1) / math.sqrt(math.pi) == pytest.approx(0.23369497725510913)
 
 
-@pytest.mark.parametrize("cell,head", [(c, "gaussian") for c in CELLS] + [("lstm", "student-t"), ("gru", "quantile")])
-def test_rollout_paths_are_the_paths_sample_paths_draws(cell, head):
+@pytest.mark.parametrize("cell,head,growth", [(c, "gaussian", ()) for c in CELLS]
+                         + [("lstm", "student-t", ()), ("gru", "quantile", ()), ("lstm", "gaussian", (3, 12))])
+def test_rollout_paths_are_the_paths_sample_paths_draws(cell, head, growth):
     """Same uniforms, same model: the autograd rollout (layer forward, one step at a time) gives the
-    paths of ``sample_paths`` (layer.step, the decode engine), in scaled units."""
+    paths of ``sample_paths`` (layer.step, the decode engine), in scaled units; with growth inputs
+    too, which read the fed-back values over two spans."""
     s = seasonal_ar(300)
-    model = tiny(cell, head, hidden=5, layers=2)
+    model = tiny(cell, head, hidden=5, layers=2, growth=growth)
     C, H, M, origin = 30, 7, 5, 250
     z, phase = windows_of(model, s, [origin - C], C, H)
     u = uniforms(H, M, generator=torch.Generator().manual_seed(4))

@@ -67,6 +67,10 @@ def _add_model_flags(p) -> None:
     g.add_argument("--lags", default="auto",
                    help="comma-separated lags fed as inputs (must include 1); auto: 1-4 and "
                         "s-1, s, s+1, 2s for season s")
+    g.add_argument("--growth", default="",
+                   help="comma-separated spans m: for each, the mean of the last m values less the mean "
+                        "of the m before them is an input (a smoothed trend; m = the season cancels it); "
+                        "default none")
     g = p.add_argument_group("training")
     g.add_argument("--steps", type=int, default=1000, help="step budget (0: none)")
     g.add_argument("--minutes", type=float, default=0.0,
@@ -179,15 +183,20 @@ def _defaults(series, horizon, context):
 
 
 def _lags(text: str, season: int) -> list[int]:
-    from ..errors import UserError
     from ..forecast.features import default_lags
 
     if text == "auto":
         return default_lags(season)
+    return _whole_numbers(text, "--lags", "'auto' or ")
+
+
+def _whole_numbers(text: str, flag: str, also: str = "") -> list[int]:
+    from ..errors import UserError
+
     try:
         return sorted({int(x) for x in text.split(",") if x.strip()})
     except ValueError:
-        raise UserError(f"--lags must be 'auto' or comma-separated whole numbers, got {text!r}") from None
+        raise UserError(f"{flag} must be {also}comma-separated whole numbers, got {text!r}") from None
 
 
 def _transform_features(args, season: int, context: int) -> dict:
@@ -243,6 +252,7 @@ def _train(args, series, horizon, context, holdout_windows, device):
     season = max(s.season for s in series)
     cfg = ModelConfig(cell=args.cell, hidden=args.hidden, layers=args.layers, dropout=args.dropout,
                       head=args.head, features=dict(lags=_lags(args.lags, season),
+                                                    growth=_whole_numbers(args.growth, "--growth"),
                                                     harmonics=2 if season > 1 else 0, scaler=args.scaler,
                                                     **_transform_features(args, season, context)))
     members, results = [], []

@@ -10,6 +10,13 @@ predict ``z_t``, is
     [z_{t-l} for l in lags]        lagged scaled values, 0 where missing
     observed(z_{t-1})              1 if the previous value was observed, else 0
     [sin 2πk φ_t, cos 2πk φ_t]     seasonal position φ_t ∈ [0, 1), k = 1..harmonics
+    [g_m(t) for m in growth]       mean(z_{t-m..t-1}) - mean(z_{t-2m..t-m-1}): how far the
+                                   level of the last m steps rose over the m before them
+                                   (observed values only; 0 where either span has none)
+
+The growth inputs (``--growth``, none by default) hand the model a smoothed
+trend: over a whole season the seasonal swing cancels, and the mean of m weekly
+values is far less noisy than the difference of two lags.
 
 so everything the model needs at a future step comes from values already
 generated, and the same code builds teacher-forced training inputs and the
@@ -77,6 +84,7 @@ def default_lags(season: int) -> list[int]:
 class FeatureSpec:
     lags: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
     harmonics: int = 2
+    growth: list[int] = field(default_factory=list)
     scaler: str = "mean"
     transform: str = "none"
     #: ``drift`` and ``deseason``: steps before the origin the line and season are fitted to and
@@ -98,14 +106,18 @@ class FeatureSpec:
         if not self.lags or min(self.lags) < 1 or 1 not in self.lags:
             raise UserError(f"lags must be positive and include 1, got {self.lags}")
         self.lags = sorted(set(int(l) for l in self.lags))
+        if any(int(m) < 1 for m in self.growth):
+            raise UserError(f"--growth spans must be positive whole numbers of steps, got {self.growth}")
+        self.growth = sorted(set(int(m) for m in self.growth))
 
     @property
     def max_lag(self) -> int:
-        return max(self.lags)
+        """K: how many steps back the inputs of a step reach (the lags, and 2m for growth span m)."""
+        return max(max(self.lags), 2 * max(self.growth, default=0))
 
     @property
     def num_inputs(self) -> int:
-        return len(self.lags) + 1 + 2 * self.harmonics
+        return len(self.lags) + 1 + 2 * self.harmonics + len(self.growth)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -163,9 +175,12 @@ def window_inputs(z_hist: torch.Tensor, phase: torch.Tensor, spec: FeatureSpec) 
     K = spec.max_lag
     T = z_hist.shape[1] - K
     lagged = torch.stack([z_hist[:, K - l:K - l + T] for l in spec.lags], dim=-1)  # (B, T, len(lags))
-    observed = torch.isfinite(lagged[..., :1]).to(z_hist.dtype)  # lag 1 is lags[0]
-    lagged = torch.nan_to_num(lagged, nan=0.0).clamp(-INPUT_CLIP, INPUT_CLIP)
-    return torch.cat([lagged, observed, seasonal(phase, spec.harmonics)], dim=-1)
+    growth = None
+    if spec.growth:
+        sums, counts = running_sums(z_hist)  # (B, K + T + 1) each
+        end = torch.arange(K, K + T, device=z_hist.device)  # step t reads columns up to K + t - 1
+        growth = growth_inputs(lambda back: (sums[:, end - back], counts[:, end - back]), spec)
+    return lag_inputs(lagged, phase, spec, growth)
 
 
 def step_inputs(buf: torch.Tensor, pos: int, phase: torch.Tensor, spec: FeatureSpec) -> torch.Tensor:
@@ -174,15 +189,52 @@ def step_inputs(buf: torch.Tensor, pos: int, phase: torch.Tensor, spec: FeatureS
     ``buf`` (B, P) holds scaled values (NaN where missing) up to ``pos - 1``;
     ``phase`` (B,) is that step's seasonal phase.
     """
-    return lag_inputs(torch.stack([buf[:, pos - l] for l in spec.lags], dim=-1), phase, spec)
+    lagged = torch.stack([buf[:, pos - l] for l in spec.lags], dim=-1)
+    growth = None
+    if spec.growth:
+        sums, counts = running_sums(buf[:, pos - spec.max_lag:pos])  # (B, K + 1): index K is the step
+        K = spec.max_lag
+        growth = growth_inputs(lambda back: (sums[:, K - back], counts[:, K - back]), spec)
+    return lag_inputs(lagged, phase, spec, growth)
 
 
-def lag_inputs(lagged: torch.Tensor, phase: torch.Tensor, spec: FeatureSpec) -> torch.Tensor:
-    """Inputs (B, I) of one step from its lagged values (B, len(lags)) (NaN where missing)
-    and its phase (B,)."""
-    observed = torch.isfinite(lagged[:, :1]).to(lagged.dtype)
+def lag_inputs(lagged: torch.Tensor, phase: torch.Tensor, spec: FeatureSpec,
+               growth: torch.Tensor | None = None) -> torch.Tensor:
+    """Inputs (…, I) of a step from its lagged values (…, len(lags)) (NaN where missing), its
+    phase (…) and, when ``spec.growth`` is set, its growth inputs (…, len(growth))."""
+    if (growth is None) != (not spec.growth):
+        raise ValueError("growth inputs are given exactly when spec.growth is set")
+    observed = torch.isfinite(lagged[..., :1]).to(lagged.dtype)  # lag 1 is lags[0]
     lagged = torch.nan_to_num(lagged, nan=0.0).clamp(-INPUT_CLIP, INPUT_CLIP)
-    return torch.cat([lagged, observed, seasonal(phase, spec.harmonics)], dim=-1)
+    parts = [lagged, observed, seasonal(phase, spec.harmonics)]
+    if growth is not None:
+        parts.append(growth)
+    return torch.cat(parts, dim=-1)
+
+
+def running_sums(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Running sums (B, P + 1) of the observed values of ``z`` (B, P) and of their count:
+    column j sums columns 0..j-1, so a span's sum is the difference of two columns."""
+    ok = torch.isfinite(z)
+    zero = z.new_zeros(z.shape[0], 1)
+    return (torch.cat([zero, torch.where(ok, z, 0.0).cumsum(1)], 1),
+            torch.cat([zero, ok.to(z.dtype).cumsum(1)], 1))
+
+
+def growth_inputs(at, spec: FeatureSpec) -> torch.Tensor:
+    """Growth inputs (…, len(spec.growth)) of a step.
+
+    ``at(back)`` gives the running sums (of observed values, and of their count) up
+    to ``back`` steps before the step: ``at(0)`` includes everything before it. For a
+    span m the input is the mean of the last m observed values less the mean of the
+    m before them, 0 where either span has none.
+    """
+    feats = []
+    for m in spec.growth:
+        (s0, n0), (s1, n1), (s2, n2) = at(0), at(m), at(2 * m)
+        new, old = (s0 - s1) / (n0 - n1).clamp_min(1), (s1 - s2) / (n1 - n2).clamp_min(1)
+        feats.append(torch.where((n0 > n1) & (n1 > n2), new - old, 0.0))
+    return torch.stack(feats, dim=-1).clamp(-INPUT_CLIP, INPUT_CLIP)
 
 
 # -- transforms (levels <-> what the model learns) ------------------------------------------------

@@ -18,7 +18,8 @@ import torch
 from .. import checkpoint
 from ..data.series import Series
 from ..errors import UserError
-from .features import FeatureSpec, lag_inputs, scale_stats, transform, window_inputs
+from .features import (FeatureSpec, growth_inputs, lag_inputs, running_sums, scale_stats, transform,
+                       window_inputs)
 from .model import Ensemble, Forecaster, ModelConfig, _floor, repeat_state, uniforms
 
 KIND = "rnnforge-forecaster"
@@ -284,12 +285,22 @@ def rollout_paths(model: Forecaster, z: torch.Tensor, phase: torch.Tensor, conte
     M = u.shape[1] // B
     _, state = model.rnn(window_inputs(z[:, :K + C], phase[:, :C], spec))
     state = repeat_state(state, M)  # (L, B*M, Hd)
-    cols = list(z[:, C:K + C].repeat_interleave(M, dim=0).unbind(1))  # the K values before the origin
+    before = z[:, C:K + C].repeat_interleave(M, dim=0)  # (B*M, K) the K values before the origin
+    cols = list(before.unbind(1))
     phase_f = phase[:, C:C + H].repeat_interleave(M, dim=0)  # (B*M, H)
+    if spec.growth:  # running sums, extended by each drawn value (drawn values are never NaN)
+        sums, counts = (list(t.unbind(1)) for t in running_sums(before))
+        ones = torch.ones_like(counts[0])
     for k in range(H):
-        xk = lag_inputs(torch.stack([cols[-l] for l in spec.lags], dim=1), phase_f[:, k], spec)  # (B*M, I)
+        growth = None
+        if spec.growth:
+            growth = growth_inputs(lambda back: (sums[-1 - back], counts[-1 - back]), spec)
+        xk = lag_inputs(torch.stack([cols[-l] for l in spec.lags], dim=1), phase_f[:, k], spec, growth)
         out, state = model.rnn(xk[:, None], state)  # (B*M, 1, Hd)
         cols.append(model.head.ppf(model.readout(out[:, 0]), u[k]))
+        if spec.growth:
+            sums.append(sums[-1] + cols[-1])
+            counts.append(counts[-1] + ones)
     return torch.stack(cols[K:], dim=1).reshape(B, M, H)
 
 
