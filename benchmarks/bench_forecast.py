@@ -42,8 +42,8 @@ SETUPS = {
     "sunspots": dict(horizon=24, context=120, windows=20, head="quantile", steps=800, ensemble=4,
                      lags="auto"),
     "co2": dict(horizon=52, context=120, windows=5, head="gaussian", steps=500, ensemble=8,
-                lags="1,2,3,4,51,52,53,103,104,105,156", transform="none", hidden=16, layers=1,
-                rollout_steps=300),
+                lags="1,2,3,4,51,52,53,103,104,105,156", transform="none", hidden=24, layers=1,
+                rollout_steps=300, growth="13,52"),
 }
 
 
@@ -96,7 +96,8 @@ def selection_csv(series: str, cut: int, out: Path) -> Path:
 def bench_accuracy(series: str, *, steps: int, minutes: float, cell: str, head: str | None, samples: int,
                    seed: int, out: Path, baselines: str, hidden: int = 0, layers: int = 0,
                    val_windows: int = 4, windows: int = 0, ensemble: int = 0, lags: str | None = None,
-                   transform: str | None = None, rollout_steps: int = -1, select: bool = False,
+                   transform: str | None = None, growth: str | None = None, rollout_steps: int = -1,
+                   select: bool = False,
                    extra: tuple = ()) -> dict:
     """``select``: score on the windows just BEFORE the test windows instead (the series cut where
     the test windows start, so nothing from them is read): the place to choose a configuration."""
@@ -110,6 +111,8 @@ def bench_accuracy(series: str, *, steps: int, minutes: float, cell: str, head: 
                        ("lags", lags), ("transform", transform), ("hidden", hidden), ("layers", layers)):
         if value:
             setup[key] = value
+    if growth is not None:  # "" turns the SETUPS value off
+        setup["growth"] = growth
     data = series
     if select:
         (s,) = load(series)
@@ -120,7 +123,7 @@ def bench_accuracy(series: str, *, steps: int, minutes: float, cell: str, head: 
             "--context", str(setup["context"]), "--windows", str(setup["windows"]),
             "--steps", str(setup["steps"]), "--minutes", str(minutes), "--cell", cell,
             "--head", setup["head"], "--ensemble", str(setup["ensemble"]), "--lags", setup["lags"],
-            "--transform", setup.get("transform", "none"),
+            "--transform", setup.get("transform", "none"), "--growth", setup.get("growth", ""),
             "--hidden", str(setup.get("hidden", 40)), "--layers", str(setup.get("layers", 2)),
             "--rollout-steps", str(setup.get("rollout_steps", 0)), "--samples", str(samples),
             "--seed", str(seed), "--baselines", baselines, "--val-windows", str(val_windows),
@@ -160,6 +163,7 @@ def main(argv=None) -> int:
     p.add_argument("--ensemble", type=int, default=0, help="ensemble size (0: the SETUPS value)")
     p.add_argument("--lags", default=None, help="default: the SETUPS value")
     p.add_argument("--transform", default=None, help="none, diff, detrend or drift (default: the SETUPS value)")
+    p.add_argument("--growth", default=None, help="growth spans, e.g. 13,52 ('': none; default: the SETUPS value)")
     p.add_argument("--rollout-steps", type=int, default=-1,
                    help="multi-step fine-tuning steps per model (-1: the SETUPS value; 0: none)")
     p.add_argument("--select", action="store_true",
@@ -183,7 +187,8 @@ def main(argv=None) -> int:
                            head=args.head, samples=args.samples, seed=args.seed, out=Path(args.out),
                            baselines=args.baselines, hidden=args.hidden, layers=args.layers,
                            val_windows=args.val_windows, windows=args.windows, ensemble=args.ensemble,
-                           lags=args.lags, transform=args.transform, rollout_steps=args.rollout_steps,
+                           lags=args.lags, transform=args.transform, growth=args.growth,
+                           rollout_steps=args.rollout_steps,
                            select=args.select,
                            extra=tuple(extra))
     return 0
