@@ -14,13 +14,13 @@ predict ``z_t``, is
                                    level of the last m steps rose over the m before them
                                    (observed values only; 0 where either span has none)
 
-The growth inputs (``--growth``, none by default) hand the model a smoothed
-trend: over a whole season the seasonal swing cancels, and the mean of m weekly
-values is far less noisy than the difference of two lags.
-
 so everything the model needs at a future step comes from values already
 generated, and the same code builds teacher-forced training inputs and the
 inputs of ancestral sampling.
+
+The growth inputs (``--growth``, none by default) hand the model a smoothed
+trend: over a whole season the seasonal swing cancels, and the mean of m weekly
+values is far less noisy than the difference of two lags.
 
 Before scaling, an optional *transform* (``--transform``) turns the levels
 ``y`` of a window into the values the model learns, using the window's
