@@ -225,7 +225,7 @@ def _train(args, series, horizon, context, holdout_windows, device):
     from ..data.series import check_series
     from ..errors import UserError
     from ..forecast.model import Ensemble, Forecaster, ModelConfig
-    from ..forecast.train import fit
+    from ..forecast.train import check_objective, fit
 
     if holdout_windows < 0:
         raise UserError(f"--holdout-windows must be >= 0, got {holdout_windows}")
@@ -239,8 +239,8 @@ def _train(args, series, horizon, context, holdout_windows, device):
         raise UserError(f"--val-windows must be >= 0, got {args.val_windows}")
     if args.rollout_steps < 0:
         raise UserError(f"--rollout-steps must be >= 0, got {args.rollout_steps}")
-    if args.rollout_steps and args.rollout_paths < 2:
-        raise UserError(f"--rollout-paths must be >= 2 (the sample CRPS compares paths), got {args.rollout_paths}")
+    if args.rollout_steps:
+        check_objective("rollout", args.rollout_paths)
     if args.rollout_steps and not args.rollout_lr > 0:
         raise UserError(f"--rollout-lr must be > 0, got {args.rollout_lr}")
     if args.refit and not args.val_windows:

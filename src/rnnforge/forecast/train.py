@@ -111,6 +111,15 @@ def validation_windows(series: list[Series], *, context: int, horizon: int, wind
 OBJECTIVES = ("teacher", "rollout")
 
 
+def check_objective(objective: str, paths: int) -> None:
+    """A UserError unless ``fit`` can train by ``objective`` with ``paths`` paths per window
+    (the command line asks before the teacher-forced training, not after it)."""
+    if objective not in OBJECTIVES:
+        raise UserError(f"unknown training objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    if objective == "rollout" and paths < 2:
+        raise UserError(f"--rollout-paths must be >= 2 (the sample CRPS compares paths), got {paths}")
+
+
 def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, steps: int | None,
         minutes: float | None, batch_size: int = 64, lr: float = 3e-3, seed: int = 0,
         device: str = "cpu", log_every: int = 50, val_windows: int = 0, log=print,
@@ -135,10 +144,7 @@ def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, 
         raise UserError("give a training budget: --steps N and/or --minutes M")
     if steps is not None and steps < 0 or minutes is not None and minutes < 0:
         raise UserError("--steps and --minutes must not be negative")
-    if objective not in OBJECTIVES:
-        raise UserError(f"unknown training objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
-    if objective == "rollout" and paths < 2:
-        raise UserError(f"--rollout-paths must be >= 2 (the sample CRPS compares paths), got {paths}")
+    check_objective(objective, paths)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     K = model.spec.max_lag
