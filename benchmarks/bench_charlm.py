@@ -7,7 +7,7 @@ Three figures, all as ratios measured in one run on one machine:
 2. quality: held-out bits per character after the same wall-clock budget, same
    data, seed and initial weights (the torch.nn twin is made with ``to_torch``);
 3. generation: characters per second at batch 1, sampling included, of the whole
-   ``rnnforge.generate.generate`` loop against the torch.nn model stepped one call
+   ``rnnforge.charlm.generate.generate`` loop against the torch.nn model stepped one call
    per character (with ``sample_categorical`` per character, and again with the
    ``CategoricalStepper`` that ``generate`` uses), interleaved, medians.
 
@@ -25,7 +25,7 @@ from dataclasses import replace
 
 import torch
 
-from rnnforge.train import Trainer, TrainConfig
+from rnnforge.charlm.train import Trainer, TrainConfig
 
 
 def torch_twin(trainer: Trainer) -> Trainer:
@@ -69,7 +69,7 @@ def generation(cfg: TrainConfig, chars: int, repeats: int) -> dict[str, float]:
     character (the issue's baseline), and with the ``CategoricalStepper`` that
     ``generate`` itself uses, so the share of the model path alone shows too.
     """
-    from rnnforge.generate import generate
+    from rnnforge.charlm.generate import generate
     from rnnforge.sampling import sample_categorical
     from rnnforge.sampling.categorical import CategoricalStepper
 

@@ -42,8 +42,8 @@ from torch import nn
 
 import rnnforge as rf
 from rnnforge.engines.decode import TokenDecoder, step_tokens
-from rnnforge.commands import bench as _bench
-from rnnforge.commands.bench import CELLS, DEFAULT_SHAPES, engine_table, format_table, parse_shape
+from rnnforge import bench as _bench
+from rnnforge.bench import CELLS, DEFAULT_SHAPES, engine_table, format_table, parse_shape
 
 
 # -- generation ------------------------------------------------------------------------------
@@ -175,7 +175,7 @@ def profile_fused(cell: str, shape, rows: int = 8) -> str:
     """torch.profiler table (self CPU time) of one fused forward+backward, after two warm-ups."""
     from torch.profiler import profile
 
-    from rnnforge.commands.bench import make_modules
+    from rnnforge.bench import make_modules
 
     T, B, I, H = shape
     torch.manual_seed(0)
@@ -194,7 +194,7 @@ def c_loop_crossover(cells, repeats: int, batches=(1, 2, 4, 8, 16, 32, 64), size
     with its torch-op loops, per cell, batch and hidden size (I=128): the measurement
     behind ``fused.C_LOOP_MAX_BATCH`` and ``C_LOOP_MAX_HIDDEN``. Interleaved, medians of
     ``repeats``."""
-    from rnnforge.commands.bench import make_modules
+    from rnnforge.bench import make_modules
     from rnnforge.engines import fused
 
     saved, saved_hidden = dict(fused.C_LOOP_MAX_BATCH), fused.C_LOOP_MAX_HIDDEN

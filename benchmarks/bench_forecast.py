@@ -49,7 +49,7 @@ SETUPS = {
 
 def bench_speed(cells=("rnn", "rnn-tanh", "gru", "lstm"), heads=("gaussian", "student-t", "quantile"),
                 paths: int = 1000, horizon: int = 48, repeats: int = 5) -> list[dict]:
-    from rnnforge.data.series import load
+    from rnnforge.forecast.series import load
     from rnnforge.forecast.features import default_lags
     from rnnforge.forecast.heads import HEADS
     from rnnforge.forecast.model import Forecaster, ModelConfig
@@ -84,7 +84,7 @@ def selection_csv(series: str, cut: int, out: Path) -> Path:
     """The shipped series' first ``cut`` rows as a CSV (same dates, so the same season and phase)."""
     from importlib import resources
 
-    from rnnforge.data.series import SHIPPED
+    from rnnforge.forecast.series import SHIPPED
 
     lines = resources.files("rnnforge.data").joinpath(SHIPPED[series][0]).read_text("utf-8").splitlines()
     out.mkdir(parents=True, exist_ok=True)
@@ -102,7 +102,7 @@ def bench_accuracy(series: str, *, steps: int, minutes: float, cell: str, head: 
     """``select``: score on the windows just BEFORE the test windows instead (the series cut where
     the test windows start, so nothing from them is read): the place to choose a configuration."""
     from rnnforge.cli import main
-    from rnnforge.data.series import load
+    from rnnforge.forecast.series import load
 
     setup = dict(SETUPS[series])
     if rollout_steps >= 0:

@@ -15,7 +15,7 @@ import argparse
 import numpy as np
 import torch
 
-from rnnforge.data.series import load as load_series
+from rnnforge.forecast.series import load as load_series
 from rnnforge.forecast import baselines
 from rnnforge.forecast.evaluate import rolling_origins
 from rnnforge.forecast.metrics import SampleForecast

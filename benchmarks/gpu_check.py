@@ -135,8 +135,8 @@ for (T, B, I, H) in SHAPES:
 results["timings"] = timings
 
 # character model: mixed precision training on GPU, then generation
-from rnnforge.generate import generate  # noqa: E402
-from rnnforge.train import Trainer, TrainConfig  # noqa: E402
+from rnnforge.charlm.generate import generate  # noqa: E402
+from rnnforge.charlm.train import Trainer, TrainConfig  # noqa: E402
 
 out = os.environ.get("OUT", "/tmp")  # where gpu_results.json goes
 runs = tempfile.mkdtemp(prefix="gpu_check_")  # checkpoints of the training runs (not sent back)
@@ -184,7 +184,7 @@ except Exception as e:  # report, do not hide
     print("sampling FAILED", repr(e), flush=True)
 
 try:  # forecaster: teacher-forced and rollout training, then 1000 sample paths, all on the device
-    from rnnforge.data.series import load
+    from rnnforge.forecast.series import load
     from rnnforge.forecast import train as ftrain
     from rnnforge.forecast.model import Forecaster, ModelConfig
 

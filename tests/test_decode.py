@@ -97,7 +97,7 @@ def test_inference_mode_then_no_grad():
 
 
 def test_charlm_sampler_uses_the_fast_path():
-    from rnnforge.models.charlm import CharLM, CharLMConfig
+    from rnnforge.charlm.model import CharLM, CharLMConfig
 
     torch.manual_seed(5)
     model = CharLM(CharLMConfig(vocab_size=11, hidden=8, layers=2)).eval()

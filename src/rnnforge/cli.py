@@ -45,6 +45,31 @@ def print_config(command: str, args: argparse.Namespace) -> None:
     sys.stdout.flush()
 
 
+def flag_names(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Every option's destination -> its long flag, over all subcommands (``lr`` -> ``--lr``)."""
+    names: dict[str, str] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                for dest, flag in flag_names(sub).items():
+                    names.setdefault(dest, flag)
+        elif action.option_strings:
+            names.setdefault(action.dest, max(action.option_strings, key=len))
+    return names
+
+
+def describe_error(e: Exception, parser: argparse.ArgumentParser) -> str:
+    """The one line a user sees: an OptionError under the flag that set the option."""
+    from .errors import OptionError
+
+    if isinstance(e, OptionError):
+        flag = flag_names(parser).get(e.option, "--" + e.option.replace("_", "-"))
+        return f"{flag} {e.problem}"
+    if isinstance(e, OSError) and e.filename is not None:
+        return f"{e.filename}: {e.strerror or e}"
+    return str(e)
+
+
 def main(argv: list[str] | None = None) -> int:
     from .errors import UserError
 
@@ -55,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (UserError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
-        print(f"rnnforge {args.command}: error: {e}", file=sys.stderr)
+    except (UserError, OSError) as e:
+        # expected failures: bad input, a missing or unwritable file, a full disk
+        print(f"rnnforge {args.command}: error: {describe_error(e, parser)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"rnnforge {args.command}: interrupted", file=sys.stderr)

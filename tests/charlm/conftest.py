@@ -1,6 +1,6 @@
 import pytest
 
-from rnnforge.train import TrainConfig
+from rnnforge.charlm.train import TrainConfig
 
 TEXT = ("the quick brown fox jumps over the lazy dog. " * 40
         + "pack my box with five dozen liquor jugs! " * 40)

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from rnnforge.cli import main
-from rnnforge.train import LAST
+from rnnforge.charlm.train import LAST
 
 
 @pytest.fixture(scope="module")

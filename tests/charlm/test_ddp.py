@@ -10,7 +10,7 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from rnnforge.train import LAST, Trainer
+from rnnforge.charlm.train import LAST, Trainer
 
 # the two multi-process tests run in one xdist worker, one after the other, so that
 # their rendezvous ports (picked free, then bound later) can never race each other

@@ -2,13 +2,14 @@ import pytest
 import torch
 
 from rnnforge.errors import UserError
-from rnnforge.generate import generate, load_model
-from rnnforge.train import LAST, Trainer
+from rnnforge.charlm.checkpoint import load_model
+from rnnforge.charlm.generate import generate
+from rnnforge.charlm.train import LAST, Trainer
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, text_file):
-    from rnnforge.train import TrainConfig
+    from rnnforge.charlm.train import TrainConfig
 
     d = tmp_path_factory.mktemp("gen")
     cfg = TrainConfig(data=str(text_file), hidden=24, layers=2, batch_size=4, seq_len=16,
@@ -148,7 +149,7 @@ def test_second_characters_follow_the_model(trained):
 def test_decoder_matches_the_full_forward(cell, layers, bias, batch):
     """CharLM.decoder stepped token by token gives the full forward's logits and final state,
     for every cell, with the alternating product order (layers >= 2) exercised."""
-    from rnnforge.models.charlm import CharLM, CharLMConfig
+    from rnnforge.charlm.model import CharLM, CharLMConfig
 
     torch.manual_seed(0)
     model = CharLM(CharLMConfig(vocab_size=13, cell=cell, hidden=20, layers=layers, embed=7,
@@ -166,7 +167,7 @@ def test_decoder_matches_the_full_forward(cell, layers, bias, batch):
 
 
 def test_decoder_sees_parameters_changed_between_steps():
-    from rnnforge.models.charlm import CharLM, CharLMConfig
+    from rnnforge.charlm.model import CharLM, CharLMConfig
 
     torch.manual_seed(1)
     model = CharLM(CharLMConfig(vocab_size=11, hidden=16, layers=2)).eval()
@@ -184,7 +185,7 @@ def test_decoder_sees_parameters_changed_between_steps():
 
 
 def test_decoder_bad_arguments():
-    from rnnforge.models.charlm import CharLM, CharLMConfig
+    from rnnforge.charlm.model import CharLM, CharLMConfig
     from rnnforge.engines.decode import TokenDecoder
 
     model = CharLM(CharLMConfig(vocab_size=11, hidden=16, layers=1))

@@ -6,8 +6,9 @@ import torch
 
 from rnnforge import checkpoint
 from rnnforge.errors import UserError
-from rnnforge.generate import load_model
-from rnnforge.train import BEST, LAST, Trainer, TrainConfig, learning_rate, rank_device
+from rnnforge.charlm.checkpoint import load_model
+from rnnforge.charlm.train import BEST, LAST, Trainer, TrainConfig, learning_rate
+from rnnforge.runtime import rank_device
 
 
 def _losses(trainer, record):
@@ -157,10 +158,10 @@ def test_amp_choices_on_the_cpu(tiny):
     t = Trainer(tiny(amp="auto"))
     assert t.amp_dtype is None and t.scaler is None
     for amp in ("bf16", "fp16"):
-        with pytest.raises(UserError, match=f"--amp {amp}: mixed precision runs on CUDA here, and the "
-                                            f"device is cpu; use --amp off"):
+        with pytest.raises(UserError, match=f"^amp {amp}: mixed precision runs on CUDA here, and the "
+                                            f"device is cpu; use off"):
             Trainer(tiny(amp=amp))
-    with pytest.raises(UserError, match="--amp 'half': choose one of auto, bf16, fp16, off"):
+    with pytest.raises(UserError, match="amp 'half': choose one of auto, bf16, fp16, off"):
         Trainer(tiny(amp="half"))
     old = tiny(amp=False)  # earlier versions took a boolean
     old.validate()
@@ -175,11 +176,11 @@ def test_each_rank_takes_its_own_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert rank_device(torch.device("cuda")) == torch.device("cuda", 1)
     assert rank_device(torch.device("cpu")) == torch.device("cpu")
-    with pytest.raises(UserError, match="names one GPU for all 2 ranks; give --device cuda"):
+    with pytest.raises(UserError, match="names one GPU for all 2 ranks; give cuda"):
         rank_device(torch.device("cuda", 0))
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    with pytest.raises(UserError, match=r"local rank 1 has no GPU of its own \(1 visible\); start at most 1 "
-                                        r"processes per node \(--nproc-per-node 1\), or train on --device cpu"):
+    with pytest.raises(UserError, match=r"local rank 1 has no GPU of its own \(1 visible\); start at most 1 processes "
+                                        r"per node \(torchrun --nproc-per-node 1\), or train on cpu"):
         rank_device(torch.device("cuda"))
     monkeypatch.setenv("WORLD_SIZE", "1")  # one process may name any GPU
     assert rank_device(torch.device("cuda", 3)) == torch.device("cuda", 3)

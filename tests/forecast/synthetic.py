@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from rnnforge.data.series import Series
+from rnnforge.forecast.series import Series
 
 
 def seasonal_ar(n=600, seed=0, phi=0.7, sd=0.3):

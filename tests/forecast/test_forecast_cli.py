@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from rnnforge.cli import main
-from rnnforge.data.series import Series, parse_csv
+from rnnforge.forecast.series import Series, parse_csv
 from rnnforge.errors import UserError
 from rnnforge.forecast import baselines as B
 from rnnforge.forecast import train as T
@@ -148,7 +148,7 @@ def test_refit_replays_the_early_stopped_schedule_on_all_the_data(two_series_csv
     validation windows put back, for the steps early stopping kept, on the original schedule."""
     import torch
 
-    from rnnforge.data.series import load
+    from rnnforge.forecast.series import load
     from rnnforge.forecast.model import Forecaster, ModelConfig
 
     out = tmp_path / "refit"

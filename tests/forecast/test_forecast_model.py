@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from rnnforge.data.series import Series
+from rnnforge.forecast.series import Series
 from rnnforge.forecast import heads as H
 from rnnforge.forecast import train as T
 from rnnforge.forecast.evaluate import rolling_origins

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from rnnforge.data.series import Series
+from rnnforge.forecast.series import Series
 from rnnforge.errors import UserError
 from rnnforge.forecast.features import TRANSFORMS, FeatureSpec, fit_trend, transform, untransform
 from rnnforge.forecast.model import Forecaster, ModelConfig

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from ..train import TrainConfig
+from ..charlm.train import TrainConfig
 from .train import add_model_and_training_flags
 
 DEMO = replace(TrainConfig(), minutes=2.5, device="cpu", out="runs/demo", eval_every=100,
@@ -33,8 +33,9 @@ def run(args) -> int:
     import time
 
     from ..cli import print_config
-    from ..generate import generate, load_model
-    from ..train import Trainer, config_from_args
+    from ..charlm.checkpoint import load_model
+    from ..charlm.generate import generate
+    from ..charlm.train import Trainer, config_from_args
 
     print_config("demo", args)
     t0 = time.perf_counter()

@@ -157,7 +157,7 @@ def _no_action(p) -> int:
 def _setup(args):
     import torch
 
-    from ..train import resolve_device
+    from ..runtime import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -165,13 +165,13 @@ def _setup(args):
 
 
 def _series(data: str, season):
-    from ..data.series import load
+    from ..forecast.series import load
 
     return load(data, season=season)
 
 
 def _defaults(series, horizon, context):
-    from ..data.series import check_horizon
+    from ..forecast.series import check_horizon
 
     if horizon is None:
         m = max(s.season for s in series)
@@ -222,7 +222,7 @@ def _train(args, series, horizon, context, holdout_windows, device):
     """Build and fit a model (or an ensemble) on all but the last ``holdout_windows * horizon`` values."""
     import torch
 
-    from ..data.series import check_series
+    from ..forecast.series import check_series
     from ..errors import UserError
     from ..forecast.model import Ensemble, Forecaster, ModelConfig
     from ..forecast.train import check_objective, fit
@@ -327,7 +327,7 @@ def _load(args, device):
 
 def run_predict(args) -> int:
     from ..cli import print_config
-    from ..data.series import check_series
+    from ..forecast.series import check_series
     from ..forecast.evaluate import predict
 
     print_config("forecast predict", args)

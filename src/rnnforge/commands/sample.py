@@ -27,8 +27,9 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..cli import print_config
-    from ..generate import check_sampling_options, generate, load_model
-    from ..train import resolve_device
+    from ..charlm.checkpoint import load_model
+    from ..charlm.generate import check_sampling_options, generate
+    from ..runtime import resolve_device
 
     print_config("sample", args)
     check_sampling_options(args.temperature, args.top_k, args.top_p)  # fail before loading anything

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..models.charlm import CELLS
-from ..train import AMP, TrainConfig
+from ..charlm.model import CELLS
+from ..charlm.train import TrainConfig
+from ..runtime import AMP
 
 D = TrainConfig()
 
@@ -76,7 +77,8 @@ def run(args) -> int:
     import os
 
     from ..cli import print_config
-    from ..train import Trainer, config_from_args
+    from ..charlm.train import Trainer, config_from_args
+    from ..runtime import leave_process_group
 
     cfg = config_from_args(args)
     quiet = int(os.environ.get("RANK", "0")) != 0
@@ -90,20 +92,5 @@ def run(args) -> int:
     world = trainer.world
     del trainer  # and with it the DDP wrapper, which holds the process group
     if world > 1:
-        _leave_process_group()
+        leave_process_group()
     return 0
-
-
-def _leave_process_group() -> None:
-    """End a torchrun job cleanly. A DDP wrapper left alive into interpreter shutdown kept the
-    gloo process group's threads alive there, and now and then their teardown aborted a rank
-    ("terminate called without an active exception", exit -6) after all its work was done.
-    So the caller drops the trainer first; then every rank waits for the others and the
-    group is destroyed while the interpreter is whole."""
-    import gc
-
-    import torch.distributed as dist
-
-    gc.collect()
-    dist.barrier()
-    dist.destroy_process_group()

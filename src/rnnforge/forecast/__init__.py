@@ -1,6 +1,6 @@
 """Probabilistic forecasting with the notes' cells (DeepAR-style, Salinas et al. 2020).
 
-    data      rnnforge.data.series: shipped series (sunspots, co2) and CSV loading
+    data      rnnforge.forecast.series: shipped series (sunspots, co2) and CSV loading
     features  transforms (none, diff, detrend), scaling, lagged values, seasonal position
     heads     distribution heads (gaussian, student-t, quantile) and their registry
     model     Forecaster (cell -> readout δ -> head), ancestral sampling, Ensemble

@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..data.series import Series
+from .series import Series
 from ..errors import UserError
 from .metrics import GaussianForecast
 

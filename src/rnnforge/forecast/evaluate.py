@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.series import Series, check_series
+from .series import Series, check_series
 from ..errors import UserError
 from .metrics import QUANTILE_LEVELS, SampleForecast, Scores, score
 from .model import Forecaster

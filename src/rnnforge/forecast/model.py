@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.series import Series, check_context_window
+from .series import Series, check_context_window
 from ..errors import UserError
 from ..layers import CELL_NAMES, make_layer
 from ..readout import Readout

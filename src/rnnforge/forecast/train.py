@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .. import checkpoint
-from ..data.series import Series
+from .series import Series
 from ..errors import UserError
 from .features import (FeatureSpec, growth_inputs, lag_inputs, running_sums, scale_stats, transform,
                        window_inputs)

@@ -92,7 +92,7 @@ def load(spec: str, *, season: int | None = None) -> list[Series]:
     if season is not None and (not isinstance(season, int) or season < 1):
         raise UserError(f"--season must be a whole number of steps >= 1, got {season!r}")
     if spec in SHIPPED:
-        text = resources.files(__package__).joinpath(SHIPPED[spec][0]).read_text("utf-8")
+        text = resources.files(__package__ + ".datasets").joinpath(SHIPPED[spec][0]).read_text("utf-8")
         series = parse_csv(text, source=spec)
     else:
         path = Path(spec)
@@ -260,7 +260,7 @@ def _rebuild_shipped(folder: str | Path | None = None) -> None:  # pragma: no co
     import statsmodels.datasets.co2 as co2
     import statsmodels.datasets.sunspots as sun
 
-    folder = Path(folder or Path(__file__).parent)
+    folder = Path(folder or Path(__file__).parent / "datasets")
     lines = (Path(sun.__file__).parent / "src" / "sunspots_monthly.dat").read_text().splitlines()
     out = ["date,sunspots"]
     for line in lines:

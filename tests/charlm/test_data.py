@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from rnnforge.data.text import Vocab, default_corpus, load_text, split, streams
+from rnnforge.charlm.data import Vocab, default_corpus, load_text, split, streams
 from rnnforge.errors import UserError
 
 

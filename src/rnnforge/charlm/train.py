@@ -22,13 +22,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint
-from .data.text import Vocab, load_text, split, streams
-from .errors import UserError
-from .models.charlm import CELLS, CharLM, CharLMConfig
+from .. import checkpoint
+from .checkpoint import BEST, KIND, LAST
+from .data import Vocab, load_text, split, streams
+from ..errors import OptionError, UserError
+from ..runtime import AMP, amp_dtype, dist_setup, rank_device, resolve_device, set_threads
+from ..training import Budget, clipped_step, cosine_lr, set_lr, warmup_progress
+from .model import CELLS, CharLM, CharLMConfig
 
 LN2 = math.log(2.0)
-BEST, LAST = "best.safetensors", "last.safetensors"
 
 
 @dataclass
@@ -61,6 +63,9 @@ class TrainConfig:
     progress: bool = True
     tensorboard: bool = True
 
+    def budget(self) -> Budget:
+        return Budget.of(self.steps, self.minutes)
+
     def validate(self) -> None:
         if self.cell not in CELLS:
             raise UserError(f"unknown cell {self.cell!r}; choose one of {', '.join(CELLS)}")
@@ -78,38 +83,7 @@ class TrainConfig:
         if isinstance(self.amp, bool):  # the boolean of earlier versions
             self.amp = "auto" if self.amp else "off"
         if self.amp not in AMP:
-            raise UserError(f"--amp {self.amp!r}: choose one of {', '.join(AMP)}")
-
-
-#: --amp: mixed precision on CUDA. auto takes bfloat16 where the GPU has it, else float16
-#: (with a GradScaler), and nothing on the CPU; bf16 and fp16 are demands, errors where they cannot run.
-AMP = ("auto", "bf16", "fp16", "off")
-
-
-def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of ``--amp`` on ``device``, or None for full precision."""
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return None
-    if device.type != "cuda":
-        raise UserError(f"--amp {amp}: mixed precision runs on CUDA here, and the device is {device}; "
-                        f"use --amp off (or auto), or --device cuda")
-    bf16 = torch.cuda.is_bf16_supported()
-    if amp == "bf16" and not bf16:
-        raise UserError(f"--amp bf16: {torch.cuda.get_device_name(device)} has no bfloat16; use --amp fp16")
-    return torch.float16 if amp == "fp16" or (amp == "auto" and not bf16) else torch.bfloat16
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name!r} is not a device; use cpu, cuda, cuda:N or auto") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available here (torch.cuda.is_available() "
-                        f"is False); use --device cpu")
-    return dev
+            raise OptionError("amp", f"{self.amp!r}: choose one of {', '.join(AMP)}")
 
 
 def learning_rate(cfg: TrainConfig, step: int, elapsed: float) -> float:
@@ -118,48 +92,8 @@ def learning_rate(cfg: TrainConfig, step: int, elapsed: float) -> float:
     Progress is the larger of the step and the time budget's fraction used, so
     the schedule ends with whichever budget ends first.
     """
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = 0.0
-    if cfg.steps:
-        progress = max(progress, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
-    if cfg.minutes:
-        progress = max(progress, elapsed / (cfg.minutes * 60))
-    progress = min(1.0, progress)
-    lo = cfg.lr * cfg.min_lr_ratio
-    return lo + (cfg.lr - lo) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-# -- distributed ----------------------------------------------------------------------
-def rank_device(device: torch.device) -> torch.device:
-    """Under torchrun each rank trains on its own GPU, ``cuda:LOCAL_RANK``.
-
-    NCCL refuses two ranks on one GPU, so a rank without a GPU of its own, or
-    one device index named for every rank, is an error that says what to do.
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1 or device.type != "cuda":
-        return device
-    if device.index is not None:
-        raise UserError(f"--device {device} names one GPU for all {world} ranks; give --device cuda "
-                        f"(rank r then takes cuda:LOCAL_RANK) or --device cpu")
-    local, count = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
-    if local >= count:
-        raise UserError(f"local rank {local} has no GPU of its own ({count} visible); start at most "
-                        f"{count} processes per node (--nproc-per-node {count}), or train on --device cpu")
-    return torch.device("cuda", local)
-
-
-def dist_setup(device: torch.device) -> tuple[int, int]:
-    """(rank, world); initialises the process group under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), world
+    progress = warmup_progress(cfg.budget(), step, elapsed, cfg.warmup)
+    return cosine_lr(cfg.lr, step, progress, warmup=cfg.warmup, min_ratio=cfg.min_lr_ratio)
 
 
 def _state_tensors(state) -> list[torch.Tensor]:
@@ -213,8 +147,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, log=print) -> None:
         cfg.validate()
         self.cfg, self.log = cfg, log
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+        self.budget = cfg.budget()
+        set_threads(cfg.threads)
         self.device = rank_device(resolve_device(cfg.device))
         self.amp_dtype = amp_dtype(cfg.amp, self.device)
         # float16's narrow range needs the loss scaled; bfloat16 has float32's
@@ -229,7 +163,7 @@ class Trainer:
         if cfg.resume:
             path = self.out / LAST
             resume_tensors, resume_meta = checkpoint.load(path)
-            if resume_meta.get("kind") != "charlm" or "optimizer" not in resume_meta:
+            if resume_meta.get("kind") != KIND or "optimizer" not in resume_meta:
                 raise UserError(f"{path} holds no training state to resume from")
 
         text = load_text(cfg.data)
@@ -272,7 +206,7 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------
     def _meta(self, metrics: dict) -> dict:
-        return {"kind": "charlm", "model": self.model.config_dict(), "vocab": self.vocab.chars,
+        return {"kind": KIND, "model": self.model.config_dict(), "vocab": self.vocab.chars,
                 "train": asdict(self.cfg), "step": self.step, "elapsed": self.elapsed,
                 "best_val_bpc": self.best, "metrics": metrics,
                 "engine": self.engine_used or getattr(self.model.rnn, "engine_used", None), "world": self.world}
@@ -318,12 +252,7 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------
     def _budget_left(self) -> bool:
-        cfg = self.cfg
-        if cfg.steps and self.step >= cfg.steps:
-            return False
-        if cfg.minutes and self.elapsed >= cfg.minutes * 60:
-            return False
-        return True
+        return not self.budget.spent(self.step, self.elapsed)
 
     def train_step(self) -> float:
         cfg, T = self.cfg, self.cfg.seq_len
@@ -333,24 +262,14 @@ class Trainer:
         pos = chunk * T
         x = self.train_streams[:, pos:pos + T].to(self.device, non_blocking=True)  # (B, T)
         y = self.train_streams[:, pos + 1:pos + T + 1].to(self.device, non_blocking=True)
-        for g in self.opt.param_groups:
-            g["lr"] = learning_rate(cfg, self.step, self.elapsed)
+        set_lr(self.opt, learning_rate(cfg, self.step, self.elapsed))
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             logits, state = self.net(x, self.state)  # (B, T, V)
             loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
         self.engine_used = getattr(self.model.rnn, "engine_used", None)
         self.opt.zero_grad(set_to_none=True)
-        if self.scaler:
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.opt)
-        else:
-            loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip)
-        if self.scaler:
-            self.scaler.step(self.opt)
-            self.scaler.update()
-        else:
-            self.opt.step()
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+        clipped_step(self.opt, self.model.parameters(), cfg.clip, self.scaler)
         self.state = _detach(state)
         self.step += 1
         return loss.item()

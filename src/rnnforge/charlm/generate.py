@@ -10,43 +10,13 @@ each character costs one step of the network whatever the length so far.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterator
 
 import torch
 
-from . import checkpoint
-from .data.text import Vocab
-from .errors import UserError
-from .models.charlm import CharLM, CharLMConfig
-from .train import BEST, LAST
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or the best (else last) checkpoint of a run folder."""
-    path = Path(path)
-    if path.is_dir():
-        for name in (BEST, LAST):
-            if (path / name).exists():
-                return path / name
-        raise UserError(f"{path} holds no checkpoint ({BEST} or {LAST}); train into it first")
-    if not path.exists():
-        raise UserError(f"checkpoint {path} does not exist")
-    return path
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[CharLM, Vocab, dict]:
-    """Rebuild a CharLM from a checkpoint alone (config and vocabulary are inside)."""
-    path = resolve_checkpoint(path)
-    tensors, meta = checkpoint.load(path)
-    if meta.get("kind") != "charlm":
-        raise UserError(f"{path} is a {meta.get('kind')!r} checkpoint, not a character model")
-    model = CharLM(CharLMConfig(**meta["model"]))
-    try:
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    except RuntimeError as e:
-        raise UserError(f"{path}: weights do not match the model config ({str(e).splitlines()[0]})") from None
-    return model.to(device).eval(), Vocab(meta["vocab"]), meta
+from .data import Vocab
+from ..errors import UserError
+from .model import CharLM
 
 
 def check_sampling_options(temperature: float, top_k: int | None, top_p: float | None) -> None:
@@ -70,7 +40,7 @@ def generate(model: CharLM, vocab: Vocab, prime: str = "\n", length: int = 500, 
     checked once per call rather than per character. The model is stepped by its
     ``decoder`` (state and buffers kept between characters).
     """
-    from .sampling.categorical import CategoricalStepper
+    from ..sampling.categorical import CategoricalStepper
 
     check_sampling_options(temperature, top_k, top_p)
     if length < 0:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from rnnforge.cli import main
-from rnnforge.data.series import check_context_window, check_horizon, check_series, load, parse_csv
+from rnnforge.forecast.series import check_context_window, check_horizon, check_series, load, parse_csv
 from rnnforge.errors import UserError
 
 

@@ -1,1 +1,0 @@
-"""Data shipped with rnnforge or read from the user's files."""

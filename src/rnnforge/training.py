@@ -1,0 +1,109 @@
+"""What every trainer shares: the budget, the learning-rate schedule and the clipped step.
+
+A :class:`Budget` is a step count, a time limit or both (the first one spent
+ends the run); time is wall-clock, or this process's CPU time, which a busy
+shared machine does not eat. Progress through the budget drives the schedule:
+linear warm-up, then cosine decay to ``min_ratio`` of the peak, so a run on a
+time budget still ends at its lowest rate.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .errors import OptionError, check_float, check_int
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """``steps`` (0: none) and ``seconds`` (0: none) on ``clock``; at least one must be set."""
+
+    steps: int = 0
+    seconds: float = 0.0
+    clock: str = "wall"
+
+    def __post_init__(self) -> None:
+        check_int("steps", self.steps, low=0)
+        check_float("seconds", self.seconds, low=0)
+        if self.clock not in CLOCKS:
+            raise OptionError("clock", f"must be one of {', '.join(CLOCKS)}, got {self.clock!r}")
+        if not self.steps and not self.seconds:
+            raise OptionError("steps", "and the time limit are both 0: give a step budget, a time budget, or both")
+
+    @classmethod
+    def of(cls, steps: int | None = 0, minutes: float | None = 0.0, clock: str = "wall") -> "Budget":
+        minutes = check_float("minutes", minutes or 0.0, low=0)
+        return cls(steps or 0, minutes * 60.0, clock)
+
+    def now(self) -> float:
+        return CLOCKS[self.clock]()
+
+    def progress(self, step: int, elapsed: float) -> float:
+        """The larger of the step and time fractions spent (>= 1: the budget is spent)."""
+        frac = 0.0
+        if self.steps:
+            frac = step / self.steps
+        if self.seconds:
+            frac = max(frac, elapsed / self.seconds)
+        return frac
+
+    def spent(self, step: int, elapsed: float) -> bool:
+        return self.progress(step, elapsed) >= 1.0
+
+
+def cosine_lr(peak: float, step: int, progress: float, *, warmup: int = 0, min_ratio: float = 0.0) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay from ``peak`` to ``min_ratio * peak``.
+
+    ``progress`` in [0, 1] is the budget's fraction spent (:meth:`Budget.progress`);
+    the cosine runs over what remains after the warm-up when the budget is steps.
+    """
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    p = min(1.0, max(0.0, progress))
+    lo = peak * min_ratio
+    return lo + (peak - lo) * 0.5 * (1 + math.cos(math.pi * p))
+
+
+def warmup_progress(budget: Budget, step: int, elapsed: float, warmup: int) -> float:
+    """Schedule progress that starts after ``warmup`` steps on a step budget (time runs throughout)."""
+    frac = 0.0
+    if budget.steps:
+        frac = (step - warmup) / max(1, budget.steps - warmup)
+    if budget.seconds:
+        frac = max(frac, elapsed / budget.seconds)
+    return frac
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+def clipped_step(opt: torch.optim.Optimizer, params, clip: float, scaler=None) -> float:
+    """Unscale (with a GradScaler), clip the gradient norm to ``clip`` (0: no clipping), step.
+
+    Returns the gradient norm before clipping; a non-finite norm skips the step
+    (the GradScaler does the same for float16), so one bad batch does not write
+    NaN into the weights, and the caller can tell divergence from noise.
+    """
+    params = [p for p in params if p.grad is not None]
+    if scaler is not None:
+        scaler.unscale_(opt)
+    if clip:
+        norm = torch.nn.utils.clip_grad_norm_(params, clip)
+    else:
+        norm = torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params])) if params \
+            else torch.zeros(())
+    norm = float(norm)
+    if scaler is not None:
+        scaler.step(opt)
+        scaler.update()
+    elif math.isfinite(norm):
+        opt.step()
+    return norm
