@@ -2,12 +2,13 @@
 
 import csv
 import math
+import re
 
 import pytest
 import torch
 
 from rnnforge import cli, engines
-from rnnforge.errors import UserError
+from rnnforge.errors import OptionError, UserError
 from rnnforge.experiments.memory import (SOLVED_BELOW, AddingTask, CopyTask, DelayTask,
                                          MemoryNet, ParityTask, make_task, run_memory, train_one)
 
@@ -154,33 +155,89 @@ def test_run_writes_table_csv_and_plot(tmp_path):
 
 
 # -- bad values -------------------------------------------------------------------------------
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(task="adder"), "unknown task 'adder'"),
-    (dict(cells=["lstm", "transformer"]), "unknown cell 'transformer'"),
-    (dict(lengths=[1]), r"length T must be an integer >= 2"),
-    (dict(task="delay", lengths=[3], k=3), r">= 4 for the delay task"),
-    (dict(steps=0), "step budget must be a positive integer"),
-    (dict(seconds_per_run=0), "time budget per run must be a positive"),
-    (dict(seconds_per_run=-5.0), "time budget per run must be a positive"),
-    (dict(seeds=[-1]), "seeds must be non-negative"),
-    (dict(hidden=0), "hidden must be a positive integer"),
-    (dict(lr=0.0), "lr must be a positive number"),
-    (dict(device="nonsense"), "device 'nonsense' cannot be used"),
+@pytest.mark.parametrize("kwargs, option, match", [
+    (dict(task="adder"), "task", "task must be one of adding, copy, delay, parity, got 'adder'"),
+    (dict(cells=["lstm", "transformer"]), "cells", "cells names an unknown cell 'transformer'; choose from"),
+    (dict(cells=[]), "cells", "cells must name at least one cell"),
+    (dict(lengths=[1]), "lengths", "lengths must be integers >= 2 for the adding task, got 1"),
+    (dict(task="delay", lengths=[3], k=3), "lengths", "lengths must be integers >= 4 for the delay task"),
+    (dict(steps=0), "steps", "steps must be >= 1, got 0"),
+    (dict(steps=2.5), "steps", "steps must be a whole number, got 2.5"),
+    (dict(seconds_per_run=0), "seconds_per_run", "seconds_per_run must be > 0, got 0"),
+    (dict(seconds_per_run=-5.0), "seconds_per_run", "seconds_per_run must be > 0, got -5.0"),
+    (dict(seconds_per_run=math.nan), "seconds_per_run", "seconds_per_run must be > 0, got nan"),
+    (dict(seconds_per_run=math.inf), "seconds_per_run", "seconds_per_run must be > 0, got inf"),
+    (dict(seeds=[-1]), "seeds", "seeds must be in [0, 18446744073708551612], got -1"),
+    (dict(seeds=[2 ** 64]), "seeds", "seeds must be in [0, "),
+    (dict(hidden=0), "hidden", "hidden must be >= 1, got 0"),
+    (dict(batch=-3), "batch", "batch must be >= 1, got -3"),
+    (dict(lr=0.0), "lr", "lr must be > 0, got 0.0"),
+    (dict(lr=math.nan), "lr", "lr must be > 0, got nan"),
+    (dict(clip=-1.0), "clip", "clip must be > 0, got -1.0"),
+    (dict(forget_bias=math.inf), "forget_bias", "forget_bias must be a finite number, got inf"),
+    (dict(k=0, task="delay"), "k", "k must be >= 1, got 0"),
+    (dict(alphabet=1, task="copy"), "alphabet", "alphabet must be >= 2, got 1"),
+    (dict(hidden=10 ** 7), "hidden", "hidden 10000000 would need about 5.96e+06 GiB for the weights"),
+    (dict(device="nonsense"), "device", "device 'nonsense' is not a device"),
 ])
-def test_library_rejects_bad_values(kwargs, match):
-    with pytest.raises(UserError, match=match):
+def test_library_rejects_bad_values_naming_the_parameter(kwargs, option, match):
+    with pytest.raises(OptionError, match=re.escape(match)) as info:
         run_memory(**{"lengths": [10], "seeds": [0], "progress": False, **kwargs})
+    assert info.value.option == option
+    assert "--" not in str(info.value)  # the library names its parameter, never a flag
+
+
+def test_activations_too_large_for_the_machine_are_refused():
+    with pytest.raises(UserError, match=r"T=100000000000 with 500 sequences and 32 hidden units "
+                                        r"would need about .* GiB; this machine has"):
+        run_memory(lengths=[10 ** 11], seeds=[0], progress=False)
+
+
+def test_train_one_checks_its_budget():
+    with pytest.raises(OptionError, match="seconds must be > 0, got nan"):
+        train_one(make_task("adding"), "gru", 6, 0, steps=5, seconds=math.nan)
 
 
 @pytest.mark.parametrize("argv, match", [
-    (["--task", "adder"], "unknown task 'adder'"),
-    (["--cells", "lstm,elman"], "unknown cell 'elman'"),
-    (["--lengths", "1"], "length T must be an integer >= 2"),
-    (["--lengths", "ten"], "--lengths must be an integer, got 'ten'"),
-    (["--steps", "0"], "step budget must be a positive integer"),
-    (["--seconds-per-run", "0"], "time budget per run must be a positive"),
-    (["--minutes", "-1"], "--minutes must be positive"),
-    (["--lr", "fast"], "--lr must be a number"),
+    (["--task", "adder"], "--task must be one of adding, copy, delay, parity, got 'adder'"),
+    (["--cells", "lstm,elman"], "--cells names an unknown cell 'elman'"),
+    (["--lengths", "1"], "--lengths must be integers >= 2 for the adding task, got 1"),
+    (["--lengths", "ten"], "--lengths must be a whole number, got 'ten'"),
+    (["--seeds", "-1"], "--seeds must be in [0, 18446744073708551612], got -1"),
+    (["--seeds", str(2 ** 64)], "--seeds must be in [0, "),
+    (["--steps", "0"], "--steps must be >= 1, got 0"),
+    (["--steps", "-4"], "--steps must be >= 1, got -4"),
+    (["--steps", "nan"], "--steps must be a whole number, got 'nan'"),
+    (["--steps", "inf"], "--steps must be a whole number, got 'inf'"),
+    (["--seconds-per-run", "0"], "--seconds-per-run must be > 0, got 0.0"),
+    (["--seconds-per-run", "-2"], "--seconds-per-run must be > 0, got -2.0"),
+    (["--seconds-per-run", "nan"], "--seconds-per-run must be > 0, got nan"),
+    (["--seconds-per-run", "inf"], "--seconds-per-run must be > 0, got inf"),
+    (["--minutes", "-1"], "--minutes must be > 0, got -1.0"),
+    (["--minutes", "nan"], "--minutes must be > 0, got nan"),
+    (["--minutes", "inf"], "--minutes must be > 0, got inf"),
+    (["--lr", "fast"], "--lr must be a number, got 'fast'"),
+    (["--lr", "nan"], "--lr must be > 0, got nan"),
+    (["--lr", "inf"], "--lr must be > 0, got inf"),
+    (["--lr", "-0.1"], "--lr must be > 0, got -0.1"),
+    (["--lr", "0"], "--lr must be > 0, got 0.0"),
+    (["--hidden", "0"], "--hidden must be >= 1, got 0"),
+    (["--hidden", "-4"], "--hidden must be >= 1, got -4"),
+    (["--hidden", "nan"], "--hidden must be a whole number, got 'nan'"),
+    (["--hidden", "1000000"], "--hidden 1000000 would need about 5.96e+04 GiB for the weights"),
+    (["--batch", "0"], "--batch must be >= 1, got 0"),
+    (["--batch", "-1"], "--batch must be >= 1, got -1"),
+    (["--batch", "inf"], "--batch must be a whole number, got 'inf'"),
+    (["--clip", "0"], "--clip must be > 0, got 0.0"),
+    (["--clip", "-1"], "--clip must be > 0, got -1.0"),
+    (["--clip", "nan"], "--clip must be > 0, got nan"),
+    (["--clip", "inf"], "--clip must be > 0, got inf"),
+    (["--eval-every", "0"], "--eval-every must be >= 1, got 0"),
+    (["--forget-bias", "nan"], "--forget-bias must be a finite number, got nan"),
+    (["--task", "copy", "--copy-symbols", "0"], "--copy-symbols must be >= 1, got 0"),
+    (["--task", "delay", "--k", "0"], "--k must be >= 1, got 0"),
+    (["--threads", "-2"], "--threads must be in [0, 4096], got -2"),
+    (["--device", "nonsense"], "--device 'nonsense' is not a device"),
 ])
 def test_cli_bad_values_are_one_line_errors(argv, match, capsys, tmp_path):
     code = cli.main(["experiment", "memory", "--no-progress", "--out", str(tmp_path), *argv])
@@ -189,7 +246,9 @@ def test_cli_bad_values_are_one_line_errors(argv, match, capsys, tmp_path):
     assert code == 2
     assert captured.out == ""  # checked before the config is printed or anything runs
     assert err.startswith("rnnforge experiment: error: ") and err.count("\n") == 1, err
-    assert match in err
+    assert "Traceback" not in err
+    assert match in err, err
+    assert not list(tmp_path.iterdir())  # nothing written
 
 
 def test_cli_without_an_experiment_name_says_which_exist(capsys):

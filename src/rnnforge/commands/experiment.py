@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import UserError
+from ..errors import OptionError, UserError
 
 #: what --quick runs unless a flag says otherwise: well under a minute of one CPU core
 QUICK = dict(lengths=[10, 30, 100], seeds=[0], steps=1000, seconds_per_run=10.0, hidden=16)
@@ -68,7 +68,8 @@ def register(subparsers) -> None:
                    help="initial forget-gate bias b_f of the lstm-fb cell")
     m.add_argument("--k", type=str, default="3",
                    help="delay task: how many steps back; parity task: how many last bits")
-    m.add_argument("--copy-symbols", type=str, default="5", help="copy task: symbols to recall (K)")
+    m.add_argument("--copy-symbols", dest="symbols", type=str, default="5",
+                   help="copy task: symbols to recall (K)")
     m.add_argument("--alphabet", type=str, default="8", help="copy task: size of the alphabet (A)")
     m.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     m.add_argument("--threads", type=str, default="1",
@@ -92,40 +93,39 @@ def _words(values) -> list[str]:
     return [w for v in values for w in str(v).replace(",", " ").split()]
 
 
-def _number(flag: str, text, kind=int):
+def _number(dest: str, text, kind=int):
+    """``text`` as ``kind``; an OptionError under ``dest`` (the CLI names the flag) otherwise."""
     try:
         return kind(text)
     except (TypeError, ValueError):
-        what = "an integer" if kind is int else "a number"
-        raise UserError(f"{flag} must be {what}, got {text!r}") from None
+        what = "a whole number" if kind is int else "a number"
+        raise OptionError(dest, f"must be {what}, got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import check_float
     from ..experiments.memory import check_options, run_memory
+    from ..runtime import set_threads
 
     preset = QUICK if args.quick else FULL
     args.cells = _words(args.cells)
-    args.lengths = [_number("--lengths", w) for w in _words(args.lengths or preset["lengths"])]
-    args.seeds = [_number("--seeds", w) for w in _words(args.seeds or preset["seeds"])]
-    args.steps = _number("--steps", args.steps if args.steps is not None else preset["steps"])
+    args.lengths = [_number("lengths", w) for w in _words(args.lengths or preset["lengths"])]
+    args.seeds = [_number("seeds", w) for w in _words(args.seeds or preset["seeds"])]
+    args.steps = _number("steps", args.steps if args.steps is not None else preset["steps"])
     runs = len(args.cells) * len(args.lengths) * len(args.seeds)
     if args.minutes is not None:
-        minutes = _number("--minutes", args.minutes, float)
-        if not minutes > 0:
-            raise UserError(f"--minutes must be positive, got {args.minutes!r}")
+        minutes = check_float("minutes", _number("minutes", args.minutes, float), low=0, low_open=True)
         args.seconds_per_run = minutes * 60.0 / max(1, runs)
     else:
         args.seconds_per_run = _number(
-            "--seconds-per-run",
+            "seconds_per_run",
             args.seconds_per_run if args.seconds_per_run is not None else preset["seconds_per_run"],
             float)
-    args.hidden = _number("--hidden", args.hidden if args.hidden is not None else preset["hidden"])
-    for flag in ("batch", "eval_every", "test_size", "k", "copy_symbols", "alphabet", "threads"):
-        setattr(args, flag, _number("--" + flag.replace("_", "-"), getattr(args, flag)))
-    for flag in ("lr", "clip", "forget_bias"):
-        setattr(args, flag, _number("--" + flag.replace("_", "-"), getattr(args, flag), float))
-    if args.threads < 0:
-        raise UserError(f"--threads must be >= 0, got {args.threads}")
+    args.hidden = _number("hidden", args.hidden if args.hidden is not None else preset["hidden"])
+    for dest in ("batch", "eval_every", "test_size", "k", "symbols", "alphabet", "threads"):
+        setattr(args, dest, _number(dest, getattr(args, dest)))
+    for dest in ("lr", "clip", "forget_bias"):
+        setattr(args, dest, _number(dest, getattr(args, dest), float))
     args.out = args.out or f"runs/memory-{args.task}"
 
     from .. import cli
@@ -133,16 +133,12 @@ def run(args: argparse.Namespace) -> int:
     options = dict(steps=args.steps, seconds_per_run=args.seconds_per_run, hidden=args.hidden,
                    batch=args.batch, lr=args.lr, clip=args.clip, eval_every=args.eval_every,
                    test_size=args.test_size, device=args.device, k=args.k,
-                   symbols=args.copy_symbols, alphabet=args.alphabet)
+                   symbols=args.symbols, alphabet=args.alphabet, forget_bias=args.forget_bias)
     check_options(args.task, args.cells, args.lengths, args.seeds, **options)  # before any output
+    set_threads(args.threads)
     cli.print_config("experiment", args)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     results = run_memory(args.task, args.cells, args.lengths, args.seeds, bias=args.bias,
-                         forget_bias=args.forget_bias, out=args.out,
-                         progress=not args.no_progress, **options)
+                         out=args.out, progress=not args.no_progress, **options)
     with open(f"{args.out}/results.md") as fh:
         print(fh.read(), end="")
     print(f"wrote {args.out}/results.md, results.csv, results.png")
