@@ -12,7 +12,7 @@ import torch
 
 from rnnforge import _ckernels as ck
 from rnnforge.sampling import from_pdf
-from rnnforge.sampling import inversion
+from rnnforge.sampling.inversion import backends
 
 F64 = torch.float64
 INF = math.inf
@@ -151,7 +151,7 @@ def fresh_kernels(monkeypatch, tmp_path):
     """A kernel module state with nothing loaded yet and an empty cache."""
     monkeypatch.setattr(ck, "_libs", {})
     monkeypatch.setattr(ck, "_errors", {})
-    monkeypatch.setattr(inversion, "_warned_fallback", False)
+    monkeypatch.setattr(backends, "_warned_fallback", False)
     monkeypatch.setenv("RNNFORGE_CACHE_DIR", str(tmp_path / "cache"))
     return tmp_path / "cache"
 
