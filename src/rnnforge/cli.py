@@ -45,25 +45,35 @@ def print_config(command: str, args: argparse.Namespace) -> None:
     sys.stdout.flush()
 
 
-def flag_names(parser: argparse.ArgumentParser) -> dict[str, str]:
-    """Every option's destination -> its long flag, over all subcommands (``lr`` -> ``--lr``)."""
-    names: dict[str, str] = {}
+def _parsers(parser: argparse.ArgumentParser):
+    """``parser`` and every subcommand's parser below it, depth first."""
+    yield parser
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for sub in action.choices.values():
-                for dest, flag in flag_names(sub).items():
-                    names.setdefault(dest, flag)
-        elif action.option_strings:
-            names.setdefault(action.dest, max(action.option_strings, key=len))
+                yield from _parsers(sub)
+
+
+def flag_names(parser: argparse.ArgumentParser, func=None) -> dict[str, str]:
+    """Option destination -> its long flag (``lr`` -> ``--lr``). The parser of the subcommand
+    that runs ``func`` is asked first, so a name that two subcommands spell differently is
+    shown as the running one spells it."""
+    parsers = list(_parsers(parser))
+    parsers.sort(key=lambda p: p._defaults.get("func") is not func or func is None)
+    names: dict[str, str] = {}
+    for p in parsers:
+        for action in p._actions:
+            if action.option_strings and action.dest != "help":
+                names.setdefault(action.dest, max(action.option_strings, key=len))
     return names
 
 
-def describe_error(e: Exception, parser: argparse.ArgumentParser) -> str:
+def describe_error(e: Exception, parser: argparse.ArgumentParser, func=None) -> str:
     """The one line a user sees: an OptionError under the flag that set the option."""
     from .errors import OptionError
 
     if isinstance(e, OptionError):
-        flag = flag_names(parser).get(e.option, "--" + e.option.replace("_", "-"))
+        flag = flag_names(parser, func).get(e.option, "--" + e.option.replace("_", "-"))
         return f"{flag} {e.problem}"
     if isinstance(e, OSError) and e.filename is not None:
         return f"{e.filename}: {e.strerror or e}"
@@ -82,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (UserError, OSError) as e:
         # expected failures: bad input, a missing or unwritable file, a full disk
-        print(f"rnnforge {args.command}: error: {describe_error(e, parser)}", file=sys.stderr)
+        print(f"rnnforge {args.command}: error: {describe_error(e, parser, args.func)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"rnnforge {args.command}: interrupted", file=sys.stderr)
