@@ -10,6 +10,14 @@ hashes the source, the compiler, its flags and the CPU, and is written to a
 temporary file and renamed, so two processes building at once cannot leave a
 torn file.
 
+Loading a shared library runs its code, so the cache is trusted only when no
+one else can write it: the folder must belong to the user and be writable by
+no group or other user (it is created 0700). A folder that fails the check is
+not used (one warning names it); the kernels are then built in a fresh private
+folder (``mkdtemp``), never in a fixed shared path. Each library's SHA-256 is
+recorded beside it when it is built, and a library whose bytes no longer match
+is rebuilt rather than loaded.
+
 :func:`load` (``load("pinv")``, ``load("rnn")``) returns a library or raises
 :class:`KernelUnavailable` saying why (no compiler, a failed build,
 ``RNNFORGE_NO_CKERNELS=1``); callers that were asked for the compiled path
@@ -24,7 +32,9 @@ import os
 import platform
 import shutil
 import subprocess
+import stat
 import tempfile
+import warnings
 from pathlib import Path
 
 _DIR = Path(__file__).parent
@@ -90,6 +100,85 @@ def _cpu_tag() -> str:
     return platform.processor() or platform.machine()
 
 
+_private: Path | None = None  # this process's mkdtemp folder, when the cache folder is refused
+
+
+def _unsafe(path: Path) -> str | None:
+    """Why ``path`` may not hold code we load (None: it is the user's alone)."""
+    st = path.lstat()
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        return "it is not a folder"
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        return f"it belongs to user id {st.st_uid}, not to this user ({os.getuid()})"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"others can write to it (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
+def kernel_dir() -> Path:
+    """The folder to build into and load from: the cache folder if it is private, else a
+    private temporary folder of this process (after one warning naming the refused one)."""
+    global _private
+    out = cache_dir()
+    try:
+        if not out.exists():
+            out.mkdir(mode=0o700, parents=True)
+        why = _unsafe(out)
+    except OSError as e:
+        why = f"it cannot be created or read ({e.strerror or e})"
+    if why is None:
+        return out
+    if _private is None:
+        _private = Path(tempfile.mkdtemp(prefix="rnnforge-kernels-"))
+        warnings.warn(f"rnnforge: not using the kernel cache {out}: {why}; building the compiled kernels "
+                      f"in {_private} instead (set RNNFORGE_CACHE_DIR to a folder only you can write)",
+                      RuntimeWarning, stacklevel=3)
+    return _private
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _intact(target: Path) -> bool:
+    """``target`` exists, is a regular file of ours, and its bytes are those recorded at build time."""
+    try:
+        st = target.lstat()
+        recorded = target.with_suffix(".sha256").read_text().strip()
+    except OSError:
+        return False
+    if not stat.S_ISREG(st.st_mode) or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return False
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        return False
+    return _sha256(target) == recorded
+
+
+def _compile(cc: str, flags: list[str], source_path: Path, target: Path) -> str:
+    """Build ``target`` and record its hash; returns '' or the compiler's first error line."""
+    out_dir = target.parent
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
+    os.close(fd)
+    try:
+        r = subprocess.run([cc, *flags, *_COMMON, "-o", tmp, str(source_path), "-lm"],
+                           capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            return (r.stderr.strip().splitlines() or ["(no message)"])[0]
+        fd, tmp_hash = tempfile.mkstemp(suffix=".sha256", dir=out_dir)
+        with os.fdopen(fd, "w") as f:
+            f.write(_sha256(Path(tmp)) + "\n")
+        # the hash first: a reader that sees the new hash with the old library rebuilds, never
+        # trusts a library the hash does not describe
+        os.replace(tmp_hash, target.with_suffix(".sha256"))
+        os.replace(tmp, target)
+        return ""
+    except (OSError, subprocess.SubprocessError) as e:
+        return str(e)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def _build(name: str) -> ctypes.CDLL:
     if os.environ.get("RNNFORGE_NO_CKERNELS"):
         raise KernelUnavailable("disabled by RNNFORGE_NO_CKERNELS")
@@ -101,33 +190,17 @@ def _build(name: str) -> ctypes.CDLL:
     source_path = _DIR / f"{name}.c"
     # the source and every header beside it: a change to any of them is a new build
     source = b"\0".join(p.read_bytes() for p in [source_path, *sorted(_DIR.glob("*.h"))])
-    out_dir = cache_dir()
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        out_dir = Path(tempfile.gettempdir()) / "rnnforge-kernels"
-        out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = kernel_dir()
     last_error = ""
     for flags in _FLAG_SETS:
         tag = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(flags + _COMMON).encode(),
                                          _cpu_tag().encode()])).hexdigest()[:16]
         target = out_dir / f"{name}-{tag}.so"
-        if not target.exists():
-            fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
-            os.close(fd)
-            try:
-                r = subprocess.run([cc, *flags, *_COMMON, "-o", tmp, str(source_path), "-lm"],
-                                   capture_output=True, text=True, timeout=120)
-                if r.returncode != 0:
-                    last_error = (r.stderr.strip().splitlines() or ["(no message)"])[0]
-                    continue
-                os.replace(tmp, target)
-            except (OSError, subprocess.SubprocessError) as e:
-                last_error = str(e)
+        if not _intact(target):
+            error = _compile(cc, flags, source_path, target)
+            if error:
+                last_error = error
                 continue
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
         try:
             return ctypes.CDLL(str(target))
         except OSError as e:
