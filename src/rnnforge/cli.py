@@ -54,7 +54,9 @@ def flag_names(parser: argparse.ArgumentParser) -> dict[str, str]:
                 for dest, flag in flag_names(sub).items():
                     names.setdefault(dest, flag)
         elif action.option_strings:
-            names.setdefault(action.dest, max(action.option_strings, key=len))
+            # the long positive form: --refit, not --no-refit (a --no-x flag alone stays itself)
+            names.setdefault(action.dest, max(action.option_strings,
+                                              key=lambda f: (not f.startswith("--no-"), len(f))))
     return names
 
 
