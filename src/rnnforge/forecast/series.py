@@ -105,9 +105,13 @@ class Series:
 
 def _grid_after(last: np.datetime64, freq: str | None, step_days: int | None, n: int) -> np.ndarray:
     k = np.arange(1, n + 1)
-    if freq in MONTHS:
-        months = last.astype("datetime64[M]") + k * MONTHS[freq]
-        return months.astype("datetime64[D]")
+    if freq in MONTHS:  # on the same day of the month as ``last``, or on month ends
+        m0 = last.astype("datetime64[M]")
+        months = m0 + k * MONTHS[freq]
+        day = np.timedelta64(1, "D")
+        if last == (m0 + 1).astype("datetime64[D]") - day:
+            return (months + 1).astype("datetime64[D]") - day
+        return months.astype("datetime64[D]") + (last - m0.astype("datetime64[D]"))
     if freq == "B":
         return np.busday_offset(last, k, roll="forward")
     days = {"D": 1, "W": 7}.get(freq, step_days)
@@ -180,8 +184,8 @@ def parse_csv(text: str, *, source: str = "<csv>", header: bool = True, delimite
     if header:
         if all(_looks_like_value(c) for c in first) and any(first):
             shown = delimiter.join(first)
-            raise OptionError("header", f"reads it: the first row of {source} ({shown[:60]!r}) holds values, "
-                                        f"not column names; or add a header row naming the columns")
+            raise OptionError("header", f"reads such a file: the first row of {source} ({shown[:60]!r}) holds "
+                                        f"values, not column names (or add a header row)")
         names, body, line0 = first, rows[1:], 2
         if not body:
             raise UserError(f"{source} has a header row but no rows of values")
@@ -222,9 +226,10 @@ def parse_csv(text: str, *, source: str = "<csv>", header: bool = True, delimite
                               years=names[time_col].lower() in ("year", "period"))
         grid = _regular_grid(stamps, source, names[time_col], line0)
         if grid is not None and grid.filled:
-            log and log(f"{source}: {grid.filled} {FREQS[grid.freq][1] if grid.freq else 'regular'} "
-                        f"timestamps absent from the file (the first {grid.first_gap}) were filled in as "
-                        f"missing values")
+            what = FREQS[grid.freq][1] if grid.freq else f"{grid.step_days}-day"
+            log and log(f"warning: {source}: {grid.filled} {what} step{'s' if grid.filled > 1 else ''} "
+                        f"between the first and last timestamp {'have' if grid.filled > 1 else 'has'} no row "
+                        f"(the first: {grid.first_gap}); read as missing values")
     series = []
     for name, v in values:
         if grid is None:
