@@ -18,11 +18,11 @@ so everything the model needs at a future step comes from values already
 generated, and the same code builds teacher-forced training inputs and the
 inputs of ancestral sampling.
 
-The growth inputs (``--growth``, none by default) hand the model a smoothed
+The growth inputs (``growth``, none by default) hand the model a smoothed
 trend: over a whole season the seasonal swing cancels, and the mean of m weekly
 values is far less noisy than the difference of two lags.
 
-Before scaling, an optional *transform* (``--transform``) turns the levels
+Before scaling, an optional *transform* (``transform``) turns the levels
 ``y`` of a window into the values the model learns, using the window's
 context only, and :func:`untransform` maps forecasts back to levels:
 
@@ -61,7 +61,7 @@ import torch
 from ..errors import OptionError, UserError
 
 SCALERS = ("mean", "robust")
-#: --transform values: model the levels, their first differences, the residuals from the
+#: the transforms: model the levels, their first differences, the residuals from the
 #: context's linear trend, or the residuals from a long-run drift and season anchored at the
 #: recent level
 TRANSFORMS = ("none", "diff", "detrend", "drift", "deseason")

@@ -27,7 +27,7 @@ from ..readout import Readout
 from . import heads as heads_mod
 from .features import FeatureSpec, scale_stats, step_inputs, transform, transform_floor, untransform, window_inputs
 
-#: --cell values: the notes' sigmoid RNN, the tanh RNN, the GRU and the LSTM
+#: the cells: the notes' sigmoid RNN, the tanh RNN, the GRU and the LSTM
 CELLS = CELL_NAMES
 
 

@@ -60,7 +60,7 @@ class WindowSampler:
 
     def windows(self, pick: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scaled values (B, K + T) and phases (B, T) of the windows (series index, start) in ``pick``,
-        in model space (``--transform``, fitted before each window's origin as a forecast would be)."""
+        in model space (``spec.transform``, fitted before each window's origin as a forecast would be)."""
         K, R, T = self.K, self.R, self.C + self.H
         vals = np.stack([self.padded[i][a:a + R + T] for i, a in pick])  # (B, R+T)
         phase = np.stack([self.phases[i][a:a + R + T] for i, a in pick])  # (B, R+T)
@@ -77,8 +77,8 @@ class TrainResult:
     losses: list[float]  # mean training loss per logging interval
     val_losses: list[float] = field(default_factory=list)  # validation loss at each logging step
     best_step: int | None = None  # the step whose weights were kept (validation), else None
-    refit_steps: int | None = None  # steps of the refit on all the data (``--refit``), else None
-    rollout: dict | None = None  # the fine-tuning on the multi-step objective (``--rollout-steps``), else None
+    refit_steps: int | None = None  # steps of the refit on all the data (``ForecastConfig.refit``), else None
+    rollout: dict | None = None  # the fine-tuning on the multi-step objective (``ForecastConfig.rollout_steps``), else None
 
 
 def validation_windows(series: list[Series], *, context: int, horizon: int, windows: int,
@@ -135,7 +135,7 @@ def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, 
     the first step, as fine-tuning starts from trained weights), and the weights
     with the lowest score are kept (early stopping).
     ``stop_after``: end after that many steps of the schedule the budget sets
-    (how ``--refit`` replays an early-stopped run on all the data).
+    (how ``ForecastConfig.refit`` replays an early-stopped run on all the data).
     """
     budget = Budget.of(steps, minutes)
     check_objective(objective, paths)
