@@ -149,3 +149,30 @@ def test_library_calls_match_the_command_line(sine_csv, tmp_path):
                                         r"40 held-out steps \(50 needed\); lower the context or the horizon"):
         train(parse_csv("y\n" + "\n".join(str(i % 7) for i in range(40))), ForecastConfig(steps=1, val_windows=20),
               horizon=2, context=8, log=notes.append)
+
+
+def test_damaged_checkpoints_are_one_line(sine_csv, tmp_path, refused):
+    """A checkpoint with a tensor missing, extra, of the wrong shape or dtype, or not finite."""
+    from rnnforge import checkpoint
+    from rnnforge.cli import main
+
+    out = tmp_path / "run"
+    assert main(["forecast", "train", "--data", str(sine_csv), *TINY, "--out", str(out)]) == 0
+    tensors, meta = checkpoint.load(out / "forecaster.safetensors")
+    name = "member0.readout.delta"
+    assert name in tensors
+    damaged = {
+        "missing": ({k: v for k, v in tensors.items() if k != name}, f"tensor {name} is missing"),
+        "extra": ({**tensors, "member0.extra": torch.zeros(2)}, "tensor member0.extra is not part of a lstm forecaster"),
+        "shape": ({**tensors, name: torch.zeros(3)},
+                  f"tensor {name} is torch.float32 (3,), expected torch.float32 {tuple(tensors[name].shape)}"),
+        "dtype": ({**tensors, name: tensors[name].to(torch.int32)},
+                  f"tensor {name} is torch.int32 {tuple(tensors[name].shape)}, expected torch.float32"),
+        "nan": ({**tensors, name: torch.full_like(tensors[name], float("nan"))},
+                f"tensor {name} holds NaN or infinite values"),
+    }
+    for what, (t, message) in damaged.items():
+        path = tmp_path / f"{what}.safetensors"
+        checkpoint.save(path, t, {k: v for k, v in meta.items() if k not in ("format", "versions")})
+        line = refused(["forecast", "predict", "--checkpoint", path, "--out", tmp_path / "p"])
+        assert line.startswith(PREFIX + f"{path}: {message}"), (what, line)
