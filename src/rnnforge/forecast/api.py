@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import OptionError, UserError, check_float, check_int
+from ..errors import OptionError, check_float, check_int
 from ..runtime import resolve_device
 from ..training import Budget
 from . import backtest
