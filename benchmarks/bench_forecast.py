@@ -86,7 +86,7 @@ def selection_csv(series: str, cut: int, out: Path) -> Path:
 
     from rnnforge.forecast.series import SHIPPED
 
-    lines = resources.files("rnnforge.data").joinpath(SHIPPED[series][0]).read_text("utf-8").splitlines()
+    lines = resources.files("rnnforge.forecast.datasets").joinpath(SHIPPED[series][0]).read_text("utf-8").splitlines()
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{series}-before-test.csv"
     path.write_text("\n".join(lines[:1 + cut]) + "\n")
@@ -127,7 +127,7 @@ def bench_accuracy(series: str, *, steps: int, minutes: float, cell: str, head: 
             "--hidden", str(setup.get("hidden", 40)), "--layers", str(setup.get("layers", 2)),
             "--rollout-steps", str(setup.get("rollout_steps", 0)), "--samples", str(samples),
             "--seed", str(seed), "--baselines", baselines, "--val-windows", str(val_windows),
-            "--out", str(out / series), *extra]
+            "--out", str(out / series), "--force", *extra]
     print("rnnforge " + " ".join(argv), flush=True)
     t0 = time.perf_counter()
     rc = main(argv)

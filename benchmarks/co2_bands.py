@@ -17,9 +17,9 @@ import torch
 
 from rnnforge.forecast.series import load as load_series
 from rnnforge.forecast import baselines
-from rnnforge.forecast.evaluate import rolling_origins
+from rnnforge.forecast.backtest import rolling_origins
 from rnnforge.forecast.metrics import SampleForecast
-from rnnforge.forecast.train import load
+from rnnforge.forecast.checkpoint import load
 
 HORIZON, WINDOWS = 52, 5
 BANDS = ((0, 4), (4, 13), (13, 26), (26, 52))  # weeks ahead 1-4, 5-13, 14-26, 27-52

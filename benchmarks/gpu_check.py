@@ -185,7 +185,7 @@ except Exception as e:  # report, do not hide
 
 try:  # forecaster: teacher-forced and rollout training, then 1000 sample paths, all on the device
     from rnnforge.forecast.series import load
-    from rnnforge.forecast import train as ftrain
+    from rnnforge.forecast import trainer as ftrain
     from rnnforge.forecast.model import Forecaster, ModelConfig
 
     (co2,) = load("co2")

@@ -64,7 +64,9 @@ def flag_names(parser: argparse.ArgumentParser, func=None) -> dict[str, str]:
     for p in parsers:
         for action in p._actions:
             if action.option_strings and action.dest != "help":
-                names.setdefault(action.dest, max(action.option_strings, key=len))
+                # the long positive form: --refit, not --no-refit (a --no-x flag alone stays itself)
+                names.setdefault(action.dest, max(action.option_strings,
+                                                  key=lambda f: (not f.startswith("--no-"), len(f))))
     return names
 
 

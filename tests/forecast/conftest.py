@@ -25,3 +25,19 @@ def two_series_csv(tmp_path):
     p = tmp_path / "two.csv"
     p.write_text("\n".join(rows) + "\n")
     return p
+
+
+@pytest.fixture
+def refused(capsys):
+    """Run ``rnnforge ARGV``; assert exit code 2, one stderr line and no traceback; return that line."""
+    from rnnforge.cli import main
+
+    def run(argv):
+        capsys.readouterr()
+        code = main([str(a) for a in argv])
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and "Traceback" not in err, (code, err)
+        return lines[0]
+
+    return run

@@ -10,8 +10,9 @@ from rnnforge.cli import main
 from rnnforge.forecast.series import Series, parse_csv
 from rnnforge.errors import UserError
 from rnnforge.forecast import baselines as B
-from rnnforge.forecast import train as T
-from rnnforge.forecast.evaluate import _safe
+from rnnforge.forecast import checkpoint as C
+from rnnforge.forecast import trainer as T
+from rnnforge.forecast.backtest import _safe
 
 
 def test_train_predict_evaluate(two_series_csv, tmp_path, capsys):
@@ -97,7 +98,7 @@ def test_transform_option_end_to_end(two_series_csv, tmp_path, capsys):
             "--context", "12", "--horizon", "5"]
     assert main(["forecast", "train", "--data", str(line), *tiny, "--transform", "diff", "--out", str(out)]) == 0
     assert "transform = 'diff'" in capsys.readouterr().out
-    _, meta = T.load(out / "forecaster.safetensors")
+    _, meta = C.load(out / "forecaster.safetensors")
     assert meta["model"]["features"]["transform"] == "diff"
     assert main(["forecast", "predict", "--out", str(out), "--samples", "40"]) == 0
     with open(out / "quantiles.csv") as f:
@@ -122,7 +123,7 @@ def test_transform_option_end_to_end(two_series_csv, tmp_path, capsys):
     # line continued; its fit settings are saved, the default window being the context here
     out = tmp_path / "drift"
     assert main(["forecast", "train", "--data", str(line), *tiny, "--transform", "drift", "--out", str(out)]) == 0
-    _, meta = T.load(out / "forecaster.safetensors")
+    _, meta = C.load(out / "forecaster.safetensors")
     feats = meta["model"]["features"]
     assert (feats["transform"], feats["trend_window"], feats["trend_harmonics"], feats["level_window"]) == \
         ("drift", 12, 0, 1)
@@ -135,7 +136,7 @@ def test_transform_option_end_to_end(two_series_csv, tmp_path, capsys):
     capsys.readouterr()
     assert main(["forecast", "train", "--data", str(line), *tiny, "--transform", "detrend",
                  "--trend-window", "30", "--out", str(tmp_path / "x")]) == 2
-    assert capsys.readouterr().err.strip().endswith("--trend-window is used by --transform drift and deseason only, "
+    assert capsys.readouterr().err.strip().endswith("--trend-window is used by transform drift and deseason only, "
                                                     "not 'detrend'")
     assert main(["forecast", "train", "--data", str(line), *tiny, "--transform", "drift",
                  "--trend-window", "1", "--out", str(tmp_path / "x")]) == 2
@@ -157,7 +158,7 @@ def test_refit_replays_the_early_stopped_schedule_on_all_the_data(two_series_csv
              "--lags", "1,2", "--out", str(out)]
     assert main(["forecast", "train", *flags, "--refit"]) == 0
     assert "refitted on all the training data" in capsys.readouterr().out
-    model, meta = T.load(out / "forecaster.safetensors")
+    model, meta = C.load(out / "forecaster.safetensors")
     member = meta["training"]["members"][0]
     assert meta["training"]["refit"] and member["refit_steps"] == member["best_step"] <= 60
 
@@ -183,5 +184,5 @@ def test_refit_replays_the_early_stopped_schedule_on_all_the_data(two_series_csv
     assert runs["stopped"][0].losses == runs["full"][0].losses[:1]  # same first 20 steps
 
     assert main(["forecast", "train", *flags, "--val-windows", "0", "--refit"]) == 2
-    assert "--refit retrains for the step count early stopping chose; it needs --val-windows > 0" \
+    assert "--refit retrains for the step count early stopping chose; it needs val_windows > 0" \
         in capsys.readouterr().err

@@ -46,7 +46,7 @@ def test_window_and_step_inputs_agree_on_a_long_series():
 
 
 def test_bad_growth_spans(two_series_csv, tmp_path, capsys):
-    with pytest.raises(UserError, match="--growth spans must be positive whole numbers of steps, got"):
+    with pytest.raises(UserError, match=r"^growth spans must be positive whole numbers of steps, got \[0\]$"):
         FeatureSpec(growth=[0])
     for flag, msg in (("0", "--growth spans must be positive"), ("4,x", "--growth must be comma-separated whole")):
         code = main(["forecast", "train", "--data", str(two_series_csv), "--horizon", "4", "--context", "12",

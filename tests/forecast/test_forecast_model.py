@@ -7,8 +7,9 @@ import torch
 
 from rnnforge.forecast.series import Series
 from rnnforge.forecast import heads as H
-from rnnforge.forecast import train as T
-from rnnforge.forecast.evaluate import rolling_origins
+from rnnforge.forecast import checkpoint as C
+from rnnforge.forecast import trainer as T
+from rnnforge.forecast.backtest import rolling_origins
 from rnnforge.forecast.metrics import SampleForecast, score
 from rnnforge.forecast.model import CELLS, Forecaster, ModelConfig
 from synthetic import seasonal_ar
@@ -81,16 +82,16 @@ def test_unknown_head_and_cell():
 
     with pytest.raises(UserError, match="unknown head 'poisson'"):
         H.make_head("poisson")
-    with pytest.raises(UserError, match="unknown --cell 'tcn'"):
+    with pytest.raises(UserError, match="^cell 'tcn' is not a cell; choose one of"):
         Forecaster(ModelConfig(cell="tcn"))
 
 
 def test_checkpoint_round_trip(tmp_path):
     s = seasonal_ar(200)
     model = tiny("gru", "student-t")
-    T.save(tmp_path / "f.safetensors", model, {"data": "toy", "horizon": 4, "context": 12})
-    loaded, meta = T.load(tmp_path / "f.safetensors")
-    assert meta["model"]["cell"] == "gru" and meta["horizon"] == 4 and meta["kind"] == T.KIND
+    C.save(tmp_path / "f.safetensors", model, {"data": "toy", "horizon": 4, "context": 12})
+    loaded, meta = C.load(tmp_path / "f.safetensors")
+    assert meta["model"]["cell"] == "gru" and meta["horizon"] == 4 and meta["kind"] == C.KIND
     kw = dict(context=12, horizon=4, num_samples=20)
     np.testing.assert_array_equal(
         model.sample_paths([s], [200], generator=torch.Generator().manual_seed(0), **kw),
@@ -113,8 +114,8 @@ def test_ensemble_mixes_members_and_round_trips(tmp_path):
     g = torch.Generator().manual_seed(0)
     np.testing.assert_array_equal(paths[:, :4], a.sample_paths([s], [200], num_samples=4, generator=g, **kw))
     np.testing.assert_array_equal(paths[:, 4:], b.sample_paths([s], [200], num_samples=3, generator=g, **kw))
-    T.save(tmp_path / "e.safetensors", ens, {"horizon": 3})
-    loaded, meta = T.load(tmp_path / "e.safetensors")
+    C.save(tmp_path / "e.safetensors", ens, {"horizon": 3})
+    loaded, meta = C.load(tmp_path / "e.safetensors")
     assert isinstance(loaded, Ensemble) and meta["members"] == 2
     np.testing.assert_array_equal(
         paths, loaded.sample_paths([s], [200], num_samples=7, generator=torch.Generator().manual_seed(0), **kw))

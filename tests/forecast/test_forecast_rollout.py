@@ -10,7 +10,8 @@ import torch
 
 from rnnforge.cli import main
 from rnnforge.forecast import heads as H
-from rnnforge.forecast import train as T
+from rnnforge.forecast import checkpoint as C
+from rnnforge.forecast import trainer as T
 from rnnforge.forecast.model import CELLS, Forecaster, ModelConfig, uniforms
 
 import synthetic
@@ -149,7 +150,7 @@ def test_bad_objective_and_paths():
     s = seasonal_ar(200)
     with pytest.raises(T.UserError, match="unknown training objective 'beam'"):
         T.fit(tiny(), [s], context=24, horizon=6, steps=1, minutes=None, objective="beam", log=None)
-    with pytest.raises(T.UserError, match="--rollout-paths must be >= 2"):
+    with pytest.raises(T.UserError, match=r"^rollout_paths must be >= 2 \(the sample CRPS compares paths\), got 1$"):
         T.fit(tiny(), [s], context=24, horizon=6, steps=1, minutes=None, objective="rollout", paths=1, log=None)
 
 
@@ -160,7 +161,7 @@ def test_cli_fine_tunes_records_it_and_refuses_bad_flags(two_series_csv, tmp_pat
              "--lags", "1,2", "--out", str(out)]
     assert main(["forecast", "train", *flags, "--rollout-steps", "10", "--rollout-paths", "4"]) == 0
     assert "fine-tuned on 4 paths per window for 10 steps" in capsys.readouterr().out
-    _, meta = T.load(out / "forecaster.safetensors")
+    _, meta = C.load(out / "forecaster.safetensors")
     ro = meta["training"]["members"][0]["rollout"]
     assert ro["steps"] == 10 and 0 <= ro["best_step"] <= 10 and len(ro["val_losses"]) >= 2
     assert meta["training"]["rollout_paths"] == 4

@@ -54,7 +54,7 @@ def load_text_with_season(text, season):
 
 def test_missing_values_are_skipped_in_training_windows():
     from rnnforge.forecast.features import FeatureSpec
-    from rnnforge.forecast.train import WindowSampler
+    from rnnforge.forecast.trainer import WindowSampler
 
     (s,) = load("co2")
     ws = WindowSampler([s], context=52, horizon=13, spec=FeatureSpec(lags=[1, 104], scaler="robust"),
@@ -79,7 +79,7 @@ def test_non_numeric_value(tmp_path, capsys):
 
 def test_series_too_short(tmp_path, capsys):
     s = parse_csv("y\n" + "\n".join(str(i % 5) for i in range(30)))[0]
-    with pytest.raises(UserError, match=r"has 30 values, too short for --context 24 \+ --horizon 12 \(36 needed\)"):
+    with pytest.raises(UserError, match=r"has 30 values, too short for context 24 \+ horizon 12 \(36 needed\)"):
         check_series(s, context=24, horizon=12)
     p = tmp_path / "short.csv"
     p.write_text("y\n" + "\n".join(str(i % 5) for i in range(30)) + "\n")
@@ -111,7 +111,7 @@ def test_all_nan_windows(tmp_path, capsys):
     assert "all missing (NaN)" in capsys.readouterr().err
     # a series whose every training window is NaN cannot be trained on
     from rnnforge.forecast.features import FeatureSpec
-    from rnnforge.forecast.train import WindowSampler
+    from rnnforge.forecast.trainer import WindowSampler
 
     holes = parse_csv("y\n" + "\n".join(["1", "", "", "", "2", "", "", "", "3", "", "", ""] * 3) + "\n")[0]
     with pytest.raises(UserError, match="windows are all .*NaN"):
@@ -121,16 +121,16 @@ def test_all_nan_windows(tmp_path, capsys):
 def test_every_value_missing():
     s = parse_csv("x,y\n1,\n2,NA\n3,nan\n")[1]
     with pytest.raises(UserError, match="no observed values"):
-        check_series(s, context=1, horizon=1)
+        check_series(s, context=2, horizon=1)
 
 
 @pytest.mark.parametrize("h", [0, -3])
 def test_horizon_not_positive(h, tmp_path, capsys):
-    with pytest.raises(UserError, match=r"--horizon must be a whole number of steps > 0"):
+    with pytest.raises(UserError, match=rf"^horizon must be >= 1, got {h}$"):
         check_horizon(h)
     assert main(["forecast", "train", "--horizon", str(h), "--steps", "1", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--horizon must be" in err[0]
+    assert len(err) == 1 and err[0].endswith(f"error: --horizon must be >= 1, got {h}")
 
 
 def test_unknown_data_and_cli_errors(tmp_path, capsys):

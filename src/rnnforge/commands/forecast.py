@@ -10,6 +10,9 @@ it was trained on) and writes OUT/quantiles.csv and OUT/fan-<series>.png;
 ``evaluate`` trains on all but the last ``--windows`` windows (or loads
 ``--checkpoint``), forecasts each window and scores the model and the
 baselines on the same targets: OUT/report.md, OUT/pit-<model>.png, OUT/fan-*.png.
+This module only parses flags; the work is ``rnnforge.forecast.train | predict |
+evaluate``. ``train`` and ``evaluate`` (which trains) refuse an OUT that holds a
+forecaster unless ``--force``.
 """
 
 from __future__ import annotations
@@ -17,24 +20,39 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-CHECKPOINT = "forecaster.safetensors"
+from ..forecast.checkpoint import FILENAME as CHECKPOINT
 
 
-def _add_data_flags(p, *, from_checkpoint: bool = False) -> None:
+def _add_data_flags(p, *, from_checkpoint: bool = False, default_data: str | None = "sunspots") -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--data", default=None if from_checkpoint else "sunspots",
-                   help="shipped series (sunspots, co2) or a CSV file (header row; one series per "
-                        "column; optional date column; empty cells are missing values)"
-                        + ("; default: the checkpoint's" if from_checkpoint else ""))
+    g.add_argument("--data", default=None if from_checkpoint else default_data,
+                   help="shipped series (sunspots, co2) or a CSV file: a header row of unique names, one "
+                        "series per column, an optional timestamp column (dates, months, quarters such as "
+                        "2020-Q1, or years in a column named year); empty, NA, N/A, NaN and null cells "
+                        "are missing values, any other non-number is an error; dates absent from a regular "
+                        "daily, business-day, weekly, monthly, quarterly or annual grid are filled in as "
+                        "missing values, with a warning saying how many"
+                        + ("; default: the checkpoint's" if from_checkpoint else "")
+                        + ("; default: the checkpoint's with --checkpoint, else sunspots"
+                           if default_data is None and not from_checkpoint else ""))
+    g.add_argument("--no-header", dest="header", action="store_false",
+                   help="read a CSV without a header row, naming its columns series1..N (a file whose "
+                        "first row holds values is refused without this flag)"
+                        + ("; default: as the checkpoint's data was read" if from_checkpoint else ""))
+    g.add_argument("--delimiter", default=None,
+                   help="CSV field delimiter, one character (tab: '\\t' or tab); default: the most "
+                        "frequent of comma, semicolon and tab in the first line, else comma")
     g.add_argument("--season", type=int, default=None,
-                   help="steps per season; default: from the timestamps (monthly 12, weekly 52, "
-                        "daily 7), else none")
+                   help="steps per season; default: from the timestamps (daily 7, business-day 5, "
+                        "weekly 52, monthly 12, quarterly 4, annual 1), else none")
     g.add_argument("--horizon", type=int, default=None,
                    help="steps to forecast; default: the checkpoint's, else the season "
                         "length when it is >= 24, else 24")
     g.add_argument("--context", type=int, default=None,
-                   help="steps the model conditions on before each forecast; default: the "
+                   help="steps the model conditions on before each forecast (>= 2); default: the "
                         "checkpoint's, else max(120, 2 * horizon)")
+    if from_checkpoint:
+        p.set_defaults(header=None)
 
 
 def _add_model_flags(p) -> None:
@@ -95,12 +113,16 @@ def _add_model_flags(p) -> None:
                         "the training data, validation windows included, for the step count it chose")
 
 
-def _add_run_flags(p, *, samples: bool = True) -> None:
+def _add_run_flags(p, *, samples: bool = True, writes_checkpoint: bool = False) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--out", default="runs/forecast", help="output folder")
+    if writes_checkpoint:
+        g.add_argument("--force", action="store_true",
+                       help="replace the forecaster OUT already holds (forecasting has no resume; "
+                            "without --force such an OUT is refused)")
     if samples:
         g.add_argument("--samples", type=int, default=1000, help="sample paths per forecast")
-    g.add_argument("--seed", type=int, default=0, help="random seed")
+    g.add_argument("--seed", type=int, default=0, help="random seed (0 .. 2^64-1)")
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     g.add_argument("--threads", type=int, default=1,
                    help="CPU threads for torch (0: torch's default); small recurrent models run "
@@ -120,7 +142,7 @@ def register(sub) -> None:
     _add_model_flags(t)
     t.add_argument("--holdout-windows", type=int, default=0,
                    help="leave the last N windows of --horizon steps out of training (for evaluate)")
-    _add_run_flags(t, samples=False)
+    _add_run_flags(t, samples=False, writes_checkpoint=True)
     t.set_defaults(func=run_train)
 
     r = fsub.add_parser("predict", help="forecast past the end of each series: quantile CSV, fan chart",
@@ -134,8 +156,8 @@ def register(sub) -> None:
                         formatter_class=fmt)
     e.add_argument("--checkpoint", default=None,
                    help="evaluate this checkpoint (trained with --holdout-windows >= --windows); "
-                        "default: train one first with the flags below")
-    _add_data_flags(e)
+                        "default: train one first with the flags below, written to OUT/" + CHECKPOINT)
+    _add_data_flags(e, default_data=None)
     _add_model_flags(e)
     e.add_argument("--windows", type=int, default=5, help="evaluation windows at the end of each series")
     e.add_argument("--gluonts-epochs", type=int, default=0,
@@ -143,7 +165,7 @@ def register(sub) -> None:
     e.add_argument("--baselines", default="seasonal-naive,ets,arima",
                    help="comma-separated baselines (seasonal-naive, ets, arima, gluonts-deepar) or "
                         "'none'; ets/arima need statsmodels, gluonts-deepar needs gluonts[torch]")
-    _add_run_flags(e)
+    _add_run_flags(e, writes_checkpoint=True)
     e.set_defaults(func=run_evaluate)
     p.set_defaults(func=lambda args: _no_action(p))
 
@@ -154,236 +176,106 @@ def _no_action(p) -> int:
 
 
 # -- helpers ------------------------------------------------------------------------------
-def _setup(args):
-    import torch
-
-    from ..runtime import resolve_device
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    return str(resolve_device(args.device))
-
-
-def _series(data: str, season):
-    from ..forecast.series import load
-
-    return load(data, season=season)
-
-
-def _defaults(series, horizon, context):
-    from ..forecast.series import check_horizon
-
-    if horizon is None:
-        m = max(s.season for s in series)
-        horizon = m if m >= 24 else 24
-    check_horizon(horizon)
-    if context is None:
-        context = max(120, 2 * horizon)
-    return horizon, context
-
-
-def _lags(text: str, season: int) -> list[int]:
-    from ..forecast.features import default_lags
-
-    if text == "auto":
-        return default_lags(season)
-    return _whole_numbers(text, "--lags", "'auto' or ")
-
-
-def _whole_numbers(text: str, flag: str, also: str = "") -> list[int]:
-    from ..errors import UserError
+def _whole_numbers(text: str, dest: str, also: str = "") -> list[int]:
+    from ..errors import OptionError
 
     try:
         return sorted({int(x) for x in text.split(",") if x.strip()})
     except ValueError:
-        raise UserError(f"{flag} must be {also}comma-separated whole numbers, got {text!r}") from None
+        raise OptionError(dest, f"must be {also}comma-separated whole numbers, got {text!r}") from None
 
 
-def _transform_features(args, season: int, context: int) -> dict:
-    """The FeatureSpec fields of --transform; for drift and deseason also their fit: --trend-window
-    steps, up to 3 seasonal pairs as the ARIMA baseline has, the level of the last quarter season."""
+def _config(args):
+    """The ForecastConfig of the model and training flags."""
+    from ..forecast import ForecastConfig
+
+    lags = "auto" if args.lags == "auto" else _whole_numbers(args.lags, "lags", "'auto' or ")
+    return ForecastConfig(cell=args.cell, head=args.head, hidden=args.hidden, layers=args.layers,
+                          dropout=args.dropout, scaler=args.scaler, transform=args.transform,
+                          trend_window=args.trend_window, lags=lags, growth=_whole_numbers(args.growth, "growth"),
+                          steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
+                          ensemble=args.ensemble, val_windows=args.val_windows, rollout_steps=args.rollout_steps,
+                          rollout_paths=args.rollout_paths, rollout_lr=args.rollout_lr, refit=args.refit,
+                          seed=args.seed).validate()
+
+
+def _data_options(args) -> dict:
+    from ..forecast.series import check_delimiter
+
+    return dict(season=args.season, header=args.header, delimiter=check_delimiter(args.delimiter),
+                horizon=args.horizon, context=args.context, device=args.device)
+
+
+def _check_out(out: str, *, writes_checkpoint: bool, force: bool = False) -> Path:
+    """OUT as a folder that can be written; one that holds a forecaster is refused without
+    --force when the run writes one. Nothing is created here: a run refused later leaves no
+    folder behind."""
+    import os
+
     from ..errors import UserError
-    from ..forecast.features import LONG_FIT
 
-    if args.trend_window is not None and args.transform not in LONG_FIT:
-        raise UserError(f"--trend-window is used by --transform drift and deseason only, "
-                        f"not {args.transform!r}")
-    if args.transform not in LONG_FIT:
-        return dict(transform=args.transform)
-    window = max(10 * season, context) if args.trend_window is None else args.trend_window
-    if window < 2:
-        raise UserError(f"--trend-window must be >= 2 steps, got {window}")
-    return dict(transform=args.transform, trend_window=window,
-                trend_harmonics=min(3, season // 2) if season > 1 else 0,
-                level_window=max(1, season // 4))
+    out_path = Path(out)
+    if out_path.exists() and not out_path.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder")
+    probe = out_path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"--out {out}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: cannot create or write files in {probe} (permission denied)")
+    ckpt = out_path / CHECKPOINT
+    if writes_checkpoint and ckpt.exists():
+        if not force:
+            raise UserError(f"{out} holds a forecaster ({CHECKPOINT}); forecasting has no --resume: "
+                            f"use --force to replace it, or another --out")
+        print(f"--force: replacing the forecaster {ckpt} (and the files of its last predict/evaluate "
+              f"are overwritten as they are written)")
+    return out_path
 
 
-def _train(args, series, horizon, context, holdout_windows, device):
-    """Build and fit a model (or an ensemble) on all but the last ``holdout_windows * horizon`` values."""
-    import torch
+def _start(command: str, args) -> None:
+    from ..cli import print_config
+    from ..runtime import set_threads
 
-    from ..forecast.series import check_series
-    from ..errors import UserError
-    from ..forecast.model import Ensemble, Forecaster, ModelConfig
-    from ..forecast.train import check_objective, fit
-
-    if holdout_windows < 0:
-        raise UserError(f"--holdout-windows must be >= 0, got {holdout_windows}")
-    if args.hidden < 1 or args.layers < 1:
-        raise UserError("--hidden and --layers must be >= 1")
-    if not 0 <= args.dropout < 1:
-        raise UserError(f"--dropout must be in [0, 1), got {args.dropout}")
-    if args.ensemble < 1:
-        raise UserError(f"--ensemble must be >= 1, got {args.ensemble}")
-    if args.val_windows < 0:
-        raise UserError(f"--val-windows must be >= 0, got {args.val_windows}")
-    if args.rollout_steps < 0:
-        raise UserError(f"--rollout-steps must be >= 0, got {args.rollout_steps}")
-    if args.rollout_steps:
-        check_objective("rollout", args.rollout_paths)
-    if args.rollout_steps and not args.rollout_lr > 0:
-        raise UserError(f"--rollout-lr must be > 0, got {args.rollout_lr}")
-    if args.refit and not args.val_windows:
-        raise UserError("--refit retrains for the step count early stopping chose; it needs --val-windows > 0")
-    hold = holdout_windows * horizon
-    for s in series:
-        check_series(s, context=context, horizon=horizon, extra=hold + args.val_windows * horizon)
-    train_part = [s.head(len(s) - hold) for s in series]
-    season = max(s.season for s in series)
-    cfg = ModelConfig(cell=args.cell, hidden=args.hidden, layers=args.layers, dropout=args.dropout,
-                      head=args.head, features=dict(lags=_lags(args.lags, season),
-                                                    growth=_whole_numbers(args.growth, "--growth"),
-                                                    harmonics=2 if season > 1 else 0, scaler=args.scaler,
-                                                    **_transform_features(args, season, context)))
-    members, results = [], []
-    for k in range(args.ensemble):
-        if args.ensemble > 1:
-            print(f"ensemble member {k + 1}/{args.ensemble} (seed {args.seed + k})")
-        torch.manual_seed(args.seed + k)
-        model = Forecaster(cfg).to(device)
-        res = fit(model, train_part, context=context, horizon=horizon, steps=args.steps or None,
-                  minutes=(args.minutes / args.ensemble) if args.minutes else None,
-                  batch_size=args.batch_size, lr=args.lr, seed=args.seed + k, device=device,
-                  val_windows=args.val_windows)
-        print(f"trained {res.steps} steps in {res.seconds:.1f}s; final loss {res.losses[-1]:.4f}"
-              + (f"; kept step {res.best_step} (validation loss {min(res.val_losses):.4f})"
-                 if res.val_losses else ""))
-        if args.refit:
-            # the same schedule (res.steps long), stopped where validation stopped it, on data
-            # that now reaches up to the evaluation cut
-            torch.manual_seed(args.seed + k)
-            model = Forecaster(cfg).to(device)
-            again = fit(model, train_part, context=context, horizon=horizon, steps=res.steps, minutes=None,
-                        batch_size=args.batch_size, lr=args.lr, seed=args.seed + k, device=device,
-                        val_windows=0, stop_after=res.best_step, log=None)
-            print(f"refitted on all the training data: {again.steps} steps in {again.seconds:.1f}s")
-            res.refit_steps = again.steps
-        if args.rollout_steps:
-            tuned = fit(model, train_part, context=context, horizon=horizon, steps=args.rollout_steps, minutes=None,
-                        batch_size=args.batch_size, lr=args.rollout_lr, seed=args.seed + k, device=device,
-                        val_windows=args.val_windows, objective="rollout", paths=args.rollout_paths)
-            print(f"fine-tuned on {args.rollout_paths} paths per window for {tuned.steps} steps in "
-                  f"{tuned.seconds:.1f}s" + (f"; kept step {tuned.best_step} (validation CRPS "
-                                             f"{min(tuned.val_losses):.4f})" if tuned.val_losses else ""))
-            res.rollout = {"steps": tuned.steps, "seconds": tuned.seconds, "losses": tuned.losses,
-                           "val_losses": tuned.val_losses, "best_step": tuned.best_step}
-        members.append(model)
-        results.append(res)
-    model = members[0] if len(members) == 1 else Ensemble(members)
-    meta = {"data": args.data, "season": args.season, "horizon": horizon, "context": context,
-            "holdout_steps": hold, "train_end": {s.name: len(t) for s, t in zip(series, train_part)},
-            "training": {"members": [{"steps": r.steps, "seconds": r.seconds, "losses": r.losses,
-                                      "val_losses": r.val_losses, "best_step": r.best_step,
-                                      "refit_steps": r.refit_steps, "rollout": r.rollout}
-                                     for r in results],
-                         "val_windows": args.val_windows, "refit": args.refit, "seed": args.seed, "lr": args.lr,
-                         "batch_size": args.batch_size, "rollout_paths": args.rollout_paths,
-                         "rollout_lr": args.rollout_lr}}
-    return model, meta
+    print_config(command, args)
+    set_threads(args.threads)
 
 
 # -- actions ---------------------------------------------------------------------------------
 def run_train(args) -> int:
-    from ..cli import print_config
-    from ..forecast.train import save
+    from ..forecast import save_checkpoint, train
 
-    print_config("forecast train", args)
-    device = _setup(args)
-    series = _series(args.data, args.season)
-    horizon, context = _defaults(series, args.horizon, args.context)
-    model, meta = _train(args, series, horizon, context, args.holdout_windows, device)
-    path = Path(args.out) / CHECKPOINT
-    save(path, model, meta)
+    _start("forecast train", args)
+    config = _config(args)
+    out = _check_out(args.out, writes_checkpoint=True, force=args.force)
+    model, meta = train(args.data, config, holdout_windows=args.holdout_windows, **_data_options(args))
+    path = out / CHECKPOINT
+    save_checkpoint(path, model, meta)
     print(f"checkpoint: {path}")
     return 0
 
 
-def _load(args, device):
-    from ..forecast.train import load
-
-    path = Path(args.checkpoint) if args.checkpoint else Path(args.out) / CHECKPOINT
-    return load(path, device=device)
-
-
 def run_predict(args) -> int:
-    from ..cli import print_config
-    from ..forecast.series import check_series
-    from ..forecast.evaluate import predict
+    from ..forecast import predict
 
-    print_config("forecast predict", args)
-    device = _setup(args)
-    model, meta = _load(args, device)
-    series = _series(args.data or meta["data"], args.season if args.season is not None else meta["season"])
-    horizon = args.horizon if args.horizon is not None else meta["horizon"]
-    horizon, context = _defaults(series, horizon, args.context or meta["context"])
-    for s in series:
-        check_series(s, context=context, horizon=1)
-    predict(model, series, context=context, horizon=horizon, samples=args.samples, seed=args.seed,
-            out=Path(args.out), device=device)
-    print(f"wrote {Path(args.out) / 'quantiles.csv'} and fan charts")
+    _start("forecast predict", args)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else Path(args.out) / CHECKPOINT
+    _check_out(args.out, writes_checkpoint=False)
+    predict(checkpoint, data=args.data, out=args.out, samples=args.samples, seed=args.seed,
+            **_data_options(args))
     return 0
 
 
 def run_evaluate(args) -> int:
-    from ..cli import print_config
-    from ..errors import UserError
-    from ..forecast.baselines import resolve
-    from ..forecast.evaluate import evaluate
-    from ..forecast.train import save
+    from ..forecast import evaluate
 
-    print_config("forecast evaluate", args)
-    device = _setup(args)
+    _start("forecast evaluate", args)
     names = [] if args.baselines.strip() in ("", "none") else [b.strip() for b in args.baselines.split(",")]
-    epochs = args.gluonts_epochs or (max(1, args.steps // 50) if args.steps else 30)
-    baselines = resolve(names, gluonts_kwargs={"epochs": epochs,
-                                               "samples": args.samples, "seed": args.seed})
-    if args.windows < 1:
-        raise UserError(f"--windows must be >= 1, got {args.windows}")
-    if args.checkpoint:
-        model, meta = _load(args, device)
-        series = _series(args.data or meta["data"], args.season if args.season is not None else meta["season"])
-        horizon = args.horizon if args.horizon is not None else meta["horizon"]
-        horizon, context = _defaults(series, horizon, args.context or meta["context"])
-        for s in series:
-            end = meta.get("train_end", {}).get(s.name, len(s))
-            first = len(s) - args.windows * horizon
-            if end > first:
-                raise UserError(f"{args.checkpoint} was trained on series {s.name!r} up to step {end}, "
-                                f"but the evaluation windows start at step {first}: the scores would be "
-                                f"in-sample; train with --holdout-windows {args.windows} (or more)")
-    else:
-        series = _series(args.data, args.season)
-        horizon, context = _defaults(series, args.horizon, args.context)
-        model, meta = _train(args, series, horizon, context, args.windows, device)
-        save(Path(args.out) / CHECKPOINT, model, meta)
-    k = len(model.members) if hasattr(model, "members") else 1
-    tr = model.spec.transform
-    name = f"{model.config.cell}/{model.config.head}" + (f"/{tr}" if tr != "none" else "") + (f" x{k}" if k > 1 else "")
-    scores = evaluate(model, series, context=context, horizon=horizon, windows=args.windows,
-                      samples=args.samples, seed=args.seed, baselines=baselines, out=Path(args.out),
-                      device=device, model_name=name)
-    for k, sc in scores.items():
-        print(f"{k:>20}: CRPS {sc.crps:.4g}  wQL {sc.wql:.4g}  cov80 {sc.coverage[0.8]:.3f}  "
-              f"PIT KS p {sc.pit_ks_p:.3g}")
-    print(f"report: {Path(args.out) / 'report.md'}")
+    config = None if args.checkpoint else _config(args)
+    # without --checkpoint, evaluate trains and writes OUT/forecaster.safetensors
+    out = _check_out(args.out, writes_checkpoint=not args.checkpoint, force=args.force)
+    evaluate(args.data, config, out=out, checkpoint=args.checkpoint, windows=args.windows, baselines=names,
+             gluonts_epochs=args.gluonts_epochs, samples=args.samples, seed=args.seed,
+             save_to=None if args.checkpoint else out / CHECKPOINT, **_data_options(args))
     return 0

@@ -120,8 +120,9 @@ class GluonTSDeepAR:
 
     @staticmethod
     def _freq(s: Series) -> str:
-        return {"M": "M", "D": "D"}.get(s.freq, "D") if s.freq != "W" else \
-            "W-" + str(s.timestamps[0].astype("datetime64[D]").item().strftime("%a")).upper()
+        if s.freq == "W":  # pandas' weekly periods are anchored on a weekday
+            return "W-" + str(s.timestamps[0].astype("datetime64[D]").item().strftime("%a")).upper()
+        return {"M": "M", "D": "D", "B": "B", "Q": "Q", "Y": "Y"}.get(s.freq, "D")
 
     def _entry(self, s: Series, stop: int) -> dict:
         import pandas as pd

@@ -18,11 +18,11 @@ so everything the model needs at a future step comes from values already
 generated, and the same code builds teacher-forced training inputs and the
 inputs of ancestral sampling.
 
-The growth inputs (``--growth``, none by default) hand the model a smoothed
+The growth inputs (``growth``, none by default) hand the model a smoothed
 trend: over a whole season the seasonal swing cancels, and the mean of m weekly
 values is far less noisy than the difference of two lags.
 
-Before scaling, an optional *transform* (``--transform``) turns the levels
+Before scaling, an optional *transform* (``transform``) turns the levels
 ``y`` of a window into the values the model learns, using the window's
 context only, and :func:`untransform` maps forecasts back to levels:
 
@@ -58,10 +58,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from ..errors import UserError
+from ..errors import OptionError, UserError
 
 SCALERS = ("mean", "robust")
-#: --transform values: model the levels, their first differences, the residuals from the
+#: the transforms: model the levels, their first differences, the residuals from the
 #: context's linear trend, or the residuals from a long-run drift and season anchored at the
 #: recent level
 TRANSFORMS = ("none", "diff", "detrend", "drift", "deseason")
@@ -95,19 +95,19 @@ class FeatureSpec:
 
     def __post_init__(self):
         if self.scaler not in SCALERS:
-            raise UserError(f"unknown --scaler {self.scaler!r}; choose one of {', '.join(SCALERS)}")
+            raise OptionError("scaler", f"{self.scaler!r} is not a scaler; choose one of {', '.join(SCALERS)}")
         check_transform(self.transform)
         if self.transform in LONG_FIT and self.trend_window < 2:
-            raise UserError(f"--transform {self.transform} needs a --trend-window of at least 2 steps, "
-                            f"got {self.trend_window}")
+            raise OptionError("trend_window", f"must be >= 2 steps for transform {self.transform}, "
+                                              f"got {self.trend_window}")
         if self.level_window < 1 or self.trend_harmonics < 0:
             raise UserError(f"level_window must be >= 1 and trend_harmonics >= 0, "
                             f"got {self.level_window} and {self.trend_harmonics}")
         if not self.lags or min(self.lags) < 1 or 1 not in self.lags:
-            raise UserError(f"lags must be positive and include 1, got {self.lags}")
+            raise OptionError("lags", f"must be positive and include 1, got {self.lags}")
         self.lags = sorted(set(int(l) for l in self.lags))
         if any(int(m) < 1 for m in self.growth):
-            raise UserError(f"--growth spans must be positive whole numbers of steps, got {self.growth}")
+            raise OptionError("growth", f"spans must be positive whole numbers of steps, got {self.growth}")
         self.growth = sorted(set(int(m) for m in self.growth))
 
     @property
@@ -240,7 +240,7 @@ def growth_inputs(at, spec: FeatureSpec) -> torch.Tensor:
 # -- transforms (levels <-> what the model learns) ------------------------------------------------
 def check_transform(name: str) -> str:
     if name not in TRANSFORMS:
-        raise UserError(f"unknown --transform {name!r}; choose one of {', '.join(TRANSFORMS)}")
+        raise OptionError("transform", f"{name!r} is not a transform; choose one of {', '.join(TRANSFORMS)}")
     return name
 
 

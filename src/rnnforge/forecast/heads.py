@@ -36,7 +36,7 @@ MIN_SCALE = 1e-3
 
 
 def register_head(name: str) -> Callable[[type["Head"]], type["Head"]]:
-    """Class decorator: make a head available as ``--head name``."""
+    """Class decorator: make a head available by name (``ModelConfig.head``)."""
     def deco(cls):
         cls.name = name
         HEADS[name] = cls

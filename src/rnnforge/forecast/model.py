@@ -21,13 +21,13 @@ import torch
 from torch import nn
 
 from .series import Series, check_context_window
-from ..errors import UserError
+from ..errors import OptionError, UserError
 from ..layers import CELL_NAMES, make_layer
 from ..readout import Readout
 from . import heads as heads_mod
 from .features import FeatureSpec, scale_stats, step_inputs, transform, transform_floor, untransform, window_inputs
 
-#: --cell values: the notes' sigmoid RNN, the tanh RNN, the GRU and the LSTM
+#: the cells: the notes' sigmoid RNN, the tanh RNN, the GRU and the LSTM
 CELLS = CELL_NAMES
 
 
@@ -49,7 +49,7 @@ class Forecaster(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         if config.cell not in CELLS:
-            raise UserError(f"unknown --cell {config.cell!r}; choose one of {', '.join(CELLS)}")
+            raise OptionError("cell", f"{config.cell!r} is not a cell; choose one of {', '.join(CELLS)}")
         self.config = config
         self.spec = FeatureSpec(**config.features)
         self.head = heads_mod.make_head(config.head, **config.head_kwargs)
@@ -75,7 +75,7 @@ class Forecaster(nn.Module):
         origin are never read.
         """
         if num_samples < 1:
-            raise UserError(f"--samples must be >= 1, got {num_samples}")
+            raise OptionError("samples", f"must be >= 1, got {num_samples}")
         self.eval()
         spec, K, C, H, N = self.spec, self.spec.max_lag, context, horizon, num_samples
         for s, o in zip(series, origins):
@@ -88,7 +88,7 @@ class Forecaster(nn.Module):
         for s, o, row in zip(series, origins, hist):
             if not np.isfinite(row[K:]).any():
                 raise UserError(f"series {s.name!r}: no two consecutive values of the {C} before step {o} "
-                                f"are observed, so --transform {spec.transform} has nothing to condition on")
+                                f"are observed, so transform {spec.transform} has nothing to condition on")
         loc, scale = scale_stats(hist[:, K:], spec.scaler, floor=_floor(series, origins, spec.transform))
         dtype = self.readout.delta.dtype
         to = dict(dtype=dtype, device=device)
@@ -171,8 +171,8 @@ class Ensemble(nn.Module):
         """(S, N, H) paths: member k draws N/K of them (the first N mod K members one more)."""
         K = len(self.members)
         if num_samples < K:
-            raise UserError(f"--samples {num_samples} is fewer than the {K} ensemble members; "
-                            f"draw at least one path per member")
+            raise OptionError("samples", f"{num_samples} is fewer than the {K} ensemble members; "
+                                         f"draw at least one path per member")
         sizes = [num_samples // K + (1 if k < num_samples % K else 0) for k in range(K)]
         return np.concatenate([m.sample_paths(series, origins, context=context, horizon=horizon,
                                               num_samples=n, generator=generator, device=device)

@@ -1,23 +1,35 @@
 """Time series for forecasting: the shipped public-domain series and CSV files.
 
 Two series ship inside the package as small CSV files (source and licence in
-``SERIES.md`` beside this file), so ``rnnforge forecast`` runs offline:
+``datasets/README.md``), so ``rnnforge forecast`` runs offline:
 
     sunspots   monthly mean sunspot numbers, 1749-01 .. 2009-06 (3126 values)
     co2        weekly Mauna Loa CO2 (ppm), 1958-03-29 .. 2001-12-29 (2284 values,
                59 missing)
 
-A user CSV holds one series per column, with a header row. A column named
-``date``, ``time``, ``timestamp``, ``ds``, ``datetime``, ``month``, ``week`` or
-``period`` (or the first column, when every cell of it parses as an ISO date)
-is the timestamp column; every other column is a series. Empty cells and
-``NA``/``NaN``/``null``/``?`` are missing values; any other non-numeric cell is
-an error that names the file, line and column.
+A user CSV holds one series per column. It has a header row of unique column
+names; a file without one is refused unless it is read with ``header=False``,
+which names the columns ``series1 .. seriesN``. The delimiter is sniffed from
+the first line (comma, semicolon or tab, comma when none appears) unless given.
+A column named ``date``, ``time``, ``timestamp``, ``ds``, ``datetime``,
+``month``, ``week``, ``quarter``, ``year`` or ``period`` (or the first column,
+when every cell of it is a date) holds the timestamps: ISO dates (``YYYY-MM-DD``,
+``YYYY-MM``), quarters (``YYYY-Qn``, ``YYYYQn``) or, in a column so named,
+years (``YYYY``). Every other column is a series. Empty cells and ``NA``,
+``N/A``, ``NaN``, ``null`` (any case) are missing values; anything else that is
+not a finite number, or whose size is beyond float32 (the model computes in it),
+is an error naming the line and column.
+
+Timestamps give the frequency (``Series.freq``): daily ``D``, business-day ``B``
+(weekdays only), weekly ``W``, monthly ``M``, quarterly ``Q``, annual ``Y``, or
+any other fixed number of days (``None``: no calendar season). Dates absent
+from that grid (a month without a row) are filled in as missing values, with a
+warning line saying how many; timestamps on no regular grid are refused.
 
 Each series carries a seasonal phase in [0, 1) per step (``phase0`` plus
-``phase_step`` per step): from the calendar when timestamps are regular monthly,
-weekly or daily, else from ``--season``. The season length in steps is
-``round(1 / phase_step)`` (1: no season).
+``phase_step`` per step): from the calendar for D (the weekday), B, W (the day
+of the year), M (the month) and Q (the quarter), else from ``season``. The
+season length in steps is ``round(1 / phase_step)`` (1: no season).
 """
 
 from __future__ import annotations
@@ -25,21 +37,32 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import OptionError, UserError, check_int
 
 #: shipped series: name -> (file, human description)
 SHIPPED = {
     "sunspots": ("sunspots.csv", "monthly mean sunspot numbers 1749-2009 (SIDC/NOAA, public domain)"),
     "co2": ("co2.csv", "weekly Mauna Loa CO2 in ppm 1958-2001 (Scripps/CDIAC, public domain)"),
 }
-MISSING = {"", "na", "nan", "n/a", "null", "none", "?", "-"}
-TIME_COLUMNS = {"date", "time", "timestamp", "ds", "datetime", "month", "week", "period"}
+MISSING = {"", "na", "n/a", "nan", "null"}
+TIME_COLUMNS = {"date", "time", "timestamp", "ds", "datetime", "month", "week", "quarter", "year", "period"}
+DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab"}
+#: the largest magnitude a value may have: float32's, in which the model computes
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: frequency -> (season in steps, words for messages)
+FREQS = {"D": (7, "daily"), "B": (5, "business-day"), "W": (52, "weekly"), "M": (12, "monthly"),
+         "Q": (4, "quarterly"), "Y": (1, "annual")}
+#: months per step of the month-based frequencies
+MONTHS = {"M": 1, "Q": 3, "Y": 12}
+_QUARTER = re.compile(r"^(\d{4})-?Q([1-4])$", re.IGNORECASE)
+_YEAR = re.compile(r"^\d{4}$")
 
 
 @dataclass
@@ -49,9 +72,10 @@ class Series:
     name: str
     values: np.ndarray
     timestamps: np.ndarray | None = None  # datetime64[D] (T,) or None
-    freq: str | None = None  # 'M', 'W', 'D' or None
+    freq: str | None = None  # a key of FREQS, or None (no calendar frequency)
     phase0: float = 0.0  # seasonal phase of values[0], in [0, 1)
     phase_step: float = 1.0  # phase advance per step; 1.0 means no season
+    step_days: int | None = None  # the step of a day-based grid without a calendar frequency
 
     def __len__(self) -> int:
         return len(self.values)
@@ -67,45 +91,59 @@ class Series:
         return np.mod(self.phase0 + t * self.phase_step, 1.0)
 
     def future_timestamps(self, n: int) -> np.ndarray | None:
-        """Timestamps of the ``n`` steps after the last value, when the frequency is known."""
-        if self.timestamps is None or self.freq is None:
+        """Timestamps of the ``n`` steps after the last value, when the grid is known."""
+        if self.timestamps is None or (self.freq is None and self.step_days is None):
             return None
-        last = self.timestamps[-1]
-        if self.freq == "M":
-            months = last.astype("datetime64[M]") + np.arange(1, n + 1)
-            return months.astype("datetime64[D]")
-        days = {"W": 7, "D": 1}[self.freq]
-        return last + np.arange(1, n + 1) * np.timedelta64(days, "D")
+        return _grid_after(self.timestamps[-1], self.freq, self.step_days, n)
 
     def head(self, stop: int) -> "Series":
         """The first ``stop`` steps (the training part before an evaluation cut)."""
         ts = None if self.timestamps is None else self.timestamps[:stop]
-        return Series(self.name, self.values[:stop].copy(), ts, self.freq, self.phase0, self.phase_step)
+        return Series(self.name, self.values[:stop].copy(), ts, self.freq, self.phase0, self.phase_step,
+                      self.step_days)
+
+
+def _grid_after(last: np.datetime64, freq: str | None, step_days: int | None, n: int) -> np.ndarray:
+    k = np.arange(1, n + 1)
+    if freq in MONTHS:  # on the same day of the month as ``last``, or on month ends
+        m0 = last.astype("datetime64[M]")
+        months = m0 + k * MONTHS[freq]
+        day = np.timedelta64(1, "D")
+        if last == (m0 + 1).astype("datetime64[D]") - day:
+            return (months + 1).astype("datetime64[D]") - day
+        return months.astype("datetime64[D]") + (last - m0.astype("datetime64[D]"))
+    if freq == "B":
+        return np.busday_offset(last, k, roll="forward")
+    days = {"D": 1, "W": 7}.get(freq, step_days)
+    return last + k * np.timedelta64(days, "D")
 
 
 # -- loading ----------------------------------------------------------------------
-def load(spec: str, *, season: int | None = None) -> list[Series]:
+def load(spec: str, *, season: int | None = None, header: bool = True, delimiter: str | None = None,
+         log=print) -> list[Series]:
     """A shipped series by name (``sunspots``, ``co2``) or the series of a CSV file.
 
-    ``season`` (steps per season) overrides the season inferred from timestamps.
+    ``season`` (steps per season) overrides the season inferred from timestamps;
+    ``header=False`` reads a file without a header row; ``delimiter`` (one
+    character) overrides the sniffed one; ``log`` receives warnings (filled gaps).
     """
-    if season is not None and (not isinstance(season, int) or season < 1):
-        raise UserError(f"--season must be a whole number of steps >= 1, got {season!r}")
+    if season is not None:
+        check_int("season", season, low=1)
     if spec in SHIPPED:
         text = resources.files(__package__ + ".datasets").joinpath(SHIPPED[spec][0]).read_text("utf-8")
-        series = parse_csv(text, source=spec)
+        series = parse_csv(text, source=spec, log=log)
     else:
         path = Path(spec)
         if not path.exists():
-            raise UserError(f"--data {spec!r} is neither a shipped series ({', '.join(SHIPPED)}) "
-                            f"nor an existing CSV file")
+            raise OptionError("data", f"{spec!r} is neither a shipped series ({', '.join(SHIPPED)}) "
+                                      f"nor an existing CSV file")
         if path.is_dir():
-            raise UserError(f"--data {spec} is a folder; pass a CSV file")
+            raise OptionError("data", f"{spec} is a folder; pass a CSV file")
         try:
             text = path.read_text("utf-8-sig")
         except UnicodeDecodeError as e:
             raise UserError(f"{path} is not UTF-8 text (byte offset {e.start}); save the CSV as UTF-8") from None
-        series = parse_csv(text, source=str(path))
+        series = parse_csv(text, source=str(path), header=header, delimiter=delimiter, log=log)
     if season is not None:
         for s in series:
             s.phase_step = 1.0 / season
@@ -113,98 +151,258 @@ def load(spec: str, *, season: int | None = None) -> list[Series]:
     return series
 
 
-def parse_csv(text: str, *, source: str = "<csv>") -> list[Series]:
-    """Parse CSV text (header row; optional timestamp column) into series."""
-    rows = list(csv.reader(io.StringIO(text)))
+def check_delimiter(delimiter: str | None) -> str | None:
+    """One character (``\\t`` and ``tab`` mean a tab), or None to sniff it."""
+    if delimiter is None:
+        return None
+    d = {"\\t": "\t", "tab": "\t"}.get(delimiter, delimiter)
+    if len(d) != 1 or d in "\"\r\n" or d.isalnum() or d in ".-+":
+        raise OptionError("delimiter", f"must be one character that cannot be part of a number or a "
+                                       f"quoted cell (, ; tab |), got {delimiter!r}")
+    return d
+
+
+def _sniff(first_line: str) -> str:
+    """The most frequent of comma, semicolon and tab in the header line; comma when none appears."""
+    counts = {d: first_line.count(d) for d in (",", ";", "\t")}
+    best = max(counts, key=counts.get)
+    return best if counts[best] else ","
+
+
+def parse_csv(text: str, *, source: str = "<csv>", header: bool = True, delimiter: str | None = None,
+              log=None) -> list[Series]:
+    """Parse CSV text (header row unless ``header=False``; optional timestamp column) into series."""
+    delimiter = check_delimiter(delimiter)
+    if not text.strip():
+        raise UserError(f"{source} is empty; a CSV needs a header row and rows of values")
+    lines = text.splitlines()
+    delimiter = delimiter or _sniff(lines[0])
+    rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
     while rows and not any(c.strip() for c in rows[-1]):
         rows.pop()  # trailing blank lines
-    if len(rows) < 2:
-        raise UserError(f"{source}: a CSV needs a header row and at least one row of values")
-    header = [h.strip() for h in rows[0]]
-    width = len(header)
+    first = [c.strip() for c in rows[0]]
+    if header:
+        if all(_looks_like_value(c) for c in first) and any(first):
+            shown = delimiter.join(first)
+            raise OptionError("header", f"reads such a file: the first row of {source} ({shown[:60]!r}) holds "
+                                        f"values, not column names (or add a header row)")
+        names, body, line0 = first, rows[1:], 2
+        if not body:
+            raise UserError(f"{source} has a header row but no rows of values")
+    else:
+        names, body, line0 = [f"series{j + 1}" for j in range(len(first))], rows, 1
+    width = len(names)
+    seen: dict[str, int] = {}
+    for j, h in enumerate(names):
+        if h and h in seen:
+            raise UserError(f"{source}: column name {h!r} appears twice in the header (columns "
+                            f"{seen[h] + 1} and {j + 1}); give each column its own name")
+        seen[h] = j
     # an empty line inside the file is a row of missing values (a one-column file writes them so)
-    body = [r if r else [""] * width for r in rows[1:]]
-    for i, r in enumerate(body, start=2):
+    body = [r if r else [""] * width for r in body]
+    for i, r in enumerate(body, start=line0):
         if len(r) != width:
-            raise UserError(f"{source}: line {i} has {len(r)} fields but the header has {width}")
+            raise UserError(f"{source}: line {i} has {len(r)} fields but the {'header' if header else 'first line'} "
+                            f"has {width} (delimiter {DELIMITERS.get(delimiter, repr(delimiter))})")
     columns = [[r[j].strip() for r in body] for j in range(width)]
 
     time_col = None
-    for j, h in enumerate(header):
+    for j, h in enumerate(names):
         if h.lower() in TIME_COLUMNS:
             time_col = j
             break
-    if time_col is None and width > 1 and _all_dates(columns[0]):
+    if time_col is None and _all_dates(columns[0]):
         time_col = 0
-    timestamps = None
-    if time_col is not None:
-        timestamps = _parse_dates(columns[time_col], source, header[time_col])
+    if time_col is not None and width == 1:
+        raise UserError(f"{source}: no value columns (only a timestamp column {names[0]!r})")
 
+    values = []
+    for j, h in enumerate(names):
+        if j != time_col:
+            values.append((h or f"series{j + 1}", _parse_values(columns[j], source, h or f"series{j + 1}", line0)))
+    grid = None
+    if time_col is not None:
+        stamps = _parse_dates(columns[time_col], source, names[time_col], line0,
+                              years=names[time_col].lower() in ("year", "period"))
+        grid = _regular_grid(stamps, source, names[time_col], line0)
+        if grid is not None and grid.filled:
+            what = FREQS[grid.freq][1] if grid.freq else f"{grid.step_days}-day"
+            log and log(f"warning: {source}: {grid.filled} {what} step{'s' if grid.filled > 1 else ''} "
+                        f"between the first and last timestamp {'have' if grid.filled > 1 else 'has'} no row "
+                        f"(the first: {grid.first_gap}); read as missing values")
     series = []
-    for j, h in enumerate(header):
-        if j == time_col:
+    for name, v in values:
+        if grid is None:
+            series.append(Series(name, v))
             continue
-        name = h or f"series{j}"
-        values = np.empty(len(body), dtype=np.float64)
-        for i, cell in enumerate(columns[j]):
-            if cell.lower() in MISSING:
-                values[i] = np.nan
-                continue
-            try:
-                v = float(cell)
-            except ValueError:
-                raise UserError(f"{source}: line {i + 2}, column {name!r}: non-numeric value {cell!r}; "
-                                f"write a number, or leave the cell empty for a missing value") from None
-            values[i] = v if math.isfinite(v) else np.nan
-        series.append(_with_calendar(Series(name, values), timestamps))
-    if not series:
-        raise UserError(f"{source}: no value columns (only a timestamp column {header[time_col]!r})")
+        full = np.full(len(grid.stamps), np.nan)
+        full[grid.positions] = v
+        s = Series(name, full, grid.stamps, grid.freq, step_days=grid.step_days)
+        series.append(_with_calendar(s))
     return series
 
 
-def _all_dates(cells: list[str]) -> bool:
+def _looks_like_value(cell: str) -> bool:
+    if cell.lower() in MISSING:
+        return True
     try:
-        for c in cells:
-            if len(c) < 7 or not c[:4].isdigit():
-                return False
-            np.datetime64(c, "D")
+        float(cell)
+        return True
     except ValueError:
-        return False
-    return True
+        return _parse_date(cell) is not None
 
 
-def _parse_dates(cells: list[str], source: str, column: str) -> np.ndarray:
+def _parse_values(cells: list[str], source: str, name: str, line0: int) -> np.ndarray:
+    values = np.empty(len(cells), dtype=np.float64)
+    for i, cell in enumerate(cells):
+        if cell.lower() in MISSING:
+            values[i] = np.nan
+            continue
+        try:
+            v = float(cell)
+        except ValueError:
+            raise UserError(f"{source}: line {i + line0}, column {name!r}: non-numeric value {cell!r}; "
+                            f"write a number, or leave the cell empty for a missing value") from None
+        if not math.isfinite(v):
+            raise UserError(f"{source}: line {i + line0}, column {name!r}: {cell!r} is not a finite number; "
+                            f"leave the cell empty (or NA) for a missing value")
+        if abs(v) > FLOAT32_MAX:
+            raise UserError(f"{source}: line {i + line0}, column {name!r}: {cell} is beyond float32's range "
+                            f"(+-{FLOAT32_MAX:.3g}), in which the model computes; rescale the column")
+        values[i] = v
+    return values
+
+
+def _parse_date(cell: str, years: bool = False) -> np.datetime64 | None:
+    """An ISO date, a month, a quarter (``2020-Q3``, ``2020Q3``) or, with ``years``, a year."""
+    m = _QUARTER.match(cell)
+    if m:
+        return np.datetime64(f"{m.group(1)}-{3 * int(m.group(2)) - 2:02d}-01", "D")
+    if len(cell) < 7 and not (years and _YEAR.match(cell)):
+        return None
+    if not cell[:4].isdigit():
+        return None
+    try:
+        return np.datetime64(cell, "D")
+    except ValueError:
+        return None
+
+
+def _all_dates(cells: list[str]) -> bool:
+    return bool(cells) and all(_parse_date(c) is not None for c in cells)
+
+
+def _parse_dates(cells: list[str], source: str, column: str, line0: int, years: bool) -> np.ndarray:
     out = np.empty(len(cells), dtype="datetime64[D]")
     for i, c in enumerate(cells):
-        try:
-            out[i] = np.datetime64(c, "D")
-        except ValueError:
-            raise UserError(f"{source}: line {i + 2}, column {column!r}: {c!r} is not an ISO date "
-                            f"(YYYY-MM-DD or YYYY-MM)") from None
-    if len(out) > 1 and np.any(np.diff(out) <= np.timedelta64(0, "D")):
-        raise UserError(f"{source}: column {column!r}: timestamps must increase strictly, row by row")
+        d = _parse_date(c, years)
+        if d is None:
+            raise UserError(f"{source}: line {i + line0}, column {column!r}: {c!r} is not a date "
+                            f"(YYYY-MM-DD, YYYY-MM, YYYY-Qn" + (", YYYY" if years else "") + ")")
+        out[i] = d
+    if len(out) > 1:
+        bad = np.flatnonzero(np.diff(out) <= np.timedelta64(0, "D"))
+        if bad.size:
+            i = int(bad[0]) + 1
+            raise UserError(f"{source}: line {i + line0}, column {column!r}: {cells[i]!r} does not come after "
+                            f"{cells[i - 1]!r}; timestamps must increase strictly, row by row")
     return out
 
 
-def _with_calendar(s: Series, timestamps: np.ndarray | None) -> Series:
-    """Attach timestamps and, for regular monthly/weekly/daily steps, the calendar phase."""
-    s.timestamps = timestamps
-    if timestamps is None or len(timestamps) < 3:
-        return s
-    step = float(np.median(np.diff(timestamps).astype(np.int64)))
-    first = timestamps[0]
-    if 28 <= step <= 31:
-        s.freq = "M"
+@dataclass
+class _Grid:
+    stamps: np.ndarray  # datetime64[D] of every step of the grid, gaps included
+    positions: np.ndarray  # the grid index of each row of the file
+    freq: str | None
+    step_days: int | None
+    filled: int  # grid steps with no row in the file
+    first_gap: str | None
+
+
+def _regular_grid(stamps: np.ndarray, source: str, column: str, line0: int) -> _Grid | None:
+    """The regular grid the timestamps lie on, and where each row falls on it.
+
+    Month-based (M, Q, Y) when every row is on the same day of its month (or every
+    row on a month's last day) and the steps are whole multiples of 1, 3 or 12
+    months; else day-based with the smallest step (B when every row is a weekday
+    and the smallest step is a day). Timestamps on no such grid are refused, and
+    so is a grid that would be mostly filled-in gaps.
+    """
+    if len(stamps) < 3:
+        return None
+    days = np.diff(stamps).astype(np.int64)
+    months = stamps.astype("datetime64[M]")
+    day_of_month = (stamps - months.astype("datetime64[D]")).astype(np.int64)
+    month_end = (months + 1).astype("datetime64[D]") - np.timedelta64(1, "D") == stamps
+    same_day = (day_of_month == day_of_month[0]).all() and day_of_month[0] < 28 or month_end.all()
+    freq, step_days = None, None
+    if days.min() >= 28 and same_day:
+        m = np.diff(months).astype(np.int64)
+        for f in ("M", "Q", "Y"):
+            if m.min() == MONTHS[f]:
+                freq = f
+        if freq is None or (m % MONTHS[freq]).any():
+            raise _irregular(source, column, stamps, "monthly, quarterly or annual")
+        positions = (months - months[0]).astype(np.int64) // MONTHS[freq]
+        n = int(positions[-1]) + 1
+        grid = (months[0] + np.arange(n) * MONTHS[freq]).astype("datetime64[D]")
+        if month_end.all() and not (day_of_month == day_of_month[0]).all():
+            grid = (months[0] + np.arange(n) * MONTHS[freq] + 1).astype("datetime64[D]") - np.timedelta64(1, "D")
+        else:
+            grid = grid + np.timedelta64(int(day_of_month[0]), "D")
+    else:
+        step = int(days.min())
+        weekdays = np.is_busday(stamps).all()
+        if step == 1 and weekdays and (days == 3).any():
+            freq = "B"
+            positions = np.busday_count(stamps[0], stamps).astype(np.int64)
+            n = int(positions[-1]) + 1
+            grid = np.busday_offset(stamps[0], np.arange(n))
+        else:
+            if (days % step).any():
+                raise _irregular(source, column, stamps, f"steps of {step} day{'s' if step > 1 else ''}")
+            freq = {1: "D", 7: "W"}.get(step)
+            step_days = None if freq else step
+            positions = (stamps - stamps[0]).astype(np.int64) // step
+            n = int(positions[-1]) + 1
+            grid = stamps[0] + np.arange(n) * np.timedelta64(step, "D")
+    filled = n - len(stamps)
+    if filled > len(stamps):
+        raise UserError(f"{source}: column {column!r}: the timestamps are too sparse for a "
+                        f"{FREQS[freq][1] if freq else f'{step_days}-day'} series: {filled} of the "
+                        f"{n} steps from {stamps[0]} to {stamps[-1]} have no row")
+    first_gap = None
+    if filled:
+        have = np.zeros(n, dtype=bool)
+        have[positions] = True
+        first_gap = str(grid[int(np.argmin(have))])
+    return _Grid(grid, positions, freq, step_days, filled, first_gap)
+
+
+def _irregular(source: str, column: str, stamps: np.ndarray, what: str) -> UserError:
+    return UserError(f"{source}: column {column!r}: the timestamps ({stamps[0]}, {stamps[1]}, {stamps[2]}, ...) "
+                     f"are not on a regular grid ({what}, gaps allowed); give one row per step, or drop the "
+                     f"timestamp column")
+
+
+def _with_calendar(s: Series) -> Series:
+    """The calendar phase of a series on a grid with a frequency (annual: no season)."""
+    first = s.timestamps[0]
+    if s.freq == "M":
         s.phase_step = 1.0 / 12
         s.phase0 = (int(first.astype("datetime64[M]").astype(np.int64)) % 12) / 12
-    elif step == 7:
-        s.freq = "W"
+    elif s.freq == "Q":
+        s.phase_step = 1.0 / 4
+        s.phase0 = (int(first.astype("datetime64[M]").astype(np.int64)) % 12 // 3) / 4
+    elif s.freq == "W":
         s.phase_step = 7 / 365.25
         s.phase0 = _day_of_year(first) / 365.25
-    elif step == 1:
-        s.freq = "D"
+    elif s.freq == "D":
         s.phase_step = 1.0 / 7
         s.phase0 = ((int(first.astype(np.int64)) + 3) % 7) / 7  # Monday = 0 (1970-01-01 was a Thursday)
+    elif s.freq == "B":
+        s.phase_step = 1.0 / 5
+        s.phase0 = ((int(first.astype(np.int64)) + 3) % 7) / 5
     return s
 
 
@@ -214,9 +412,16 @@ def _day_of_year(d: np.datetime64) -> float:
 
 # -- checks shared by train, predict and evaluate --------------------------------------
 def check_horizon(horizon) -> int:
-    if not isinstance(horizon, int) or isinstance(horizon, bool) or horizon <= 0:
-        raise UserError(f"--horizon must be a whole number of steps > 0, got {horizon!r}")
-    return horizon
+    return check_int("horizon", horizon, low=1)
+
+
+def check_context(context) -> int:
+    """At least 2 steps: a window is scaled by the spread of its context values."""
+    check_int("context", context)
+    if context < 2:
+        raise OptionError("context", f"must be >= 2 steps (a window is scaled by its context's spread), "
+                                     f"got {context}")
+    return context
 
 
 def check_series(s: Series, *, context: int, horizon: int, extra: int = 0) -> None:
@@ -226,14 +431,13 @@ def check_series(s: Series, *, context: int, horizon: int, extra: int = 0) -> No
     evaluation windows, say).
     """
     check_horizon(horizon)
-    if not isinstance(context, int) or context < 1:
-        raise UserError(f"--context must be a whole number of steps >= 1, got {context!r}")
+    check_context(context)
     n = len(s.values)
     need = context + horizon + extra
     if n < need:
-        what = f"--context {context} + --horizon {horizon}" + (f" + {extra} held-out steps" if extra else "")
+        what = f"context {context} + horizon {horizon}" + (f" + {extra} held-out steps" if extra else "")
         raise UserError(f"series {s.name!r} has {n} values, too short for {what} ({need} needed); "
-                        f"lower --context/--horizon or use a longer series")
+                        f"lower the context or the horizon, or use a longer series")
     observed = s.values[np.isfinite(s.values)]
     if observed.size == 0:
         raise UserError(f"series {s.name!r} has no observed values (every value is missing)")

@@ -1,29 +1,26 @@
 """Training: random windows of context + horizon steps, teacher forcing, a step or time budget.
 
 Each window is scaled by its context part (as a forecast would be) and the
-head's loss is averaged over every observed value of the window. The learning
-rate follows a cosine from ``lr`` to 0 over the budget, whichever of
-``steps`` and ``minutes`` runs out first.
+head's loss is averaged over every observed value of the window. The budget,
+the schedule and the clipped step are ``rnnforge.training``'s: the learning
+rate follows a cosine from ``lr`` to 0 (no warm-up) over the budget, whichever
+of ``steps`` and ``minutes`` runs out first.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .. import checkpoint
 from .series import Series
-from ..errors import UserError
+from ..errors import OptionError, UserError
+from ..training import Budget, clipped_step, cosine_lr, set_lr
 from .features import (FeatureSpec, growth_inputs, lag_inputs, running_sums, scale_stats, transform,
                        window_inputs)
-from .model import Ensemble, Forecaster, ModelConfig, _floor, repeat_state, uniforms
-
-KIND = "rnnforge-forecaster"
-
+from .model import Forecaster, _floor, repeat_state, uniforms
 
 class WindowSampler:
     """Random training windows (B, K + C + H) from the training parts of the series.
@@ -53,7 +50,7 @@ class WindowSampler:
             good = (csum[a + context] - csum[a] >= 2) & (csum[a + T] - csum[a] >= 3)
             self.starts.extend((i, int(x)) for x in a[good])
         if not self.starts:
-            raise UserError(f"no training window of --context {context} + --horizon {horizon} steps "
+            raise UserError(f"no training window of context {context} + horizon {horizon} steps "
                             f"has enough observed values; the windows are all (or nearly all) NaN")
         self.starts = np.array(self.starts)
 
@@ -63,7 +60,7 @@ class WindowSampler:
 
     def windows(self, pick: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scaled values (B, K + T) and phases (B, T) of the windows (series index, start) in ``pick``,
-        in model space (``--transform``, fitted before each window's origin as a forecast would be)."""
+        in model space (``spec.transform``, fitted before each window's origin as a forecast would be)."""
         K, R, T = self.K, self.R, self.C + self.H
         vals = np.stack([self.padded[i][a:a + R + T] for i, a in pick])  # (B, R+T)
         phase = np.stack([self.phases[i][a:a + R + T] for i, a in pick])  # (B, R+T)
@@ -80,8 +77,8 @@ class TrainResult:
     losses: list[float]  # mean training loss per logging interval
     val_losses: list[float] = field(default_factory=list)  # validation loss at each logging step
     best_step: int | None = None  # the step whose weights were kept (validation), else None
-    refit_steps: int | None = None  # steps of the refit on all the data (``--refit``), else None
-    rollout: dict | None = None  # the fine-tuning on the multi-step objective (``--rollout-steps``), else None
+    refit_steps: int | None = None  # steps of the refit on all the data (``ForecastConfig.refit``), else None
+    rollout: dict | None = None  # the fine-tuning on the multi-step objective (``ForecastConfig.rollout_steps``), else None
 
 
 def validation_windows(series: list[Series], *, context: int, horizon: int, windows: int,
@@ -102,8 +99,8 @@ def validation_windows(series: list[Series], *, context: int, horizon: int, wind
     pick = np.array([(i, len(s) - hold + k * horizon - context)
                      for i, s in enumerate(series) for k in range(windows)])
     if (pick[:, 1] < 0).any():
-        raise UserError(f"series too short for {windows} validation windows of {horizon} steps after "
-                        f"a context of {context}; lower --val-windows")
+        raise OptionError("val_windows", f"{windows} is too many: the series are too short for {windows} "
+                                         f"validation windows of {horizon} steps after a context of {context}")
     z, phase = vs.windows(pick)
     return train, z, phase
 
@@ -117,7 +114,7 @@ def check_objective(objective: str, paths: int) -> None:
     if objective not in OBJECTIVES:
         raise UserError(f"unknown training objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
     if objective == "rollout" and paths < 2:
-        raise UserError(f"--rollout-paths must be >= 2 (the sample CRPS compares paths), got {paths}")
+        raise OptionError("rollout_paths", f"must be >= 2 (the sample CRPS compares paths), got {paths}")
 
 
 def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, steps: int | None,
@@ -138,12 +135,9 @@ def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, 
     the first step, as fine-tuning starts from trained weights), and the weights
     with the lowest score are kept (early stopping).
     ``stop_after``: end after that many steps of the schedule the budget sets
-    (how ``--refit`` replays an early-stopped run on all the data).
+    (how ``ForecastConfig.refit`` replays an early-stopped run on all the data).
     """
-    if not steps and not minutes:
-        raise UserError("give a training budget: --steps N and/or --minutes M")
-    if steps is not None and steps < 0 or minutes is not None and minutes < 0:
-        raise UserError("--steps and --minutes must not be negative")
+    budget = Budget.of(steps, minutes)
     check_objective(objective, paths)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -172,15 +166,12 @@ def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, 
         best, best_step = score_val(), 0
         best_state = _snapshot(model)
         val_losses.append(best)
-    t0, step, losses, acc, n_acc = time.monotonic(), 0, [], 0.0, 0
-    budget_s = minutes * 60 if minutes else math.inf
-    max_steps = steps or math.inf
+    t0, step, losses, acc, n_acc = budget.now(), 0, [], 0.0, 0
     while True:
-        frac = max(step / max_steps, (time.monotonic() - t0) / budget_s)
+        frac = budget.progress(step, budget.now() - t0)
         if frac >= 1 or stop_after is not None and step >= stop_after:
             break
-        for g in opt.param_groups:
-            g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * frac))
+        set_lr(opt, cosine_lr(lr, step, frac))
         z_np, ph_np = sampler.batch(batch_size)
         z = torch.as_tensor(z_np, dtype=dtype, device=device)  # (B, K+T)
         phase = torch.as_tensor(ph_np, dtype=dtype, device=device)  # (B, T)
@@ -194,8 +185,7 @@ def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, 
             loss = model.head.loss(raw[observed], target[observed]).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        opt.step()
+        clipped_step(opt, model.parameters(), 10.0)
         step += 1
         acc += loss.item()
         n_acc += 1
@@ -211,7 +201,7 @@ def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, 
                 msg = f"  val {v:.4f}{' *' if best_step == step else ''}"
             if log:
                 log(f"{'rollout ' if objective == 'rollout' else ''}step {step:6d}  loss {acc / n_acc:.4f}{msg}"
-                    f"  lr {opt.param_groups[0]['lr']:.2e}  {time.monotonic() - t0:6.1f}s")
+                    f"  lr {opt.param_groups[0]['lr']:.2e}  {budget.now() - t0:6.1f}s")
             acc, n_acc = 0.0, 0
     if n_acc:
         losses.append(acc / n_acc)
@@ -226,7 +216,7 @@ def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, 
             log(f"kept the weights of step {best_step} (validation {'CRPS' if objective == 'rollout' else 'loss'} "
                 f"{best:.4f})")
     model.eval()
-    return TrainResult(step, time.monotonic() - t0, losses, val_losses, best_step)
+    return TrainResult(step, budget.now() - t0, losses, val_losses, best_step)
 
 
 def _snapshot(model: Forecaster) -> dict:
@@ -245,31 +235,6 @@ def horizon_loss(model: Forecaster, z: torch.Tensor, phase: torch.Tensor, contex
     ok = torch.isfinite(target)
     model.train(was)
     return model.head.loss(raw[ok], target[ok]).mean().item()
-
-
-# -- checkpoints ----------------------------------------------------------------------
-def save(path, model: Forecaster | Ensemble, meta: dict) -> None:
-    """Atomic, self-describing checkpoint: weights of each ensemble member (``member{k}.``),
-    the model config and the training/data metadata."""
-    members = list(model.members) if isinstance(model, Ensemble) else [model]
-    tensors = {f"member{k}.{name}": v for k, m in enumerate(members) for name, v in m.state_dict().items()}
-    checkpoint.save(path, tensors, {"kind": KIND, "model": members[0].config.to_dict(),
-                                    "members": len(members), **meta})
-
-
-def load(path, device: str = "cpu") -> tuple[Forecaster | Ensemble, dict]:
-    """The model of a checkpoint (an Ensemble when it holds more than one member) and its metadata."""
-    tensors, meta = checkpoint.load(path, device=device)
-    if meta.get("kind") != KIND:
-        raise UserError(f"{path} is an rnnforge checkpoint of kind {meta.get('kind')!r}, "
-                        f"not a forecaster; train one with `rnnforge forecast train`")
-    members = []
-    for k in range(int(meta.get("members", 1))):
-        m = Forecaster(ModelConfig(**meta["model"]))
-        prefix = f"member{k}."
-        m.load_state_dict({n[len(prefix):]: v for n, v in tensors.items() if n.startswith(prefix)})
-        members.append(m.to(device).eval())
-    return (members[0] if len(members) == 1 else Ensemble(members)), meta
 
 
 # -- multi-step objective -----------------------------------------------------------------------

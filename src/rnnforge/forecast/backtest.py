@@ -1,4 +1,5 @@
-"""Forecasts to files, and rolling-origin evaluation of the model against baselines.
+"""Forecasts to files (``write_forecast``), and rolling-origin evaluation of the model against
+baselines (``backtest``).
 
 Rolling origin: the last ``windows * horizon`` values of every series are held
 out of training; forecasts start at the ``windows`` origins
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from .series import Series, check_series
-from ..errors import UserError
+from ..errors import check_int
 from .metrics import QUANTILE_LEVELS, SampleForecast, Scores, score
 from .model import Forecaster
 from .plots import fan_chart, pit_histogram
@@ -34,7 +35,7 @@ def rolling_origins(n: int, horizon: int, windows: int) -> list[int]:
 
 def _x_axis(s: Series, start: int, stop: int):
     """Timestamps of steps start..stop-1 (extrapolated past the end), else step numbers."""
-    if s.timestamps is None or s.freq is None:
+    if s.timestamps is None or s.future_timestamps(1) is None:
         return np.arange(start, stop)
     n = len(s)
     inside = s.timestamps[max(start, 0):min(stop, n)]
@@ -51,8 +52,8 @@ def write_quantiles(path: Path, rows: list[dict]) -> None:
         w.writerows(rows)
 
 
-def predict(model: Forecaster, series: list[Series], *, context: int, horizon: int, samples: int,
-            seed: int, out: Path, device: str = "cpu", log=print) -> np.ndarray:
+def write_forecast(model: Forecaster, series: list[Series], *, context: int, horizon: int, samples: int,
+                   seed: int, out: Path, device: str = "cpu", log=print) -> np.ndarray:
     """Forecast ``horizon`` steps past the end of every series: quantile CSV and fan charts."""
     gen = torch.Generator(device=device).manual_seed(seed)
     origins = [len(s) for s in series]
@@ -81,12 +82,11 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def evaluate(model: Forecaster | None, series: list[Series], *, context: int, horizon: int,
+def backtest(model: Forecaster | None, series: list[Series], *, context: int, horizon: int,
              windows: int, samples: int, seed: int, baselines: dict, out: Path,
              device: str = "cpu", model_name: str = "rnn", log=print) -> dict[str, Scores]:
     """Score the model and the baselines over the last ``windows`` windows; write the report."""
-    if windows < 1:
-        raise UserError(f"--windows must be >= 1, got {windows}")
+    check_int("windows", windows, low=1)
     for s in series:
         check_series(s, context=context, horizon=horizon, extra=(windows - 1) * horizon)
     gen = torch.Generator(device=device).manual_seed(seed)

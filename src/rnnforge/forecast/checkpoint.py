@@ -1,0 +1,65 @@
+"""Forecaster checkpoints: the weights of every ensemble member, the model config and the
+training and data description, in one self-describing file (``rnnforge.checkpoint``)."""
+
+from __future__ import annotations
+
+import torch
+
+from .. import checkpoint
+from ..errors import UserError
+from .model import Ensemble, Forecaster, ModelConfig
+
+KIND = "rnnforge-forecaster"
+#: the file name a run folder holds its forecaster under
+FILENAME = "forecaster.safetensors"
+
+
+def save(path, model: Forecaster | Ensemble, meta: dict) -> None:
+    """Atomic, self-describing checkpoint: weights of each ensemble member (``member{k}.``),
+    the model config and the training/data metadata."""
+    members = list(model.members) if isinstance(model, Ensemble) else [model]
+    tensors = {f"member{k}.{name}": v for k, m in enumerate(members) for name, v in m.state_dict().items()}
+    checkpoint.save(path, tensors, {"kind": KIND, "model": members[0].config.to_dict(),
+                                    "members": len(members), **meta})
+
+
+def load(path, device: str = "cpu") -> tuple[Forecaster | Ensemble, dict]:
+    """The model of a checkpoint (an Ensemble when it holds more than one member) and its metadata.
+
+    A checkpoint whose config does not build a model, or whose tensors are missing, extra, of
+    the wrong shape or not finite, is a UserError naming what is wrong."""
+    tensors, meta = checkpoint.load(path, device=device)
+    if meta.get("kind") != KIND:
+        raise UserError(f"{path} is an rnnforge checkpoint of kind {meta.get('kind')!r}, "
+                        f"not a forecaster; train one with `rnnforge forecast train`")
+    try:
+        config = ModelConfig(**meta["model"])
+        count = int(meta.get("members", 1))
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{path}: the model config in its metadata is unusable ({e})") from None
+    if not 1 <= count <= 10_000:
+        raise UserError(f"{path}: the metadata says {count} ensemble members")
+    if not (isinstance(config.hidden, int) and 1 <= config.hidden <= 1 << 16
+            and isinstance(config.layers, int) and 1 <= config.layers <= 64):
+        raise UserError(f"{path}: the metadata's model sizes are absurd (hidden {config.hidden!r}, "
+                        f"layers {config.layers!r})")
+    members = []
+    for k in range(count):
+        m = Forecaster(config)
+        prefix = f"member{k}."
+        state = {n[len(prefix):]: v for n, v in tensors.items() if n.startswith(prefix)}
+        want = m.state_dict()
+        for name in sorted(set(want) | set(state)):
+            if name not in state:
+                raise UserError(f"{path}: tensor {prefix + name} is missing")
+            if name not in want:
+                raise UserError(f"{path}: tensor {prefix + name} is not part of a {config.cell} forecaster")
+            t = state[name]
+            if t.shape != want[name].shape or not t.is_floating_point():
+                raise UserError(f"{path}: tensor {prefix + name} is {t.dtype} {tuple(t.shape)}, "
+                                f"expected {want[name].dtype} {tuple(want[name].shape)}")
+            if not torch.isfinite(t).all():
+                raise UserError(f"{path}: tensor {prefix + name} holds NaN or infinite values")
+        m.load_state_dict(state)
+        members.append(m.to(device).eval())
+    return (members[0] if len(members) == 1 else Ensemble(members)), meta
