@@ -1,6 +1,6 @@
 """The fused engine's own cases; parity over the full matrix is in test_engines.py.
 
-Here: gradcheck in float64 through the hand-written backward (``_Recurrence``),
+Here: gradcheck in float64 through the hand-written backward (``Recurrence``),
 variable lengths with unsorted batches and both directions against the
 reference engine, dropout determinism, the double-backward error and the
 engine's refusals.
@@ -27,7 +27,7 @@ def _layer(mode, **kw):
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("lengths", [None, [4, 3, 3, 1]], ids=["full", "lengths"])
 def test_gradcheck_recurrence(mode, lengths):
-    """Every input's gradient through the hand-written backward (``_Recurrence``), float64."""
+    """Every input's gradient through the hand-written backward (``Recurrence``), float64."""
     torch.manual_seed(0)
     T, B, I, H = 4, 4, 2, 3
     G = GATES[mode]
@@ -45,7 +45,7 @@ def test_gradcheck_recurrence(mode, lengths):
         bs = (torch.arange(T).unsqueeze(1) < lens).sum(1).tolist()
 
     def fn(x, w_ih, b_ih, h0, c0, w_hh, b_hh):
-        out, h, c = fused._Recurrence.apply(mode, x, w_ih, b_ih, h0, c0, w_hh, b_hh, bs, lens)
+        out, h, c = fused.Recurrence.apply(mode, x, w_ih, b_ih, h0, c0, w_hh, b_hh, bs, lens)
         return (out, h, c) if mode == "lstm" else (out, h)
 
     assert torch.autograd.gradcheck(fn, (x, w_ih, b_ih, h0, c0, w_hh, b_hh))
