@@ -140,7 +140,7 @@ def test_no_grad_forward_equals_grad_forward():
 def test_auto_follows_the_measured_rule():
     from rnnforge import engines
 
-    x = torch.randn(4, 65, 3)  # batch above every fused.C_LOOP_MAX_BATCH: the CPU_PREFERENCE table
+    x = torch.randn(4, 65, 3)  # batch above every fused.C_LOOP_MAX_BATCH: the rule by cell
     gru = _layer("gru")
     gru(x)  # training (parameters require grad): fused beats torch's per-step GRU
     assert gru.engine_used == "fused"
