@@ -140,17 +140,73 @@ def torch_grads_by_our_name(mode: str, module: torch.nn.Module, layer: int, dire
     return torch_to_ours(mode, *[getattr(module, n + sfx).grad for n in names])
 
 
-def assert_grads_match_torch(ours, theirs, mode: str, what: str = "") -> None:
-    """Every parameter gradient of the rnnforge layer ``ours`` against torch.nn's ``theirs``."""
-    checked = set()
-    for l in range(ours.num_layers):
-        for d in range(ours.num_directions):
-            cell = ours.cell(l, d)
-            for name, g in torch_grads_by_our_name(mode, theirs, l, d):
-                assert_close(getattr(cell, name).grad, g, f"{what} grad {name} layer {l} dir {d}")
-                checked.add((l, d, name))
-    n_params = sum(1 for _ in ours.parameters())
-    assert len(checked) == n_params, "every parameter's gradient must be compared"
+def _expected_param_grads(ours, theirs, mode):
+    """[(our parameter, its name, expected gradient)] for every parameter of ``ours``."""
+    if isinstance(theirs, torch.nn.RNNCellBase):
+        names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if theirs.bias else [])
+        return [(getattr(ours, n), n, g)
+                for n, g in torch_to_ours(mode, *[getattr(theirs, n).grad for n in names])]
+    if isinstance(theirs, torch.nn.RNNBase):
+        return [(getattr(ours.cell(l, d), n), f"{n} layer {l} dir {d}", g)
+                for l in range(ours.num_layers) for d in range(ours.num_directions)
+                for n, g in torch_grads_by_our_name(mode, theirs, l, d)]
+    want = dict(theirs.named_parameters())  # a module of ours: the same names
+    return [(p, n, want[n].grad) for n, p in ours.named_parameters()]
+
+
+def assert_same_function(got, want, inputs=None, modules=None, *, mode=None,
+                         names=("out", "h_n", "c_n"), finite=False) -> None:
+    """Two implementations compute the same function: equal outputs, equal gradients.
+
+    ``got`` and ``want`` are the flat outputs (``flat_outputs``: out, h_n[, c_n];
+    a cell's z[, C]) of ours and of the implementation it is compared with,
+    within the dtype's row of ``TOL``. Then one backward of the same random
+    weighted sum of each side's outputs, and the gradients compared:
+
+    inputs   ``(ours, theirs)``: the leaves fed to each side (x, then the initial
+             states), compared by position;
+    modules  ``(ours, theirs)``: every parameter's gradient of our layer or cell
+             against ``theirs``: one of ours (the ``engine="reference"`` twin,
+             matched by name) or torch.nn's layer or cell (matched through
+             ``TORCH_GATE_ORDER``; give ``mode``);
+    finite   the input's padding held NaN or inf: every output and gradient of
+             ours must be finite (padded steps must be inert).
+
+    Without ``inputs`` and ``modules`` only the outputs are compared.
+    """
+    assert len(got) == len(want), f"{len(got)} outputs against {len(want)}"
+    for name, g, w in zip(names, got, want):
+        if finite:
+            assert torch.isfinite(g).all(), f"{name}: the padding's NaN or inf leaked"
+        assert_close(g, w, name)
+    if inputs is None and modules is None:
+        return
+    cot = random_cotangents(*want)
+    sum((w * c).sum() for w, c in zip(want, cot)).backward()
+    sum((g * c).sum() for g, c in zip(got, cot)).backward()
+    if inputs is not None:
+        ours, theirs = inputs
+        assert len(ours) == len(theirs)
+        for k, (a, b) in enumerate(zip(ours, theirs)):
+            what = "grad x" if k == 0 else f"grad hx[{k - 1}]"
+            assert a.grad is not None, f"{what}: no gradient"
+            if finite:
+                assert torch.isfinite(a.grad).all(), f"{what}: not finite"
+            assert_close(a.grad, b.grad, what)
+    if modules is not None:
+        ours, theirs = modules
+        if isinstance(theirs, (torch.nn.RNNBase, torch.nn.RNNCellBase)) and mode is None:
+            raise TypeError("assert_same_function: comparing with torch.nn needs mode")
+        expected = _expected_param_grads(ours, theirs, mode)
+        checked = {id(p) for p, _, _ in expected}
+        assert len(checked) == sum(1 for _ in ours.parameters()), "every parameter must be compared"
+        for p, name, g in expected:
+            assert p.grad is not None, f"no gradient reaches {name}"
+            if finite:
+                assert torch.isfinite(p.grad).all(), (
+                    f"a NaN in the padding reached the gradient of {name}; padded steps must be "
+                    f"inert (torch.nn never reads them), e.g. zero them before the cells")
+            assert_close(p.grad, g, f"grad {name}")
 
 
 def random_cotangents(*tensors, generator=None):
@@ -164,6 +220,21 @@ def flat_outputs(result) -> list[torch.Tensor]:
     if isinstance(out, torch.nn.utils.rnn.PackedSequence):
         out = out.data
     return [out, *(state if isinstance(state, tuple) else (state,))]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread in every test, restored afterwards.
+
+    The suite runs under pytest-xdist on shared cores, and the models here are
+    small: with torch's default of one thread per core, a busy neighbour makes
+    every small op wait for a descheduled thread (about ten times slower). The
+    numbers do not change. Tests of threading set their own count inside.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)
