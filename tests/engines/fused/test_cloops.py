@@ -1,6 +1,7 @@
-"""The fused engine's two implementations of its loops over time: torch ops and the
-compiled C loops of rnnforge/_ckernels/rnn.c (used at small batches). Both must
-match the reference engine everywhere; the C activations must match torch's."""
+"""The fused engine's two implementations of its loops over time (engines/fused/cloops.py
+dispatches): torch ops and the compiled C loops of rnnforge/_ckernels/rnn.c (used at
+small batches). Both must match the reference engine everywhere; the C activations
+must match torch's."""
 from __future__ import annotations
 
 import math
@@ -12,8 +13,7 @@ import torch
 from rnnforge import _ckernels as ck
 from rnnforge.engines import fused
 from rnnforge.engines.fused import cloops
-import test_engines as te
-from rnnforge_testing import DTYPES, MODES, make_layer
+from rnnforge_testing import DTYPES, ENGINE_SHAPES, MODES, check_engine_matches_reference, make_layer
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
                                 reason="no C compiler on this machine")
@@ -27,11 +27,11 @@ def loops(request, monkeypatch):
     return request.param
 
 
-@pytest.mark.parametrize("shape", te.SHAPES.values(), ids=te.SHAPES.keys())
+@pytest.mark.parametrize("shape", ENGINE_SHAPES.values(), ids=ENGINE_SHAPES.keys())
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("mode", MODES)
 def test_fused_loops_match_reference(loops, mode, dtype, shape):
-    te.test_engine_matches_reference("fused", mode, dtype, shape)
+    check_engine_matches_reference("fused", mode, dtype, shape)
 
 
 @pytest.mark.parametrize("batch, threads", [(5, 1), (13, 3)])
