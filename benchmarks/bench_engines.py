@@ -195,9 +195,9 @@ def c_loop_crossover(cells, repeats: int, batches=(1, 2, 4, 8, 16, 32, 64), size
     behind ``fused.C_LOOP_MAX_BATCH`` and ``C_LOOP_MAX_HIDDEN``. Interleaved, medians of
     ``repeats``."""
     from rnnforge.bench import make_modules
-    from rnnforge.engines import fused
+    from rnnforge.engines.fused import cloops  # where the dispatch reads its limits
 
-    saved, saved_hidden = dict(fused.C_LOOP_MAX_BATCH), fused.C_LOOP_MAX_HIDDEN
+    saved, saved_hidden = dict(cloops.C_LOOP_MAX_BATCH), cloops.C_LOOP_MAX_HIDDEN
     print("| cell | T x B x H | C loops ms | torch loops ms | torch / C |\n|---|---|---:|---:|---:|")
     try:
         for cell in cells:
@@ -209,8 +209,8 @@ def c_loop_crossover(cells, repeats: int, batches=(1, 2, 4, 8, 16, 32, 64), size
                     times = {"c": [], "torch": []}
                     for r in range(repeats + 1):
                         for name, cap in (("c", 1 << 30), ("torch", -1)):
-                            fused.C_LOOP_MAX_BATCH = dict.fromkeys(saved, cap)
-                            fused.C_LOOP_MAX_HIDDEN = cap
+                            cloops.C_LOOP_MAX_BATCH = dict.fromkeys(saved, cap)
+                            cloops.C_LOOP_MAX_HIDDEN = cap
                             t0 = time.perf_counter()
                             layer(x)[0].sum().backward()
                             if r:  # the first round warms up
@@ -218,7 +218,7 @@ def c_loop_crossover(cells, repeats: int, batches=(1, 2, 4, 8, 16, 32, 64), size
                     c, t = statistics.median(times["c"]), statistics.median(times["torch"])
                     print(f"| {cell} | {T}x{B}x{H} | {1e3 * c:.2f} | {1e3 * t:.2f} | {t / c:.2f} |", flush=True)
     finally:
-        fused.C_LOOP_MAX_BATCH, fused.C_LOOP_MAX_HIDDEN = saved, saved_hidden
+        cloops.C_LOOP_MAX_BATCH, cloops.C_LOOP_MAX_HIDDEN = saved, saved_hidden
 
 
 def main(argv=None) -> None:

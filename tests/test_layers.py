@@ -16,8 +16,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 import rnnforge as rf
 from rnnforge import engines
 from rnnforge_testing import (DTYPES, MODES, TORCH_LAYERS, TORCH_MODES, Tol, assert_close,
-                      assert_grads_match_torch, flat_outputs, make_layer, n_states,
-                      random_cotangents)
+                              assert_same_function, flat_outputs, make_layer, n_states)
 
 CONFIGS = {
     "L1": dict(T=5, B=3, I=4, H=6),
@@ -77,21 +76,12 @@ def test_reference_matches_torch(mode, dtype, cfg):
                             lengths=None if lengths is None else torch.tensor(lengths)))
     want = flat_outputs((out_t, state_t))
     assert ours.engine_used == "reference"
-    for name, g, w in zip(["out", "h_n", "c_n"], got, want):
-        assert_close(g, w, name)
     if lengths is not None:  # outputs past a sequence's end are exactly zero
         t = torch.arange(T).unsqueeze(1)
         pad = (t >= torch.tensor(lengths))  # (T, B)
         out = got[0].transpose(0, 1) if bf else got[0]
         assert pad.any() and (out[pad] == 0).all()
-
-    cot = random_cotangents(*want)
-    sum((w * c).sum() for w, c in zip(want, cot)).backward()
-    sum((g * c).sum() for g, c in zip(got, cot)).backward()
-    assert_close(x_o.grad, x_t.grad, "grad x")
-    for k, (ho, ht) in enumerate(zip(hs_o, hs_t)):
-        assert_close(ho.grad, ht.grad, f"grad hx[{k}]")
-    assert_grads_match_torch(ours, theirs, mode)
+    assert_same_function(got, want, ([x_o, *hs_o], [x_t, *hs_t]), (ours, theirs), mode=mode)
 
 
 @pytest.mark.parametrize("batch_first", [False, True])  # (T, I) either way, as torch
@@ -107,13 +97,7 @@ def test_unbatched_input_with_hx_matches_torch(mode, dtype, batch_first):
     want = flat_outputs(theirs(x_t, pack_state(mode, hs)))
     got = flat_outputs(ours(x_o, pack_state(mode, hs)))
     assert got[0].shape == (T, 2 * H) and got[1].shape == (2 * L, H)
-    for name, g, w in zip(["out", "h_n", "c_n"], got, want):
-        assert_close(g, w, name)
-    cot = random_cotangents(*want)
-    sum((w * c).sum() for w, c in zip(want, cot)).backward()
-    sum((g * c).sum() for g, c in zip(got, cot)).backward()
-    assert_close(x_o.grad, x_t.grad, "grad x")
-    assert_grads_match_torch(ours, theirs, mode)
+    assert_same_function(got, want, ([x_o], [x_t]), (ours, theirs), mode=mode)
 
 
 @pytest.mark.parametrize("batch_first", [False, True])
@@ -138,13 +122,8 @@ def test_packed_input_returns_packed_output(mode, enforce_sorted, batch_first):
         a, b = getattr(out_o, field), getattr(out_t, field)
         assert (a is None and b is None) or torch.equal(a, b), field
     want, got = flat_outputs((out_t, state_t)), flat_outputs((out_o, state_o))
-    for name, g, w in zip(["out.data", "h_n", "c_n"], got, want):
-        assert_close(g, w, name)
-    cot = random_cotangents(*want)
-    sum((w * c).sum() for w, c in zip(want, cot)).backward()
-    sum((g * c).sum() for g, c in zip(got, cot)).backward()
-    assert_close(x_o.grad, x_t.grad, "grad x")
-    assert_grads_match_torch(ours, theirs, mode)
+    assert_same_function(got, want, ([x_o], [x_t]), (ours, theirs), mode=mode,
+                         names=("out.data", "h_n", "c_n"))
 
 
 @pytest.mark.parametrize("mode", TORCH_MODES)
@@ -158,8 +137,7 @@ def test_dropout_between_layers_as_torch(mode):
     want = flat_outputs(theirs(x))
     torch.manual_seed(7)
     got = flat_outputs(ours(x))
-    for name, g, w in zip(["out", "h_n", "c_n"], got, want):
-        assert_close(g, w, name)
+    assert_same_function(got, want)
     # the masks are really applied: training differs from evaluation above layer 0 only
     evaluated = flat_outputs(ours.eval()(x))
     assert not torch.allclose(evaluated[0], got[0])
@@ -235,7 +213,7 @@ def test_nan_propagates_as_in_torch(mode):
     for name, g, w in zip(["out", "h_n", "c_n"], got, want):
         assert w.isnan().any() and (~w.isnan()).any()  # the test sees both kinds
         assert torch.equal(g.isnan(), w.isnan()), name
-        assert_close(g, w, name)
+    assert_same_function(got, want)
 
 
 @pytest.mark.parametrize("mode", TORCH_MODES)
@@ -250,15 +228,7 @@ def test_nan_in_padding_is_never_read(mode):
     out_t, h_t = theirs(pack_padded_sequence(x_t, lengths, enforce_sorted=False))
     want = flat_outputs((pad_packed_sequence(out_t, total_length=5)[0], h_t))
     got = flat_outputs(ours(x_o, lengths=lengths))
-    for name, g, w in zip(["out", "h_n", "c_n"], got, want):
-        assert torch.isfinite(g).all(), name
-        assert_close(g, w, name)
-    cot = random_cotangents(*want)
-    sum((w * c).sum() for w, c in zip(want, cot)).backward()
-    sum((g * c).sum() for g, c in zip(got, cot)).backward()
-    assert torch.isfinite(x_o.grad).all()
-    assert_close(x_o.grad, x_t.grad, "grad x")
-    assert_grads_match_torch(ours, theirs, mode)
+    assert_same_function(got, want, ([x_o], [x_t]), (ours, theirs), mode=mode, finite=True)
 
 
 # -- bad input -------------------------------------------------------------------------

@@ -5,7 +5,7 @@
  * per-op overhead is most of the step. These functions run a whole loop over
  * time in C instead: everything else (the input projection, the Jacobian
  * factors, the weight gradients) stays one large torch op in
- * rnnforge/engines/fused.py, which also owns the buffers passed in.
+ * rnnforge/engines/fused/ (lstm.py, gru.py, rnn.py), which own the buffers passed in.
  *
  * The activations use a vectorizable expm1: Cody-Waite range reduction to
  * |r| <= ln2/2 and a Taylor polynomial (degree 7 in float, 13 in double; the

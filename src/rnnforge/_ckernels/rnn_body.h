@@ -2,7 +2,7 @@
  *
  * Included twice by rnn.c, with `real` = float (SUF = _f32) and double
  * (SUF = _f64). Every buffer is the fused engine's own, contiguous and
- * time-major; see rnnforge/engines/fused.py for what each one holds. `bs`
+ * time-major; see rnnforge/engines/fused/ (lstm.py, gru.py, rnn.py) for what each holds. `bs`
  * gives the live rows of each step (sorted batch, longest first) or is NULL
  * when every sequence has all T steps. Each call runs the rows [r0, r1) of
  * the batch: the rows of a recurrence never meet, so the caller can run

@@ -19,7 +19,7 @@ Kernels per layer and step: LSTM 8, GRU 7, RNN 3.
 
 At batch 1 the step is bound by memory traffic, not arithmetic: every step
 streams all weights through the core (4 MiB of float32 for a 2-layer H=256
-LSTM, more than this machine's 2 MiB L2). ``step_tokens`` removes a quarter of
+LSTM, more than a 2 MiB L2 cache). ``step_tokens`` removes a quarter of
 that for a character model: when layer 0's input is an embedding row, its
 input projection ``E[id] W_ih^T + b`` is a row of the table ``E W_ih^T + b``
 (V, G*H), computed once and cached like the weights, so layer 0 reads one table
@@ -236,7 +236,7 @@ class TokenDecoder:
     The logits that ``step`` returns are overwritten by the next step; copy them
     to keep them. ``state()`` returns a copy of the current state in ``hx`` form.
 
-    Cache order (measured, see BENCHMARKS.md, issue 6): at batch 1 each step
+    Cache order (measured by ``benchmarks/bench_engines.py --parts generate``): at batch 1 each step
     streams every weight matrix once, and a 2-layer H=256 LSTM has three of
     1 MiB (layer 0's ``W_hh``, layer 1's ``W_ih`` and ``W_hh``) against a 2 MiB
     L2. In a fixed order each matrix is evicted just before it is read again.

@@ -1,4 +1,7 @@
-"""The notes' cells: hand-worked examples, gradcheck, torch.nn cells, parameters, errors."""
+"""What every cell shares (cells/_base.py): gradcheck, torch.nn's cells, state, parameters, errors.
+
+The hand-worked examples of each cell are in test_rnn.py, test_gru.py and test_lstm.py.
+"""
 
 from __future__ import annotations
 
@@ -10,144 +13,10 @@ from torch.autograd import gradcheck, gradgradcheck
 from torch.func import functional_call
 
 import rnnforge as rf
-from rnnforge_testing import (DTYPES, MODES, TORCH_CELLS, TORCH_MODES, Tol, assert_close,
-                              make_cell, make_layer, n_states, random_cotangents, torch_to_ours)
+from rnnforge_testing import (DTYPES, MODES, TORCH_CELLS, TORCH_MODES, assert_same_function,
+                              make_cell, make_layer, n_states, torch_to_ours)
 
-# Hand examples agree with plain-python float64 arithmetic to the last few ulps.
-HAND = Tol(rtol=1e-14, atol=1e-15)
 f64 = torch.float64
-
-
-def set_params(module, **values):
-    """Overwrite named parameters with literal nested lists (float64)."""
-    with torch.no_grad():
-        for name, v in values.items():
-            getattr(module, name).copy_(torch.tensor(v, dtype=f64))
-
-
-def run_cell(cell, xs, state):
-    """Feed the literal inputs ``xs`` one step at a time; return every step's result."""
-    results = []
-    for x in xs:
-        state = cell(torch.tensor(x, dtype=f64), state)
-        results.append(state)
-    return results
-
-
-# -- worked by hand from the notes' equations ----------------------------------------------
-# H=2 units, I=1 input, two steps x(1) = 1, x(2) = -2. The numbers below were worked with
-# plain python (math.exp, math.tanh), not with rnnforge or torch.
-RNN_WEIGHTS = dict(alpha=[[0.5], [-1.0]], gamma=[[0.25, 0.0], [0.5, -0.5]])
-
-
-def test_rnn_sigmoid_by_hand():
-    # z(0) = (0, 0)
-    # t=1: a = alpha*1 + gamma z(0) = (0.5, -1)
-    #      z(1) = (σ(0.5), σ(-1)) = (0.6224593312018546, 0.2689414213699951)
-    # t=2: a_1 = 0.5*(-2) + 0.25*0.62246 + 0*0.26894           = -0.8443851671995364
-    #      a_2 = -1*(-2) + 0.5*0.62246 - 0.5*0.26894           =  2.17675895491593
-    #      z(2) = (σ(a_1), σ(a_2)) = (0.3006120216629877, 0.898142956579203)
-    cell = rf.RNNCell(1, 2, dtype=f64)
-    assert cell.nonlinearity == "sigmoid"  # the notes' default
-    set_params(cell, **RNN_WEIGHTS)
-    z1, z2 = run_cell(cell, [[1.0], [-2.0]], None)
-    assert_close(z1, torch.tensor([0.6224593312018546, 0.2689414213699951], dtype=f64), "z(1)", HAND)
-    assert_close(z2, torch.tensor([0.3006120216629877, 0.898142956579203], dtype=f64), "z(2)", HAND)
-    # the layer's time loop gives the same two steps
-    layer = rf.RNN(1, 2, engine="reference", dtype=f64)
-    set_params(layer.cell(0), **RNN_WEIGHTS)
-    out, h_n = layer(torch.tensor([[1.0], [-2.0]], dtype=f64))
-    assert_close(out, torch.stack([z1, z2]), "layer out", HAND)
-    assert_close(h_n, z2.unsqueeze(0), "layer h_n", HAND)
-
-
-def test_rnn_tanh_by_hand():
-    # same weights, tanh:
-    # t=1: a = (0.5, -1); z(1) = (tanh 0.5, tanh -1) = (0.46211715726000974, -0.7615941559557649)
-    # t=2: a_1 = -1 + 0.25*0.46212                  = -0.8844707106849976
-    #      a_2 =  2 + 0.5*0.46212 - 0.5*(-0.76159)   =  2.6118556566078874
-    #      z(2) = (-0.7086519541543652, 0.9892831388683954)
-    cell = rf.RNNCell(1, 2, nonlinearity="tanh", dtype=f64)
-    set_params(cell, **RNN_WEIGHTS)
-    z1, z2 = run_cell(cell, [[1.0], [-2.0]], None)
-    assert_close(z1, torch.tensor([0.46211715726000974, -0.7615941559557649], dtype=f64), "z(1)", HAND)
-    assert_close(z2, torch.tensor([-0.7086519541543652, 0.9892831388683954], dtype=f64), "z(2)", HAND)
-
-
-def test_rnn_bias_by_hand():
-    # bias=True adds b inside σ: b = (0.25, -0.5), x = 1, z(0) = 0
-    # a = (0.5 + 0.25, -1 - 0.5) = (0.75, -1.5); z = (σ(0.75), σ(-1.5)) = (0.679178699175393, 0.18242552380635635)
-    cell = rf.RNNCell(1, 2, bias=True, dtype=f64)
-    set_params(cell, **RNN_WEIGHTS, b=[0.25, -0.5])
-    (z,) = run_cell(cell, [[1.0]], None)
-    assert_close(z, torch.tensor([0.679178699175393, 0.18242552380635635], dtype=f64), "z", HAND)
-
-
-GRU_WEIGHTS = dict(alpha_s=[[0.5], [-1.0]], gamma_s=[[0.25, 0.0], [0.0, 0.25]],
-                   alpha_r=[[1.0], [0.5]], gamma_r=[[0.0, -0.5], [0.5, 0.0]],
-                   alpha=[[-0.5], [1.0]], gamma=[[1.0, 0.5], [-1.0, 0.25]])
-
-
-def test_gru_by_hand():
-    # z(0) = (0.5, -0.5), x(1) = 1
-    #   s = σ(alpha_s x + gamma_s z) = σ(0.5 + 0.125, -1 - 0.125) = σ(0.625, -1.125)
-    #     = (0.6513548646660542, 0.24508501313237172)
-    #   r = σ(alpha_r x + gamma_r z) = σ(1 + 0.25, 0.5 + 0.25) = σ(1.25, 0.75)
-    #     = (0.7772998611746911, 0.679178699175393)
-    #   gamma z = (0.5 - 0.25, -0.5 - 0.125) = (0.25, -0.625)
-    #   z~ = tanh(alpha x + r ⊙ gamma z) = tanh(-0.5 + 0.77730*0.25, 1 + 0.67918*(-0.625))
-    #     = (-0.29649741924024664, 0.5193967688493586)
-    #   z(1) = s ⊙ z(0) + (1 - s) ⊙ z~ = (0.22230504947584562, 0.2695578983688162)
-    # x(2) = -2: s = σ(-0.94442, 2.06739), r = σ(-2.13478, -0.88885),
-    #   gamma z(1) = (0.35708, -0.15492), z~ = (0.7770043382239693, -0.9670814080274044)
-    #   z(2) = (0.6216843023011674, 0.13067461140798406)
-    cell = rf.GRUCell(1, 2, dtype=f64)
-    set_params(cell, **GRU_WEIGHTS)
-    z0 = torch.tensor([0.5, -0.5], dtype=f64)
-    z1, z2 = run_cell(cell, [[1.0], [-2.0]], z0)
-    assert_close(z1, torch.tensor([0.22230504947584562, 0.2695578983688162], dtype=f64), "z(1)", HAND)
-    assert_close(z2, torch.tensor([0.6216843023011674, 0.13067461140798406], dtype=f64), "z(2)", HAND)
-    layer = rf.GRU(1, 2, engine="reference", dtype=f64)
-    set_params(layer.cell(0), **GRU_WEIGHTS)
-    out, h_n = layer(torch.tensor([[1.0], [-2.0]], dtype=f64), z0.unsqueeze(0))
-    assert_close(out, torch.stack([z1, z2]), "layer out", HAND)
-
-
-LSTM_WEIGHTS = dict(u=[[0.5], [-1.0]], v=[[0.25, 0.0], [0.0, 0.25]],
-                    w=[[1.0], [0.5]], p=[[0.0, -0.5], [0.5, 0.0]],
-                    s=[[-0.5], [0.25]], d=[[0.5, 0.5], [0.0, -1.0]],
-                    alpha=[[-0.5], [1.0]], gamma=[[1.0, 0.5], [-1.0, 0.25]])
-
-
-def test_lstm_by_hand():
-    # z(0) = (0.5, -0.5), C(0) = (1, -0.25), x(1) = 1
-    #   f  = σ(u x + v z)         = σ(0.625, -1.125) = (0.6513548646660542, 0.24508501313237172)
-    #   i  = σ(w x + p z)         = σ(1.25, 0.75)    = (0.7772998611746911, 0.679178699175393)
-    #   o  = σ(s x + d z)         = σ(-0.5 + 0, 0.25 + 0.5) = σ(-0.5, 0.75)
-    #                                                = (0.3775406687981454, 0.679178699175393)
-    #   C~ = tanh(alpha x + gamma z) = tanh(-0.5 + 0.25, 1 - 0.625) = tanh(-0.25, 0.375)
-    #                                                = (-0.24491866240370913, 0.35835739835078595)
-    #   C(1) = f ⊙ C(0) + i ⊙ C~  = (0.65135*1 + 0.77730*(-0.24492), 0.24509*(-0.25) + 0.67918*0.35836)
-    #        = (0.46097962238056006, 0.182117458368672)
-    #   z(1) = o ⊙ tanh(C(1))     = (0.1626755895058365, 0.12234073079698755)
-    # x(2) = -2: f = σ(-0.95933, 2.03059), i = σ(-2.06117, -0.91866), o = σ(1.14251, -0.62234),
-    #   C~ = tanh(1.22385, -2.13209)
-    #   C(2) = (0.22264556964392104, -0.11633263278911557)
-    #   z(2) = (0.16606155402810074, -0.04044679291930491)
-    cell = rf.LSTMCell(1, 2, dtype=f64)
-    set_params(cell, **LSTM_WEIGHTS)
-    state0 = (torch.tensor([0.5, -0.5], dtype=f64), torch.tensor([1.0, -0.25], dtype=f64))
-    (z1, C1), (z2, C2) = run_cell(cell, [[1.0], [-2.0]], state0)
-    assert_close(C1, torch.tensor([0.46097962238056006, 0.182117458368672], dtype=f64), "C(1)", HAND)
-    assert_close(z1, torch.tensor([0.1626755895058365, 0.12234073079698755], dtype=f64), "z(1)", HAND)
-    assert_close(C2, torch.tensor([0.22264556964392104, -0.11633263278911557], dtype=f64), "C(2)", HAND)
-    assert_close(z2, torch.tensor([0.16606155402810074, -0.04044679291930491], dtype=f64), "z(2)", HAND)
-    layer = rf.LSTM(1, 2, engine="reference", dtype=f64)
-    set_params(layer.cell(0), **LSTM_WEIGHTS)
-    out, (h_n, c_n) = layer(torch.tensor([[1.0], [-2.0]], dtype=f64),
-                            tuple(s.unsqueeze(0) for s in state0))
-    assert_close(out, torch.stack([z1, z2]), "layer out", HAND)
-    assert_close(c_n, C2.unsqueeze(0), "layer c_n", HAND)
 
 
 # -- gradcheck -----------------------------------------------------------------------------
@@ -209,19 +78,8 @@ def test_cell_matches_torch_cell(mode, dtype, bias, batched):
     got = ours(x_o, pack(st_o))
     want = list(want) if mode == "lstm" else [want]
     got = list(got) if mode == "lstm" else [got]
-    for name, g, w in zip(["z", "C"], got, want):
-        assert_close(g, w, name)
-    cot = random_cotangents(*want)
-    sum((w * c).sum() for w, c in zip(want, cot)).backward()
-    sum((g * c).sum() for g, c in zip(got, cot)).backward()
-    assert_close(x_o.grad, x_t.grad, "grad x")
-    for a, b in zip(st_o, st_t):
-        assert_close(a.grad, b.grad, "grad state")
-    grads = [theirs.weight_ih.grad, theirs.weight_hh.grad]
-    if bias:
-        grads += [theirs.bias_ih.grad, theirs.bias_hh.grad]
-    for name, g in torch_to_ours(mode, *grads):
-        assert_close(getattr(ours, name).grad, g, f"grad {name}")
+    assert_same_function(got, want, ([x_o, *st_o], [x_t, *st_t]), (ours, theirs), mode=mode,
+                         names=("z", "C"))
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -1,6 +1,7 @@
-"""The fused engine's two implementations of its loops over time: torch ops and the
-compiled C loops of rnnforge/_ckernels/rnn.c (used at small batches). Both must
-match the reference engine everywhere; the C activations must match torch's."""
+"""The fused engine's two implementations of its loops over time (engines/fused/cloops.py
+dispatches): torch ops and the compiled C loops of rnnforge/_ckernels/rnn.c (used at
+small batches). Both must match the reference engine everywhere; the C activations
+must match torch's."""
 from __future__ import annotations
 
 import math
@@ -11,8 +12,8 @@ import torch
 
 from rnnforge import _ckernels as ck
 from rnnforge.engines import fused
-import test_engines as te
-from rnnforge_testing import DTYPES, MODES, make_layer
+from rnnforge.engines.fused import cloops
+from rnnforge_testing import DTYPES, ENGINE_SHAPES, MODES, check_engine_matches_reference, make_layer
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
                                 reason="no C compiler on this machine")
@@ -22,15 +23,15 @@ pytestmark = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc
 def loops(request, monkeypatch):
     """Force the C loops (any batch) or the torch loops (none)."""
     cap = 1 << 30 if request.param == "c" else -1
-    monkeypatch.setattr(fused, "C_LOOP_MAX_BATCH", dict.fromkeys(fused.C_LOOP_MAX_BATCH, cap))
+    monkeypatch.setattr(cloops, "C_LOOP_MAX_BATCH", dict.fromkeys(cloops.C_LOOP_MAX_BATCH, cap))
     return request.param
 
 
-@pytest.mark.parametrize("shape", te.SHAPES.values(), ids=te.SHAPES.keys())
+@pytest.mark.parametrize("shape", ENGINE_SHAPES.values(), ids=ENGINE_SHAPES.keys())
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("mode", MODES)
 def test_fused_loops_match_reference(loops, mode, dtype, shape):
-    te.test_engine_matches_reference("fused", mode, dtype, shape)
+    check_engine_matches_reference("fused", mode, dtype, shape)
 
 
 @pytest.mark.parametrize("batch, threads", [(5, 1), (13, 3)])
@@ -40,14 +41,14 @@ def test_c_and_torch_loops_agree_on_a_larger_case(mode, batch, threads, monkeypa
     3 threads the 13 rows run as four blocks (0-3, 4-7, 8-11, 12) on OpenMP threads."""
     torch.manual_seed(0)
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
-    assert fused._threads_for(batch) == threads
+    assert cloops.threads_for(batch) == threads
     layer = make_layer(mode, 7, 33, num_layers=2, bias=True, engine="fused", dtype=torch.float64)
     x = torch.randn(50, batch, 7, dtype=torch.float64)
     lengths = torch.randint(1, 51, (batch,))
     lengths[0] = 50
     results = {}
     for name, cap in (("c", 1 << 30), ("torch", -1)):
-        monkeypatch.setattr(fused, "C_LOOP_MAX_BATCH", dict.fromkeys(fused.C_LOOP_MAX_BATCH, cap))
+        monkeypatch.setattr(cloops, "C_LOOP_MAX_BATCH", dict.fromkeys(cloops.C_LOOP_MAX_BATCH, cap))
         layer.zero_grad()
         xx = x.clone().requires_grad_(True)
         out = layer(xx, lengths=lengths)
@@ -62,22 +63,22 @@ def test_threads_for_the_c_loops(monkeypatch):
     for threads in (1, 2, 3, 8):
         monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
         for B in range(1, 70):
-            assert fused._threads_for(B) == (1 if threads == 1 or B < 8 else threads)
+            assert cloops.threads_for(B) == (1 if threads == 1 or B < 8 else threads)
 
 
 def test_dispatch_by_batch_and_width(monkeypatch):
     like = torch.zeros(1)
     wide = fused.C_LOOP_MAX_HIDDEN
     for family, limit in fused.C_LOOP_MAX_BATCH.items():
-        assert fused._c_loop(f"{family}_forward", like, limit, wide) is not None
-        assert fused._c_loop(f"{family}_backward", like, limit + 1, 4) is None
-        assert fused._c_loop(f"{family}_backward", like, 1, wide + 1) is None
+        assert cloops.c_loop(f"{family}_forward", like, limit, wide) is not None
+        assert cloops.c_loop(f"{family}_backward", like, limit + 1, 4) is None
+        assert cloops.c_loop(f"{family}_backward", like, 1, wide + 1) is None
     assert fused.runs_c_loops("rnn_sigmoid", fused.C_LOOP_MAX_BATCH["rnn"], wide)
     assert not fused.runs_c_loops("gru", 1, wide + 1)
     monkeypatch.setattr(ck, "_libs", {})
     monkeypatch.setattr(ck, "_errors", {"rnn": "no compiler (test)"})
-    monkeypatch.setattr(fused, "_warned", True)
-    assert fused._c_loop("lstm_forward", like, 1, 4) is None      # then the torch loops run
+    monkeypatch.setattr(cloops, "_warned", True)
+    assert cloops.c_loop("lstm_forward", like, 1, 4) is None      # then the torch loops run
 
 
 def _ulps(got, want):
@@ -112,23 +113,26 @@ def test_c_activations_match_torch(fn, dtype):
 def test_missing_compiler_is_said_once(monkeypatch):
     monkeypatch.setattr(ck, "_libs", {})
     monkeypatch.setattr(ck, "_errors", {"rnn": "no C compiler found (test)"})
-    monkeypatch.setattr(fused, "_warned", False)
+    monkeypatch.setattr(cloops, "_warned", False)
     like = torch.zeros(1)
     with pytest.warns(RuntimeWarning, match=r"compiled loops are unavailable \(no C compiler found"):
-        assert fused._c_loop("rnn_forward", like, 1, 4) is None
+        assert cloops.c_loop("rnn_forward", like, 1, 4) is None
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert fused._c_loop("rnn_forward", like, 1, 4) is None
+        assert cloops.c_loop("rnn_forward", like, 1, 4) is None
+
+
+#: engine="auto" past the C loops' limits, training in float32 (engines.choose's rule)
+BEYOND_C_LOOPS = {"lstm": "native", "gru": "fused", "rnn_tanh": "fused", "rnn_sigmoid": "fused"}
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_auto_runs_fused_where_its_c_loops_run(mode):
     """The measured rule: fused's C loops beat torch.nn (oneDNN's LSTM included) up to
     the family's batch limit and 256 units, except an LSTM run forward only above batch 4;
-    past those limits the CPU_PREFERENCE table decides."""
-    from rnnforge.engines import CPU_PREFERENCE
-    limit = fused.C_LOOP_MAX_BATCH[fused._family(mode)]
+    past those limits the rule by cell decides."""
+    limit = fused.C_LOOP_MAX_BATCH[cloops.family(mode)]
     small = make_layer(mode, 3, 4)
     small(torch.randn(5, limit, 3))                       # parameters require grad: training
     assert small.engine_used == "fused"
@@ -139,7 +143,7 @@ def test_auto_runs_fused_where_its_c_loops_run(mode):
         assert small.engine_used == ("native" if mode == "lstm" else "fused")
     big = make_layer(mode, 3, 4)
     big(torch.randn(5, limit + 1, 3))
-    assert big.engine_used == CPU_PREFERENCE[(mode, torch.float32, True)][0]
+    assert big.engine_used == BEYOND_C_LOOPS[mode]
     wide = make_layer(mode, 3, fused.C_LOOP_MAX_HIDDEN + 1)
     wide(torch.randn(2, 1, 3))
-    assert wide.engine_used == CPU_PREFERENCE[(mode, torch.float32, True)][0]
+    assert wide.engine_used == BEYOND_C_LOOPS[mode]

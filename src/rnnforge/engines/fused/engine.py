@@ -1,0 +1,103 @@
+"""The fused engine as registered: what it runs, the named parameters stacked, lengths sorted.
+
+Variable lengths run the way packed sequences do: the batch is sorted by
+length (longest first), so at step t only the first ``b_t`` rows are live and
+every kernel works on that prefix. Rows past their end are never touched, so
+their state is frozen, their outputs stay zero and their gradients are zero.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..reference import reverse_padded
+from .function import Recurrence
+
+_MODES = ("lstm", "gru", "rnn_tanh", "rnn_sigmoid")
+_DTYPES = (torch.float32, torch.float64)
+
+
+def stacked_weights(cell):
+    """``(w_ih (G*H, I), w_hh (G*H, H), b_ih (G*H,) or None, b_hh (H,) or None)``.
+
+    Built with ``torch.cat`` from the cell's named parameters in ``GATES`` order,
+    so autograd routes the stacked gradients back to each named parameter.
+    ``b_hh`` is the GRU's recurrent candidate bias ``b_gamma`` (inside the reset
+    product); the other cells have no bias inside the recurrence.
+    """
+    gates = cell.GATES
+    if len(gates) == 1:
+        g = gates[0]
+        return (getattr(cell, g.input), getattr(cell, g.recurrent),
+                getattr(cell, g.bias) if cell.bias else None, None)
+    w_ih = torch.cat([getattr(cell, g.input) for g in gates], 0)  # (G*H, I)
+    w_hh = torch.cat([getattr(cell, g.recurrent) for g in gates], 0)  # (G*H, H)
+    if not cell.bias:
+        return w_ih, w_hh, None, None
+    b_ih = torch.cat([getattr(cell, g.bias) for g in gates], 0)  # (G*H,)
+    rec = [getattr(cell, g.recurrent_bias) for g in gates if g.recurrent_bias]
+    return w_ih, w_hh, b_ih, (rec[0] if rec else None)
+
+
+class FusedEngine:
+    name = "fused"
+
+    def why_not(self, layer, x, lengths):
+        if layer.mode not in _MODES:
+            return f"no fused kernels for the {layer.mode} cell"
+        if x.device.type != "cpu":
+            return (f"the fused engine runs on CPU; for {x.device.type} tensors use "
+                    f"engine='native' (or 'reference' for the sigmoid RNN)")
+        if x.dtype not in _DTYPES:
+            return f"the fused engine takes float32 or float64, got {x.dtype}"
+        return None
+
+    def forward(self, layer, x, h0, c0, lengths):
+        T, B, _ = x.shape
+        mode = layer.mode
+        perm = bs = None
+        if lengths is not None:
+            if bool((lengths == T).all()):
+                lengths = None  # nothing is padded: the plain path is exact
+            else:
+                if not bool((lengths[:-1] >= lengths[1:]).all()):
+                    # longest first, so that the live rows of every step are a prefix
+                    perm = torch.argsort(lengths, descending=True, stable=True)
+                    lengths = lengths.index_select(0, perm)
+                    x = x.index_select(1, perm)
+                    h0 = h0.index_select(1, perm)
+                    c0 = c0.index_select(1, perm) if c0 is not None else None
+                live = torch.arange(T, device=lengths.device).unsqueeze(1) < lengths  # (T, B)
+                bs = live.sum(1).tolist()  # live rows per step
+                # padding must be inert: the weight-gradient GEMMs read every row of x
+                x = x.masked_fill(~live.unsqueeze(-1), 0)
+        D = layer.num_directions
+        h_n, c_n = [], []
+        for l in range(layer.num_layers):
+            outs = []
+            for d in range(D):
+                k = l * D + d
+                w_ih, w_hh, b_ih, b_hh = stacked_weights(layer.cells[k])
+                x_d = reverse_padded(x, lengths) if d else x
+                out, h, c = Recurrence.apply(mode, x_d, w_ih, b_ih, h0[k],
+                                             c0[k] if c0 is not None else None,
+                                             w_hh, b_hh, bs, lengths)
+                outs.append(reverse_padded(out, lengths) if d else out)
+                h_n.append(h)
+                c_n.append(c)
+            x = outs[0] if D == 1 else torch.cat(outs, -1)  # (T, B, D*H)
+            if layer.dropout and layer.training and l < layer.num_layers - 1:
+                if perm is None:
+                    x = F.dropout(x, layer.dropout, training=True)
+                else:  # draw the mask in the caller's batch order, as the other engines
+                    mask = F.dropout(torch.ones_like(x), layer.dropout, training=True)
+                    x = x * mask.index_select(1, perm)
+        h_n = torch.stack(h_n)  # (D*L, B, H)
+        c_n = torch.stack(c_n) if c0 is not None else None
+        if perm is not None:
+            inv = torch.argsort(perm)
+            x = x.index_select(1, inv)
+            h_n = h_n.index_select(1, inv)
+            c_n = c_n.index_select(1, inv) if c_n is not None else None
+        return x, h_n, c_n

@@ -1,0 +1,80 @@
+"""LSTM: forward and hand-written backward through time, torch ops or C loops."""
+
+from __future__ import annotations
+
+import torch
+
+from .cloops import c_loop, call
+from .steps import one, prev_steps, project, steps, weight_grad
+from .workspace import WORKSPACE
+
+
+def forward(x, w_ih, b_ih, h0, c0, w_hh, bs):
+    """``(out, gates, C, tC)``: the states, and the activations i, f, C~, o, C, tanh(C) the backward reads."""
+    T, B, _ = x.shape
+    H = h0.shape[-1]
+    out = (x.new_zeros if bs else x.new_empty)((T, B, H))
+    gates = WORKSPACE.take((T, B, 4 * H), x)  # projections, then the activations i, f, C~, o
+    project(x, w_ih, b_ih, gates.view(T * B, 4 * H))
+    C = WORKSPACE.take((T, B, H), x, zero=bool(bs))
+    tC = WORKSPACE.take((T, B, H), x, zero=bool(bs))  # tanh(C)
+    wt = w_hh.t().contiguous()  # (H, 4H): row-major W^T, the faster GEMM layout here
+    loop = c_loop("lstm_forward", x, B, H)
+    if loop is not None:
+        call(loop, T, B, H, bs, h0, c0, wt, gates, C, tC, out)
+        return out, gates, C, tC
+    S = lambda buf: steps(buf, bs)  # noqa: E731
+    for (h_prev, c_prev, g_t, g_if, g_g, g_o, i, f, c_t, tc_t, o_t) in zip(
+            prev_steps(h0, out, bs), prev_steps(c0, C, bs), S(gates),
+            S(gates[..., :2 * H]), S(gates[..., 2 * H:3 * H]), S(gates[..., 3 * H:]),
+            S(gates[..., :H]), S(gates[..., H:2 * H]), S(C), S(tC), S(out)):
+        g_t.addmm_(h_prev, wt)  # all four pre-activations, (b, 4H)
+        g_if.sigmoid_()
+        g_g.tanh_()
+        g_o.sigmoid_()
+        torch.mul(f, c_prev, out=c_t).addcmul_(i, g_g)  # C = f ⊙ C_prev + i ⊙ C~
+        torch.tanh(c_t, out=tc_t)
+        torch.mul(g_o, tc_t, out=o_t)  # z = o ⊙ tanh(C)
+    return out, gates, C, tC
+
+
+def backward(saved, dH, d_cn, bs):
+    """``(dG, dh0, dc0, dW_hh)`` from ``dH``, the total gradient reaching each h_t, and d c_n."""
+    h0, c0, w_hh, out, gates, C, tC = saved
+    T, B, H = out.shape
+    dG = WORKSPACE.take((T, B, 4 * H), out, zero=bool(bs))
+    dc = d_cn.clone(memory_format=torch.contiguous_format)  # dC carried back, (B, H)
+    loop = c_loop("lstm_backward", out, B, H)
+    if loop is not None:  # forms the Jacobian factors per element itself
+        call(loop, T, B, H, bs, w_hh, gates, C, tC, c0, dH, dc, dG)
+        return dG, dG[0] @ w_hh, dc, weight_grad(dG, h0, out)  # every row is live at t = 0
+    i, f, g, o = gates.chunk(4, -1)  # (T, B, H) each
+    # the step Jacobians' factors, for all T at once
+    K = WORKSPACE.take((T, B, 5, H), out)
+    Ki, Kf, Kg, Ko, Kc = K.unbind(2)
+    torch.addcmul(i, i, i, value=-1, out=Ki).mul_(g)  # d i-pre / dC = C~ i (1 - i)
+    torch.addcmul(f, f, f, value=-1, out=Kf)  # f (1 - f) ...
+    Kf[0].mul_(c0)
+    Kf[1:].mul_(C[:-1])  # ... ⊙ C_prev
+    torch.addcmul(one(g), g, g, value=-1, out=Kg).mul_(i)  # d C~-pre / dC = i (1 - C~^2)
+    torch.addcmul(o, o, o, value=-1, out=Ko).mul_(tC)  # d o-pre / dh = tanh(C) o (1 - o)
+    torch.addcmul(one(tC), tC, tC, value=-1, out=Kc).mul_(o)  # dC / dh = o (1 - tanh(C)^2)
+    Kifg = K[:, :, :3]
+    dG4 = dG.view(T, B, 4, H)
+    dcs = [dc] * T if bs is None else [dc[:b] for b in bs]
+    dc3 = dc.unsqueeze(1).expand(B, 3, H)  # (B, 3, H), stride 0 over the gates
+    dc3s = [dc3] * T if bs is None else [dc3[:b] for b in bs]
+    S = lambda buf: steps(buf, bs)  # noqa: E731
+    dHs, Kcs, Kifgs, Kos, fs = S(dH), S(Kc), S(Kifg), S(Ko), S(f)
+    dGs, dG3s, dGos = S(dG), S(dG4[:, :, :3]), S(dG[..., 3 * H:])
+    dHp = prev_steps(dH[0], dH, bs)
+    for t in range(T - 1, -1, -1):
+        dh, dc_t = dHs[t], dcs[t]
+        dc_t.addcmul_(dh, Kcs[t])  # dC_t
+        torch.mul(dc3s[t], Kifgs[t], out=dG3s[t])  # d(i, f, C~ pre-activations)
+        torch.mul(dh, Kos[t], out=dGos[t])  # d(o pre-activation)
+        dc_t.mul_(fs[t])  # dC_{t-1}
+        if t:
+            dHp[t].addmm_(dGs[t], w_hh)  # dh_{t-1} += dG_t W_hh
+    dh0 = dGs[0] @ w_hh
+    return dG, dh0, dc, weight_grad(dG, h0, out)

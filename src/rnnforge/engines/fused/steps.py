@@ -1,0 +1,57 @@
+"""Per-step views and the whole-sequence GEMMs that every cell's arithmetic shares.
+
+Buffers are time-major (T, B, ...). With variable lengths the batch is sorted
+longest first and ``bs`` lists the live rows of each step, so a step's view is
+the prefix ``[:b_t]`` of its rows.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def steps(buf: torch.Tensor, bs):
+    """Per-step views of a time-major buffer, restricted to the live rows ``[:b_t]``."""
+    if bs is None:
+        return buf.unbind(0)
+    return [buf[t, :b] for t, b in enumerate(bs)]
+
+
+def prev_steps(first: torch.Tensor, buf: torch.Tensor, bs):
+    """Views of the previous step's value for each step: ``first`` at t=0, else ``buf[t-1]``."""
+    if bs is None:
+        return (first, *buf.unbind(0)[:-1])
+    return [first[:bs[0]]] + [buf[t - 1, :b] for t, b in enumerate(bs) if t > 0]
+
+
+def final(buf: torch.Tensor, lengths) -> torch.Tensor:
+    """The value at each sequence's last real step, (B, H)."""
+    if lengths is None:
+        return buf[-1].clone()
+    return buf[lengths - 1, torch.arange(buf.shape[1], device=buf.device)]
+
+
+def project(x, w_ih, b_ih, out):
+    """``out (T*B, G*H) = x W_ih^T + b``: the input projection of every step, one GEMM."""
+    x2 = x.reshape(-1, x.shape[-1])  # (T*B, I)
+    if b_ih is None:
+        torch.mm(x2, w_ih.t(), out=out)
+    else:
+        torch.addmm(b_ih, x2, w_ih.t(), out=out)
+
+
+def weight_grad(dG, first, seq):
+    """``dW = sum_t dG_t^T h_{t-1}`` as one (G*H, T*B) x (T*B, H) GEMM (plus the t=0 rank-B term).
+
+    ``first`` is the state entering step 0, ``seq`` (T, B, H) the states after each step.
+    """
+    GH, H = dG.shape[-1], seq.shape[-1]
+    dw = dG[0].t() @ first  # (G*H, H)
+    if dG.shape[0] > 1:
+        dw.addmm_(dG[1:].reshape(-1, GH).t(), seq[:-1].reshape(-1, H))
+    return dw
+
+
+def one(like: torch.Tensor) -> torch.Tensor:
+    """A 0-dim 1 of ``like``'s dtype: ``addcmul(1, a, a, value=-1)`` is ``1 - a^2`` in one pass."""
+    return torch.ones((), dtype=like.dtype, device=like.device)

@@ -1,0 +1,71 @@
+"""The fused engine's own cases (engines/fused/engine.py); parity over the full matrix is
+in tests/engines/test_engines.py, and with each of its two loops forced in test_cloops.py.
+
+Here: variable lengths with unsorted batches and ties, both directions, against
+the reference engine; dropout determinism; the engine's refusals; no_grad.
+"""
+
+import pytest
+import torch
+
+from rnnforge_testing import MODES, assert_close, assert_same_function, flat_outputs, make_layer
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_unsorted_lengths_bidirectional_two_layers(mode):
+    """Unsorted lengths with ties, both directions, 2 layers, bias: the reference's function."""
+    torch.manual_seed(1)
+    ref = make_layer(mode, 3, 4, num_layers=2, bidirectional=True, bias=True, dtype=torch.float64,
+                 engine="reference")
+    fus = make_layer(mode, 3, 4, num_layers=2, bidirectional=True, bias=True, dtype=torch.float64,
+                 engine="fused")
+    fus.load_state_dict(ref.state_dict())
+    x = torch.randn(6, 5, 3, dtype=torch.float64)
+    states = [torch.randn(4, 5, 4, dtype=torch.float64) for _ in range(2 if mode == "lstm" else 1)]
+    lengths = torch.tensor([2, 6, 1, 6, 4])
+
+    def run(layer):
+        leaves = [t.clone().requires_grad_() for t in (x, *states)]
+        hx = tuple(leaves[1:]) if mode == "lstm" else leaves[1]
+        return flat_outputs(layer(leaves[0], hx, lengths=lengths)), leaves
+
+    (got, leaves_f), (want, leaves_r) = run(fus), run(ref)
+    assert fus.engine_used == "fused"
+    assert_same_function(got, want, (leaves_f, leaves_r), (fus, ref))
+    # outputs past each sequence's end are exactly zero
+    out = got[0]
+    assert out[2:, 0].abs().max() == 0 and out[1:, 2].abs().max() == 0
+
+
+@pytest.mark.parametrize("mode", ["lstm", "rnn_sigmoid"])
+def test_dropout_same_seed_same_result_and_matches_reference(mode):
+    torch.manual_seed(2)
+    ref = make_layer(mode, 3, 4, num_layers=3, dropout=0.5, engine="reference")
+    fus = make_layer(mode, 3, 4, num_layers=3, dropout=0.5, engine="fused")
+    fus.load_state_dict(ref.state_dict())
+    x = torch.randn(5, 4, 3)
+    lengths = torch.tensor([3, 5, 1, 4])
+    runs = []
+    for layer in (fus, fus, ref):
+        torch.manual_seed(7)
+        runs.append(layer(x, lengths=lengths)[0])
+    torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)
+    # the masks are drawn in the caller's batch order, as the reference engine does
+    assert_close(runs[0], runs[2], "out with dropout")
+    torch.manual_seed(8)
+    assert not torch.equal(fus(x, lengths=lengths)[0], runs[0])
+
+
+def test_refusals_say_why():
+    layer = make_layer("lstm", 3, 4, engine="fused", dtype=torch.float16)
+    with pytest.raises(ValueError, match="fused.*float32 or float64"):
+        layer(torch.randn(2, 1, 3, dtype=torch.float16))
+
+
+def test_no_grad_forward_equals_grad_forward():
+    torch.manual_seed(3)
+    layer = make_layer("lstm", 3, 4, engine="fused", num_layers=2)
+    x = torch.randn(7, 3, 3)
+    with torch.no_grad():
+        a = layer(x)[0]
+    torch.testing.assert_close(layer(x)[0], a, rtol=0, atol=0)
