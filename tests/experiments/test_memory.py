@@ -13,18 +13,6 @@ from rnnforge.experiments.memory import (SOLVED_BELOW, AddingTask, CopyTask, Del
                                          MemoryNet, ParityTask, make_task, run_memory, train_one)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: these models are tiny, and oversubscribed cores slow them tenfold.
-
-    Restored afterwards, since the CLI's --threads sets it for the whole process.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def gen(seed=0):
     return torch.Generator().manual_seed(seed)
 

@@ -158,8 +158,9 @@ def fresh_kernels(monkeypatch, tmp_path):
 
 def test_build_is_cached_and_atomic(fresh_kernels):
     lib = ck.load()
-    files = list(fresh_kernels.iterdir())
-    assert [f.suffix for f in files] == [".so"] and files[0].name.startswith("pinv-")
+    files = sorted(fresh_kernels.iterdir(), key=lambda f: f.suffix)  # the library and its recorded hash
+    assert [f.suffix for f in files] == [".sha256", ".so"] and files[1].name.startswith("pinv-")
+    files = files[1:]
     assert ck.load() is lib                       # loaded once per process
     ck._libs.clear()
     mtime = files[0].stat().st_mtime_ns
