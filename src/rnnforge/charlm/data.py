@@ -129,7 +129,7 @@ class Vocab:
 
 def split(ids: torch.Tensor, val_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Train on the first part, hold out the last ``val_fraction`` (contiguous)."""
-    check_float("val_fraction", val_fraction, low=0.0, high=0.5, low_open=True, high_open=True)
+    check_float("val_fraction", val_fraction, low=0, high=0.5, low_open=True, high_open=True)
     n_val = max(2, int(len(ids) * val_fraction))
     return ids[:-n_val], ids[-n_val:]
 

@@ -30,11 +30,11 @@ def check_sampling_options(temperature: float, top_k: int | None = None, top_p: 
     if isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature <= 0:
         raise OptionError("temperature", f"must be > 0, got {temperature}; greedy decoding takes "
                                          f"the most likely character")
-    check_float("temperature", temperature, low=0.0, low_open=True)
+    check_float("temperature", temperature, low=0, low_open=True)
     if top_k is not None:
         check_int("top_k", top_k, low=1)
     if top_p is not None:
-        check_float("top_p", top_p, low=0.0, high=1.0, low_open=True)
+        check_float("top_p", top_p, low=0, high=1, low_open=True)
     check_int("length", length, low=0)
     if seed is not None:
         check_int("seed", seed, low=0, high=MAX_SEED)

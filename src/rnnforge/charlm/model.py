@@ -32,7 +32,7 @@ class CharLMConfig:
     engine: str = "auto"
 
     def __post_init__(self):
-        from ..engines import check_engine_name
+        from ..engines import ENGINES
 
         if self.cell not in CELLS:
             raise OptionError("cell", f"{self.cell!r} is unknown; choose one of {', '.join(CELLS)}")
@@ -40,14 +40,13 @@ class CharLMConfig:
         check_int("hidden", self.hidden, low=1)
         check_int("layers", self.layers, low=1)
         check_int("embed", self.embed, low=0)
-        check_float("dropout", self.dropout, low=0.0, high=1.0, high_open=True)
+        check_float("dropout", self.dropout, low=0, high=1, high_open=True)
         for name in ("tie_weights", "bias"):
             if not isinstance(getattr(self, name), bool):
                 raise OptionError(name, f"must be true or false, got {getattr(self, name)!r}")
-        try:
-            check_engine_name(self.engine)
-        except ValueError as e:
-            raise OptionError("engine", f"{self.engine!r} is unknown ({e})") from None
+        if self.engine != "auto" and self.engine not in ENGINES:
+            raise OptionError("engine", f"{self.engine!r} is unknown; choose auto or one of "
+                                        f"{', '.join(sorted(ENGINES))}")
         if self.embed == 0:
             self.embed = self.hidden
         if self.tie_weights and self.embed != self.hidden:

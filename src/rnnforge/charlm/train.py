@@ -41,6 +41,9 @@ from .generate import MAX_SEED
 from .model import CELLS, CharLM, CharLMConfig, check_fits
 
 LN2 = math.log(2.0)
+#: the largest learning rate accepted: far above any useful one, far below float32's overflow
+MAX_LR = 1000
+RESUME_AND_FORCE = "starts a run over, which contradicts resuming it; choose one"
 
 
 @dataclass
@@ -82,30 +85,33 @@ class TrainConfig:
         """Every option checked, each error naming its option; the model's own ones by CharLMConfig."""
         if self.data is not None and not isinstance(self.data, str):
             raise OptionError("data", f"must be a path or {DEFAULT_CORPUS!r}, got {self.data!r}")
+        if not isinstance(self.glob, str) or not self.glob:
+            raise OptionError("glob", f"must be a file name pattern such as '*.txt', got {self.glob!r}")
         if self.cell not in CELLS:
             raise OptionError("cell", f"{self.cell!r} is unknown; choose one of {', '.join(CELLS)}")
         check_int("hidden", self.hidden, low=1)
         check_int("layers", self.layers, low=1)
         check_int("embed", self.embed, low=0)
-        check_float("dropout", self.dropout, low=0.0, high=1.0, high_open=True)
+        check_float("dropout", self.dropout, low=0, high=1, high_open=True)
         check_int("steps", self.steps, low=0)
-        check_float("minutes", self.minutes, low=0.0)
+        check_float("minutes", self.minutes, low=0)
         if self.steps == 0 and self.minutes == 0:
             raise OptionError("steps", "and minutes are both 0: give a step budget, a time budget, or both")
         for name in ("batch_size", "seq_len", "eval_every"):
             check_int(name, getattr(self, name), low=1)
         check_int("warmup", self.warmup, low=0)
-        check_float("lr", self.lr, low=0.0, low_open=True)
-        check_float("min_lr_ratio", self.min_lr_ratio, low=0.0, high=1.0)
-        check_float("weight_decay", self.weight_decay, low=0.0)
-        check_float("clip", self.clip, low=0.0)
-        check_float("val_fraction", self.val_fraction, low=0.0, high=0.5, low_open=True, high_open=True)
+        # above MAX_LR AdamW's step overflows float32 before the loss can show divergence
+        check_float("lr", self.lr, low=0, high=MAX_LR, low_open=True)
+        check_float("min_lr_ratio", self.min_lr_ratio, low=0, high=1)
+        check_float("weight_decay", self.weight_decay, low=0)
+        check_float("clip", self.clip, low=0)
+        check_float("val_fraction", self.val_fraction, low=0, high=0.5, low_open=True, high_open=True)
         check_int("seed", self.seed, low=0, high=MAX_SEED)
         check_int("threads", self.threads, low=0, high=MAX_THREADS)
         if self.amp not in AMP:
             raise OptionError("amp", f"{self.amp!r}: choose one of {', '.join(AMP)}")
         if self.resume and self.force:
-            raise OptionError("force", "starts a run over, which contradicts resuming it; choose one")
+            raise OptionError("force", RESUME_AND_FORCE)
 
 
 #: what makes a run what it is: given again on resume, these must agree with the checkpoint
@@ -147,6 +153,8 @@ def resolve_config(options: dict, defaults: TrainConfig | None = None) -> TrainC
         raise UserError(f"unknown training options: {', '.join(unknown)}")
     given = {k: v for k, v in options.items() if v is not None}
     base = defaults or TrainConfig()
+    if given.get("resume") and given.get("force"):
+        raise OptionError("force", RESUME_AND_FORCE)
     if not given.get("resume"):
         return replace(base, **given)
     out = Path(given.get("out", base.out))

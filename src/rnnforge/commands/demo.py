@@ -32,13 +32,14 @@ def register(sub) -> None:
 def run(args) -> int:
     import time
 
+    from ..charlm.checkpoint import LAST
     from ..charlm.generate import check_sampling_options, sample
+    from ..checkpoint import read_meta
     from ..cli import print_config
     from .train import run_config, start
 
     cfg = run_config(args, DEMO)
-    prime = "The "
-    check_sampling_options(args.temperature, length=args.sample_length, prime=prime)  # before training
+    check_sampling_options(args.temperature, length=args.sample_length)  # before training, not after
     print_config("demo", argparse.Namespace(**asdict(cfg), sample_length=args.sample_length,
                                             temperature=args.temperature))
     t0 = time.perf_counter()
@@ -47,6 +48,9 @@ def run(args) -> int:
           f"{result.metrics['tokens_per_s']:,.0f} tokens/s, engine {result.engine})")
     print(f"held-out bits per character: {result.best_val_bpc:.3f}")
     print(f"learning curve: {result.out / 'learning_curve.png'}")
+    # "The " where the corpus has those characters, else its first character
+    vocab = read_meta(result.out / LAST)["vocab"]
+    prime = "".join(c for c in "The " if c in vocab) or vocab[0]
     text = "".join(sample(result.out, prime, args.sample_length, temperature=args.temperature, seed=cfg.seed))
     print(f"\nsample (temperature {args.temperature}, seed {cfg.seed}):\n{'-' * 60}\n{prime}{text}\n{'-' * 60}")
     print(f"done in {time.perf_counter() - t0:.0f} s; sample more with: "

@@ -39,12 +39,13 @@ def run(args) -> int:
     from ..cli import print_config
     from ..errors import OptionError
 
-    print_config("sample", args, file=sys.stderr)
     if args.output is not None and Path(args.output).is_dir():
         raise OptionError("output", f"{args.output} is a folder; give a file name")
+    # options and checkpoint are checked first, so that an error is the only line on stderr
     chars = sample(args.checkpoint, args.prime, args.length, temperature=args.temperature,
                    top_k=args.top_k, top_p=args.top_p, seed=args.seed, greedy=args.greedy,
                    device=args.device)
+    print_config("sample", args, file=sys.stderr)
     if args.output is not None:
         text = args.prime + "".join(chars) + "\n"
         atomic_write(args.output, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
