@@ -95,8 +95,9 @@ def model_weights(path: Path, config: CharLMConfig, tensors: dict[str, torch.Ten
     a floating-point dtype and finite values."""
     held = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     n, have = parameter_count(config), sum(v.numel() for v in held.values())
-    if n > have:
-        # a config far bigger than the file's weights is wrong metadata; never build it
+    if n > 16 * have + 10**6:
+        # a config far bigger than the file's weights is wrong metadata; never build it, not even
+        # on the meta device (whose sizes overflow for absurd values)
         raise UserError(f"{path}: the checkpoint's model config (cell {config.cell}, hidden "
                         f"{config.hidden}, layers {config.layers}, embed {config.embed}) means "
                         f"{n:,} parameters, but the file holds {have:,} weights")

@@ -367,8 +367,8 @@ class Trainer:
         if per_stream < T + 1:
             raise UserError(f"the corpus is too short: {len(train_ids)} training characters make "
                             f"{B * self.world} streams of {per_stream}, shorter than one chunk of "
-                            f"{T} + 1 characters; use more text, or fewer streams (batch_size) or "
-                            f"shorter chunks (seq_len)")
+                            f"{T} + 1 characters; use more text, or a smaller batch size or "
+                            f"sequence length")
         self.train_streams = streams(train_ids, B * self.world)[self.rank * B:(self.rank + 1) * B]
         self.chunks_per_epoch = (self.train_streams.shape[1] - 1) // T
         self.val_streams = streams(val_ids, max(1, min(16, len(val_ids) // (T + 1))))
@@ -489,7 +489,9 @@ class Trainer:
             torch.set_rng_state(rng)
             if "rng.cuda" in tensors and self.device.type == "cuda":
                 torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
-        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        except KeyError as e:
+            raise UserError(f"{path}: the training state cannot be restored ({e.args[0]!r} is missing)") from None
+        except (TypeError, ValueError, RuntimeError, AttributeError) as e:
             raise UserError(f"{path}: the training state cannot be restored "
                             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else e!r})") from None
         self.step, self.elapsed, self.best = meta["step"], float(meta["elapsed"]), float(meta["best_val_bpc"])
