@@ -636,7 +636,7 @@ class _MetricsLog:
                 self.tb = SummaryWriter(str(out / "tensorboard"))
             except ImportError:
                 log("tensorboard is not installed: metrics go to metrics.csv only "
-                    "(pip install tensorboard, or pass --no-tensorboard to silence this)")
+                    "(pip install tensorboard, or turn tensorboard off to silence this)")
 
     def write(self, m: dict) -> None:
         self.csv.writerow({k: m[k] for k in self.COLUMNS})
