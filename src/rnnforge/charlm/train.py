@@ -23,6 +23,7 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields, replace
@@ -302,7 +303,7 @@ def check_out_folder(out: Path) -> None:
         raise OptionError("out", f"{out}: {probe} is a file, so the folder cannot be made")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        fd, tmp = __import__("tempfile").mkstemp(prefix=".rnnforge-probe.", dir=out)
+        fd, tmp = tempfile.mkstemp(prefix=".rnnforge-probe.", dir=out)
         os.close(fd)
         os.unlink(tmp)
     except OSError as e:
