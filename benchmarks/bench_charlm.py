@@ -118,8 +118,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    # force: each run of the benchmark starts its scratch runs over
     cfg = replace(TrainConfig(), minutes=args.minutes, device="cpu", progress=False, tensorboard=False,
-                  eval_every=100, lr=4e-3, warmup=30)
+                  eval_every=100, lr=4e-3, warmup=30, force=True)
     print(f"# {time.strftime('%Y-%m-%d')} {platform.machine()} {platform.processor() or ''} "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads; model {cfg.layers}x{cfg.hidden} "
           f"{cfg.cell}, B={cfg.batch_size}, T={cfg.seq_len}")

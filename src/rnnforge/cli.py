@@ -36,13 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def print_config(command: str, args: argparse.Namespace) -> None:
-    """Print the resolved configuration of a run, one ``key = value`` per line."""
+def print_config(command: str, args: argparse.Namespace, file=None) -> None:
+    """Print the resolved configuration of a run, one ``key = value`` per line (to stdout by default)."""
+    file = file or sys.stdout
     items = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
-    print(f"rnnforge {command}: resolved config")
+    print(f"rnnforge {command}: resolved config", file=file)
     for key in sorted(items):
-        print(f"  {key} = {items[key]!r}")
-    sys.stdout.flush()
+        print(f"  {key} = {items[key]!r}", file=file)
+    file.flush()
 
 
 def _parsers(parser: argparse.ArgumentParser):
@@ -99,6 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"rnnforge {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        # not an expected failure: a bug, whose traceback is what a report needs
+        import traceback
+
+        traceback.print_exc()
+        print(f"rnnforge {args.command}: internal error: this is a bug in rnnforge; please report it "
+              f"with the command line and the traceback above", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -30,3 +30,29 @@ def tiny(corpus, tmp_path):
         base.update(kw)
         return TrainConfig(**base)
     return make
+
+
+
+@pytest.fixture
+def cli_error(capsys):
+    """Run the command line, demand exit code 2 and one stderr line without a traceback; return it."""
+    from rnnforge.cli import main
+
+    def run(argv) -> str:
+        capsys.readouterr()  # drop what earlier calls printed
+        code = main([str(a) for a in argv])
+        err = capsys.readouterr().err.strip()
+        assert code == 2, (code, err)
+        assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+        return err
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_argv():
+    """``rnnforge train`` of a tiny model on ``data`` into ``out`` (later flags override these)."""
+    def argv(data, out, *extra) -> list[str]:
+        return ["train", "--data", str(data), "--hidden", "8", "--layers", "1", "--steps", "4",
+                "--eval-every", "2", "--seq-len", "8", "--batch-size", "2", "--out", str(out),
+                "--no-progress", "--no-tensorboard", "--device", "cpu", "--threads", "1", *map(str, extra)]
+    return argv

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from rnnforge.errors import UserError
+from rnnforge.errors import OptionError, UserError
 from rnnforge.charlm.checkpoint import load_model
 from rnnforge.charlm.generate import generate
 from rnnforge.charlm.train import LAST, Trainer
@@ -16,7 +16,8 @@ def trained(tmp_path_factory, text_file):
                       steps=30, eval_every=30, lr=1e-2, warmup=2, out=str(d / "run"),
                       progress=False, tensorboard=False, threads=1, device="cpu")
     Trainer(cfg).run()
-    return load_model(d / "run")
+    model, vocab, meta = load_model(d / "run")
+    return model, vocab, {**meta, "run": d / "run"}
 
 
 def test_same_seed_same_text(trained):
@@ -67,12 +68,40 @@ def test_bad_options(trained):
     model, vocab, _ = trained
     with pytest.raises(UserError, match="not in the model's vocabulary: 'Z', '@'"):
         next(generate(model, vocab, "Zebra@", 5))
-    with pytest.raises(UserError, match="--temperature must be > 0"):
-        next(generate(model, vocab, "the", 5, temperature=0))
-    with pytest.raises(UserError, match=r"--top-p must be in \(0, 1\]"):
-        next(generate(model, vocab, "the", 5, top_p=1.5))
-    with pytest.raises(UserError, match="--top-k must be at least 1"):
-        next(generate(model, vocab, "the", 5, top_k=0))
+    # the library names its parameters; the command line shows them as flags
+    for kw, message in [(dict(temperature=0), "temperature must be > 0, got 0; greedy decoding"),
+                        (dict(temperature=float("inf")), "temperature must be > 0, got inf"),
+                        (dict(top_p=1.5), r"top_p must be in \(0, 1\], got 1.5"),
+                        (dict(top_k=0), "top_k must be >= 1, got 0"),
+                        (dict(length=-1), "length must be >= 0, got -1"),
+                        (dict(seed=-1), "seed must be in \\[0, 18446744073709551615\\], got -1")]:
+        with pytest.raises(OptionError, match="^" + message) as e:
+            next(generate(model, vocab, "the", **{"length": 5, **kw}))
+        assert e.value.option == next(iter(kw))
+        assert "--" not in str(e.value)
+
+
+def test_sample_and_evaluate_from_a_checkpoint(trained, tmp_path_factory):
+    """The library calls read a run folder: sample gives generate's text, evaluate the bits per
+    character of one forward over the text (cross-entropy / ln 2), the state carried across chunks."""
+    import math
+
+    import torch.nn.functional as F
+
+    from rnnforge.charlm import evaluate, sample
+
+    model, vocab, meta = trained
+    run = meta["run"]
+    assert "".join(sample(run, "the ", 40, seed=5, top_k=4)) == "".join(
+        generate(model, vocab, "the ", 40, seed=5, top_k=4))
+    text = "the lazy dog jumps over the quick brown fox. pack my box."
+    ids = vocab.encode(text)
+    with torch.no_grad():
+        logits, _ = model(ids[None, :-1])
+        want = F.cross_entropy(logits[0].double(), ids[1:]).item() / math.log(2)
+    assert evaluate(run, text, seq_len=7) == pytest.approx(want, rel=1e-5)
+    with pytest.raises(OptionError, match="^temperature must be > 0"):
+        sample(run, "the ", 5, temperature=-1)  # checked when called, not at the first character
 
 
 def _inverse_transform(logits, u, temperature, top_k, top_p):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from rnnforge import checkpoint
-from rnnforge.errors import UserError
+from rnnforge.errors import OptionError, UserError
 from rnnforge.charlm.checkpoint import load_model
 from rnnforge.charlm.train import BEST, LAST, Trainer, TrainConfig, learning_rate
 from rnnforge.runtime import rank_device
@@ -137,13 +137,14 @@ def test_learning_rate_schedule():
 
 
 def test_bad_inputs(tiny, tmp_path):
-    with pytest.raises(UserError, match="too short.*--seq-len 16"):
+    with pytest.raises(UserError, match=r"too short: 37 training characters make 4 streams of 9, shorter "
+                                        r"than one chunk of 16 \+ 1 characters"):
         short = tmp_path / "short.txt"
         short.write_text("abc" * 13)
         Trainer(tiny(data=str(short)))
-    with pytest.raises(UserError, match="unknown cell 'lstn'"):
+    with pytest.raises(OptionError, match="^cell 'lstn' is unknown; choose one of rnn, rnn-tanh, gru, lstm$"):
         Trainer(tiny(cell="lstn"))
-    with pytest.raises(UserError, match="give a budget"):
+    with pytest.raises(OptionError, match="give a step budget, a time budget, or both"):
         Trainer(tiny(steps=0, minutes=0))
     with pytest.raises(UserError, match="does not exist"):
         Trainer(tiny(resume=True, out=str(tmp_path / "empty")))
@@ -163,9 +164,6 @@ def test_amp_choices_on_the_cpu(tiny):
             Trainer(tiny(amp=amp))
     with pytest.raises(UserError, match="amp 'half': choose one of auto, bf16, fp16, off"):
         Trainer(tiny(amp="half"))
-    old = tiny(amp=False)  # earlier versions took a boolean
-    old.validate()
-    assert old.amp == "off"
 
 
 def test_each_rank_takes_its_own_gpu(monkeypatch):
@@ -242,3 +240,42 @@ def test_a_torn_checkpoint_write_leaves_the_old_one(tiny, tmp_path, monkeypatch)
         t.save(LAST, {}, with_training_state=True)
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")] == []
+
+
+@pytest.mark.parametrize("cell", ["rnn", "rnn-tanh", "gru", "lstm"])
+@pytest.mark.parametrize("tie, bias, layers", [(False, True, 1), (True, True, 3), (False, False, 2)])
+def test_parameter_count_from_the_config_alone(cell, tie, bias, layers):
+    from rnnforge.charlm.model import CharLM, CharLMConfig, parameter_count
+
+    cfg = CharLMConfig(11, cell, 7, layers, 0 if tie else 5, tie_weights=tie, bias=bias)
+    assert parameter_count(cfg) == sum(p.numel() for p in CharLM(cfg).parameters())
+
+
+def test_a_model_beyond_the_memory_is_refused_before_it_is_built(tiny, monkeypatch):
+    from rnnforge.charlm import model
+
+    monkeypatch.setattr(model, "memory_bytes", lambda device: 4 * 2**20)  # a 4 MiB machine
+    # LSTM, hidden = embed = 256, V = 29: 4 gates of 256 x 512 weights and 256 biases, embedding and
+    # readout 29 x 256 each, readout bias 29; 16 bytes a parameter (weights, gradients, 2 moments)
+    n = 4 * 256 * 512 + 4 * 256 + 2 * 29 * 256 + 29
+    with pytest.raises(OptionError, match=rf"^hidden 256 is too large: the model would have {n:,} parameters, "
+                                          rf"about {16 * n / 2**20:.1f} MiB to train \(float32 weights, "
+                                          rf"gradients and two AdamW moments\), more than the 4\.0 MiB of "
+                                          rf"memory of cpu; use a smaller value$"):
+        Trainer(tiny(hidden=256, embed=256))
+
+
+def test_train_returns_the_result_and_resolve_config_reads_the_run(tiny, tmp_path):
+    from rnnforge.charlm import resolve_config, train
+
+    cfg = tiny(steps=4, eval_every=2)
+    res = train(cfg, log=lambda *a: None)
+    assert (res.step, res.out, res.main) == (4, tmp_path / "run", True)
+    assert res.metrics["step"] == 4 and res.best_val_bpc == min(res.best_val_bpc, res.metrics["val_bpc"])
+    again = resolve_config({"resume": True, "out": str(tmp_path / "run"), "steps": 8, "hidden": None})
+    assert again.hidden == 24 and again.steps == 8 and again.seq_len == 16 and again.resume
+    assert again.data == str(tmp_path / "corpus.txt")
+    with pytest.raises(OptionError, match=r"^seq_len is 8, but the run in .* was trained with 16") as e:
+        resolve_config({"resume": True, "out": str(tmp_path / "run"), "seq_len": 8})
+    assert e.value.option == "seq_len"
+    assert resolve_config({"steps": 3}, tiny()).steps == 3  # fresh: the rest from the defaults given

@@ -8,12 +8,13 @@ of them, works too.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..errors import UserError
+from ..errors import OptionError, UserError, check_float
 
 DEFAULT_CORPUS = "pydoc-topics"
 
@@ -25,29 +26,67 @@ def default_corpus() -> str:
     return "\n\n".join(topics[k] for k in sorted(topics))
 
 
+class NotUTF8(UserError):
+    """A file that is not UTF-8 text."""
+
+
 def read_utf8(path: Path) -> str:
-    """Read ``path`` as UTF-8; a bad byte is a UserError naming file and offset."""
+    """Read ``path`` as UTF-8 without its byte-order mark; a bad byte is a NotUTF8 naming file and offset."""
     raw = path.read_bytes()
     try:
-        return raw.decode("utf-8")
+        # utf-8-sig drops a leading U+FEFF, which is a marker, not a character of the text
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise UserError(f"{path} is not UTF-8 text: byte 0x{raw[e.start]:02x} at offset {e.start} "
-                        f"cannot be decoded ({e.reason}); convert the file to UTF-8") from None
+        raise NotUTF8(f"{path} is not UTF-8 text: byte 0x{raw[e.start]:02x} at offset {e.start} "
+                      f"cannot be decoded ({e.reason}); convert the file to UTF-8") from None
 
 
-def load_text(source: str | None) -> str:
-    """The default corpus for None or 'pydoc-topics', else a UTF-8 file or folder."""
+def warn_stderr(message: str) -> None:
+    print(f"rnnforge: warning: {message}", file=sys.stderr, flush=True)
+
+
+def corpus_files(folder: Path, pattern: str = "*") -> list[Path]:
+    """The files under ``folder`` matching ``pattern`` at any depth, sorted, hidden ones left out."""
+    if not isinstance(pattern, str) or not pattern:
+        raise OptionError("glob", f"must be a file name pattern such as '*.txt', got {pattern!r}")
+    try:
+        found = folder.rglob(pattern)
+        return sorted(p for p in found if p.is_file()
+                      and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    except ValueError as e:  # pathlib refuses some patterns ("", absolute ones)
+        raise OptionError("glob", f"{pattern!r} is not a usable pattern ({e})") from None
+
+
+def load_text(source: str | None, pattern: str = "*", warn=warn_stderr) -> str:
+    """The default corpus for None or 'pydoc-topics', else a UTF-8 file or folder.
+
+    A folder gives its files matching ``pattern`` (recursively) in sorted order,
+    joined by blank lines; files that are not UTF-8 text are skipped, and
+    ``warn`` is called once naming them. A single file that is not UTF-8 is an error.
+    """
     if source in (None, "", DEFAULT_CORPUS):
         return default_corpus()
     path = Path(source)
     if not path.exists():
-        raise UserError(f"--data {source}: no such file or folder")
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-        if not files:
-            raise UserError(f"--data {source}: the folder holds no files")
-        return "\n\n".join(read_utf8(p) for p in files)
-    return read_utf8(path)
+        raise OptionError("data", f"{source}: no such file or folder")
+    if not path.is_dir():
+        return read_utf8(path)
+    files = corpus_files(path, pattern)
+    if not files:
+        raise OptionError("data", f"{source}: the folder holds no files matching {pattern!r}")
+    texts, skipped = [], []
+    for p in files:
+        try:
+            texts.append(read_utf8(p))
+        except NotUTF8:
+            skipped.append(str(p.relative_to(path)))
+    if not texts:
+        raise OptionError("data", f"{source}: none of its {len(files)} files matching {pattern!r} "
+                                  f"is UTF-8 text")
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        warn(f"{source}: skipped {len(skipped)} of {len(files)} files that are not UTF-8 text: {shown}")
+    return "\n\n".join(texts)
 
 
 @dataclass(frozen=True)
@@ -90,8 +129,7 @@ class Vocab:
 
 def split(ids: torch.Tensor, val_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Train on the first part, hold out the last ``val_fraction`` (contiguous)."""
-    if not 0.0 < val_fraction < 0.5:
-        raise UserError(f"--val-fraction must be in (0, 0.5), got {val_fraction}")
+    check_float("val_fraction", val_fraction, low=0, high=0.5, low_open=True, high_open=True)
     n_val = max(2, int(len(ids) * val_fraction))
     return ids[:-n_val], ids[-n_val:]
 

@@ -10,22 +10,36 @@ each character costs one step of the network whatever the length so far.
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from typing import Iterator
 
 import torch
 
 from .data import Vocab
-from ..errors import UserError
+from ..errors import OptionError, check_float, check_int
 from .model import CharLM
 
+#: seeds of torch's generators are unsigned 64-bit numbers
+MAX_SEED = 2**64 - 1
 
-def check_sampling_options(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    if not temperature > 0:
-        raise UserError(f"--temperature must be > 0, got {temperature}; use --greedy for the argmax")
-    if top_k is not None and top_k < 1:
-        raise UserError(f"--top-k must be at least 1, got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise UserError(f"--top-p must be in (0, 1], got {top_p}")
+
+def check_sampling_options(temperature: float, top_k: int | None = None, top_p: float | None = None,
+                           length: int = 0, seed: int | None = None, prime: str = "\n") -> None:
+    """Every sampling option checked at once, before anything is loaded."""
+    if isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature <= 0:
+        raise OptionError("temperature", f"must be > 0, got {temperature}; greedy decoding takes "
+                                         f"the most likely character")
+    check_float("temperature", temperature, low=0, low_open=True)
+    if top_k is not None:
+        check_int("top_k", top_k, low=1)
+    if top_p is not None:
+        check_float("top_p", top_p, low=0, high=1, low_open=True)
+    check_int("length", length, low=0)
+    if seed is not None:
+        check_int("seed", seed, low=0, high=MAX_SEED)
+    if not isinstance(prime, str) or not prime:
+        raise OptionError("prime", "must hold at least one character")
 
 
 @torch.no_grad()
@@ -42,11 +56,7 @@ def generate(model: CharLM, vocab: Vocab, prime: str = "\n", length: int = 500, 
     """
     from ..sampling.categorical import CategoricalStepper
 
-    check_sampling_options(temperature, top_k, top_p)
-    if length < 0:
-        raise UserError(f"--length must be >= 0, got {length}")
-    if not prime:
-        raise UserError("--prime must hold at least one character")
+    check_sampling_options(temperature, top_k, top_p, length, seed, prime)
     device = next(model.parameters()).device
     ids = vocab.encode(prime).to(device)  # UserError naming characters outside the vocabulary
     gen = torch.Generator(device=device)
@@ -74,3 +84,21 @@ def generate(model: CharLM, vocab: Vocab, prime: str = "\n", length: int = 500, 
         yield chars[nxt.item()]
         if i + 1 < length:
             logits = dec.step(nxt)
+
+
+def sample(checkpoint: str | Path, prime: str = "\n", length: int = 500, *, temperature: float = 1.0,
+           top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+           greedy: bool = False, device: str | torch.device = "cpu") -> Iterator[str]:
+    """``length`` characters following ``prime`` from a checkpoint file or run folder.
+
+    The options and the checkpoint are checked here, before the first character
+    is asked for; the characters then come one at a time from :func:`generate`.
+    """
+    from ..runtime import resolve_device
+    from .checkpoint import load_model
+
+    check_sampling_options(temperature, top_k, top_p, length, seed, prime)
+    model, vocab, _ = load_model(checkpoint, resolve_device(str(device)))
+    vocab.encode(prime)  # characters outside the vocabulary are an error now, not at the first next()
+    return generate(model, vocab, prime, length, temperature=temperature, top_k=top_k, top_p=top_p,
+                    seed=seed, greedy=greedy)

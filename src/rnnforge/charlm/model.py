@@ -8,12 +8,15 @@ import torch
 from torch import nn
 
 from ..engines.decode import TokenDecoder, step_tokens
-from ..errors import UserError
+from ..errors import OptionError, check_float, check_int
 from ..layers import CELL_NAMES, make_layer
 from ..readout import Readout
 
-#: --cell values: the notes' sigmoid RNN, the tanh RNN, GRU and LSTM
+#: cell values: the notes' sigmoid RNN, the tanh RNN, GRU and LSTM
 CELLS = CELL_NAMES
+
+#: weight matrices per layer of each cell (the GRU also has one extra bias vector)
+GATES = {"rnn": 1, "rnn-tanh": 1, "gru": 3, "lstm": 4}
 
 
 @dataclass
@@ -29,12 +32,73 @@ class CharLMConfig:
     engine: str = "auto"
 
     def __post_init__(self):
+        from ..engines import ENGINES
+
         if self.cell not in CELLS:
-            raise UserError(f"unknown cell {self.cell!r}; choose one of {', '.join(CELLS)}")
+            raise OptionError("cell", f"{self.cell!r} is unknown; choose one of {', '.join(CELLS)}")
+        check_int("vocab_size", self.vocab_size, low=1)
+        check_int("hidden", self.hidden, low=1)
+        check_int("layers", self.layers, low=1)
+        check_int("embed", self.embed, low=0)
+        check_float("dropout", self.dropout, low=0, high=1, high_open=True)
+        for name in ("tie_weights", "bias"):
+            if not isinstance(getattr(self, name), bool):
+                raise OptionError(name, f"must be true or false, got {getattr(self, name)!r}")
+        if self.engine != "auto" and self.engine not in ENGINES:
+            raise OptionError("engine", f"{self.engine!r} is unknown; choose auto or one of "
+                                        f"{', '.join(sorted(ENGINES))}")
         if self.embed == 0:
             self.embed = self.hidden
         if self.tie_weights and self.embed != self.hidden:
-            raise UserError(f"--tie-weights needs --embed equal to --hidden ({self.embed} != {self.hidden})")
+            raise OptionError("tie_weights", f"needs the embedding as wide as the hidden layer "
+                                             f"(embed {self.embed} != hidden {self.hidden})")
+
+
+def parameter_count(c: CharLMConfig) -> int:
+    """The model's number of parameters, counted from the config alone (nothing allocated).
+
+    Per layer and gate a weight (H, in) on the input, one (H, H) on the state and a
+    bias (H,); embedding (V, E); readout δ (V, H), shared with the embedding when
+    tied, and its bias (V,), which the readout always has.
+    """
+    V, E, H, G = c.vocab_size, c.embed or c.hidden, c.hidden, GATES[c.cell]
+    n = V * E + (0 if c.tie_weights else V * H) + V
+    for layer in range(c.layers):
+        n += G * H * ((E if layer == 0 else H) + H)
+        if c.bias:
+            n += G * H + (H if c.cell == "gru" else 0)
+    return n
+
+
+def memory_bytes(device) -> int:
+    """The memory of ``device``: the GPU's, or the machine's physical RAM."""
+    import os
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"
+
+
+def check_fits(c: CharLMConfig, device, copies: int = 4) -> int:
+    """Refuse a model whose float32 ``copies`` (weights, gradients, AdamW's two moments) exceed the device's memory."""
+    n = parameter_count(c)
+    need, have = 4 * copies * n, memory_bytes(device)
+    if need > have:
+        option = "embed" if c.embed > c.hidden else "layers" if c.layers > c.hidden else "hidden"
+        raise OptionError(option, f"{getattr(c, option)} is too large: the model would have {n:,} "
+                                  f"parameters, about {human_bytes(need)} to train (float32 weights, "
+                                  f"gradients and two AdamW moments), more than the {human_bytes(have)} "
+                                  f"of memory of {torch.device(device).type}; use a smaller value")
+    return n
 
 
 class CharLM(nn.Module):

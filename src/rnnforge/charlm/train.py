@@ -7,35 +7,50 @@ of every stream and carries the recurrent state over from the previous chunk
 linear warm-up then cosine decay, periodic held-out bits per character, the
 best checkpoint kept, and ``resume`` restoring model, optimizer, schedule,
 carried state, RNG and step exactly.
+
+The library calls: :func:`train` (a config in, a :class:`TrainResult` out),
+:func:`resolve_config` (a run's config from the options given, or from the
+run being resumed) and :func:`evaluate` (a checkpoint's bits per character on
+a text). A folder that holds a run is never trained into silently: it is
+resumed, or started over with ``force``, which says what it removes.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
-from dataclasses import asdict, dataclass, fields
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from .. import checkpoint
-from .checkpoint import BEST, KIND, LAST
-from .data import Vocab, load_text, split, streams
-from ..errors import OptionError, UserError
-from ..runtime import AMP, amp_dtype, dist_setup, rank_device, resolve_device, set_threads
+from .checkpoint import BEST, CURVE, KIND, LAST, METRICS, RUN_FILES, WRITTEN, model_config, model_weights
+from .data import DEFAULT_CORPUS, Vocab, load_text, split, streams, warn_stderr
+from ..errors import OptionError, UserError, check_float, check_int
+from ..runtime import AMP, MAX_THREADS, amp_dtype, dist_setup, rank_device, resolve_device, set_threads
 from ..training import Budget, clipped_step, cosine_lr, set_lr, warmup_progress
-from .model import CELLS, CharLM, CharLMConfig
+from .generate import MAX_SEED
+from .model import CELLS, CharLM, CharLMConfig, check_fits
 
 LN2 = math.log(2.0)
+#: the largest learning rate accepted: far above any useful one, far below float32's overflow
+MAX_LR = 1000
+RESUME_AND_FORCE = "starts a run over, which contradicts resuming it; choose one"
 
 
 @dataclass
 class TrainConfig:
     data: str | None = None
+    glob: str = "*"
     cell: str = "lstm"
     hidden: int = 256
     layers: int = 2
@@ -59,6 +74,7 @@ class TrainConfig:
     amp: str = "auto"
     out: str = "runs/charlm"
     resume: bool = False
+    force: bool = False
     threads: int = 0
     progress: bool = True
     tensorboard: bool = True
@@ -67,23 +83,103 @@ class TrainConfig:
         return Budget.of(self.steps, self.minutes)
 
     def validate(self) -> None:
+        """Every option checked, each error naming its option; the model's own ones by CharLMConfig."""
+        if self.data is not None and not isinstance(self.data, str):
+            raise OptionError("data", f"must be a path or {DEFAULT_CORPUS!r}, got {self.data!r}")
+        if not isinstance(self.glob, str) or not self.glob:
+            raise OptionError("glob", f"must be a file name pattern such as '*.txt', got {self.glob!r}")
         if self.cell not in CELLS:
-            raise UserError(f"unknown cell {self.cell!r}; choose one of {', '.join(CELLS)}")
-        if self.steps < 0 or self.minutes < 0:
-            raise UserError("--steps and --minutes must not be negative")
+            raise OptionError("cell", f"{self.cell!r} is unknown; choose one of {', '.join(CELLS)}")
+        check_int("hidden", self.hidden, low=1)
+        check_int("layers", self.layers, low=1)
+        check_int("embed", self.embed, low=0)
+        check_float("dropout", self.dropout, low=0, high=1, high_open=True)
+        check_int("steps", self.steps, low=0)
+        check_float("minutes", self.minutes, low=0)
         if self.steps == 0 and self.minutes == 0:
-            raise UserError("give a budget: --steps N, --minutes M, or both")
-        for name in ("hidden", "layers", "batch_size", "seq_len", "eval_every"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if self.lr <= 0:
-            raise UserError(f"--lr must be positive, got {self.lr}")
-        if isinstance(self.amp, bool):  # the boolean of earlier versions
-            self.amp = "auto" if self.amp else "off"
+            raise OptionError("steps", "and minutes are both 0: give a step budget, a time budget, or both")
+        for name in ("batch_size", "seq_len", "eval_every"):
+            check_int(name, getattr(self, name), low=1)
+        check_int("warmup", self.warmup, low=0)
+        # above MAX_LR AdamW's step overflows float32 before the loss can show divergence
+        check_float("lr", self.lr, low=0, high=MAX_LR, low_open=True)
+        check_float("min_lr_ratio", self.min_lr_ratio, low=0, high=1)
+        check_float("weight_decay", self.weight_decay, low=0)
+        check_float("clip", self.clip, low=0)
+        check_float("val_fraction", self.val_fraction, low=0, high=0.5, low_open=True, high_open=True)
+        check_int("seed", self.seed, low=0, high=MAX_SEED)
+        check_int("threads", self.threads, low=0, high=MAX_THREADS)
         if self.amp not in AMP:
             raise OptionError("amp", f"{self.amp!r}: choose one of {', '.join(AMP)}")
+        if self.resume and self.force:
+            raise OptionError("force", RESUME_AND_FORCE)
+
+
+#: what makes a run what it is: given again on resume, these must agree with the checkpoint
+RUN_IDENTITY = ("data", "glob", "val_fraction", "cell", "hidden", "layers", "embed", "dropout",
+                "tie_weights", "batch_size", "seq_len", "lr", "min_lr_ratio", "warmup",
+                "weight_decay", "clip", "seed")
+
+
+class RunExists(UserError):
+    """``out`` already holds a run and neither resume nor force was asked for."""
+
+    def __init__(self, out: Path, files: list[str]) -> None:
+        self.out, self.files = out, files
+        super().__init__(f"{out} holds a run ({', '.join(files)}); resume it, or force a fresh start")
+
+
+def run_files(out: Path) -> list[str]:
+    """The files that make ``out`` hold a run."""
+    return [name for name in RUN_FILES if (out / name).exists()]
+
+
+def _same_data(a, b) -> bool:
+    if a in (None, "", DEFAULT_CORPUS) or b in (None, "", DEFAULT_CORPUS):
+        return (a in (None, "", DEFAULT_CORPUS)) == (b in (None, "", DEFAULT_CORPUS))
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def resolve_config(options: dict, defaults: TrainConfig | None = None) -> TrainConfig:
+    """A run's config from the ``options`` given (fields of TrainConfig; None means not given).
+
+    A fresh run takes what is not given from ``defaults``. A resumed one
+    (``resume=True``) takes it from the run's last checkpoint in ``out``: the
+    model, data and budget need not be given again, and any given again must
+    agree with the run (the budget may grow, and where it runs may change).
+    """
+    names = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise UserError(f"unknown training options: {', '.join(unknown)}")
+    given = {k: v for k, v in options.items() if v is not None}
+    base = defaults or TrainConfig()
+    if given.get("resume") and given.get("force"):
+        raise OptionError("force", RESUME_AND_FORCE)
+    if not given.get("resume"):
+        return replace(base, **given)
+    out = Path(given.get("out", base.out))
+    path = out / LAST
+    if not path.exists():
+        raise UserError(f"{path} does not exist: there is no run to resume in {out}")
+    meta = checkpoint.read_meta(path)
+    saved = meta.get("train")
+    if meta.get("kind") != KIND or not isinstance(saved, dict):
+        raise UserError(f"{path} holds no training config to resume from")
+    saved = {k: v for k, v in saved.items() if k in names}
+    try:
+        cfg = replace(TrainConfig(), **saved)
+        cfg.validate()
+    except (OptionError, TypeError) as e:
+        raise UserError(f"{path}: the saved training config is invalid ({e})") from None
+    for name in RUN_IDENTITY:
+        if name in given:
+            new, old = given[name], getattr(cfg, name)
+            same = _same_data(new, old) if name == "data" else new == old
+            if not same:
+                raise OptionError(name, f"is {new!r}, but the run in {out} was trained with {old!r}; "
+                                        f"leave it out to resume with the run's value")
+    return replace(cfg, **{k: v for k, v in given.items() if k not in RUN_IDENTITY})
 
 
 def learning_rate(cfg: TrainConfig, step: int, elapsed: float) -> float:
@@ -124,8 +220,8 @@ def _gather_state(state, world: int):
 
 
 @torch.no_grad()
-def evaluate(model: CharLM, val: torch.Tensor, seq_len: int, device) -> float:
-    """Held-out bits per character, the state carried across chunks of each stream."""
+def bits_per_char(model: CharLM, val: torch.Tensor, seq_len: int, device) -> float:
+    """Bits per character on streams ``val`` (S, L), the state carried across chunks of each stream."""
     was_training = model.training
     model.eval()
     total, count, state = 0.0, 0, None
@@ -141,12 +237,85 @@ def evaluate(model: CharLM, val: torch.Tensor, seq_len: int, device) -> float:
     return total / count / LN2
 
 
+def evaluate(checkpoint_path: str | Path, text: str, *, seq_len: int = 128, streams_: int = 1,
+             device: str | torch.device = "cpu") -> float:
+    """Bits per character of the model in ``checkpoint_path`` (file or run folder) on ``text``.
+
+    The text is read as ``streams_`` contiguous streams, chunk by chunk of
+    ``seq_len`` characters with the state carried, as held-out text is in training.
+    """
+    from .checkpoint import load_model
+
+    check_int("seq_len", seq_len, low=1)
+    check_int("streams_", streams_, low=1)
+    model, vocab, _ = load_model(checkpoint_path, resolve_device(str(device)))
+    ids = vocab.encode(text)
+    if len(ids) < 2 * streams_:
+        raise UserError(f"the text has {len(ids)} characters; at least {2 * streams_} are needed "
+                        f"({streams_} streams of a character and the next)")
+    return bits_per_char(model, streams(ids, streams_), seq_len, next(model.parameters()).device)
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports (``main`` is False on the other ranks under torchrun)."""
+
+    out: Path
+    step: int
+    elapsed: float
+    best_val_bpc: float
+    metrics: dict
+    engine: str | None
+    main: bool = True
+
+
+def train(cfg: TrainConfig, log=print) -> TrainResult:
+    """Train until the budget is spent; checkpoints, metrics.csv and the learning curve go to ``cfg.out``.
+
+    ``log`` receives one line per evaluation and the run's notices (rank 0 only).
+    Raises RunExists when ``out`` holds a run and neither ``resume`` nor ``force``
+    is set, OptionError naming the option for a bad value (``lr`` when training
+    diverges), and KeyboardInterrupt after saving the state on Ctrl-C.
+    """
+    from ..runtime import leave_process_group
+
+    trainer = Trainer(cfg, log=log)
+    metrics = trainer.run()
+    result = TrainResult(trainer.out, trainer.step, trainer.elapsed, trainer.best, metrics,
+                         trainer.engine_used, trainer.is_main)
+    world = trainer.world
+    del trainer  # and with it the DDP wrapper, which holds the process group
+    if world > 1:
+        leave_process_group()
+    return result
+
+
+def check_out_folder(out: Path) -> None:
+    """``out`` must be a folder (or not exist yet) that this process can write into."""
+    if out.exists() and not out.is_dir():
+        raise OptionError("out", f"{out} is a file, not a folder; give a folder for the run")
+    probe = out
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OptionError("out", f"{out}: {probe} is a file, so the folder cannot be made")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".rnnforge-probe.", dir=out)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise OptionError("out", f"{out}: cannot write there ({e.strerror or e})") from None
+
+
 class Trainer:
     """Holds everything a run needs; ``run()`` trains until a budget is spent."""
 
     def __init__(self, cfg: TrainConfig, log=print) -> None:
         cfg.validate()
-        self.cfg, self.log = cfg, log
+        self.cfg = cfg
         self.budget = cfg.budget()
         set_threads(cfg.threads)
         self.device = rank_device(resolve_device(cfg.device))
@@ -157,16 +326,40 @@ class Trainer:
             torch.cuda.set_device(self.device)  # NCCL's collectives run on the current device
         self.rank, self.world = dist_setup(self.device)
         self.is_main = self.rank == 0
+        self.log = log if self.is_main else (lambda *a: None)
+        self.warn = warn_stderr if self.is_main else (lambda *a: None)
         self.out = Path(cfg.out)
+        check_out_folder(self.out)
 
         resume_meta = resume_tensors = None
+        existing = run_files(self.out)
         if cfg.resume:
             path = self.out / LAST
+            if not path.exists():
+                raise UserError(f"{path} does not exist: there is no run to resume in {self.out}")
             resume_tensors, resume_meta = checkpoint.load(path)
             if resume_meta.get("kind") != KIND or "optimizer" not in resume_meta:
                 raise UserError(f"{path} holds no training state to resume from")
+            for key, types in (("step", int), ("elapsed", (int, float)), ("best_val_bpc", (int, float))):
+                if not isinstance(resume_meta.get(key), types) or isinstance(resume_meta.get(key), bool):
+                    raise UserError(f"{path}: the checkpoint's {key!r} is missing or not a number")
+            step, elapsed = resume_meta["step"], float(resume_meta["elapsed"])
+            if self.budget.spent(step, elapsed):
+                option = "steps" if cfg.steps and step >= cfg.steps else "minutes"
+                spent = (f"{step} of {cfg.steps} steps" if option == "steps"
+                         else f"{elapsed / 60:.2f} of {cfg.minutes} minutes")
+                raise OptionError(option, f"{getattr(cfg, option)}: the run in {self.out} is finished "
+                                          f"({spent} done); give a larger value to train it further")
+        elif existing and not cfg.force:
+            raise RunExists(self.out, existing)
+        if self.world > 1:  # every rank has checked the folder before rank 0 changes it
+            import torch.distributed as dist
 
-        text = load_text(cfg.data)
+            dist.barrier()
+        if self.is_main:
+            self._prepare_out(existing, resume_meta["step"] if resume_meta else None)
+
+        text = load_text(cfg.data, cfg.glob, warn=self.warn)
         self.vocab = Vocab(resume_meta["vocab"]) if resume_meta else Vocab.from_text(text)
         ids = self.vocab.encode(text)
         train_ids, val_ids = split(ids, cfg.val_fraction)
@@ -175,7 +368,8 @@ class Trainer:
         if per_stream < T + 1:
             raise UserError(f"the corpus is too short: {len(train_ids)} training characters make "
                             f"{B * self.world} streams of {per_stream}, shorter than one chunk of "
-                            f"--seq-len {T} + 1; use more text, a smaller --batch-size or --seq-len")
+                            f"{T} + 1 characters; use more text, or a smaller batch size or "
+                            f"sequence length")
         self.train_streams = streams(train_ids, B * self.world)[self.rank * B:(self.rank + 1) * B]
         self.chunks_per_epoch = (self.train_streams.shape[1] - 1) // T
         self.val_streams = streams(val_ids, max(1, min(16, len(val_ids) // (T + 1))))
@@ -183,10 +377,15 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         mcfg = CharLMConfig(len(self.vocab), cfg.cell, cfg.hidden, cfg.layers, cfg.embed,
                             cfg.dropout, cfg.tie_weights, True, cfg.engine)
+        check_fits(mcfg, self.device)
         self.model = CharLM(mcfg).to(self.device)
+        self._check_engine()
         self.opt = self.make_optimizer()
         self.step, self.elapsed, self.best = 0, 0.0, float("inf")
+        self.ema_loss = None  # the running mean of the training loss that evaluations report
+        self.saved_step = None  # the step of the last checkpoint written (divergence keeps it)
         self.state = None
+        self.bar = None  # the progress bar while run() runs
         self.engine_used = None  # the engine of the training steps (evaluation may pick another)
         if resume_meta:
             self._restore(resume_tensors, resume_meta)
@@ -195,6 +394,41 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             self.net = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def _prepare_out(self, existing: list[str], resume_step: int | None) -> None:
+        """Clear what a killed run left, start over when forced, and trim metrics.csv to the checkpoint."""
+        checkpoint.remove_temporaries(self.out, WRITTEN)
+        if self.cfg.force and existing:
+            gone = existing + [n for n in (CURVE, "tensorboard") if (self.out / n).exists()]
+            self.log(f"starting over in {self.out}: removing {', '.join(gone)}")
+            for name in gone:
+                p = self.out / name
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        metrics = self.out / METRICS
+        if resume_step is not None and metrics.exists():
+            # rows written after the checkpoint (a kill between the two) are trained again
+            with open(metrics, newline="") as f:
+                rows = list(csv.DictReader(f))
+            keep = [r for r in rows if r.get("step", "").isdigit() and int(r["step"]) <= resume_step]
+            if len(keep) != len(rows):
+                buf = io.StringIO()
+                w = csv.DictWriter(buf, fieldnames=_MetricsLog.COLUMNS, extrasaction="ignore")
+                w.writeheader()
+                w.writerows(keep)
+                checkpoint.atomic_write(metrics, lambda tmp: Path(tmp).write_text(buf.getvalue()))
+
+    def _check_engine(self) -> None:
+        """A named engine that cannot train this cell is an error now, not at the first step."""
+        from ..engines import ENGINES
+
+        name = self.cfg.engine
+        if name == "auto":
+            return
+        x = torch.zeros(self.cfg.batch_size, self.cfg.seq_len, self.model.config.embed,
+                        device=self.device, requires_grad=True)
+        reason = ENGINES[name].why_not(self.model.rnn, x, None)
+        if reason is not None:
+            raise OptionError("engine", f"{name} cannot train the {self.cfg.cell} cell here: {reason}")
 
     def make_optimizer(self) -> torch.optim.AdamW:
         """AdamW with weight decay on the weight matrices only (not embedding, biases)."""
@@ -206,9 +440,12 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------
     def _meta(self, metrics: dict) -> dict:
+        train = asdict(self.cfg)
+        if train["data"] not in (None, "", DEFAULT_CORPUS):
+            train["data"] = str(Path(train["data"]).resolve())  # resumable from any folder
         return {"kind": KIND, "model": self.model.config_dict(), "vocab": self.vocab.chars,
-                "train": asdict(self.cfg), "step": self.step, "elapsed": self.elapsed,
-                "best_val_bpc": self.best, "metrics": metrics,
+                "train": train, "step": self.step, "elapsed": self.elapsed,
+                "best_val_bpc": self.best, "metrics": metrics, "train_loss_ema": self.ema_loss,
                 "engine": self.engine_used or getattr(self.model.rnn, "engine_used", None), "world": self.world}
 
     def save(self, name: str, metrics: dict, with_training_state: bool) -> None:
@@ -216,6 +453,8 @@ class Trainer:
         state = _gather_state(self.state, self.world) if with_training_state else []
         if not self.is_main:
             return
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            raise self._diverged(float("nan"), self.step)  # never write NaN weights over good ones
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         meta = self._meta(metrics)
         if with_training_state:
@@ -230,25 +469,47 @@ class Trainer:
             if self.scaler:
                 meta["scaler"] = self.scaler.state_dict()
         checkpoint.save(self.out / name, tensors, meta)
+        if name == LAST:
+            self.saved_step = self.step
 
     def _restore(self, tensors: dict, meta: dict) -> None:
-        saved = meta["model"]
-        if saved != self.model.config_dict():
-            raise UserError(f"--resume: the checkpoint's model {saved} differs from the requested "
-                            f"{self.model.config_dict()}; resume with the same model flags")
-        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        self.opt.load_state_dict(checkpoint.unflatten_optimizer(tensors, meta["optimizer"]))
-        self.step, self.elapsed, self.best = meta["step"], meta["elapsed"], meta["best_val_bpc"]
-        if self.scaler and "scaler" in meta:
-            self.scaler.load_state_dict(meta["scaler"])
-        torch.set_rng_state(tensors["rng.torch"])
-        if "rng.cuda" in tensors and self.device.type == "cuda":
-            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        path = self.out / LAST
+        saved = model_config(path, meta)
+        if saved != self.model.config:
+            diff = [f"{k} {getattr(saved, k)!r} (requested {getattr(self.model.config, k)!r})"
+                    for k in ("cell", "hidden", "layers", "embed", "dropout", "tie_weights", "vocab_size")
+                    if getattr(saved, k) != getattr(self.model.config, k)]
+            raise UserError(f"{path}: the checkpoint's model differs from the requested one: "
+                            f"{', '.join(diff) or saved}; resume with the run's model options")
+        self.model.load_state_dict(model_weights(path, saved, tensors))
+        try:
+            self.opt.load_state_dict(checkpoint.unflatten_optimizer(tensors, meta["optimizer"]))
+            rng = tensors["rng.torch"]
+            if self.scaler and "scaler" in meta:
+                self.scaler.load_state_dict(meta["scaler"])
+            torch.set_rng_state(rng)
+            if "rng.cuda" in tensors and self.device.type == "cuda":
+                torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        except KeyError as e:
+            raise UserError(f"{path}: the training state cannot be restored ({e.args[0]!r} is missing)") from None
+        except (TypeError, ValueError, RuntimeError, AttributeError) as e:
+            raise UserError(f"{path}: the training state cannot be restored "
+                            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else e!r})") from None
+        self.step, self.elapsed, self.best = meta["step"], float(meta["elapsed"]), float(meta["best_val_bpc"])
+        self.saved_step = self.step
+        ema = meta.get("train_loss_ema")
+        self.ema_loss = float(ema) if isinstance(ema, (int, float)) and math.isfinite(ema) else None
         carry = [tensors[f"carry.{i}"] for i in range(2) if f"carry.{i}" in tensors]
         if carry and meta.get("world", 1) == self.world:
             B = self.cfg.batch_size
             carry = [c[:, self.rank * B:(self.rank + 1) * B].to(self.device) for c in carry]
             self.state = tuple(carry) if len(carry) == 2 else carry[0]
+
+    def _diverged(self, loss: float, step: int) -> OptionError:
+        kept = (f"the last good checkpoint, {self.out / LAST} at step {self.saved_step}, is kept"
+                if self.saved_step is not None else "no checkpoint was written")
+        return OptionError("lr", f"{self.cfg.lr:g} is likely too high: training diverged at step "
+                                 f"{step} (the loss became {loss}) and stopped; {kept}")
 
     # -- the loop -------------------------------------------------------------------
     def _budget_left(self) -> bool:
@@ -269,27 +530,28 @@ class Trainer:
         self.engine_used = getattr(self.model.rnn, "engine_used", None)
         self.opt.zero_grad(set_to_none=True)
         (self.scaler.scale(loss) if self.scaler else loss).backward()
+        # a non-finite loss gives non-finite gradients, and clipped_step skips such a step
         clipped_step(self.opt, self.model.parameters(), cfg.clip, self.scaler)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise self._diverged(value, self.step + 1)
         self.state = _detach(state)
         self.step += 1
-        return loss.item()
+        return value
 
     def run(self) -> dict:
         """Train until a budget is spent (or Ctrl-C); returns the final metrics."""
         cfg = self.cfg
-        if self.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-        logger = _MetricsLog(self.out, cfg.tensorboard, self.log) if self.is_main else None
-        bar = None
+        logger = _MetricsLog(self.out, cfg.tensorboard, self.warn) if self.is_main else None
+        self.bar = None
         if self.is_main and cfg.progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=cfg.steps or None, initial=self.step, unit="step", dynamic_ncols=True,
-                       file=sys.stderr, mininterval=0.5)
+            self.bar = tqdm(total=cfg.steps or None, initial=self.step, unit="step", dynamic_ncols=True,
+                            file=sys.stderr, mininterval=0.5)
         tokens_per_step = cfg.batch_size * cfg.seq_len * self.world
         metrics: dict = {}
-        interrupted = False
-        ema_loss, ema_rate = None, None
+        ema_rate = None
         self.model.train()
         try:
             while self._budget_left():
@@ -297,50 +559,61 @@ class Trainer:
                 loss = self.train_step()
                 dt = time.perf_counter() - t0
                 self.elapsed += dt
-                ema_loss = loss if ema_loss is None else 0.95 * ema_loss + 0.05 * loss
+                self.ema_loss = loss if self.ema_loss is None else 0.95 * self.ema_loss + 0.05 * loss
                 rate = tokens_per_step / dt
                 ema_rate = rate if ema_rate is None else 0.9 * ema_rate + 0.1 * rate
                 last = not self._budget_left()
-                if bar is not None:
-                    post = {"loss": f"{ema_loss:.3f}", "bpc": f"{ema_loss / LN2:.3f}",
+                if self.bar is not None:
+                    post = {"loss": f"{self.ema_loss:.3f}", "bpc": f"{self.ema_loss / LN2:.3f}",
                             "tok/s": f"{ema_rate:,.0f}"}
                     if cfg.minutes:
                         post["left"] = f"{max(0.0, cfg.minutes * 60 - self.elapsed):.0f}s"
-                    bar.set_postfix(post, refresh=False)
-                    bar.update(1)
+                    self.bar.set_postfix(post, refresh=False)
+                    self.bar.update(1)
                 if self.step % cfg.eval_every == 0 or last:
-                    metrics = self._evaluate_and_save(ema_loss, ema_rate, logger)
+                    metrics = self._evaluate_and_save(self.ema_loss, ema_rate, logger)
         except KeyboardInterrupt:
-            interrupted = True
-        finally:
-            if bar is not None:
-                bar.close()
-        if interrupted:
+            self._close(logger)
             self.save(LAST, metrics, with_training_state=True)
-            if self.is_main:
-                self.log(f"interrupted at step {self.step}: saved {self.out / LAST}; "
-                         f"continue with --resume")
+            self.log(f"interrupted at step {self.step}: saved {self.out / LAST}; resume to continue")
             if logger:
-                logger.close()
-            raise KeyboardInterrupt
+                logger.plot(self.out / CURVE)
+            raise
+        except BaseException:
+            self._close(logger)
+            raise
+        self._close(logger)
         if logger:
-            logger.close()
-            logger.plot(self.out / "learning_curve.png")
+            logger.plot(self.out / CURVE)
         return metrics
 
+    def _close(self, logger) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if logger:
+            logger.close()
+
     def _evaluate_and_save(self, train_loss: float, rate: float, logger) -> dict:
-        val_bpc = evaluate(self.model, self.val_streams, self.cfg.seq_len, self.device)
+        val_bpc = bits_per_char(self.model, self.val_streams, self.cfg.seq_len, self.device)
+        if not math.isfinite(val_bpc):
+            raise self._diverged(val_bpc * LN2, self.step)
         metrics = {"step": self.step, "elapsed_s": round(self.elapsed, 2),
                    "lr": self.opt.param_groups[0]["lr"], "train_loss": train_loss,
                    "train_bpc": train_loss / LN2, "val_bpc": val_bpc, "tokens_per_s": rate}
         improved = val_bpc < self.best
         if improved:
             self.best = val_bpc
-        if logger:
+        if logger:  # before the checkpoint: a kill between the two leaves a row that resume drops
             logger.write(metrics)
         if improved:
             self.save(BEST, metrics, with_training_state=False)
         self.save(LAST, metrics, with_training_state=True)
+        of = f"/{self.cfg.steps}" if self.cfg.steps else ""
+        line = (f"step {self.step}{of}: train loss {train_loss:.4f} ({train_loss / LN2:.3f} bpc), "
+                f"held-out {val_bpc:.3f} bpc, best {self.best:.3f}")
+        with self.bar.external_write_mode() if self.bar is not None else nullcontext():
+            self.log(line)
         return metrics
 
 
@@ -364,7 +637,7 @@ class _MetricsLog:
                 self.tb = SummaryWriter(str(out / "tensorboard"))
             except ImportError:
                 log("tensorboard is not installed: metrics go to metrics.csv only "
-                    "(pip install tensorboard, or pass --no-tensorboard to silence this)")
+                    "(pip install tensorboard, or turn tensorboard off to silence this)")
 
     def write(self, m: dict) -> None:
         self.csv.writerow({k: m[k] for k in self.COLUMNS})
@@ -401,8 +674,3 @@ class _MetricsLog:
         fig.tight_layout()
         checkpoint.atomic_write(png, lambda tmp: fig.savefig(tmp, format="png"))
         plt.close(fig)
-
-
-def config_from_args(args) -> TrainConfig:
-    names = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in vars(args).items() if k in names})

@@ -8,10 +8,10 @@ learning curve and prints a generated sample.
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 from ..charlm.train import TrainConfig
-from .train import add_model_and_training_flags
+from .train import HelpFormatter, add_model_and_training_flags
 
 DEMO = replace(TrainConfig(), minutes=2.5, device="cpu", out="runs/demo", eval_every=100,
                tensorboard=False, lr=4e-3, warmup=30)
@@ -22,7 +22,7 @@ def register(sub) -> None:
                        description="Train an LSTM character model on Python's documentation prose "
                                    "(shipped with Python), report held-out bits per character, write "
                                    "the learning curve and print generated text.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     add_model_and_training_flags(p, DEMO)
     p.add_argument("--sample-length", type=int, default=400, help="characters to generate at the end")
     p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature of the sample")
@@ -32,24 +32,27 @@ def register(sub) -> None:
 def run(args) -> int:
     import time
 
+    from ..charlm.checkpoint import LAST
+    from ..charlm.generate import check_sampling_options, sample
+    from ..checkpoint import read_meta
     from ..cli import print_config
-    from ..charlm.checkpoint import load_model
-    from ..charlm.generate import generate
-    from ..charlm.train import Trainer, config_from_args
+    from .train import run_config, start
 
-    print_config("demo", args)
+    cfg = run_config(args, DEMO)
+    check_sampling_options(args.temperature, length=args.sample_length)  # before training, not after
+    print_config("demo", argparse.Namespace(**asdict(cfg), sample_length=args.sample_length,
+                                            temperature=args.temperature))
     t0 = time.perf_counter()
-    trainer = Trainer(config_from_args(args))
-    metrics = trainer.run()
-    print(f"\ntrained {trainer.step} steps ({trainer.elapsed:.0f} s, "
-          f"{metrics['tokens_per_s']:,.0f} tokens/s, engine {trainer.engine_used})")
-    print(f"held-out bits per character: {trainer.best:.3f}")
-    print(f"learning curve: {trainer.out / 'learning_curve.png'}")
-    model, vocab, _ = load_model(trainer.out)
-    prime = "The "
-    text = "".join(generate(model, vocab, prime, args.sample_length, temperature=args.temperature,
-                            seed=args.seed))
-    print(f"\nsample (temperature {args.temperature}, seed {args.seed}):\n{'-' * 60}\n{prime}{text}\n{'-' * 60}")
+    result = start(cfg)
+    print(f"\ntrained {result.step} steps ({result.elapsed:.0f} s, "
+          f"{result.metrics['tokens_per_s']:,.0f} tokens/s, engine {result.engine})")
+    print(f"held-out bits per character: {result.best_val_bpc:.3f}")
+    print(f"learning curve: {result.out / 'learning_curve.png'}")
+    # "The " where the corpus has those characters, else its first character
+    vocab = read_meta(result.out / LAST)["vocab"]
+    prime = "".join(c for c in "The " if c in vocab) or vocab[0]
+    text = "".join(sample(result.out, prime, args.sample_length, temperature=args.temperature, seed=cfg.seed))
+    print(f"\nsample (temperature {args.temperature}, seed {cfg.seed}):\n{'-' * 60}\n{prime}{text}\n{'-' * 60}")
     print(f"done in {time.perf_counter() - t0:.0f} s; sample more with: "
-          f"rnnforge sample {trainer.out} --length 1000")
+          f"rnnforge sample {result.out} --length 1000")
     return 0

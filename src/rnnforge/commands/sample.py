@@ -1,4 +1,8 @@
-"""``rnnforge sample``: generate text from a trained character model."""
+"""``rnnforge sample``: generate text from a trained character model.
+
+Only the text goes to stdout (``rnnforge sample RUN > out.txt`` works); the
+resolved configuration and messages go to stderr.
+"""
 
 from __future__ import annotations
 
@@ -22,22 +26,34 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=None, help="random seed; the same seed gives the same text")
     p.add_argument("--greedy", action="store_true", help="always take the most likely character")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--output", metavar="FILE", default=None,
+                   help="write the text to FILE (replaced whole, only once complete) instead of stdout")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..cli import print_config
-    from ..charlm.checkpoint import load_model
-    from ..charlm.generate import check_sampling_options, generate
-    from ..runtime import resolve_device
+    from pathlib import Path
 
-    print_config("sample", args)
-    check_sampling_options(args.temperature, args.top_k, args.top_p)  # fail before loading anything
-    model, vocab, meta = load_model(args.checkpoint, resolve_device(args.device))
+    from ..charlm.generate import sample
+    from ..checkpoint import atomic_write
+    from ..cli import print_config
+    from ..errors import OptionError
+
+    if args.output is not None and Path(args.output).is_dir():
+        raise OptionError("output", f"{args.output} is a folder; give a file name")
+    # options and checkpoint are checked first, so that an error is the only line on stderr
+    chars = sample(args.checkpoint, args.prime, args.length, temperature=args.temperature,
+                   top_k=args.top_k, top_p=args.top_p, seed=args.seed, greedy=args.greedy,
+                   device=args.device)
+    print_config("sample", args, file=sys.stderr)
+    if args.output is not None:
+        text = args.prime + "".join(chars) + "\n"
+        atomic_write(args.output, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        print(f"rnnforge sample: wrote {len(text)} characters to {args.output}", file=sys.stderr)
+        return 0
     out = sys.stdout
     out.write(args.prime)
-    for ch in generate(model, vocab, args.prime, args.length, temperature=args.temperature,
-                       top_k=args.top_k, top_p=args.top_p, seed=args.seed, greedy=args.greedy):
+    for ch in chars:
         out.write(ch)
         out.flush()
     out.write("\n")
