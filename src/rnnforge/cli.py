@@ -76,8 +76,9 @@ def describe_error(e: Exception, parser: argparse.ArgumentParser, func=None) -> 
     from .errors import OptionError
 
     if isinstance(e, OptionError):
-        flag = flag_names(parser, func).get(e.option, "--" + e.option.replace("_", "-"))
-        return f"{flag} {e.problem}"
+        names = flag_names(parser, func)
+        flags = [names.get(o, "--" + o.replace("_", "-")) for o in e.options]
+        return f"{' and '.join(flags)} {e.problem}"
     if isinstance(e, OSError) and e.filename is not None:
         return f"{e.filename}: {e.strerror or e}"
     return str(e)

@@ -16,11 +16,16 @@ class UserError(ValueError):
 
 
 class OptionError(UserError):
-    """A bad value of one named option: ``OptionError("lr", "must be > 0, got nan")``."""
+    """A bad value of a named option: ``OptionError("lr", "must be > 0, got nan")``.
 
-    def __init__(self, option: str, problem: str) -> None:
-        self.option, self.problem = option, problem
-        super().__init__(f"{option} {problem}")
+    A problem of several options together names them all:
+    ``OptionError(("steps", "minutes"), "are both 0: ...")`` reads "steps and minutes are both 0".
+    """
+
+    def __init__(self, option: str | tuple[str, ...], problem: str) -> None:
+        self.options = (option,) if isinstance(option, str) else tuple(option)
+        self.option, self.problem = self.options[0], problem
+        super().__init__(f"{' and '.join(self.options)} {problem}")
 
 
 def check_int(option: str, value, *, low: int | None = None, high: int | None = None) -> int:

@@ -18,6 +18,7 @@ import torch
 from .errors import OptionError, check_float, check_int
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+NO_BUDGET = "are both 0: give a step budget, a time budget, or both"
 
 
 @dataclass(frozen=True)
@@ -34,11 +35,15 @@ class Budget:
         if self.clock not in CLOCKS:
             raise OptionError("clock", f"must be one of {', '.join(CLOCKS)}, got {self.clock!r}")
         if not self.steps and not self.seconds:
-            raise OptionError("steps", "and the time limit are both 0: give a step budget, a time budget, or both")
+            raise OptionError(("steps", "seconds"), NO_BUDGET)
 
     @classmethod
     def of(cls, steps: int | None = 0, minutes: float | None = 0.0, clock: str = "wall") -> "Budget":
+        """A budget of ``steps`` and ``minutes`` (each 0 or None: no limit of that kind)."""
+        check_int("steps", steps or 0, low=0)
         minutes = check_float("minutes", minutes or 0.0, low=0)
+        if not steps and not minutes:
+            raise OptionError(("steps", "minutes"), NO_BUDGET)
         return cls(steps or 0, minutes * 60.0, clock)
 
     def now(self) -> float:

@@ -103,7 +103,7 @@ def test_sample_output_naming_a_folder(run_dir, tmp_path, cli_error):
     (["--minutes", "nan"], "--minutes must be >= 0, got nan"),
     (["--minutes", "inf"], "--minutes must be >= 0, got inf"),
     (["--minutes", "-1"], "--minutes must be >= 0, got -1.0"),
-    (["--steps", "0"], "--steps and minutes are both 0: give a step budget, a time budget, or both"),
+    (["--steps", "0"], "--steps and --minutes are both 0: give a step budget, a time budget, or both"),
     (["--steps", "-3"], "--steps must be >= 0, got -3"),
     (["--clip", "-1"], "--clip must be >= 0, got -1.0"),
     (["--min-lr-ratio", "-5"], "--min-lr-ratio must be in [0, 1], got -5.0"),

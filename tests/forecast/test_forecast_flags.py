@@ -30,7 +30,7 @@ BAD_FLAGS = [
     (["--minutes", "nan"], "--minutes must be >= 0, got nan"),
     (["--minutes", "inf"], "--minutes must be >= 0, got inf"),
     (["--steps", "-5"], "--steps must be >= 0, got -5"),
-    (["--steps", "0"], "--steps and the time limit are both 0: give a step budget, a time budget, or both"),
+    (["--steps", "0"], "--steps and --minutes are both 0: give a step budget, a time budget, or both"),
     (["--batch-size", "0"], "--batch-size must be in [1, 1048576], got 0"),
     (["--hidden", "0"], "--hidden must be >= 1, got 0"),
     (["--layers", "0"], "--layers must be in [1, 64], got 0"),

@@ -37,7 +37,7 @@ from .checkpoint import BEST, CURVE, KIND, LAST, METRICS, RUN_FILES, WRITTEN, mo
 from .data import DEFAULT_CORPUS, Vocab, load_text, split, streams, warn_stderr
 from ..errors import OptionError, UserError, check_float, check_int
 from ..runtime import AMP, MAX_THREADS, amp_dtype, dist_setup, rank_device, resolve_device, set_threads
-from ..training import Budget, clipped_step, cosine_lr, set_lr, warmup_progress
+from ..training import NO_BUDGET, Budget, clipped_step, cosine_lr, set_lr, warmup_progress
 from .generate import MAX_SEED
 from .model import CELLS, CharLM, CharLMConfig, check_fits
 
@@ -97,7 +97,7 @@ class TrainConfig:
         check_int("steps", self.steps, low=0)
         check_float("minutes", self.minutes, low=0)
         if self.steps == 0 and self.minutes == 0:
-            raise OptionError("steps", "and minutes are both 0: give a step budget, a time budget, or both")
+            raise OptionError(("steps", "minutes"), NO_BUDGET)
         for name in ("batch_size", "seq_len", "eval_every"):
             check_int(name, getattr(self, name), low=1)
         check_int("warmup", self.warmup, low=0)
