@@ -38,19 +38,22 @@ def heatmap(path, rec: Recording, an: Analysis, *, start: int = 0, length: int =
         feats = [b["feature"] for b in an.best if (b["layer"], b["quantity"], b["unit"]) == (l, q, m)]
         labels.append(f"L{l} {q} #{m}" + (f" ({', '.join(feats)})" if feats else ""))
     values = np.stack([rec[l, q][start:stop, m].double().numpy() for l, q, m in rows])  # (rows, chars)
-    # each row on its own symmetric scale, so units of any range are comparable by colour
-    scale = np.maximum(np.abs(values).max(1, keepdims=True), 1e-9)
-    fig, ax = plt.subplots(figsize=(max(8, 0.13 * (stop - start)), 0.45 * len(rows) + 1.4))
-    ax.imshow(values / scale, aspect="auto", cmap="coolwarm", vmin=-1, vmax=1, interpolation="nearest")
+    # each row from its own minimum (blue) to its maximum (red): units of any range side by side
+    lo, hi = values.min(1, keepdims=True), values.max(1, keepdims=True)
+    scaled = 2 * (values - lo) / np.maximum(hi - lo, 1e-12) - 1
+    width, height = max(8, 0.13 * (stop - start)) + 3, 0.3 * len(rows) + 1.2
+    fig, ax = plt.subplots(figsize=(width, height))
+    # fixed margins (room for the row labels on the left): tight_layout would draw the figure twice
+    fig.subplots_adjust(left=3 / width, right=1 - 0.2 / width, bottom=0.5 / height, top=1 - 0.4 / height)
+    ax.imshow(scaled, aspect="auto", cmap="coolwarm", vmin=-1, vmax=1, interpolation="nearest")
     chars = rec.text[start:stop] if rec.text else ""
     ax.set_xticks(range(len(chars)))
-    ax.set_xticklabels([repr(c)[1:-1] if not c.isprintable() or c == " " else c for c in chars],
+    ax.set_xticklabels(["\u00b7" if c == " " else c if c.isprintable() else repr(c)[1:-1] for c in chars],
                        fontsize=7, family="monospace")
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels(labels, fontsize=8)
-    ax.set_title(f"characters {start}..{stop - 1} x the best unit per feature (each row scaled by its max |value|)",
+    ax.set_title(f"characters {start}..{stop - 1} x the best unit per feature (each row from its minimum, blue, to its maximum, red)",
                  fontsize=9)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)

@@ -241,8 +241,8 @@ def record(model, text, vocab=None, *, state=None, check: bool = True) -> Record
         layer, was_training = model, model.training
         if not (isinstance(text, torch.Tensor) and text.dim() == 2 and text.shape[0] > 0):
             raise UserError("a layer is recorded on a (T, I) input tensor with T >= 1")
-        embed = lambda: text
-        text = None
+        inputs, text = text, None
+        embed = lambda: inputs
         model.eval()
     else:
         raise UserError(f"record needs a CharLM, a checkpoint path or an rnnforge layer, "
