@@ -41,14 +41,19 @@ def register(sub) -> None:
                         "(default: 24 million)")
     p.add_argument("--seed", type=int, default=0, help="seed of the look-back's unit sample")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads for torch (0: torch's default); the recording is one small step after "
+                        "another, where more threads mostly wait on each other")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..cli import print_config
     from ..inspect import PAGE_VALUES, inspect_checkpoint
+    from ..runtime import set_threads
 
     print_config("inspect", args)
+    set_threads(args.threads)
     result = inspect_checkpoint(
         args.checkpoint, args.out, text=args.text, text_file=args.text_file, length=args.length,
         layer=args.layer, quantity=args.quantity, unit=args.unit, long_term=args.long_term,
