@@ -48,7 +48,8 @@ class Recording:
     the dict of all quantities of layer ``l``. ``text`` is the recorded text (None when
     a layer was recorded on raw inputs), ``ids`` its character ids. ``check`` holds the
     largest difference between the recorded outputs and final states and the layer's
-    own forward (``engine``), the proof that the recording computes what the model does.
+    own forward (``engine``), relative to max(1, the largest |value|): the proof that
+    the recording computes what the model does.
     """
 
     mode: str
@@ -206,7 +207,8 @@ def record(model, text, vocab=None, *, state=None, check: bool = True) -> Record
     zeros. The model runs in evaluation mode (no dropout) and without gradients.
 
     With ``check`` the layer's own forward runs on the same input and the largest
-    difference of output and final state goes to ``Recording.check``.
+    difference of output and final state (relative to max(1, |value|)) goes to
+    ``Recording.check``.
     """
     from ..charlm.model import CharLM
     from ..layers import RecurrentLayer
@@ -281,15 +283,17 @@ def _initial(layer, state, like: torch.Tensor) -> list[tuple[torch.Tensor, ...]]
 
 
 def _check(layer, x, h0, kept) -> tuple[float, str]:
-    """Largest |recorded - layer forward| over the top output and every final state."""
+    """Largest |recorded - layer forward| over the top output and every final state, each
+    divided by max(1, the largest |value| of what it compares): the memory C can grow
+    large, and float32 then differs in its last digits, not in its first."""
     hx = [torch.stack([s[k] for s in h0], 0) for k in range(len(h0[0]))]  # each (L, 1, H)
     out, state = layer(x.unsqueeze(0) if layer.batch_first else x.unsqueeze(1),
                        tuple(hx) if len(hx) == 2 else hx[0])
     out = out[0] if layer.batch_first else out[:, 0]  # (T, H)
     states = state if isinstance(state, tuple) else (state,)
     names = ("z", "C") if layer.mode == "lstm" else ("z",)
-    diffs = [(out - kept[-1]["z"][:, 0]).abs().max()]
+    pairs = [(out, kept[-1]["z"][:, 0])]
     for s, n in zip(states, names):
-        mine = torch.stack([q[n][-1, 0] for q in kept])  # (L, H)
-        diffs.append((s[:, 0] - mine).abs().max())
-    return float(torch.stack(diffs).max()), layer.engine_used
+        pairs.append((s[:, 0], torch.stack([q[n][-1, 0] for q in kept])))  # (L, H) each
+    diff = max(float((a - b).abs().max()) / max(1.0, float(b.abs().max())) for a, b in pairs)
+    return diff, layer.engine_used

@@ -62,7 +62,7 @@ def write_report(path, rec: Recording, an: Analysis, *, title: str, source: str,
     lines.append(f"{rec.mode}, {L} layer(s) x {H} units; {rec.steps} characters of {source}{took}.")
     if rec.check is not None:
         lines.append(f"The recorded top-layer output and final states agree with the layer's own forward "
-                     f"(engine `{rec.engine}`) to max |difference| {rec.check:.1e}.")
+                     f"(engine `{rec.engine}`) to {rec.check:.1e} (largest difference / max(1, largest value)).")
     lines += ["", "## Units that track text features", "",
               "Best unit per feature over every layer and quantity (Pearson r over the text).", "",
               "| feature | layer | quantity | unit | r | view |", "|---|---|---|---|---|---|"]
