@@ -14,7 +14,7 @@ from rnnforge.charlm import Vocab
 from rnnforge.inspect import analyze, record, write_page
 from rnnforge.inspect.page import page_quantities
 
-from conftest import tiny_model
+from inspect_helpers import tiny_model
 
 NASTY = ('Plain "quoted" text & more &amp; <b>bold</b> </div>\n'
          '<script>document.title="pwned"; window.PWNED = 1</script>\n'

@@ -15,7 +15,7 @@ from rnnforge.inspect import analyze, record
 from rnnforge.inspect.stats import look_back, time_constants
 from rnnforge_testing import TOL, assert_close
 
-from conftest import TEXT, tiny_model
+from inspect_helpers import TEXT, tiny_model
 
 X = torch.tensor([[1.0], [-0.5]], dtype=torch.float64)  # T = 2 steps of a 1-feature input
 

@@ -9,7 +9,7 @@ from rnnforge import checkpoint
 from rnnforge.charlm import Vocab
 from rnnforge.cli import main
 
-from conftest import TEXT, save_charlm, tiny_model
+from inspect_helpers import TEXT, save_charlm, tiny_model
 
 FAST = ["--look-back", "8", "--look-back-units", "3", "--look-back-positions", "4"]
 
