@@ -127,8 +127,8 @@ def test_the_cache_file_round_trips(tune, monkeypatch, tmp_path):
     path = tuner.cache_file()
     assert path.parent == tmp_path / "cache" and len(tune) == 1
     data = json.loads(path.read_text())
-    assert data["machine"] == {"cpu": tuner._cpu_model(), "isa": "native", "torch": torch.__version__,
-                               "rnnforge": rnnforge.__version__}
+    assert data["machine"] == {"cpu": tuner._cpu_model(), "isa": "native", "gemm": "auto",
+                               "torch": torch.__version__, "rnnforge": rnnforge.__version__}
     [(key, entry)] = data["choices"].items()
     assert entry["engine"] == first and set(entry["ms"]) == {"fused", "native"}
     # another process: nothing in memory; the file answers, even against the clock
@@ -141,7 +141,7 @@ def test_the_cache_file_round_trips(tune, monkeypatch, tmp_path):
     assert not list(path.parent.glob(".autotune-*"))  # no temporary left behind
 
 
-@pytest.mark.parametrize("what", ["rnnforge", "torch", "isa"])
+@pytest.mark.parametrize("what", ["rnnforge", "torch", "isa", "gemm"])
 def test_a_version_change_measures_again(tune, monkeypatch, what):
     layer = make_layer("lstm", 3, 4)
     x = torch.randn(5, 2, 3)
@@ -152,8 +152,10 @@ def test_a_version_change_measures_again(tune, monkeypatch, what):
         monkeypatch.setattr(rnnforge, "__version__", rnnforge.__version__ + ".post1")
     elif what == "torch":
         monkeypatch.setattr(torch, "__version__", torch.__version__ + "+other")
-    else:
+    elif what == "isa":
         monkeypatch.setenv("RNNFORGE_CPU_ISA", "avx2")
+    else:
+        monkeypatch.setenv("RNNFORGE_GEMM", "blas")
     assert tuner.cache_file() != before
     engines.choose(layer, x)
     assert len(tune) == 2

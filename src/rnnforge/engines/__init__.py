@@ -80,7 +80,7 @@ def choose(layer, x: torch.Tensor, lengths: torch.Tensor | None = None) -> str:
     if pinned is not None and ENGINES[pinned].engine.why_not(layer, x, lengths) is None:
         return pinned
     ruled = rule(layer, x, lengths)
-    if tuner.is_enabled() and not tuner.tracing(x):
+    if not tuner.tracing(x) and tuner.is_enabled():
         candidates = [name for name in MEASURED
                       if name in ENGINES and ENGINES[name].engine.why_not(layer, x, lengths) is None]
         if len(candidates) > 1:

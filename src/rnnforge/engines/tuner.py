@@ -20,8 +20,8 @@ of the same batch. The measurement is logged at debug level on the
 
 The winner is kept in memory and in ``autotune-<tag>.json`` in the kernel
 cache folder (``_ckernels.kernel_dir()``: a folder only this user can write),
-where ``tag`` hashes the CPU model, the kernels' instruction set, the torch
-version and the rnnforge version, so an upgrade of either, or another CPU
+where ``tag`` hashes the CPU model, the kernels' instruction set (and a
+forced ``RNNFORGE_GEMM``), the torch version and the rnnforge version, so an upgrade of either, or another CPU
 sharing the folder, measures afresh. The file is replaced atomically.
 
 Where the fixed rule's engine (``engines.rule``) is within ``TIE`` of the
@@ -111,7 +111,8 @@ def _cpu_model() -> str:
 
 
 def machine() -> dict[str, str]:
-    """What a measurement holds for: the CPU, the kernels' instruction set, torch, rnnforge."""
+    """What a measurement holds for: the CPU, the kernels' instruction set, a forced choice of
+    product (engines/gemm.py), torch, rnnforge."""
     import rnnforge
     from .. import _ckernels
 
@@ -119,7 +120,8 @@ def machine() -> dict[str, str]:
         isa = _ckernels.isa()
     except _ckernels.KernelUnavailable:
         isa = "none"
-    return {"cpu": _cpu_model(), "isa": isa, "torch": torch.__version__, "rnnforge": rnnforge.__version__}
+    return {"cpu": _cpu_model(), "isa": isa, "gemm": os.environ.get("RNNFORGE_GEMM", "").strip().lower() or "auto",
+            "torch": torch.__version__, "rnnforge": rnnforge.__version__}
 
 
 def cache_file() -> Path:
