@@ -184,5 +184,10 @@ def c_loops_line() -> str:
         _ckernels.load("rnn")
     except _ckernels.KernelUnavailable as e:
         return f"fused: compiled loops unavailable ({e}); its torch-op loops run"
+    from .engines import gemm
+
     limits = ", ".join(f"{k} <= {v}" for k, v in fused.C_LOOP_MAX_BATCH.items())
-    return f"fused: loops over time in C at batch {limits} and hidden <= {fused.C_LOOP_MAX_HIDDEN}"
+    wide = gemm.c_loop_max_hidden(fused.C_LOOP_MAX_HIDDEN)
+    products = "oneDNN" if gemm._prefer_onednn() else "torch's BLAS"
+    return (f"fused: loops over time in C at batch {limits} and hidden <= {wide}; "
+            f"whole-sequence float32 products by {products}")

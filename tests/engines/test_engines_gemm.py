@@ -67,3 +67,42 @@ def test_fused_with_onednn_products_matches_reference(monkeypatch, mode, shape):
     check_engine_matches_reference("fused", mode, torch.float32, shape)
     # input and weight gradients; the LSTM's and GRU's projection (the RNNs' C loop projects itself)
     assert len(calls) >= (2 if mode.startswith("rnn") else 3)
+
+
+def test_c_loops_are_wide_where_blas_is_the_slower_product(monkeypatch):
+    from rnnforge.engines import fused
+    from rnnforge.engines.fused import cloops
+
+    assert gemm.c_loop_max_hidden(256) == 256  # autotune off: the fixed limit
+    assert not fused.runs_c_loops("lstm", 2, 257)
+    if gemm._onednn_op() is None:
+        return
+    monkeypatch.setenv("RNNFORGE_GEMM", "onednn")
+    assert gemm.c_loop_max_hidden(256) == gemm.WIDE_C_LOOPS == 1024
+    assert gemm.c_loop_max_hidden(2048) == 2048
+    like = torch.zeros(1)
+    if cloops.c_loop("lstm_forward", like, 2, 1024) is None:
+        pytest.skip("no C loops here")
+    assert cloops.c_loop("lstm_forward", like, 2, 1025) is None
+    monkeypatch.setenv("RNNFORGE_GEMM", "blas")
+    assert cloops.c_loop("lstm_forward", like, 2, 257) is None
+
+
+@pytest.mark.parametrize("isa", ["native", "avx2"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("mode", MODES)
+def test_wide_c_loops_match_reference(monkeypatch, mode, dtype, isa):
+    """H=300 (past the 256 of the narrow limit; not a multiple of any vector block), lengths,
+    initial states, bias: the C loops at a width they take only where BLAS is slow."""
+    from rnnforge import _ckernels
+    from rnnforge.engines.fused import cloops
+
+    monkeypatch.setenv("RNNFORGE_CPU_ISA", isa)
+    try:
+        _ckernels.load("rnn")
+    except _ckernels.KernelUnavailable as e:
+        pytest.skip(f"no {isa} C loops here: {e}")
+    monkeypatch.setattr(cloops, "C_LOOP_MAX_HIDDEN", 1024)
+    assert cloops.c_loop(f"{cloops.family(mode)}_forward", torch.zeros(1, dtype=dtype), 6, 300) is not None
+    check_engine_matches_reference("fused", mode, dtype, dict(T=3, B=6, I=5, H=300, bias=True, hx=True,
+                                                              lengths=[3, 1, 2, 3, 2, 1]))

@@ -18,6 +18,13 @@ level. With autotune off (``engines.autotune(False)``, ``RNNFORGE_AUTOTUNE=0``)
 or where oneDNN is unavailable, torch's product runs: the fixed rule.
 ``RNNFORGE_GEMM=blas`` or ``onednn`` forces one (``onednn`` only where it can run).
 float64 always runs torch's product (oneDNN has no float64).
+
+Where torch's BLAS is the slower product, the fused engine's torch-op loops
+(one BLAS product per step) also lose to its C loops at every width, so the C
+loops run up to ``WIDE_C_LOOPS`` units there (:func:`c_loop_max_hidden`; measured
+on the AMD EPYC, LSTM B=32, one thread: forward+backward 1.4x the torch-op loops
+at H=512 and 1.3x at H=1024). Elsewhere ``fused.C_LOOP_MAX_HIDDEN`` stands, the
+width past which MKL's per-step product beats the C loops' own on Intel CPUs.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ log = logging.getLogger("rnnforge")
 
 #: below this many multiply-adds a product runs torch's (the choice does not matter there)
 MIN_FLOPS = 1 << 20
+#: the widest layer the fused C loops take where torch's BLAS is the slower product
+WIDE_C_LOOPS = 1024
 _choice: dict[int, bool] = {}  # thread count -> oneDNN is faster
 
 
@@ -64,15 +73,10 @@ def _measure() -> bool:
     return faster
 
 
-def use_onednn(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Whether ``a @ b`` runs oneDNN's product."""
-    if a.dtype != torch.float32 or b.dtype != torch.float32 or a.device.type != "cpu" \
-            or a.dim() != 2 or b.dim() != 2 or a.shape[0] * a.shape[1] * b.shape[1] < MIN_FLOPS:
-        return False
-    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
-        return False  # the fused engine calls these inside its autograd.Function, without grad
+def _prefer_onednn() -> bool:
+    """Whether oneDNN's product is the one to run here (forced, or measured faster)."""
     forced = os.environ.get("RNNFORGE_GEMM", "").strip().lower()
-    if forced == "blas" or tuner.tracing(a) or _onednn_op() is None:
+    if forced == "blas" or _onednn_op() is None:
         return False
     if forced == "onednn":
         return True
@@ -82,6 +86,24 @@ def use_onednn(a: torch.Tensor, b: torch.Tensor) -> bool:
     if n not in _choice:
         _choice[n] = _measure()
     return _choice[n]
+
+
+def use_onednn(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a @ b`` runs oneDNN's product."""
+    if a.dtype != torch.float32 or b.dtype != torch.float32 or a.device.type != "cpu" \
+            or a.dim() != 2 or b.dim() != 2 or a.shape[0] * a.shape[1] * b.shape[1] < MIN_FLOPS:
+        return False
+    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+        return False  # the fused engine calls these inside its autograd.Function, without grad
+    return not tuner.tracing(a) and _prefer_onednn()
+
+
+def c_loop_max_hidden(default: int) -> int:
+    """The widest layer the fused engine's C loops take here: ``WIDE_C_LOOPS`` where torch's
+    BLAS is the slower product, else ``default`` (``fused.C_LOOP_MAX_HIDDEN``)."""
+    if default < WIDE_C_LOOPS and _prefer_onednn():
+        return WIDE_C_LOOPS
+    return default
 
 
 def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
