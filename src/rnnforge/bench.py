@@ -188,6 +188,8 @@ def c_loops_line() -> str:
 
     limits = ", ".join(f"{k} <= {v}" for k, v in fused.C_LOOP_MAX_BATCH.items())
     wide = gemm.c_loop_max_hidden(fused.C_LOOP_MAX_HIDDEN)
+    width = (f"hidden <= {fused.C_LOOP_MAX_HIDDEN}" if wide == fused.C_LOOP_MAX_HIDDEN
+             else f"hidden <= {fused.C_LOOP_MAX_HIDDEN} (lstm <= {wide})")
     products = "oneDNN" if gemm._prefer_onednn() else "torch's BLAS"
-    return (f"fused: loops over time in C at batch {limits} and hidden <= {wide}; "
+    return (f"fused: loops over time in C at batch {limits} and {width}; "
             f"whole-sequence float32 products by {products}")

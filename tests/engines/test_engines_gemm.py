@@ -80,6 +80,8 @@ def test_c_loops_are_wide_where_blas_is_the_slower_product(monkeypatch):
     monkeypatch.setenv("RNNFORGE_GEMM", "onednn")
     assert gemm.c_loop_max_hidden(256) == gemm.WIDE_C_LOOPS == 1024
     assert gemm.c_loop_max_hidden(2048) == 2048
+    assert gemm.c_loop_max_hidden(256, "gru") == gemm.c_loop_max_hidden(256, "rnn") == 256
+    assert not fused.runs_c_loops("gru", 2, 257)
     like = torch.zeros(1)
     if cloops.c_loop("lstm_forward", like, 2, 1024) is None:
         pytest.skip("no C loops here")

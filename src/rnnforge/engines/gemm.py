@@ -19,8 +19,8 @@ or where oneDNN is unavailable, torch's product runs: the fixed rule.
 ``RNNFORGE_GEMM=blas`` or ``onednn`` forces one (``onednn`` only where it can run).
 float64 always runs torch's product (oneDNN has no float64).
 
-Where torch's BLAS is the slower product, the fused engine's torch-op loops
-(one BLAS product per step) also lose to its C loops at every width, so the C
+Where torch's BLAS is the slower product, the fused LSTM's torch-op loops
+(one BLAS product per step) also lose to its C loops at every width, so its C
 loops run up to ``WIDE_C_LOOPS`` units there (:func:`c_loop_max_hidden`; measured
 on the AMD EPYC, LSTM B=32, one thread: forward+backward 1.4x the torch-op loops
 at H=512 and 1.3x at H=1024). Elsewhere ``fused.C_LOOP_MAX_HIDDEN`` stands, the
@@ -98,10 +98,12 @@ def use_onednn(a: torch.Tensor, b: torch.Tensor) -> bool:
     return not tuner.tracing(a) and _prefer_onednn()
 
 
-def c_loop_max_hidden(default: int) -> int:
-    """The widest layer the fused engine's C loops take here: ``WIDE_C_LOOPS`` where torch's
-    BLAS is the slower product, else ``default`` (``fused.C_LOOP_MAX_HIDDEN``)."""
-    if default < WIDE_C_LOOPS and _prefer_onednn():
+def c_loop_max_hidden(default: int, family: str = "lstm") -> int:
+    """The widest layer of ``family`` the fused engine's C loops take here: for the LSTM
+    ``WIDE_C_LOOPS`` where torch's BLAS is the slower product, else ``default``
+    (``fused.C_LOOP_MAX_HIDDEN``). The GRU's and RNNs' C loops tie with their torch-op
+    loops at H=512 there (measured), so they keep ``default``."""
+    if family == "lstm" and default < WIDE_C_LOOPS and _prefer_onednn():
         return WIDE_C_LOOPS
     return default
 

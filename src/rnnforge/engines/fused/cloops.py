@@ -38,7 +38,7 @@ def family(mode: str) -> str:
 
 def _in_c_range(fam: str, batch: int, hidden: int) -> bool:
     # wider where torch's BLAS is the slow product, so the torch-op loops lose too (engines/gemm.py)
-    return batch <= C_LOOP_MAX_BATCH[fam] and hidden <= c_loop_max_hidden(C_LOOP_MAX_HIDDEN)
+    return batch <= C_LOOP_MAX_BATCH[fam] and hidden <= c_loop_max_hidden(C_LOOP_MAX_HIDDEN, fam)
 
 
 def runs_c_loops(mode: str, batch: int, hidden: int) -> bool:
