@@ -54,6 +54,19 @@ def test_which_product_runs(monkeypatch):
     assert not gemm.use_onednn(a.detach(), b)
 
 
+def test_no_measurement_inside_a_trace(monkeypatch):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    monkeypatch.setenv("RNNFORGE_AUTOTUNE", "1")
+    monkeypatch.setattr(gemm, "_choice", {})
+    monkeypatch.setattr(gemm, "_measure", lambda: pytest.fail("measured inside a trace"))
+    with FakeTensorMode():
+        assert gemm.c_loop_max_hidden(256) == 256
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert gemm.c_loop_max_hidden(256) == 256
+    assert gemm._choice == {}
+
+
 @needs_onednn
 @pytest.mark.parametrize("shape", ENGINE_SHAPES.values(), ids=ENGINE_SHAPES.keys())
 @pytest.mark.parametrize("mode", MODES)

@@ -84,8 +84,21 @@ def _prefer_onednn() -> bool:
         return False
     n = torch.get_num_threads()
     if n not in _choice:
+        if _tracing_now():  # no clock inside a trace: the fixed rule, measured later in eager mode
+            return False
         _choice[n] = _measure()
     return _choice[n]
+
+
+def _tracing_now() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    if compiler is not None and getattr(compiler, "is_compiling", lambda: False)():
+        return True
+    try:
+        from torch._guards import detect_fake_mode
+    except ImportError:  # pragma: no cover
+        return False
+    return detect_fake_mode() is not None
 
 
 def use_onednn(a: torch.Tensor, b: torch.Tensor) -> bool:
