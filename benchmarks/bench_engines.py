@@ -5,7 +5,8 @@ Three parts, each printing a markdown table (``--parts`` picks):
 ``table``      forward and forward+backward time of torch.nn, reference, native
                and fused for each cell at (T=256, B=32, I=128, H=256) and
                (T=1000, B=1, I=H=128) -- issues 2 and 6; the same code as
-               ``rnnforge bench``.
+               ``rnnforge bench``, and like it the engine ``auto`` runs per row
+               (measured, or the fixed rule under ``RNNFORGE_AUTOTUNE=0``).
 ``generate``   ms per character of a character model (embedding -> 2-layer
                LSTM H=256 -> linear readout over V=100 -> one categorical draw by
                inverse transform: float64 cumsum, one torch.rand, searchsorted)
@@ -244,6 +245,7 @@ def main(argv=None) -> None:
           f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC")
     if "table" in args.parts:
         print("\n## Engine table (speed = torch.nn time / engine time)\n")
+        print(_bench.auto_line() + "\n")
         print(format_table([]))
         engine_table(args.cells, [parse_shape(s) for s in args.shapes], args.engines, args.repeats)
     if "generate" in args.parts:

@@ -324,6 +324,17 @@ def one_thread():
 
 
 @pytest.fixture(autouse=True)
+def _autotune_off(monkeypatch):
+    """``engine="auto"`` follows the fixed rule in every test (and in the processes tests
+    start): a measured choice depends on the machine's load. tests/engines/test_autotune.py
+    turns measuring on where it tests it."""
+    from rnnforge.engines import tuner
+
+    monkeypatch.setenv("RNNFORGE_AUTOTUNE", "0")
+    monkeypatch.setattr(tuner, "_enabled", None)
+
+
+@pytest.fixture(autouse=True)
 def _seed():
     """Every test starts from the same random state (tests run in any order under xdist)."""
     torch.manual_seed(1234)

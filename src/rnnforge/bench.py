@@ -115,18 +115,46 @@ def time_cell(cell: str, shape, engines: list[str], repeats: int, backward: bool
 
 
 def format_table(rows) -> str:
-    """Markdown table from ``[(cell, shape, engine, {"fwd": ms, ...}, {"fwd": ratio, ...})]``."""
+    """Markdown table from ``[(cell, shape, engine, {"fwd": ms, ...}, {"fwd": ratio, ...}[, auto])]``;
+    ``auto``: what ``engine="auto"`` runs this engine for ("fwd", "fwd+bwd", both or "")."""
     lines = ["| cell | T x B x I x H | engine | fwd ms | fwd speed vs torch.nn | fwd+bwd ms | "
-             "fwd+bwd speed vs torch.nn |",
-             "|---|---|---|---:|---:|---:|---:|"]
-    for cell, shape, name, ms, ratio in rows:
+             "fwd+bwd speed vs torch.nn | auto runs it for |",
+             "|---|---|---|---:|---:|---:|---:|---|"]
+    for cell, shape, name, ms, ratio, *auto in rows:
         shp = "x".join(map(str, shape))
         cells = []
         for k in ("fwd", "fwd+bwd"):
             cells.append(f"{ms[k]:.1f}" if k in ms else "-")
             cells.append(f"{ratio[k]:.2f}x" if k in ratio else "-")
+        cells.append(auto[0] if auto else "")
         lines.append(f"| {cell} | {shp} | {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def auto_choice(cell: str, shape, backward: bool = True, dtype=torch.float32) -> dict[str, str]:
+    """{"fwd": engine, "fwd+bwd": engine}: what ``engine="auto"`` runs for this cell and shape
+    (with autotune on, measured here the first time, as a user's first call would be)."""
+    from . import engines as registry
+
+    T, B, I, H = shape
+    _, layers = make_modules(cell, I, H, ["auto"], dtype)
+    layer = layers["auto"]
+    x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
+    with torch.no_grad():
+        picks = {"fwd": registry.choose(layer, x)}
+    if backward:
+        picks["fwd+bwd"] = registry.choose(layer, x)
+    return picks
+
+
+def auto_line() -> str:
+    """How ``engine="auto"`` decides in this process."""
+    from .engines import tuner
+
+    if tuner.is_enabled():
+        return (f"auto: the fastest engine as measured here on first use (cached in "
+                f"{tuner.cache_file()}); RNNFORGE_AUTOTUNE=0 for the fixed rule")
+    return "auto: the fixed rule (engines.rule; autotune off)"
 
 
 def engine_table(cells, shapes, engines, repeats, backward=True, dtype=torch.float32,
@@ -134,12 +162,15 @@ def engine_table(cells, shapes, engines, repeats, backward=True, dtype=torch.flo
     rows = []
     for shape in shapes:
         for cell in cells:
+            picks = auto_choice(cell, shape, backward, dtype)
             res = time_cell(cell, shape, engines, repeats, backward, dtype)
             base = res["torch.nn"]
             label = "torch.nn (RNN tanh)" if cell == "rnn_sigmoid" else "torch.nn"
+            untimed = ", ".join(f"{e} for {k} (not timed)" for k, e in picks.items() if e not in res)
             for name, ms in res.items():
                 ratio = {k: base[k] / v for k, v in ms.items()}
-                rows.append((cell, shape, label if name == "torch.nn" else name, ms, ratio))
+                auto = untimed if name == "torch.nn" else ", ".join(k for k, e in picks.items() if e == name)
+                rows.append((cell, shape, label if name == "torch.nn" else name, ms, ratio, auto))
                 if echo:
                     echo(format_table(rows[-1:]).splitlines()[-1])
     return rows
@@ -153,5 +184,12 @@ def c_loops_line() -> str:
         _ckernels.load("rnn")
     except _ckernels.KernelUnavailable as e:
         return f"fused: compiled loops unavailable ({e}); its torch-op loops run"
+    from .engines import gemm
+
     limits = ", ".join(f"{k} <= {v}" for k, v in fused.C_LOOP_MAX_BATCH.items())
-    return f"fused: loops over time in C at batch {limits} and hidden <= {fused.C_LOOP_MAX_HIDDEN}"
+    wide = gemm.c_loop_max_hidden(fused.C_LOOP_MAX_HIDDEN)
+    width = (f"hidden <= {fused.C_LOOP_MAX_HIDDEN}" if wide == fused.C_LOOP_MAX_HIDDEN
+             else f"hidden <= {fused.C_LOOP_MAX_HIDDEN} (lstm <= {wide})")
+    products = "oneDNN" if gemm._prefer_onednn() else "torch's BLAS"
+    return (f"fused: loops over time in C at batch {limits} and {width}; "
+            f"whole-sequence float32 products by {products}")

@@ -49,6 +49,16 @@ _FLAG_SETS = (
     ["-O3", "-march=native", "-ffp-contract=fast"],
     ["-O3"],
 )
+#: RNNFORGE_CPU_ISA=avx2: the portable x86-64 kernels (AVX2 + FMA, no AVX-512), whatever the
+#: build machine has, so that a test run on an AVX-512 machine also checks the path every other
+#: x86 CPU takes. No portable fallback here: a forced build that fails is an error, not a
+#: silent test of some other build.
+_ISA_FLAG_SETS = {
+    "avx2": (["-O3", "-mavx2", "-mfma", "-mno-avx512f", "-ffp-contract=fast", "-fopenmp"],
+             ["-O3", "-mavx2", "-mfma", "-mno-avx512f", "-ffp-contract=fast"]),
+}
+#: the CPU flags (as /proc/cpuinfo names them) a forced ISA needs to run
+_ISA_NEEDS = {"avx2": ("avx2", "fma")}
 _COMMON = ["-std=c11", "-shared", "-fPIC", "-pthread"]
 
 
@@ -69,8 +79,21 @@ class PinvTable(ctypes.Structure):
     ]
 
 
+# keyed by the library's name, "-<isa>" appended where an instruction set is forced
 _libs: dict[str, ctypes.CDLL] = {}
 _errors: dict[str, str] = {}
+#: the same keys -> the path and compiler flags of the library loaded
+built: dict[str, tuple[Path, list[str]]] = {}
+
+
+def isa() -> str:
+    """The instruction set the kernels are built for: ``RNNFORGE_CPU_ISA`` ("native", the
+    default: ``-march=native``; or "avx2")."""
+    value = os.environ.get("RNNFORGE_CPU_ISA", "").strip().lower() or "native"
+    if value != "native" and value not in _ISA_FLAG_SETS:
+        raise KernelUnavailable(f"RNNFORGE_CPU_ISA={value!r} is not one of "
+                                f"{['native', *sorted(_ISA_FLAG_SETS)]}")
+    return value
 
 
 def cache_dir() -> Path:
@@ -179,9 +202,24 @@ def _compile(cc: str, flags: list[str], source_path: Path, target: Path) -> str:
             os.unlink(tmp)
 
 
-def _build(name: str) -> ctypes.CDLL:
+def _key(name: str, isa_: str) -> str:
+    return name if isa_ == "native" else f"{name}-{isa_}"
+
+
+def _flag_sets(isa_: str) -> tuple[list[str], ...]:
+    if isa_ == "native":
+        return _FLAG_SETS
+    flags = _cpu_tag().split()
+    missing = [f for f in _ISA_NEEDS[isa_] if f not in flags]
+    if missing and platform.machine().lower() in ("x86_64", "amd64", "i686", "i386"):
+        raise KernelUnavailable(f"RNNFORGE_CPU_ISA={isa_}: this CPU lacks {', '.join(missing)}")
+    return _ISA_FLAG_SETS[isa_]
+
+
+def _build(name: str, isa_: str) -> ctypes.CDLL:
     if os.environ.get("RNNFORGE_NO_CKERNELS"):
         raise KernelUnavailable("disabled by RNNFORGE_NO_CKERNELS")
+    flag_sets = _flag_sets(isa_)
     cc = _compiler()
     try:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
@@ -192,7 +230,7 @@ def _build(name: str) -> ctypes.CDLL:
     source = b"\0".join(p.read_bytes() for p in [source_path, *sorted(_DIR.glob("*.h"))])
     out_dir = kernel_dir()
     last_error = ""
-    for flags in _FLAG_SETS:
+    for flags in flag_sets:
         tag = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(flags + _COMMON).encode(),
                                          _cpu_tag().encode()])).hexdigest()[:16]
         target = out_dir / f"{name}-{tag}.so"
@@ -202,7 +240,9 @@ def _build(name: str) -> ctypes.CDLL:
                 last_error = error
                 continue
         try:
-            return ctypes.CDLL(str(target))
+            lib = ctypes.CDLL(str(target))
+            built[_key(name, isa_)] = (target, flags)
+            return lib
         except OSError as e:
             last_error = str(e)
     raise KernelUnavailable(f"building {source_path.name} with {cc} failed: {last_error}")
@@ -244,18 +284,21 @@ _DECLARE = {"pinv": _declare_pinv, "rnn": _declare_rnn}
 
 
 def load(name: str = "pinv") -> ctypes.CDLL:
-    """The kernel library ``name``, built on the first call; :class:`KernelUnavailable` if it cannot be."""
-    if name in _libs:
-        return _libs[name]
-    if name in _errors:
-        raise KernelUnavailable(_errors[name])
+    """The kernel library ``name`` for the instruction set :func:`isa` names, built on the
+    first call; :class:`KernelUnavailable` if it cannot be."""
+    isa_ = isa()
+    key = _key(name, isa_)
+    if key in _libs:
+        return _libs[key]
+    if key in _errors:
+        raise KernelUnavailable(_errors[key])
     try:
-        lib = _build(name)
+        lib = _build(name, isa_)
         _DECLARE[name](lib)
     except KernelUnavailable as e:
-        _errors[name] = str(e)
+        _errors[key] = str(e)
         raise
-    _libs[name] = lib
+    _libs[key] = lib
     return lib
 
 

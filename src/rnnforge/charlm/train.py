@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .. import checkpoint
+from .. import checkpoint, engines
 from .checkpoint import BEST, CURVE, KIND, LAST, METRICS, RUN_FILES, WRITTEN, model_config, model_weights
 from .data import DEFAULT_CORPUS, Vocab, load_text, split, streams, warn_stderr
 from ..errors import OptionError, UserError, check_float, check_int
@@ -380,6 +380,10 @@ class Trainer:
         check_fits(mcfg, self.device)
         self.model = CharLM(mcfg).to(self.device)
         self._check_engine()
+        if resume_meta and cfg.engine == "auto" and resume_meta.get("engine") in engines.ENGINES:
+            # the engine the run trained with (auto's choice may differ on this machine or day):
+            # a resumed run repeats the uninterrupted one
+            engines.pin(self.model.rnn, resume_meta["engine"])
         self.opt = self.make_optimizer()
         self.step, self.elapsed, self.best = 0, 0.0, float("inf")
         self.ema_loss = None  # the running mean of the training loss that evaluations report

@@ -40,7 +40,7 @@ def run(args) -> int:
     import torch
 
     from .. import engines as registry
-    from ..bench import c_loops_line, engine_table, format_table, parse_shape, set_clock
+    from ..bench import auto_line, c_loops_line, engine_table, format_table, parse_shape, set_clock
     from ..cli import print_config
     from ..errors import UserError
 
@@ -61,6 +61,7 @@ def run(args) -> int:
           f"times are medians of {args.repeats} interleaved repeats; "
           f"speed = torch.nn time / engine time")
     print(c_loops_line())
+    print(auto_line())
     print(format_table([]))
     engine_table(args.cells, shapes, engines, args.repeats, not args.no_backward,
                  getattr(torch, args.dtype))

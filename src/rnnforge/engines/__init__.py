@@ -6,8 +6,12 @@ for a time-major input ``x (T, B, I)``, initial states of the same shape as
 ``h_n`` and optional ``lengths (B,)``. Every engine computes the same function;
 they differ in speed and in what they can run.
 
-``engine="auto"`` runs the engine :func:`choose` names: the measured fastest
-for the request. For a layer with ``engine="auto"``, a fast engine that the
+``engine="auto"`` runs the engine :func:`choose` names: the fastest for the
+request, as measured on this machine the first time a request of its kind
+comes (``engines/tuner.py``: what a kind is, what a measurement costs, where it
+is cached). ``autotune(False)`` or ``RNNFORGE_AUTOTUNE=0`` turns measuring off;
+then, and under tracing (torch.compile, torch.export, torch.jit, fake tensors),
+the fixed rule :func:`rule` decides. For a layer with ``engine="auto"``, a fast engine that the
 rule passes over declines in ``why_not`` with the reason ("engine='auto' runs
 fused here: ..."), so ``available()`` shows why each engine was or was not
 picked. A named engine never declines for that reason. A named engine that
@@ -34,7 +38,7 @@ class Engine(Protocol):
 ENGINES: dict[str, Engine] = {}
 #: the order in which engine="auto" tries engines where ``choose``'s measurements say nothing
 AUTO_ORDER: list[str] = []
-#: the engines ``choose`` weighs against each other on CPU
+#: the engines the autotuner times against each other (and ``rule`` ranks on CPU)
 MEASURED = ("fused", "native")
 
 
@@ -44,8 +48,48 @@ def _grad(layer, x) -> bool:
         x.requires_grad or any(p.requires_grad for p in layer.parameters()))
 
 
+def autotune(enabled: bool | None = None) -> bool:
+    """Measure which engine ``auto`` runs (True, the default) or follow :func:`rule` (False);
+    None only asks. Returns whether measuring is on. ``RNNFORGE_AUTOTUNE=0`` turns it off
+    until this is called."""
+    return tuner.autotune(enabled)
+
+
+def pin(layer, name: str | None, *, grad: bool = True) -> None:
+    """Make ``engine="auto"`` run ``name`` for ``layer``'s training requests (``grad``) or its
+    inference requests (not ``grad``) wherever ``name`` can run them; None unpins. A resumed
+    training run pins the engine its checkpoint recorded, so it repeats the run it continues."""
+    pins = dict(getattr(layer, "_auto_pins", {}))
+    if name is None:
+        pins.pop(grad, None)
+    else:
+        check_engine_name(name)
+        pins[grad] = name
+    layer._auto_pins = pins
+
+
 def choose(layer, x: torch.Tensor, lengths: torch.Tensor | None = None) -> str:
     """The engine ``engine="auto"`` runs for ``layer`` on the time-major ``x``.
+
+    A pinned engine (:func:`pin`) that can run the request; else, with autotune on
+    and outside tracing, the fastest of the ``MEASURED`` engines that can run it,
+    measured once per kind of request (``tuner.tuned``); else :func:`rule`.
+    """
+    grad = _grad(layer, x)
+    pinned = getattr(layer, "_auto_pins", {}).get(grad)
+    if pinned is not None and ENGINES[pinned].engine.why_not(layer, x, lengths) is None:
+        return pinned
+    ruled = rule(layer, x, lengths)
+    if not tuner.tracing(x) and tuner.is_enabled():
+        candidates = [name for name in MEASURED
+                      if name in ENGINES and ENGINES[name].engine.why_not(layer, x, lengths) is None]
+        if len(candidates) > 1:
+            return tuner.tuned(layer, x, candidates, grad, ruled)
+    return ruled
+
+
+def rule(layer, x: torch.Tensor, lengths: torch.Tensor | None = None) -> str:
+    """The fixed rule of ``engine="auto"`` when autotune is off or under tracing.
 
     On CPU the fused and native engines are ranked as measured, fastest first,
     and the first of the two that can run the request wins:
@@ -101,7 +145,8 @@ class _Ranked:
         if reason is None and layer.engine == "auto" and self.name in MEASURED and x.device.type == "cpu":
             best = choose(layer, x, lengths)
             if best != self.name:
-                return (f"engine='auto' runs {best} here: measured faster for this "
+                how = "on this machine" if tuner.is_enabled() else "by the fixed rule"
+                return (f"engine='auto' runs {best} here: measured faster {how} for this "
                         f"{layer.mode} ({x.dtype}, {x.device.type}, "
                         f"{'training' if _grad(layer, x) else 'forward only'}); see engines.choose")
         return reason
@@ -164,7 +209,7 @@ def decode_step(layer, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | Non
     return x, ((h_n, torch.stack(c_n)) if c0 is not None else h_n)
 
 
-from . import decode, fused, native, reference  # noqa: E402  (registration)
+from . import decode, fused, native, reference, tuner  # noqa: E402  (registration)
 
 register(native.NativeEngine(), auto_rank=0)
 register(reference.ReferenceEngine(), auto_rank=1)

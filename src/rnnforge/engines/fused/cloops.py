@@ -23,6 +23,7 @@ import warnings
 import torch
 
 from ... import _ckernels as _ck
+from ..gemm import c_loop_max_hidden
 
 C_LOOP_MAX_BATCH = {"lstm": 64, "gru": 64, "rnn": 64}
 C_LOOP_MAX_HIDDEN = 256
@@ -36,7 +37,8 @@ def family(mode: str) -> str:
 
 
 def _in_c_range(fam: str, batch: int, hidden: int) -> bool:
-    return batch <= C_LOOP_MAX_BATCH[fam] and hidden <= C_LOOP_MAX_HIDDEN
+    # wider where torch's BLAS is the slow product, so the torch-op loops lose too (engines/gemm.py)
+    return batch <= C_LOOP_MAX_BATCH[fam] and hidden <= c_loop_max_hidden(C_LOOP_MAX_HIDDEN, fam)
 
 
 def runs_c_loops(mode: str, batch: int, hidden: int) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from . import gru, lstm, rnn
-from .steps import final
+from .steps import final, mm
 from .workspace import WORKSPACE
 
 
@@ -84,7 +84,7 @@ class Recurrence(torch.autograd.Function):
         """``(None, dx, dw_ih, db_ih)``: the input projection's gradients, one GEMM each over all T*B rows."""
         dG2 = dG.view(T * B, -1)  # (T*B, G*H)
         need = ctx.needs_input_grad
-        dx = (dG2 @ w_ih).view(T, B, -1) if need[1] else None
-        dw_ih = dG2.t() @ x.reshape(T * B, -1) if need[2] else None
+        dx = mm(dG2, w_ih).view(T, B, -1) if need[1] else None
+        dw_ih = mm(dG2.t(), x.reshape(T * B, -1)) if need[2] else None
         db_ih = dG2.sum(0) if ctx.has_b_ih and need[3] else None
         return None, dx, dw_ih, db_ih

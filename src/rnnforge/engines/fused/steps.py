@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from ..gemm import addmm, mm  # torch's BLAS or oneDNN, the faster here (engines/gemm.py)
+
 
 def steps(buf: torch.Tensor, bs):
     """Per-step views of a time-major buffer, restricted to the live rows ``[:b_t]``."""
@@ -33,11 +35,7 @@ def final(buf: torch.Tensor, lengths) -> torch.Tensor:
 
 def project(x, w_ih, b_ih, out):
     """``out (T*B, G*H) = x W_ih^T + b``: the input projection of every step, one GEMM."""
-    x2 = x.reshape(-1, x.shape[-1])  # (T*B, I)
-    if b_ih is None:
-        torch.mm(x2, w_ih.t(), out=out)
-    else:
-        torch.addmm(b_ih, x2, w_ih.t(), out=out)
+    addmm(b_ih, x.reshape(-1, x.shape[-1]), w_ih.t(), out)  # (T*B, I) x (I, G*H)
 
 
 def weight_grad(dG, first, seq):
@@ -48,7 +46,7 @@ def weight_grad(dG, first, seq):
     GH, H = dG.shape[-1], seq.shape[-1]
     dw = dG[0].t() @ first  # (G*H, H)
     if dG.shape[0] > 1:
-        dw.addmm_(dG[1:].reshape(-1, GH).t(), seq[:-1].reshape(-1, H))
+        dw += mm(dG[1:].reshape(-1, GH).t(), seq[:-1].reshape(-1, H))
     return dw
 
 

@@ -1,0 +1,298 @@
+"""``engine="auto"`` by measurement (engines/tuner.py): what it picks, what it caches, when it
+stays out of the way. The rest of the suite runs with measuring off (conftest.py); every test
+here turns it on explicitly, with its cache in a fresh folder."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import pytest
+import torch
+
+import rnnforge
+from rnnforge import engines
+from rnnforge.engines import ENGINES, tuner
+from rnnforge_testing import make_layer
+
+
+@pytest.fixture
+def tune(monkeypatch, tmp_path):
+    """Measuring on, the cache in tmp_path/cache, nothing remembered; counts measurements."""
+    monkeypatch.setenv("RNNFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(tuner, "_memory", {})
+    engines.autotune(True)
+    calls = []
+    real = tuner.measure
+
+    def counted(*args, **kw):
+        calls.append(args[2])
+        return real(*args, **kw)
+    monkeypatch.setattr(tuner, "measure", counted)
+    return calls  # conftest.py's fixture restores measuring's setting afterwards
+
+
+def fake_times(monkeypatch, fastest):
+    """Measurements that find ``fastest`` fastest, whatever the clock says."""
+    calls = []
+
+    def measure(layer, x, candidates, grad):
+        calls.append(list(candidates))
+        return {name: (1.0 if name == fastest else 2.0) for name in candidates}
+    monkeypatch.setattr(tuner, "measure", measure)
+    return calls
+
+
+def slowed(monkeypatch, name, seconds=0.05):
+    engine = ENGINES[name].engine
+    forward = engine.forward
+
+    def slow(*args):
+        time.sleep(seconds)
+        return forward(*args)
+    monkeypatch.setattr(engine, "forward", slow)
+
+
+@pytest.mark.parametrize("grad", [True, False], ids=["train", "infer"])
+@pytest.mark.parametrize("slow", ["fused", "native"])
+def test_never_picks_a_slowed_engine(tune, monkeypatch, slow, grad):
+    slowed(monkeypatch, slow)
+    layer = make_layer("lstm", 3, 4)
+    x = torch.randn(5, 2, 3)
+    with torch.set_grad_enabled(grad):
+        layer(x)
+    assert layer.engine_used == ({"fused", "native"} - {slow}).pop()
+    assert tune == [["fused", "native"]]  # measured once, both candidates
+
+
+class SleepyEngine:
+    """A registered engine that can run everything the reference can, slowly."""
+    name = "sleepy"
+
+    def why_not(self, layer, x, lengths):
+        return ENGINES["reference"].engine.why_not(layer, x, lengths)
+
+    def forward(self, layer, x, h0, c0, lengths):
+        time.sleep(0.05)
+        return ENGINES["reference"].engine.forward(layer, x, h0, c0, lengths)
+
+
+@pytest.mark.parametrize("mode", ["rnn_sigmoid", "gru"])
+def test_a_fake_slow_engine_is_measured_and_never_picked(tune, monkeypatch, mode):
+    monkeypatch.setitem(ENGINES, "sleepy", engines._Ranked(SleepyEngine()))
+    monkeypatch.setattr(engines, "MEASURED", ("sleepy", *engines.MEASURED))
+    layer = make_layer(mode, 3, 4)
+    layer(torch.randn(5, 2, 3))
+    assert layer.engine_used != "sleepy"
+    # the sigmoid RNN: fused against sleepy (native has no such cell); the GRU: all three
+    assert tune == [["sleepy", "fused"] if mode == "rnn_sigmoid" else ["sleepy", "fused", "native"]]
+    assert "engine='auto' runs" in engines.available(layer, torch.randn(5, 2, 3))["sleepy"]
+
+
+def test_measurement_leaves_the_callers_state_alone(tune, caplog):
+    layer = make_layer("gru", 3, 4, dropout=0.5, num_layers=2)
+    x = torch.randn(5, 2, 3, requires_grad=True)
+    rng = torch.get_rng_state()
+    with caplog.at_level(logging.DEBUG, logger="rnnforge"):
+        name = engines.choose(layer, x)
+    assert tune == [["fused", "native"]]
+    assert torch.equal(torch.get_rng_state(), rng)  # dropout and scratch draws: restored
+    assert x.grad is None and all(p.grad is None for p in layer.parameters())
+    [record] = [r for r in caplog.records if "rnnforge autotune" in r.getMessage()]
+    msg = record.getMessage()
+    assert record.levelno == logging.DEBUG
+    assert f"|gru|float32|cpu|threads=1|train|L=2|D=1|T=8|B=2|I=4|H=4: {name} (fused " in msg
+    assert "native" in msg and "measured in" in msg
+
+
+def test_a_bucket_is_measured_once(tune):
+    layer = make_layer("rnn_tanh", 3, 4)
+    for T in (100, 128, 65):  # one bucket: T up to 128
+        layer(torch.randn(T, 3, 3))
+    assert len(tune) == 1
+    layer(torch.randn(129, 3, 3))  # the next bucket
+    layer(torch.randn(100, 5, 3))  # another batch bucket
+    with torch.no_grad():
+        layer(torch.randn(100, 3, 3))  # inference, not training
+    torch.set_num_threads(2)
+    layer(torch.randn(100, 3, 3))  # another thread count
+    assert len(tune) == 5
+
+
+def test_the_cache_file_round_trips(tune, monkeypatch, tmp_path):
+    layer = make_layer("lstm", 3, 4)
+    x = torch.randn(5, 2, 3)
+    first = engines.choose(layer, x)
+    path = tuner.cache_file()
+    assert path.parent == tmp_path / "cache" and len(tune) == 1
+    data = json.loads(path.read_text())
+    assert data["machine"] == {"cpu": tuner._cpu_model(), "isa": "native", "gemm": "auto",
+                               "torch": torch.__version__, "rnnforge": rnnforge.__version__}
+    [(key, entry)] = data["choices"].items()
+    assert entry["engine"] == first and set(entry["ms"]) == {"fused", "native"}
+    # another process: nothing in memory; the file answers, even against the clock
+    other = "native" if first == "fused" else "fused"
+    entry["engine"] = other
+    path.write_text(json.dumps(data))
+    tuner.clear_memory()
+    assert engines.choose(layer, x) == other
+    assert len(tune) == 1
+    assert not list(path.parent.glob(".autotune-*"))  # no temporary left behind
+
+
+@pytest.mark.parametrize("what", ["rnnforge", "torch", "isa", "gemm"])
+def test_a_version_change_measures_again(tune, monkeypatch, what):
+    layer = make_layer("lstm", 3, 4)
+    x = torch.randn(5, 2, 3)
+    engines.choose(layer, x)
+    before = tuner.cache_file()
+    tuner.clear_memory()
+    if what == "rnnforge":
+        monkeypatch.setattr(rnnforge, "__version__", rnnforge.__version__ + ".post1")
+    elif what == "torch":
+        monkeypatch.setattr(torch, "__version__", torch.__version__ + "+other")
+    elif what == "isa":
+        monkeypatch.setenv("RNNFORGE_CPU_ISA", "avx2")
+    else:
+        monkeypatch.setenv("RNNFORGE_GEMM", "blas")
+    assert tuner.cache_file() != before
+    engines.choose(layer, x)
+    assert len(tune) == 2
+    # a file whose recorded machine differs (say, renamed by hand) is not believed either
+    before.rename(tuner.cache_file())
+    tuner.clear_memory()
+    engines.choose(layer, x)
+    assert len(tune) == 3
+
+
+def test_a_corrupt_cache_file_is_measured_over(tune):
+    layer = make_layer("gru", 3, 4)
+    x = torch.randn(5, 2, 3)
+    path = tuner.cache_file()
+    path.write_text("{not json")
+    engines.choose(layer, x)
+    assert len(tune) == 1
+    assert json.loads(path.read_text())["choices"]
+
+
+#: requests where the fixed rule and a measurement can disagree (tests/engines/test_engines.py
+#: checks the rule itself)
+CASES = [("lstm", 2, True), ("lstm", 8, False), ("gru", 70, False), ("gru", 70, True), ("rnn_tanh", 3, False)]
+
+
+@pytest.mark.parametrize("how", ["call", "env"])
+def test_with_autotune_off_the_rule_decides(monkeypatch, how, tmp_path):
+    monkeypatch.setenv("RNNFORGE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tuner, "_memory", {})
+    if how == "call":
+        monkeypatch.setenv("RNNFORGE_AUTOTUNE", "1")
+        assert engines.autotune() is True
+        assert engines.autotune(False) is False
+    else:
+        monkeypatch.setenv("RNNFORGE_AUTOTUNE", "0")
+        assert engines.autotune() is False
+    monkeypatch.setattr(tuner, "measure", lambda *a: pytest.fail("measured with autotune off"))
+    for mode, B, grad in CASES:
+        layer = make_layer(mode, 3, 4)
+        x = torch.randn(3, B, 3)
+        with torch.set_grad_enabled(grad):
+            assert engines.choose(layer, x) == engines.rule(layer, x)
+            layer(x)
+            assert layer.engine_used == engines.rule(layer, x)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("mode, B, grad", CASES)
+def test_measured_choice_overrides_the_rule(tune, monkeypatch, mode, B, grad):
+    """Where the measurement disagrees with the rule, the measurement wins."""
+    layer = make_layer(mode, 3, 4)
+    x = torch.randn(3, B, 3)
+    with torch.set_grad_enabled(grad):
+        other = ({"fused", "native"} - {engines.rule(layer, x)}).pop()
+        fake_times(monkeypatch, other)
+        assert engines.choose(layer, x) == other
+        reason = engines.available(layer, x)[engines.rule(layer, x)]
+        assert reason.startswith(f"engine='auto' runs {other} here: measured faster on this machine")
+
+
+def test_a_near_tie_keeps_the_rule():
+    assert tuner.decide({"fused": 1.0, "native": 1.02}, "native") == "native"
+    assert tuner.decide({"fused": 1.0, "native": 1.04}, "native") == "fused"
+    assert tuner.decide({"fused": 1.0, "native": 0.99}, "fused") == "fused"
+
+
+def test_tracing_uses_the_rule(tune, monkeypatch):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    layer = make_layer("lstm", 3, 4)
+    with FakeTensorMode():
+        fake = torch.randn(5, 2, 3)
+    assert tuner.tracing(fake)
+    assert engines.choose(layer, fake) == engines.rule(layer, fake)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    x = torch.randn(5, 2, 3)
+    assert tuner.tracing(x)
+    assert engines.choose(layer, x) == engines.rule(layer, x)
+    assert tune == []
+
+
+def test_pin_wins_where_the_engine_can_run(tune, monkeypatch):
+    fake_times(monkeypatch, "fused")
+    layer = make_layer("lstm", 3, 4)
+    x = torch.randn(5, 2, 3)
+    engines.pin(layer, "native")
+    assert engines.choose(layer, x) == "native"      # training: pinned
+    with torch.no_grad():
+        assert engines.choose(layer, x) == "fused"   # inference: not pinned, measured
+    engines.pin(layer, None)
+    assert engines.choose(layer, x) == "fused"
+    sig = make_layer("rnn_sigmoid", 3, 4)
+    engines.pin(sig, "native")                        # native has no sigmoid RNN: ignored
+    assert engines.choose(sig, x) == "fused"
+    with pytest.raises(ValueError, match="unknown engine 'nope'"):
+        engines.pin(layer, "nope")
+
+
+def _argv(data, out, *extra):
+    return ["train", "--data", str(data), "--cell", "lstm", "--hidden", "8", "--layers", "1",
+            "--steps", "4", "--eval-every", "2", "--seq-len", "8", "--batch-size", "2",
+            "--out", str(out), "--no-progress", "--no-tensorboard", "--device", "cpu",
+            "--threads", "1", *map(str, extra)]
+
+
+def test_resume_repeats_the_checkpoints_engine(tune, monkeypatch, tmp_path):
+    """The run trains on native (measured fastest then); on resume a measurement would say
+    fused, but the checkpoint's engine is kept: the same weights as the unbroken run."""
+    from safetensors.torch import load_file
+
+    from rnnforge import checkpoint
+    from rnnforge.charlm.checkpoint import LAST
+    from rnnforge.charlm.train import Trainer
+    from rnnforge.cli import main
+
+    data = tmp_path / "c.txt"
+    data.write_text("the quick brown fox jumps over the lazy dog. " * 40)
+    fake_times(monkeypatch, "native")
+    assert main(_argv(data, tmp_path / "full")) == 0
+    step = Trainer.train_step
+
+    def interrupted(self):
+        if self.step == 2:
+            raise KeyboardInterrupt
+        return step(self)
+    monkeypatch.setattr(Trainer, "train_step", interrupted)
+    assert main(_argv(data, tmp_path / "part")) == 130
+    monkeypatch.setattr(Trainer, "train_step", step)
+    assert checkpoint.load(tmp_path / "part" / LAST)[1]["engine"] == "native"
+
+    tuner.clear_memory()  # as on another machine: nothing remembered, nothing cached
+    tuner.cache_file().unlink()
+    measured = fake_times(monkeypatch, "fused")  # what auto would run now
+    assert main(["train", "--resume", "--out", str(tmp_path / "part")]) == 0
+    assert measured  # evaluation (inference) is measured afresh; training is pinned
+    a, b = load_file(tmp_path / "full" / LAST), load_file(tmp_path / "part" / LAST)
+    for name in a:
+        if name.startswith(("model.", "optim.")):
+            torch.testing.assert_close(b[name], a[name], rtol=0, atol=0, msg=name)
+    assert checkpoint.load(tmp_path / "part" / LAST)[1]["engine"] == "native"
