@@ -81,8 +81,9 @@ class PdfMass:
     end). An interval ending there is integrated after the change of variable
     x = e + side h s^k, whose Jacobian k s^(k-1) makes the integrand vanish at
     s = 0 (k is chosen from beta, see :func:`.domain.singular_ends`), so the
-    density is never called at e itself; one only a few ulps wide (x cannot
-    follow the change of variable there) takes its mass from the power law. ``scale``: the density's scale, for the rounding test of
+    density is never called at e itself; one so narrow that its first node rounds
+    to within a few ulps of e (x cannot follow the change of variable there)
+    takes its mass from the power law fitted at e. ``scale``: the density's scale, for the rounding test of
     :func:`evaluate`.
     """
 
@@ -97,17 +98,22 @@ class PdfMass:
         jac = None
         floor_rows = []
         for e, side, k, beta, d_ref, f_ref in self.singular:
-            rows = (lo == e) if side > 0 else (hi == e)
+            sp = np.spacing(abs(e) if e else 1.0)
+            near_d, far_d = (lo - e, hi - e) if side > 0 else (e - hi, e - lo)   # exact near e
+            # where x cannot resolve the integrand, within float64's floor at e: an interval
+            # a few ulps wide close to e, or one at e whose first node e + h s_1^k rounds to
+            # within a few ulps of it; the power law f(t) = f_ref (t / d_ref)^beta fitted at e
+            # gives its mass, M(far) - M(near), M(t) = f_ref d_ref (t / d_ref)^(beta + 1) / (beta + 1)
+            pl = ((near_d == 0) & (h * _R[1] ** k <= 4 * sp)) | \
+                ((h <= 64 * sp) & (near_d >= 0) & (far_d <= 100 * d_ref))
+            if pl.any() and f_ref > 0:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    M = lambda t: f_ref * d_ref * (t / d_ref) ** (beta + 1.0) / (beta + 1.0)  # noqa: E731
+                    floor_rows.append((pl, np.where(h[pl] > 0, M(far_d[pl]) - M(near_d[pl]), 0.0)))
+                pts[pl] = e + side * d_ref            # not used: a point where the density is finite
+            rows = ((lo == e) if side > 0 else (hi == e)) & ~pl
             if not rows.any():
                 continue
-            # a few ulps wide: x cannot follow the change of variable; the power law
-            # f(t) = f_ref (t / d_ref)^beta fitted at the end gives the mass, f(h) h / (beta + 1)
-            few = rows & (h <= 64 * np.spacing(abs(e) if e else 1.0))
-            if few.any():
-                hf = h[few]
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    m = np.where(hf > 0, f_ref * (hf / d_ref) ** beta * hf / (beta + 1.0), 0.0)
-                floor_rows.append((few, m))
             if jac is None:
                 jac = np.ones(pts.shape)
             # s from the singular end: positions _R from lo (left end) or 1 - _R (right end)
@@ -119,24 +125,25 @@ class PdfMass:
             xs[..., at_e] = e + side * h[rows][..., None] * _R[1] ** k   # any point inside: weight 0
             pts[rows] = xs
             jac[rows] = np.where(at_e, 0.0, j)
-        if jac is None:
+        if not self.singular:
             f = evaluate(self.pdf, pts, "pdf", scale=self.scale)
         else:
-            # within an ulp or two of a singular end the density may overflow: those points
-            # carry a vanishing weight (the Jacobian), so their value is taken as 0
+            # within a few ulps of a singular end the density may overflow: those points carry
+            # a vanishing weight (the Jacobian, or a width of a few ulps), so their value is 0
             f = evaluate(self.pdf, pts, "pdf", scale=self.scale, strict=False)
             bad = ~np.isfinite(f)
             if bad.any():
                 near = np.zeros(pts.shape, bool)
                 for e, *_ in self.singular:
-                    near |= np.abs(pts - e) <= 4 * np.spacing(abs(e) if e else 1.0)
+                    near |= np.abs(pts - e) <= 8 * np.spacing(abs(e) if e else 1.0)
                 if (bad & ~near).any():
                     i = np.nonzero((bad & ~near).reshape(-1))[0][0]
                     raise ValueError(f"pdf is {f.reshape(-1)[i]} at x={pts.reshape(-1)[i]!r}; it must be "
                                      "finite on the support (an infinite value is allowed only at an "
                                      "end of the support)")
                 f = np.where(bad, 0.0, f)
-            f = f * jac
+            if jac is not None:
+                f = f * jac
         one = h * (f @ _WA)
         two = h * (f @ _WB)
         err = np.abs(two - one)
