@@ -252,8 +252,11 @@ SLOW = {"gausshyper", "geninvgauss", "irwinhall", "norminvgauss"}
 # where scipy's cdf disagrees with its own pdf (scipy's PINV, built from the pdf, shows the same
 # error against that cdf): the bound is that disagreement
 REFERENCE = {"geninvgauss": 1.5e-6, "norminvgauss": 1e-7, "kstwobign": 5e-10}
-# float64's floor at a singular end at 1 (see test_singular_ends_...): arcsine's is 3.4e-9
-FLOOR = {"arcsine": 3.5e-9}
+# float64's floor at a singular end at 1 (3.4e-9 for the arcsine, see test_singular_ends_...),
+# measured here with scipy's arcsine cdf, which loses digits near 1 (2/pi asin(sqrt(x)))
+FLOOR = {"arcsine": 6e-9}
+# scipy declares the support (-inf, inf) for this periodic density: infinite mass, refused
+REFUSED = {"vonmises": "too heavy"}
 
 
 def _sweep_cases():
@@ -269,6 +272,10 @@ def test_sweep_scipy_distcont(name):
     """from_pdf on the density of each scipy test distribution (its test parameters)
     reaches 1e-10 against scipy's cdf."""
     dist = getattr(st, name)(*PARAMS[name])
+    if name in REFUSED:
+        with pytest.raises(ValueError, match=REFUSED[name]):
+            from_scipy(name)
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         s = from_scipy(name)

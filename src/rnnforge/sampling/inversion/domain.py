@@ -1,7 +1,8 @@
 """Before any interval: where the distribution lives.
 
-The density (or CDF) is scanned on a grid: log-spaced out to 1e300 from
-``center`` on an infinite side, uniform on the cut domain. On an infinite side
+The density (or CDF) is scanned on a grid: log-spaced out to 1e20 from
+``center`` on an infinite side (1e300 if a tail is not cut by 1e20), uniform on
+the cut domain. On an infinite side
 the tail is cut where it holds less than 5% of the wanted u-resolution (by its
 mass, so a tail as heavy as the Levy law's, cut near 1e23, is sampled); runs of
 exact zeros split the support into components (intervals of positive density),
@@ -26,15 +27,17 @@ import numpy as np
 from .quadrature import evaluate
 
 
-#: the tail scan reaches |x - center| = 10^_FAR
-_FAR = 300
+#: the tail scan reaches |x - center| = 10^_NEAR, and 10^_FAR where a tail is not cut by then (a
+#: tail as heavy as the Levy law's); not further at once, since some densities return garbage
+#: when x * x overflows (scipy's jf_skew_t is 0.186 at 1e300)
+_NEAR, _FAR = 20, 300
 
 
-def scan_grid(a: float, b: float, c: float, per_decade: int = 8) -> np.ndarray:
-    """Points from c out to each end: log-spaced to +-1e300 on an infinite side,
+def scan_grid(a: float, b: float, c: float, per_decade: int = 8, far: int = _NEAR) -> np.ndarray:
+    """Points from c out to each end: log-spaced to +-10^far on an infinite side,
     uniform plus geometric towards a finite end."""
     parts = [np.array([c])]
-    offs = 10.0 ** np.arange(-3.0, _FAR + 1e-9, 1.0 / per_decade)
+    offs = 10.0 ** np.arange(-3.0, far + 1e-9, 1.0 / per_decade)
     for bound, sign in ((a, -1.0), (b, 1.0)):
         if math.isinf(bound):
             parts.append(c + sign * offs)
@@ -199,6 +202,11 @@ def domain_and_components(fn, what, a, b, c, u_resolution, scan_points):
     x1 = scan_grid(a, b, c)
     if what == "pdf":
         x1, f1, cut_off, _ = _scan(fn, "pdf", x1, a, b, c)
+        total = trapz_cum(x1, f1)[-1]
+        eps = 0.05 * u_resolution * total
+        if (math.isinf(a) and f1[0] * abs(x1[0] - c) > eps) or (math.isinf(b) and f1[-1] * abs(x1[-1] - c) > eps):
+            x1 = scan_grid(a, b, c, far=_FAR)         # a tail not cut at 1e20: look out to 1e300
+            x1, f1, cut_off, _ = _scan(fn, "pdf", x1, a, b, c)
         cum = trapz_cum(x1, f1)
         total = cum[-1]
         if not total > 0:
