@@ -19,7 +19,8 @@ otherwise cut. Departures, for speed in Python or for safety:
   (equal masses, then halving masses down to a piece below tol / 4), so a build
   takes 2 or 3 rounds;
 * before the intervals, the density is scanned on a grid (log-spaced out to
-  1e20 from ``center`` and uniform on the cut domain). Runs of exact zeros split
+  1e20 from ``center``, to 1e300 where a tail is not cut by 1e20, and uniform on
+  the cut domain); a tail is cut by its mass. Runs of exact zeros split
   the support into components, and each component's ends are located by
   bisection. So a density that underflows to zero between two separated modes is
   sampled on both modes (scipy's PINV walks out from the centre and samples only
@@ -27,6 +28,14 @@ otherwise cut. Departures, for speed in Python or for safety:
   be missed: pass ``center`` near it or a narrower ``support``;
 * each interval also carries a Gauss-Lobatto error estimate (one panel against
   two), which must be small, since the interval masses add up into the CDF;
+* at a finite end where the density behaves like a power ``|x - e|^beta``
+  (unbounded for beta < 0, even infinite at e) the masses are integrated after
+  the change of variable ``x = e + h s^k`` and the intervals there are cut toward
+  e until a straight line meets the resolution (x(u) is not smooth there), down
+  to float64's floor: the last spacing of doubles at e;
+* an interval is accepted only if its polynomial is proven increasing on it
+  (Bernstein coefficients of the derivative), and its u-error is also tested
+  close to its ends;
 * ``ppf`` finds the interval through a guide table (Chen and Asau) and
   evaluates the polynomial in power form, clamped to the interval, so it is
   monotone; ``sample`` goes through a finer table of 2^13 equal u-cells whose
@@ -46,11 +55,12 @@ interval masses), :mod:`.domain` (scan, tail cut, components), :mod:`.rounds`
 :class:`NumericalInverse` and its lookup tables) and :mod:`.backends` (the
 torch-ops and compiled evaluation of those tables). This module checks the
 options and runs them in that order. The edges of a distribution are handled in
-three places: the tail cut and the components' ends in :mod:`.domain`, the
-intervals at those ends in :mod:`.rounds`, and u near 0 and 1 in
-:mod:`.backends`. :class:`~rnnforge.sampling.Truncated` only rescales u into
-[F(a), F(b)] of a table built here, so it cannot reach beyond ``domain``; an
-inverse of its own on [a, b] is ``from_pdf(pdf, support=(a, b))``.
+four places: the tail cut, the components' ends and their power laws in
+:mod:`.domain`, the change of variable at a singular end in :mod:`.quadrature`,
+the intervals at those ends and float64's floor in :mod:`.rounds`, and u near 0
+and 1 in :mod:`.backends`. :class:`~rnnforge.sampling.Truncated` of a sampler
+built here builds the truncated law's own inverse on [a, b] from the same pdf
+(or cdf), so it reaches beyond ``domain``.
 """
 from __future__ import annotations
 
