@@ -7,7 +7,8 @@ same run (timings interleaved, best of --repeat), because the machine is shared:
    Beta(2,5), StudentT(3), Cauchy and a two-component Gaussian mixture with
    separated modes (density exactly 0 between): u-error of both against the true
    CDF (scipy.stats), setup time, time for --draws draws (ours: sample(); scipy: rvs()).
-2. sample_categorical at (B=16, V=50304) (and B=1) vs torch.multinomial on softmax.
+2. sample_categorical and the object path Categorical(logits=...).sample() (also from
+   probs=) at (B=16, V=50304) (and B=1) vs torch.multinomial on softmax.
 3. torch's Normal.icdf(torch.rand(...)), the analytic path, as the baseline.
 
     python benchmarks/bench_sampling.py                 # full run (1e7 draws)
@@ -28,7 +29,7 @@ import scipy.stats as st
 import torch
 from scipy.stats import sampling as ss
 
-from rnnforge.sampling import from_distribution, from_pdf, sample_categorical
+from rnnforge.sampling import Categorical, from_distribution, from_pdf, sample_categorical
 
 F64 = torch.float64
 
@@ -133,12 +134,18 @@ def bench_categorical(args, dev):
         V = 50304
         logits = torch.randn(B, V, generator=torch.Generator().manual_seed(0)).to(dev)
         g = torch.Generator(device=dev).manual_seed(0)
+        probs = torch.softmax(logits, -1)
         ours = lambda: sample_categorical(logits, generator=g)  # noqa: E731
+        # the object path: a new distribution every step, as a language model makes one
+        obj_l = lambda: Categorical(logits=logits).sample(generator=g)  # noqa: E731
+        obj_p = lambda: Categorical(probs=probs).sample(generator=g)  # noqa: E731
         mult = lambda: torch.multinomial(torch.softmax(logits, -1), 1, generator=g)  # noqa: E731
-        t_o, t_m = best_of([ours, mult], max(args.repeat, 20))
-        out.append((B, V, t_o, t_m))
-        print(f"categorical B={B} V={V}: sample_categorical {1e3 * t_o:.3f} ms, torch.multinomial "
-              f"{1e3 * t_m:.3f} ms -> x{t_m / t_o:.1f}", flush=True)
+        t_o, t_l, t_p, t_m = best_of([ours, obj_l, obj_p, mult], max(args.repeat, 20))
+        out.append((B, V, t_o, t_l, t_p, t_m))
+        print(f"categorical B={B} V={V}: sample_categorical {1e3 * t_o:.3f} ms, "
+              f"Categorical(logits=).sample() {1e3 * t_l:.3f} ms, Categorical(probs=).sample() "
+              f"{1e3 * t_p:.3f} ms, torch.multinomial(softmax) {1e3 * t_m:.3f} ms -> x{t_m / t_o:.1f}, "
+              f"object x{t_m / t_l:.1f} (logits) x{t_m / t_p:.1f} (probs; softmax not counted)", flush=True)
     return out
 
 

@@ -155,10 +155,21 @@ def test_sampling_table_agrees_with_ppf(name):
     (dict(pdf=lambda x: torch.ones_like(x), support=(1, 0)), "support must satisfy a < b"),
     (dict(pdf=lambda x: torch.ones_like(x), support=(0, 1), u_resolution=1e-20), "u_resolution must lie in"),
     (dict(pdf=lambda x: torch.ones_like(x), support=(0, 1), order=2), "order must be an integer in"),
-    (dict(pdf=lambda x: (1 + x.abs()) ** -1.05, support=(-INF, INF)), "too heavy"),
+    (dict(pdf=lambda x: (1 + x.abs()) ** -1.001, support=(-INF, INF)), "too heavy"),
+    (dict(pdf=lambda x: x.abs() ** -1.2, support=(0, 1)), "integrable"),
+    (dict(pdf=lambda x: torch.ones_like(x) - 1e-9, support=(0, 1)), None),
+    (dict(pdf=lambda x: torch.sin(x) - 1e-9, support=(0, math.pi)), "pdf is negative"),
+    (dict(pdf=lambda x: torch.exp(-x * x).to(torch.complex128), support=(-1, 1)), "complex"),
+    (dict(pdf=lambda x: torch.ones_like(x), support=(0, 1), order=math.inf), "order must be an integer in"),
+    (dict(pdf=lambda x: torch.ones_like(x), support=(0, 1), order="5"), "order must be an integer in"),
+    (dict(pdf=lambda x: torch.ones_like(x), support=(0, 1), u_resolution="ekki"), "u_resolution must lie in"),
+    (dict(pdf=lambda x: torch.ones_like(x), support=(0, 1), u_resolution=math.nan), "u_resolution must lie in"),
     (dict(pdf=lambda x: torch.ones(3, dtype=F64), support=(0, 1)), "must act elementwise"),
 ])
 def test_pdf_errors(kwargs, msg):
+    if msg is None:       # a positive density: no error (the control for the case below it)
+        from_pdf(kwargs.pop("pdf"), **kwargs)
+        return
     with pytest.raises(ValueError, match=msg):
         from_pdf(kwargs.pop("pdf"), **kwargs)
 

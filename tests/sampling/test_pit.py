@@ -26,28 +26,53 @@ def test_pit_rejects_a_density_passed_as_cdf():
         pit(torch.tensor([0.0, 0.1]), lambda x: 5.0 * torch.ones_like(x))
 
 
-@pytest.mark.parametrize("n", [50, 300, 5000])
-def test_ks_statistic_and_pvalue_match_scipy(n, gen):
+@pytest.mark.parametrize("n", [10, 50, 300, 5000, 100_000])
+def test_ks_statistic_and_pvalue_match_scipy_kstest(n, gen):
     for power in (1.0, 1.15):       # uniform, and a mild departure (small p-values)
         u = torch.rand(n, dtype=F64, generator=gen) ** power
         r = uniformity(u)
         ref = st.kstest(u.numpy(), "uniform")
         assert r.ks_statistic == pytest.approx(ref.statistic, rel=1e-12)
-        exact = st.kstwo.sf(r.ks_statistic, n)
-        if exact < 0.1:
-            assert r.ks_pvalue == pytest.approx(exact, rel=2e-3)
-        else:
-            assert abs(r.ks_pvalue - exact) < 0.02
+        assert r.ks_pvalue == pytest.approx(ref.pvalue, rel=1e-3, abs=1e-300)
 
 
-@pytest.mark.parametrize("n, d", [(20, 0.2), (100, 0.05), (1000, 0.06), (10**6, 0.0015)])
-def test_ks_pvalue_against_scipy_kstwo(n, d):
-    exact = st.kstwo.sf(d, n)
-    got = ks_pvalue(d, n)
-    if exact < 0.1:
-        assert got == pytest.approx(exact, rel=2e-3)
-    else:
-        assert abs(got - exact) < 0.02
+# every branch of the computation: n <= 140 (Durbin matrix, one-sided tail), n > 140
+# (Durbin matrix, Pelz-Good, one-sided tail), the closed forms near d = 1/(2n) and d = 1
+@pytest.mark.parametrize("n", [10, 37, 140, 141, 1000, 10_000, 100_000])
+@pytest.mark.parametrize("p", [0.999, 0.9, 0.5, 0.172, 0.05, 1e-3, 1e-8])
+def test_ks_pvalue_against_scipy_kstwo_across_n(n, p):
+    d = st.kstwo.isf(p, n)
+    assert ks_pvalue(d, n) == pytest.approx(st.kstwo.sf(d, n), rel=1e-6)
+
+
+@pytest.mark.parametrize("n", [10, 300])
+def test_ks_pvalue_closed_forms_at_the_ends(n):
+    # n d <= 1: P(D_n >= d) = 1 - n!/n^n (2 n d - 1)^n (Ruben-Gambino); d near 1: 2 (1 - d)^n
+    d = 0.8 / n
+    exact = 1.0 - math.exp(math.lgamma(n + 1) - n * math.log(n) + n * math.log(2 * n * d - 1))
+    assert ks_pvalue(d, n) == pytest.approx(exact, rel=1e-12)
+    assert ks_pvalue(0.4 / n, n) == 1.0
+    d = 1.0 - 0.5 / n
+    assert ks_pvalue(d, n) == pytest.approx(2 * (1 - d) ** n, rel=1e-12)
+    assert ks_pvalue(1.0, n) == 0.0
+
+
+def test_ks_pelz_good_branch_agrees_with_the_exact_matrix():
+    # where scipy's scheme uses the Pelz-Good expansion (n > 140, n d^1.5 > 1.4) the
+    # exact Durbin matrix is still cheap for moderate n: the two agree
+    from rnnforge.sampling.pit import _durbin_cdf, _pelz_good_cdf
+    for n, rel in ((141, 5e-5), (2000, 5e-7), (20_000, 1e-8)):
+        for z in (0.6, 0.9, 1.2, 1.45):   # d sqrt(n); n d^2 < 2.2
+            d = z / math.sqrt(n)
+            assert n * d ** 1.5 > 1.4
+            exact = 1.0 - _durbin_cdf(n, d)
+            assert 1.0 - _pelz_good_cdf(n, d) == pytest.approx(exact, rel=rel)
+
+
+def test_ks_pvalue_at_the_issue_point():
+    # n = 1e4 where p = 0.172: the limit law with Stephens' correction was 6.4e-4 off
+    d = st.kstwo.isf(0.172, 10_000)
+    assert ks_pvalue(d, 10_000) == pytest.approx(0.172, rel=1e-9)
 
 
 def test_chi_square_and_moments_match_scipy_and_formulas(gen):

@@ -41,24 +41,50 @@ def _bad_logits(x: torch.Tensor):
                      "with at least one > -inf per row")
 
 
+#: Relative tolerance of the top_p threshold: a prefix whose float64 mass is at least
+#: ``top_p (1 - _TOP_P_RTOL)`` reaches top_p. It absorbs the rounding of weights computed in
+#: float32 (exp, about 1e-7 relative) and of the summation, so that the same law given as
+#: float32 logits, float64 logits or probabilities keeps the same set.
+_TOP_P_RTOL = 1e-6
+
+
 def _truncate(w: torch.Tensor, top_k, top_p) -> torch.Tensor:
-    """Zero the weights ``w`` (..., V), >= 0, outside the top-k / nucleus (the
-    nucleus mass is summed in float64)."""
+    """Zero the weights ``w`` (N, V), >= 0, outside the top-k and the nucleus.
+
+    The one truncation of the module (``sample_categorical``, ``CategoricalStepper`` and
+    ``Categorical`` all come here). Categories are ranked by weight, larger first, and
+    equal weights by index, lower first (the tie rule, for both options).
+
+    top_k: keep the first k of that ranking (so of k-th place ties, the lowest indices).
+    top_p: keep the shortest prefix of the ranking (after top_k) whose mass reaches
+    top_p, i.e. category r is kept when the mass of the categories ranked before it
+    is below ``top_p (1 - 1e-6)``; masses are float64 sums divided by the kept total.
+    ``top_p = 1`` keeps every category of positive weight.
+    """
     V = w.shape[-1]
-    if top_k is not None and top_k < V:
-        # keep exactly the k largest (ties broken by torch.topk's order)
-        idx = torch.topk(w, int(top_k), dim=-1).indices
-        keep = torch.zeros_like(w, dtype=torch.bool).scatter_(-1, idx, True)
-        w = w.masked_fill(~keep, 0.0)
-    if top_p is not None and top_p < 1.0:
-        # smallest set of most probable categories whose mass reaches top_p
-        srt, order = torch.sort(w, dim=-1, descending=True)
-        srt = srt.to(F64)
-        p = srt / srt.sum(-1, keepdim=True)
-        before = torch.cumsum(p, dim=-1) - p                 # mass strictly before each
-        drop = torch.zeros_like(before, dtype=torch.bool).scatter_(-1, order, before >= top_p)
-        w = w.masked_fill(drop, 0.0)
-    return w
+    k = int(top_k) if top_k is not None and top_k < V else None
+    p = top_p if top_p is not None and top_p < 1.0 else None
+    if k is None and p is None:
+        return w
+    if p is None:
+        # the k-th largest value, then the ties at it by index: cheaper than a full sort
+        kth = torch.topk(w, k, dim=-1, sorted=False).values.amin(-1, keepdim=True)
+        above = w > kth
+        tie = w == kth
+        room = k - above.sum(-1, keepdim=True)
+        keep = above | (tie & (torch.cumsum(tie, -1) <= room))
+        return w.masked_fill(~keep, 0.0)
+    srt, order = torch.sort(w, dim=-1, descending=True, stable=True)
+    srt = srt.to(F64)
+    if k is not None:
+        srt[..., k:] = 0.0
+    mass = srt / srt.sum(-1, keepdim=True)
+    before = torch.cumsum(mass, dim=-1) - mass                # mass ranked strictly before each
+    drop_sorted = before >= p * (1.0 - _TOP_P_RTOL)
+    if k is not None:
+        drop_sorted[..., k:] = True
+    drop = torch.zeros_like(drop_sorted).scatter_(-1, order, drop_sorted)
+    return w.masked_fill(drop, 0.0)
 
 
 def _gather_last(table: torch.Tensor, k: torch.Tensor, batch_shape) -> torch.Tensor:
@@ -97,8 +123,20 @@ def _exp(x: torch.Tensor, temperature: float, m: torch.Tensor | None, out: torch
     return out.exp_()
 
 
-def _tables(x: torch.Tensor, temperature: float, top_k, top_p, m: torch.Tensor | None):
-    """Float64 tables of the weights of rows ``x`` (N, V) for ``_search``.
+def _weights(x: torch.Tensor, kind: str, temperature: float, m: torch.Tensor | None,
+             out: torch.Tensor) -> torch.Tensor:
+    """The weights of rows ``x``: ``exp(x / T)`` (``exp((x - m) / T)`` with row maxima ``m``)
+    for logits; for probabilities ``x`` itself (no copy) or ``(x / m)^(1/T)``."""
+    if kind == "logits":
+        return _exp(x, temperature, m, out)
+    if m is None:
+        return x
+    torch.div(x, m, out=out)
+    return out if temperature == 1.0 else out.pow_(1.0 / temperature)
+
+
+def _tables(x: torch.Tensor, kind: str, temperature: float, top_k, top_p, m: torch.Tensor | None):
+    """Float64 tables of the weights (see ``_weights``) of rows ``x`` (N, V) for ``_search``.
 
     Short rows or small tables: ``(F, None)``, F the float64 cumulative sums (N, V). Otherwise:
     ``(w64, ends)``, the float64 weights zero-padded to whole blocks of 64 and
@@ -111,11 +149,11 @@ def _tables(x: torch.Tensor, temperature: float, top_k, top_p, m: torch.Tensor |
     truncate = top_k is not None or top_p is not None
     short = V < 4 * C or N * V < _TWO_LEVEL_MIN
     if short or truncate:
-        w = _exp(x, temperature, m, torch.empty(x.shape, dtype=x.dtype, device=x.device))
+        w = _weights(x, kind, temperature, m, torch.empty(x.shape, dtype=x.dtype, device=x.device))
         if truncate:
             w = _truncate(w, top_k, top_p)
         if short:
-            return w.to(F64).cumsum_(-1), None
+            return torch.cumsum(w, -1, dtype=F64), None     # (w may be the caller's x: not in place)
     nb = -(-V // C)
     w64 = torch.empty(N, nb * C, dtype=F64, device=x.device)
     if nb * C > V:
@@ -131,7 +169,7 @@ def _tables(x: torch.Tensor, temperature: float, top_k, top_p, m: torch.Tensor |
         buf = torch.empty(min(r, N), V, dtype=x.dtype, device=x.device)
         for i in range(0, N, r):
             xc = x[i:i + r]
-            wc = _exp(xc, temperature, None if m is None else m[i:i + r], buf[:xc.shape[0]])
+            wc = _weights(xc, kind, temperature, None if m is None else m[i:i + r], buf[:xc.shape[0]])
             w64[i:i + r, :V].copy_(wc)
             torch.sum(w64[i:i + r].view(-1, nb, C), -1, out=sums[i:i + r])
     return w64, ends.cumsum_(-1)  # ends[:, j + 1] = O_j, the end of block j
@@ -163,6 +201,31 @@ def _search(table: torch.Tensor, ends: torch.Tensor | None, t: torch.Tensor) -> 
     return k.add_(jC)
 
 
+def _search_many(table: torch.Tensor, ends: torch.Tensor | None, t: torch.Tensor) -> torch.Tensor:
+    """``_search`` for S uniforms per row, t (N, S) in (0, 1] (overwritten): (N, S).
+    The two-level search goes over chunks of columns, with the same arithmetic per
+    uniform as ``_search`` (so the same category for the same u)."""
+    N, S = t.shape
+    if ends is None or S == 1:
+        return _search(table, ends, t)
+    C = _BLOCK
+    t = t.mul_(ends[:, -1:]).clamp_min_(5e-324)
+    out = torch.empty(N, S, dtype=torch.int64, device=t.device)
+    step = max(1, (1 << 22) // (N * C))
+    ar = _arange(C, t.device)
+    for c0 in range(0, S, step):
+        tc = t[:, c0:c0 + step]
+        j = torch.searchsorted(ends, tc).sub_(1)
+        start = ends.gather(1, j)
+        jC = j.mul_(C)
+        s = tc.shape[1]
+        part = table.gather(1, (jC.unsqueeze(-1) + ar).view(N, s * C)).view(N, s, C).cumsum_(-1)
+        k = torch.minimum(torch.searchsorted(part, (tc - start).unsqueeze(-1)),
+                          torch.searchsorted(part, part[..., -1:].contiguous()))
+        out[:, c0:c0 + s] = k.squeeze(-1).add_(jC)
+    return out
+
+
 _ARANGE: dict = {}
 
 
@@ -175,9 +238,20 @@ def _arange(n: int, device) -> torch.Tensor:
 
 
 def _draw(x: torch.Tensor, temperature: float, top_k, top_p, t: torch.Tensor) -> torch.Tensor:
-    """Categories (N, 1) for rows ``x`` (N, V) and uniforms ``t`` (N, 1) in (0, 1] (overwritten).
+    """Categories (N, 1) for rows of logits ``x`` (N, V) and uniforms ``t`` (N, 1) in (0, 1]
+    (overwritten)."""
+    table, ends, _ = _build(x, "logits", temperature, top_k, top_p)
+    return _search(table, ends, t)
 
-    Any positive factor per row leaves the law unchanged, so the usual shift by
+
+def _build(x: torch.Tensor, kind: str, temperature: float, top_k, top_p):
+    """The tables ``(table, ends)`` of ``_tables`` for rows ``x`` (N, V) of logits or
+    probabilities (``kind``), checked (bad rows raise ValueError), and the row maxima
+    ``m`` the weights were shifted or divided by (None when they were not).
+
+    For probabilities one pass finds NaN, inf and negative values; a row of zero
+    total is refused; the weights are ``x`` itself unless a temperature or a float64
+    total that overflows asks for ``(x / max)^(1/T)``. For logits, any positive factor per row leaves the law unchanged, so the usual shift by
     the row maximum is needed only against overflow and underflow. Without
     truncation the weights are first ``exp(x / T)`` unshifted: if every row's
     float64 total is finite and at least V e^-30, no weight overflowed and the
@@ -190,6 +264,8 @@ def _draw(x: torch.Tensor, temperature: float, top_k, top_p, t: torch.Tensor) ->
     With top-k / top-p the maxima come first and the shift is skipped when every
     ``max / T`` lies in [-30, 80].
     """
+    if kind == "probs":
+        return _build_probs(x, temperature, top_k, top_p)
     N, V = x.shape
     m = None
     if top_k is not None or top_p is not None:
@@ -199,8 +275,8 @@ def _draw(x: torch.Tensor, temperature: float, top_k, top_p, t: torch.Tensor) ->
             _bad_logits(x)
         if -30.0 <= lo / temperature and hi / temperature <= 80.0:
             m = None
-        return _search(*_tables(x, temperature, top_k, top_p, m), t)
-    table, ends = _tables(x, temperature, None, None, None)
+        return (*_tables(x, "logits", temperature, top_k, top_p, m), m)
+    table, ends = _tables(x, "logits", temperature, None, None, None)
     total = (table if ends is None else ends)[:, -1]  # float64 row totals
     floor = V * _TINY
     if N == 1:
@@ -212,8 +288,25 @@ def _draw(x: torch.Tensor, temperature: float, top_k, top_p, t: torch.Tensor) ->
         m = x.amax(-1, keepdim=True)
         if not bool(torch.isfinite(m).all()):
             _bad_logits(x)
-        table, ends = _tables(x, temperature, None, None, m)
-    return _search(table, ends, t)
+        table, ends = _tables(x, "logits", temperature, None, None, m)
+    return table, ends, m
+
+
+def _build_probs(x: torch.Tensor, temperature: float, top_k, top_p):
+    lo, hi = (v.item() for v in torch.aminmax(x))      # NaN propagates to both
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError("probs contain NaN or inf")
+    if lo < 0:
+        raise ValueError("probs contain negative values; probabilities must be >= 0")
+    m = None
+    if temperature != 1.0 or hi > 1e300:   # rows divided by their maxima: no overflow of the sums
+        m = x.amax(-1, keepdim=True)
+        if bool((m <= 0).any()):
+            raise ValueError("a row of probs is all zero; each row needs positive mass")
+    table, ends = _tables(x, "probs", temperature, top_k, top_p, m)
+    if not bool(((table if ends is None else ends)[:, -1] > 0).all()):
+        raise ValueError("a row of probs is all zero; each row needs positive mass")
+    return table, ends, m
 
 
 def sample_categorical(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
@@ -301,13 +394,22 @@ class Categorical(Sampler):
     Categorical(probs=None, *, logits=None, temperature=1.0, top_k=None, top_p=None)
 
     probs: (..., V) non-negative weights (normalised here) or logits: (..., V)
-    log-weights; exactly one. ``temperature`` divides the log-weights;
-    ``top_k`` / ``top_p`` keep the k most probable / the smallest most-probable
-    set of mass >= top_p. Probabilities and their cumulative sums are float64.
-    ``batch_shape`` is ``probs.shape[:-1]``; ``sample(shape)`` returns
-    ``shape + batch_shape`` category indices (int64), as torch.distributions.
-    ``ppf(u)`` with u of shape ``(..., *batch_shape)``: smallest k with
-    ``F_k >= u``; ``cdf(k)`` = P(X <= k).
+    log-weights; exactly one. ``temperature`` divides the log-weights (probs are
+    raised to ``1/temperature``); ``top_k`` / ``top_p`` truncate as in
+    :func:`sample_categorical` (one implementation: ``_truncate``, whose docstring
+    gives the definition and the tie rule). ``batch_shape`` is ``probs.shape[:-1]``;
+    ``sample(shape)`` returns ``shape + batch_shape`` category indices (int64), as
+    torch.distributions. ``ppf(u)`` with u of shape ``(..., *batch_shape)``: smallest
+    k with ``F_k >= u F_{V-1}``; ``cdf(k)`` = P(X <= k).
+
+    The tables are those of :func:`sample_categorical`, built on first use (not
+    here) and kept: weights in the input's precision (float32 or float64; half
+    types go through float32, other types through float64), summed in float64. So
+    ``Categorical(logits=x).sample(generator=g)`` costs what
+    ``sample_categorical(x, generator=g)`` costs and returns the same categories,
+    and a NaN, an infinite or a negative probability, a row of zeros, or bad logits
+    raise ValueError on that first use. The input tensor is read then, not copied
+    here: do not modify it in place before.
     """
 
     def __init__(self, probs=None, *, logits=None, temperature: float = 1.0, top_k: int | None = None,
@@ -315,72 +417,111 @@ class Categorical(Sampler):
         _check_options(temperature, top_k, top_p)
         if (probs is None) == (logits is None):
             raise ValueError("give exactly one of probs= or logits=")
-        if probs is not None:
-            p = torch.as_tensor(probs).to(F64) if not torch.is_tensor(probs) else probs.to(F64)
-            if p.dim() == 0 or p.shape[-1] == 0:
-                raise ValueError("probs must have a non-empty last dimension (categories)")
-            if bool(torch.isnan(p).any()) or bool(torch.isinf(p).any()):
-                raise ValueError("probs contain NaN or inf")
-            if bool((p < 0).any()):
-                raise ValueError("probs contain negative values; probabilities must be >= 0")
-            if bool((p.sum(-1) <= 0).any()):
-                raise ValueError("a row of probs is all zero; each row needs positive mass")
-            w = p
-            if temperature != 1.0:
-                w = (w / w.amax(-1, keepdim=True)) ** (1.0 / temperature)
-        else:
-            lg = torch.as_tensor(logits).to(F64) if not torch.is_tensor(logits) else logits.to(F64)
-            if lg.dim() == 0 or lg.shape[-1] == 0:
-                raise ValueError("logits must have a non-empty last dimension (categories)")
-            if bool(torch.isnan(lg).any()) or bool((lg == math.inf).any()):
-                raise ValueError("logits contain NaN or +inf")
-            if bool((lg == -math.inf).all(-1).any()):
-                raise ValueError("a row of logits is entirely -inf; each row needs positive mass")
-            w = torch.exp((lg - lg.amax(-1, keepdim=True)) / temperature)
-        w = _truncate(w, top_k, top_p)
-        self._cum = torch.cumsum(w, dim=-1).contiguous()                  # (..., V) float64
-        self._total = self._cum[..., -1:].clone()
-        self.probs = w / self._total
-        self.num_categories = w.shape[-1]
-        self.batch_shape = w.shape[:-1]
-        self.device = w.device
-        pos = w > 0
-        ar = torch.arange(self.num_categories, device=w.device)
-        first = torch.where(pos, ar, self.num_categories).amin(-1)
-        last = torch.where(pos, ar, -1).amax(-1)
-        self.support = (first, last)
+        kind = "probs" if probs is not None else "logits"
+        v = probs if probs is not None else logits
+        if not torch.is_tensor(v):
+            v = torch.as_tensor(v, dtype=F64)
+        if v.dim() == 0 or v.shape[-1] == 0:
+            raise ValueError(f"{kind} must have a non-empty last dimension (categories)")
+        if v.dtype not in (torch.float32, torch.float64):
+            v = v.float() if v.is_floating_point() else v.to(F64)
+        self._kind, self._x = kind, v
+        self.temperature, self.top_k, self.top_p = float(temperature), top_k, top_p
+        self.num_categories = v.shape[-1]
+        self.batch_shape = v.shape[:-1]
+        self.device = v.device
+        self._tabs = None       # (table, ends) of _tables, on first use
+        self._cum = None        # the full float64 CDF (..., V), for cdf and u_error
+        self._probs = None
+        self._support = None
 
-    # u of shape (..., *batch_shape) -> index of the same shape
+    # -- the tables, built on first use ---------------------------------
+    def _rows(self) -> int:
+        return int(math.prod(self.batch_shape)) if len(self.batch_shape) else 1
+
+    def _tables(self):
+        if self._tabs is None:
+            x = self._x.reshape(self._rows(), self.num_categories)
+            table, ends, self._m = _build(x, self._kind, self.temperature, self.top_k, self.top_p)
+            self._tabs = (table, ends)
+        return self._tabs
+
+    def _cdf_table(self):
+        """(F (..., V), total (..., 1)): the float64 CDF as the search sees it (block
+        ends plus the sums inside each block, on the two-level tables)."""
+        if self._cum is None:
+            table, ends = self._tables()
+            V = self.num_categories
+            if ends is None:
+                F = table
+            else:
+                N = table.shape[0]
+                F = (table.view(N, -1, _BLOCK).cumsum(-1) + ends[:, :-1, None]).view(N, -1)[:, :V]
+                F = torch.cummax(F, -1).values          # block sums and inner sums round apart
+            total = (table if ends is None else ends)[:, -1:]
+            shape = tuple(self.batch_shape)
+            self._cum = (F.reshape(shape + (V,)).contiguous(), total.reshape(shape + (1,)))
+        return self._cum
+
+    @property
+    def probs(self) -> torch.Tensor:
+        """The probabilities (..., V), float64: the weights drawn from over their float64 total."""
+        if self._probs is None:
+            table, ends = self._tables()
+            V = self.num_categories
+            if ends is None:   # recompute the weights summed in the table (same arithmetic)
+                x = self._x.reshape(self._rows(), V)
+                w = _weights(x, self._kind, self.temperature, self._m,
+                             torch.empty(x.shape, dtype=x.dtype, device=x.device))
+                if self.top_k is not None or self.top_p is not None:
+                    w = _truncate(w, self.top_k, self.top_p)
+                w, total = w.to(F64), table[:, -1:]
+            else:
+                w, total = table[:, :V], ends[:, -1:]
+            self._probs = (w / total).reshape(tuple(self.batch_shape) + (V,))
+        return self._probs
+
+    @property
+    def support(self):
+        """(first, last) categories of positive probability, per row (int64 tensors)."""
+        if self._support is None:
+            pos = self.probs > 0
+            ar = torch.arange(self.num_categories, device=self.device)
+            self._support = (torch.where(pos, ar, self.num_categories).amin(-1),
+                             torch.where(pos, ar, -1).amax(-1))
+        return self._support
+
+    # u of shape (..., *batch_shape) in (0, 1] -> index of the same shape (t is overwritten)
     def _search(self, t: torch.Tensor) -> torch.Tensor:
         nb = len(self.batch_shape)
-        B = int(math.prod(self.batch_shape)) if nb else 1
         t = torch.broadcast_to(t, torch.broadcast_shapes(t.shape, self.batch_shape))
         if t.numel() == 0:
             return torch.empty(t.shape, dtype=torch.int64, device=t.device)
         lead = t.shape[:t.dim() - nb]
         S = int(math.prod(lead)) if len(lead) else 1
-        tt = t.reshape(S, B).transpose(0, 1).contiguous()                   # (B, S)
-        cum = self._cum.reshape(B, self.num_categories)
-        k = torch.searchsorted(cum, tt)                                     # (B, S)
+        tt = t.reshape(S, self._rows()).transpose(0, 1).contiguous()        # (N, S)
+        k = _search_many(*self._tables(), tt)
         return k.transpose(0, 1).reshape(t.shape)
 
     def _ppf(self, u):
-        t = (u * self._total.squeeze(-1)).clamp_min(5e-324)
-        return self._search(t)
+        return self._search(u.clamp_min(5e-324))
 
     def sample(self, shape: int | Sequence[int] = (), *, generator: torch.Generator | None = None
                ) -> torch.Tensor:
+        """``shape + batch_shape`` categories from 1 - U, U ~ U[0, 1) from ``generator``:
+        with ``shape=()`` the uniforms and categories of ``sample_categorical``."""
         shape = as_shape(shape) + self.batch_shape
-        w = 1.0 - torch.rand(shape, dtype=F64, device=self.device, generator=generator)
-        return self._search(w * self._total.squeeze(-1))
+        t = torch.rand(shape, dtype=F64, device=self.device, generator=generator).neg_().add_(1.0)
+        return self._search(t)
 
     def _cdf(self, k):
         """P(X <= k) for real k (floored); below 0 gives 0, from V - 1 on gives 1."""
         kf = torch.floor(k)
         V = self.num_categories
         kc = kf.nan_to_num(0.0).clamp(0, V - 1).to(torch.int64)
-        g = _gather_last(self._cum, kc, self.batch_shape)
-        tot = torch.broadcast_to(self._total.squeeze(-1), g.shape)
+        cum, total = self._cdf_table()
+        g = _gather_last(cum, kc, self.batch_shape)
+        tot = torch.broadcast_to(total.squeeze(-1), g.shape)
         out = g / tot
         kf = torch.broadcast_to(kf, out.shape)
         out = torch.where(kf < 0, torch.zeros_like(out), out)

@@ -22,11 +22,32 @@ from ._base import F64, Sampler, as_f64, as_shape, check_finite
 __all__ = ["Mixture", "Truncated"]
 
 
+#: below this mass of [low, high] under an analytic base the truncated law gets its own inverse:
+#: rescaling u costs the base CDF's rounding (1e-16 absolute near 1) divided by the mass, and in
+#: an upper tail F(a) + u (F(b) - F(a)) rounds to 1 (x = inf) for u within 1e-16 / mass of 1
+_RESCALE_MIN_MASS = 0.5
+
+
 class Truncated(Sampler):
     """``base`` restricted to [low, high] (either may be infinite).
 
-    ValueError if low >= high, a bound is NaN, or [low, high] holds no mass of
-    ``base`` in float64 (for a far tail, truncate the mirrored law instead).
+    Meets the u-resolution of any sampler, measured against the truncated law:
+
+    * a base built by :func:`from_pdf` / :func:`from_cdf`: its table is cut where
+      the tails hold less than the resolution, and its u-error divided by the
+      mass of [low, high] would exceed it, so the truncated law gets its own
+      inverse, built from the base's pdf (or cdf) on [low, high] with the base's
+      options (a far tail such as the normal on [7, 8] included);
+    * a scalar :func:`from_distribution` base where [low, high] holds less than
+      half the mass: the same, from the distribution's density
+      (``exp(log_prob)``), since its CDF near 1 is known only to 1e-16 absolute;
+    * otherwise ``ppf(u) = base.ppf(F(a) + u (F(b) - F(a)))`` (exact for the
+      analytic bases in the bulk; for a batched base or an empirical, mixture or
+      spline base the u-error is the base's divided by the mass).
+
+    ``inverse`` is the own inverse when there is one, else None. ValueError if
+    low >= high, a bound is NaN, or [low, high] holds no mass of ``base`` (in
+    float64).
     """
 
     def __init__(self, base: Sampler, low: float = -math.inf, high: float = math.inf):
@@ -38,6 +59,18 @@ class Truncated(Sampler):
         self.base = base
         self.device = base.device
         self.batch_shape = base.batch_shape
+        self.low, self.high = low, high
+        bl, bh = base.support
+        if torch.is_tensor(bl) or torch.is_tensor(bh):
+            self.support = (low, high)
+        else:
+            self.support = (max(low, bl), min(high, bh))
+            if not self.support[0] < self.support[1]:
+                raise ValueError(f"[{low}, {high}] lies outside the support {base.support} of the base "
+                                 "sampler: zero mass")
+        self.inverse = self._own_inverse(base)
+        if self.inverse is not None:
+            return
         lo = torch.full(base.batch_shape, low, dtype=F64, device=base.device)
         hi = torch.full(base.batch_shape, high, dtype=F64, device=base.device)
         self._Fa = base._cdf(lo)
@@ -46,26 +79,69 @@ class Truncated(Sampler):
         if bool((self._mass <= 0).any()):
             raise ValueError(f"[{low}, {high}] has zero mass under the base sampler (in float64); "
                              "widen the bounds")
-        bl, bh = base.support
-        if torch.is_tensor(bl) or torch.is_tensor(bh):
-            self.support = (low, high)
-        else:
-            self.support = (max(low, bl), min(high, bh))
-        self.low, self.high = low, high
+
+    def _own_inverse(self, base):
+        """The truncated law's own numerical inverse, or None where rescaling u is exact enough."""
+        from .distributions import DistributionSampler
+        from .inversion import NumericalInverse, from_cdf, from_pdf
+        sup = self.support
+        if isinstance(base, NumericalInverse):
+            opts = dict(support=sup, u_resolution=base.u_resolution, order=base.order,
+                        device=base.device, backend=base.backend)
+            if base._pdf_fn is not None:
+                return _wrap_zero_mass(from_pdf, base._pdf_fn, opts, self)
+            return _wrap_zero_mass(from_cdf, base._mass.cdf, opts, self)
+        if isinstance(base, DistributionSampler) and not len(base.batch_shape):
+            ends = torch.tensor([self.low, self.high], dtype=F64, device=base.device)
+            Fa, Fb = base._cdf(ends).tolist()
+            if Fb - Fa >= _RESCALE_MIN_MASS:
+                return None
+            dist = base.dist
+
+            def pdf(x):
+                with torch.no_grad():
+                    lp = dist.log_prob(x.to(base.dtype).to(base.device)).to(F64).cpu()
+                return torch.exp(lp)
+            return _wrap_zero_mass(from_pdf, pdf, dict(support=sup, device=base.device), self)
+        return None
 
     def _ppf(self, u):
+        if self.inverse is not None:
+            return self.inverse._ppf(u)
         x = self.base._ppf((self._Fa + u * self._mass).clamp(0.0, 1.0))
         x = x.clamp(self.support[0], self.support[1])
         x = torch.where(u <= 0, torch.full_like(x, self.support[0]), x)
         return torch.where(u >= 1, torch.full_like(x, self.support[1]), x)
 
+    def sample(self, shape=(), *, generator: torch.Generator | None = None):
+        if self.inverse is not None:
+            return self.inverse.sample(shape, generator=generator)
+        return super().sample(shape, generator=generator)
+
     def _cdf(self, x):
+        if self.inverse is not None:
+            return self.inverse._cdf(x)
         xc = x.clamp(self.low, self.high)
         out = ((self.base._cdf(xc) - self._Fa) / self._mass).clamp(0.0, 1.0)
         return torch.where(torch.isnan(x), x, out)
 
+    def u_error(self, n: int = 100_000):
+        if self.inverse is not None:
+            return self.inverse.u_error(n)
+        return super().u_error(n)
+
     def __repr__(self):
         return f"Truncated({self.base!r}, low={self.low}, high={self.high})"
+
+
+def _wrap_zero_mass(build, fn, opts, t):
+    try:
+        return build(fn, **opts)
+    except ValueError as e:
+        if "zero mass" in str(e) or "zero on every" in str(e):
+            raise ValueError(f"[{t.low}, {t.high}] has zero mass under the base sampler (in float64); "
+                             "widen the bounds") from None
+        raise
 
 
 class Mixture(Sampler):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ._base import F64, as_f64, check_u
@@ -59,9 +60,21 @@ def randomized_pit(x, cdf, *, cdf_left=None, generator: torch.Generator | None =
 
 
 # -- Kolmogorov-Smirnov p-value, written out (no scipy in the library) -----------
+#
+# The two-sided one-sample statistic D_n has an exact finite-n law; its survival
+# function is computed by the scheme of Simard and L'Ecuyer ("Computing the
+# two-sided Kolmogorov-Smirnov distribution", J. Stat. Software 39(11), 2011),
+# the one scipy's ``kstwo`` follows: closed forms near d = 1/(2n) and d = 1
+# (Ruben and Gambino), twice the exact one-sided tail (Birnbaum-Tingey) where the
+# two-sided tail is small, the Durbin matrix in the Marsaglia-Tsang-Wang form
+# where it is cheap, and the Pelz-Good expansion for large n otherwise.
+
+_SCALE = 2.0 ** 256
+
 
 def _smirnov_sf(n: int, d: float) -> float:
-    """Exact one-sided P(D_n^+ >= d) by the Birnbaum-Tingey (1951) sum, in log space."""
+    """Exact one-sided P(D_n^+ >= d) by the Birnbaum-Tingey (1951) sum, in log space
+    (its terms are all positive, so no cancellation)."""
     if d <= 0.0:
         return 1.0
     if d >= 1.0:
@@ -78,34 +91,137 @@ def _smirnov_sf(n: int, d: float) -> float:
     return float(min(1.0, d * math.exp(m.item()) * torch.exp(logt - m).sum().item()))
 
 
-def _kolmogorov_sf(lam: float) -> float:
-    """Limiting Kolmogorov survival function Q(lambda) = P(sup|B| >= lambda)."""
-    if lam <= 0:
-        return 1.0
-    if lam < 1.0:  # the theta-function form converges fast here
-        s = sum(math.exp(-((2 * k - 1) ** 2) * math.pi ** 2 / (8 * lam * lam)) for k in range(1, 8))
-        return max(0.0, min(1.0, 1.0 - math.sqrt(2 * math.pi) / lam * s))
-    s = sum((-1) ** (k - 1) * math.exp(-2 * k * k * lam * lam) for k in range(1, 101))
-    return max(0.0, min(1.0, 2.0 * s))
+def _durbin_cdf(n: int, d: float) -> float:
+    """Exact P(D_n < d) by Durbin's matrix, as Marsaglia, Tsang and Wang (J. Stat.
+    Software 8(18), 2003) evaluate it: with n d = k - h (k integer, 0 <= h < 1),
+    the (k, k) entry of H^n times n!/n^n, H of size 2k - 1; the power by repeated
+    squaring, rescaled by 2^256 to stay in range. Cost O(k^3 log n)."""
+    k = math.ceil(n * d)
+    h = k - n * d
+    m = 2 * k - 1
+    i = np.arange(m)
+    # H[r, c] = 1/(r - c + 1)! for r - c + 1 >= 0; first column and last row corrected
+    diff = i[:, None] - i[None, :] + 1
+    lg = np.array([math.lgamma(v + 1.0) if v >= 0 else 0.0 for v in range(-m, m + 2)])
+    H = np.where(diff >= 0, np.exp(-lg[np.clip(diff, 0, None) + m]), 0.0)
+    powers = h ** (i + 1.0)
+    fact = np.exp(-lg[i + 1 + m])                       # 1/(i+1)!
+    H[:, 0] -= powers * fact
+    H[m - 1, :] -= powers[::-1] * fact[::-1]
+    if 2 * h - 1 > 0:
+        H[m - 1, 0] += (2 * h - 1) ** m / math.factorial(m) if m < 170 else 0.0
+    result, res_exp = None, 0
+    base, base_exp = H, 0
+    e = n
+    while e:
+        if e & 1:
+            if result is None:
+                result, res_exp = base.copy(), base_exp
+            else:
+                result, res_exp = result @ base, res_exp + base_exp
+                if abs(result[k - 1, k - 1]) > _SCALE:
+                    result /= _SCALE
+                    res_exp += 256
+        e >>= 1
+        if e:
+            base, base_exp = base @ base, 2 * base_exp
+            if abs(base[k - 1, k - 1]) > _SCALE:
+                base /= _SCALE
+                base_exp += 256
+    p = float(result[k - 1, k - 1])
+    # times n!/n^n, in logs (exact enough: the relative error is that of lgamma, ~1e-15 n)
+    if p <= 0.0:
+        return 0.0
+    logp = math.log(p) + res_exp * math.log(2.0) + math.lgamma(n + 1) - n * math.log(n)
+    return min(1.0, math.exp(logp))
+
+
+def _pelz_good_cdf(n: int, d: float) -> float:
+    """P(D_n <= d) by the Pelz-Good (1976) expansion to order n^(-3/2), in the
+    theta-function form that converges fast for small z = d sqrt(n)."""
+    z = math.sqrt(n) * d
+    z2 = z * z
+    qlog = -math.pi ** 2 / (8.0 * z2)
+    if qlog < -708.0:
+        return 0.0
+    pi2, pi4, pi6 = math.pi ** 2, math.pi ** 4, math.pi ** 6
+    kmax = max(1, math.ceil(16.0 * z / math.pi))
+    k0 = k1 = k2 = k3 = 0.0
+    for k in range(1, kmax + 1):
+        mo = 2 * k - 1
+        m2 = mo * mo
+        w = math.exp(qlog * m2)                             # q^((2k-1)^2)
+        k0 += w
+        k1 += w * (pi2 * m2 / 4.0 - z2)
+        k2 += w * (6 * z2 ** 3 + 2 * z2 ** 2 + pi2 * m2 * (2 * z2 ** 2 - 5 * z2) / 4.0
+                   + pi4 * m2 * m2 * (1 - 2 * z2) / 16.0)
+        k3 += w * (pi6 * m2 ** 3 * (5 - 30 * z2) / 64.0 + pi4 * m2 * m2 * (-60 * z2 + 212 * z2 ** 2) / 16.0
+                   + pi2 * m2 * (135 * z2 ** 2 - 96 * z2 ** 3) / 4.0 - 30 * z2 ** 3 - 90 * z2 ** 4)
+    r = math.sqrt(2 * math.pi)
+    k0 *= r / z
+    k1 *= r / (6 * z2 * z2)
+    k2 *= r / (72 * z2 ** 3 * z)
+    k3 *= r / (6480 * z2 ** 5)
+    # the sums over all integers k in K2 and K3
+    q2 = -pi2 / (2 * z2)
+    e2 = e3 = 0.0
+    for k in range(1, kmax + 1):
+        w = math.exp(q2 * k * k) * k * k
+        e2 += w
+        e3 += w * (3 * z2 - pi2 * k * k)
+    k2 -= e2 * pi2 * r / (36 * z2 * z)
+    k3 += e3 * pi2 * r / (216 * z2 ** 3)
+    rn = math.sqrt(n)
+    return k0 + k1 / rn + k2 / n + k3 / (n * rn)
 
 
 def ks_pvalue(d: float, n: int) -> float:
-    """Two-sided one-sample KS p-value P(D_n >= d).
+    """Two-sided one-sample Kolmogorov-Smirnov p-value ``P(D_n >= d)``, exact finite-n law.
 
-    Where it is below 0.2 it is twice the exact one-sided tail (Birnbaum-Tingey),
-    which is the two-sided tail up to a term of order p**2 / 10 (relative error
-    below 2e-4 against the exact law); above, the Kolmogorov limit with Stephens'
-    (1970) finite-n correction ``lambda = (sqrt(n) + 0.12 + 0.11/sqrt(n)) d``,
-    within 0.02 of the exact p-value for n >= 20 and 0.005 for n >= 1000: coarse
-    where it cannot change a decision.
+    Computed as Simard and L'Ecuyer (2011) prescribe, the method of
+    ``scipy.stats.kstwo`` (see the comment above :func:`_smirnov_sf`): closed forms
+    for n d <= 1 and n d >= n - 1; twice the exact one-sided tail where
+    ``n d^2`` is large (the two-sided tail up to its square); the exact Durbin
+    matrix (Marsaglia-Tsang-Wang) for n <= 140 and, for larger n, where
+    ``n d^1.5 <= 1.4`` and n <= 1e5; the Pelz-Good expansion elsewhere. The tests
+    find it within 1e-6 relative of ``scipy.stats.kstest`` (which computes the same)
+    for n from 10 to 1e5, and the Pelz-Good branch within 2e-5 relative of the
+    exact matrix at n = 141, 1e-7 at n = 2000 (where both run): that is the
+    accuracy against the exact law; every other branch is exact to rounding.
     """
     if n < 1:
         raise ValueError("ks_pvalue needs n >= 1")
-    p2 = 2.0 * _smirnov_sf(n, d)
-    if p2 < 0.2:
-        return p2
-    rn = math.sqrt(n)
-    return _kolmogorov_sf((rn + 0.12 + 0.11 / rn) * d)
+    n = int(n)
+    d = float(d)
+    if math.isnan(d):
+        raise ValueError("ks_pvalue needs a statistic d, got NaN")
+    if d >= 1.0:
+        return 0.0
+    t = n * d
+    if t <= 0.5:
+        return 1.0
+    if t <= 1.0:   # Ruben-Gambino: P(D_n < d) = n!/n^n (2t - 1)^n
+        return _clip01(1.0 - math.exp(math.lgamma(n + 1) - n * math.log(n) + n * math.log(2 * t - 1)))
+    if t >= n - 1:
+        return _clip01(2.0 * (1.0 - d) ** n)
+    if d >= 0.5:   # the one-sided events cannot both happen
+        return _clip01(2.0 * _smirnov_sf(n, d))
+    nd2 = t * d
+    if n <= 140:
+        if nd2 <= 4.0:
+            return _clip01(1.0 - _durbin_cdf(n, d))
+        return _clip01(2.0 * _smirnov_sf(n, d))
+    if nd2 >= 370.0:
+        return 0.0
+    if nd2 >= 2.2:
+        return _clip01(2.0 * _smirnov_sf(n, d))
+    if n <= 100_000 and n * d ** 1.5 <= 1.4:
+        return _clip01(1.0 - _durbin_cdf(n, d))
+    return _clip01(1.0 - _pelz_good_cdf(n, d))
+
+
+def _clip01(p: float) -> float:
+    return min(1.0, max(0.0, p))
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ rows (:class:`.table.NumericalInverse`).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 def _cheb_lobatto(n: int) -> np.ndarray:
@@ -39,6 +41,7 @@ _END_RATIO = 2.0  # mass ratio of neighbouring pieces cut toward a component's e
 _END_FINE = 6     # top levels of those pieces cut in three
 _NEWTON = 1     # Newton steps toward each test point (an extremum of the node polynomial)
 _CUT = 1.2      # safety factor on the number of pieces a failing interval is cut into
+_EDGE_TESTS = np.array([1e-3, 1e-2, 5e-2])   # extra test points, as fractions of the end gaps
 
 
 def _initial_intervals(grid, cdf_grid, comps, center):
@@ -101,8 +104,44 @@ def _end_pieces(lo, hi, at_left, masses, nodes, pieces, tol):
         m = np.concatenate([m[:1], a[piece] * ratio[piece] ** step])
         frac = m[:-1] ** (1.0 / p)
     cuts = e0 + side * (hi - lo) * frac
-    pts = np.sort(np.concatenate([[lo, hi], cuts]))
+    pts = np.unique(np.concatenate([[lo, hi], cuts]))     # near an end cuts may round together
     return np.stack([pts[:-1], pts[1:]], 1)
+
+
+def _increasing(P: np.ndarray, width: np.ndarray, depth: int = 3) -> np.ndarray:
+    """Which polynomials ``x = P(s)`` (power form, rows of P) are nondecreasing on
+    [0, 1]: the Bernstein coefficients of P' bound it on an interval, so all of them
+    >= 0 proves it; undecided rows are split in halves (de Casteljau) ``depth``
+    times. A dip of the derivative below 0 by 1e-12 of the width (far below one
+    ulp of x) counts as rounding."""
+    n = P.shape[1] - 1
+    m = n - 1
+    D = P[:, 1:] * np.arange(1, n + 1)                       # P' in power form, degree m
+    M = np.zeros((m + 1, m + 1))
+    for j in range(m + 1):
+        for i in range(j + 1):
+            M[j, i] = math.comb(j, i) / math.comb(m, i)
+    B = (D @ M.T)[:, None, :]                                # (K, pieces, m + 1)
+    slack = (-1e-12 * np.abs(width))[:, None]
+    ok = (B.min(-1) >= slack).all(-1)
+    # undecided: not proven, but P' >= 0 at every piece's ends; B and slack follow their rows idx
+    und = ~ok & (B[:, :, [0, -1]].min(-1) >= slack).all(-1)
+    idx, B, slack = np.nonzero(und)[0], B[und], slack[und]
+    for _ in range(depth):
+        if not idx.size:
+            break
+        left, right = np.empty_like(B), np.empty_like(B)
+        cur = B
+        left[..., 0], right[..., -1] = cur[..., 0], cur[..., -1]
+        for r in range(1, m + 1):
+            cur = 0.5 * (cur[..., :-1] + cur[..., 1:])
+            left[..., r], right[..., m - r] = cur[..., 0], cur[..., -1]
+        B = np.concatenate([left, right], axis=1)
+        good = (B.min(-1) >= slack).all(-1)
+        ok[idx[good]] = True
+        still = ~good & (B[:, :, [0, -1]].min(-1) >= slack).all(-1)
+        idx, B, slack = idx[still], B[still], slack[still]
+    return ok
 
 
 def _rounds(mass, *, grid, cdf_grid, comps, u_resolution, order, tol, center, max_intervals=100_000):
@@ -113,6 +152,9 @@ def _rounds(mass, *, grid, cdf_grid, comps, u_resolution, order, tol, center, ma
     acc = []
     comp_l = np.array([c[0] for c in comps])
     comp_r = np.array([c[1] for c in comps])
+    singular = getattr(mass, "singular", [])
+    ends_x = np.concatenate([comp_l, comp_r])
+    ends_w = np.concatenate([comp_r - comp_l] * 2)
     for _round in range(80):
         lo, hi = pend[:, 0], pend[:, 1]
         h = hi - lo
@@ -140,16 +182,29 @@ def _rounds(mass, *, grid, cdf_grid, comps, u_resolution, order, tol, center, ma
                 g = (1.0 / dd).sum(-1)
                 g2 = (1.0 / dd ** 2).sum(-1)
                 st = np.clip(st + g / g2, lo_s + 0.1 * (hi_s - lo_s), hi_s - 0.1 * (hi_s - lo_s))
+            # and points close to the interval's ends, in the first and the last gap: where x(u)
+            # is not smooth (a power law at a component's end) the error peaks there
+            w0, w1 = hi_s[:, :1] - lo_s[:, :1], hi_s[:, -1:] - lo_s[:, -1:]
+            st = np.concatenate([st, lo_s[:, :1] + _EDGE_TESTS * w0, hi_s[:, -1:] - _EDGE_TESTS * w1], 1)
+            gap = np.concatenate([np.arange(n), np.zeros(_EDGE_TESTS.size, np.int64),
+                                  np.full(_EDGE_TESTS.size, n - 1)])
             xt = np.broadcast_to(c[:, n:n + 1], st.shape).copy()
             for k in range(n - 1, -1, -1):
                 xt = c[:, k:k + 1] + (st - S[:, k:k + 1]) * xt
-            mono = (xt > Xg[:, :-1]) & (xt < Xg[:, 1:])
-            xt_c = np.clip(xt, Xg[:, :-1], Xg[:, 1:])
-            mt, et = mass(Xg[:, :-1], xt_c)
-            err = np.abs(Vg[:, :-1] + mt - st * tg[:, None])
+            x_lo, x_hi = Xg[:, gap], Xg[:, gap + 1]
+            mono = np.concatenate([(xt[:, :n] > x_lo[:, :n]) & (xt[:, :n] < x_hi[:, :n]),
+                                   (xt[:, n:] >= x_lo[:, n:]) & (xt[:, n:] <= x_hi[:, n:])], 1)
+            xt_c = np.clip(xt, x_lo, x_hi)
+            mt, et = mass(x_lo, xt_c)
+            err = np.abs(Vg[:, gap] + mt - st * tg[:, None])
             ig = e[good].sum(axis=1) + et.max(axis=1)
             okg = mono.all(axis=1) & (err.max(axis=1) <= 0.9 * tol) & (ig <= 0.05 * tol)
-            ok[np.nonzero(good)[0][okg]] = True
+            # no polynomial at an end where the density is a power law (x(u) is not smooth
+            # there, so the error between test points can exceed theirs): those intervals are
+            # cut toward the end until tiny (a straight line, u-error below its mass)
+            for e, side, _k, beta, *_ in singular:
+                if abs(beta) > 0.01:
+                    okg &= ~((lo[good] == e) if side > 0 else (hi[good] == e))
             # pieces for a failing interval: the interpolation error scales as h^(n+1)
             # (the quadrature's as h^8), so cut into about (err / tol)^(1/(n+1)) parts
             ratio = np.maximum(err.max(axis=1) / (0.5 * tol), (ig / (0.02 * tol)) ** ((n + 1) / 8))
@@ -163,6 +218,11 @@ def _rounds(mass, *, grid, cdf_grid, comps, u_resolution, order, tol, center, ma
             for k in range(n - 1, -1, -1):
                 P[:, 1:] = P[:, :-1] - Sa[:, k:k + 1] * P[:, 1:]   # P <- (s - S_k) P + c_k
                 P[:, 0] = ca[:, k] - Sa[:, k] * P[:, 0]
+            # and only a polynomial increasing on all of [0, 1] is kept (ppf is monotone)
+            inc = _increasing(P, Xg[okg, -1] - Xg[okg, 0])
+            P = P[inc]
+            okg[np.nonzero(okg)[0][~inc]] = False
+            ok[np.nonzero(good)[0][okg]] = True
             Pall = np.zeros((X.shape[0], n + 1))
             Pall[np.nonzero(good)[0][okg]] = P
         else:
@@ -175,18 +235,34 @@ def _rounds(mass, *, grid, cdf_grid, comps, u_resolution, order, tol, center, ma
         bad = ~ok
         if not bad.any():
             break
-        lb, hb, pc = lo[bad], hi[bad], np.minimum(need[bad], 16).astype(np.int64)
+        lb, hb = lo[bad], hi[bad]
         mid = 0.5 * (lb + hb)
-        stuck = ~((mid > lb) & (mid < hb)) | ((hb - lb) <= 1e-13 * np.maximum(np.abs(lb), np.abs(hb)))
+        # an interval of adjacent doubles cannot be cut: float64's floor, where the density is
+        # so large that the CDF rises by more than the resolution within one spacing of x (near a
+        # singular end); it is kept as the straight line, its u-error at most about half its mass
+        floor = ~((mid > lb) & (mid < hb))
+        near = (np.minimum(np.abs(lb[:, None] - ends_x), np.abs(hb[:, None] - ends_x))
+                <= 1e-6 * ends_w).any(1)
+        stuck = ~floor & ~near & ((hb - lb) <= 1e-13 * np.maximum(np.abs(lb), np.abs(hb)))
         if stuck.any():
             x0 = float(lb[stuck][0])
             raise ValueError(f"could not reach u_resolution={u_resolution:g} near x={x0!r}: the density "
                              "may be unbounded or wildly oscillating there; shrink the support or raise "
                              "u_resolution")
+        if floor.any():
+            j = np.nonzero(bad)[0][floor]
+            line = np.zeros((j.size, n + 1))
+            line[:, 0], line[:, 1] = lo[j], h[j]
+            acc.append((lo[j], hi[j], X[j], V[j], line))
+            bad[j] = False
+            if not bad.any():
+                break
+            lb, hb = lo[bad], hi[bad]
+        pc = np.minimum(need[bad], 16).astype(np.int64)
         # cut interval j into pc[j] parts: equal parts, or geometric ones (in the
         # distance from center) for a tail interval spanning more than a factor 4
         dl, dh = np.abs(lb - center), np.abs(hb - center)
-        same_side = (lb - center) * (hb - center) > 0
+        same_side = np.sign(lb - center) * np.sign(hb - center) > 0
         geo = same_side & (np.maximum(dl, dh) > 4 * np.minimum(dl, dh))
         k = np.arange(pc.sum()) - np.repeat(np.cumsum(pc) - pc, pc)
         frac = k / np.repeat(pc, pc)
@@ -212,6 +288,7 @@ def _rounds(mass, *, grid, cdf_grid, comps, u_resolution, order, tol, center, ma
             extra = [_end_pieces(lb[j], hb[j], bool(at_l[j]), mb[j], Xb[j], int(nb[j]), tol)
                      for j in np.nonzero(ends)[0]]
             pend = np.concatenate([pend[~np.repeat(ends, pc)]] + extra)
+        pend = pend[pend[:, 1] > pend[:, 0]]          # cuts that rounded onto each other
         if sum(t[0].size for t in acc) + pend.shape[0] > max_intervals:
             raise ValueError(f"more than {max_intervals} intervals needed for u_resolution="
                              f"{u_resolution:g}; raise u_resolution or narrow the support")
