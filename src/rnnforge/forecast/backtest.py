@@ -21,6 +21,7 @@ import torch
 
 from .series import Series, check_series
 from ..errors import check_int
+from .calibration import Recalibration, conformal_interval
 from .metrics import QUANTILE_LEVELS, SampleForecast, Scores, score
 from .model import Forecaster
 from .plots import fan_chart, pit_histogram
@@ -53,13 +54,17 @@ def write_quantiles(path: Path, rows: list[dict]) -> None:
 
 
 def write_forecast(model: Forecaster, series: list[Series], *, context: int, horizon: int, samples: int,
-                   seed: int, out: Path, device: str = "cpu", log=print) -> np.ndarray:
-    """Forecast ``horizon`` steps past the end of every series: quantile CSV and fan charts."""
+                   seed: int, out: Path, device: str = "cpu", log=print,
+                   recalibration: Recalibration | None = None) -> np.ndarray:
+    """Forecast ``horizon`` steps past the end of every series (recalibrated when a
+    recalibration is given and active): quantile CSV and fan charts."""
     gen = torch.Generator(device=device).manual_seed(seed)
     origins = [len(s) for s in series]
     t0 = time.perf_counter()
     paths = model.sample_paths(series, origins, context=context, horizon=horizon, num_samples=samples,
                                generator=gen, device=device)  # (S, N, H)
+    if recalibration is not None and recalibration.active:
+        paths = recalibration.apply(paths)
     log(f"sampled {samples} paths x {horizon} steps for {len(series)} series in "
         f"{time.perf_counter() - t0:.3f}s")
     rows = []
@@ -84,8 +89,14 @@ def _safe(name: str) -> str:
 
 def backtest(model: Forecaster | None, series: list[Series], *, context: int, horizon: int,
              windows: int, samples: int, seed: int, baselines: dict, out: Path,
-             device: str = "cpu", model_name: str = "rnn", log=print) -> dict[str, Scores]:
-    """Score the model and the baselines over the last ``windows`` windows; write the report."""
+             device: str = "cpu", model_name: str = "rnn", log=print,
+             recalibration: Recalibration | None = None, training: dict | None = None) -> dict[str, Scores]:
+    """Score the model and the baselines over the last ``windows`` windows; write the report.
+
+    The model's forecasts are recalibrated when ``recalibration`` is active; its scores
+    before recalibration and the coverage of the split-conformal 80% interval (the margin
+    in ``recalibration.report``) go into scores.json and the report beside them. Its time
+    is ``training["seconds"]`` (training and recalibration) plus the sampling here."""
     check_int("windows", windows, low=1)
     for s in series:
         check_series(s, context=context, horizon=horizon, extra=(windows - 1) * horizon)
@@ -96,17 +107,32 @@ def backtest(model: Forecaster | None, series: list[Series], *, context: int, ho
         for o in rolling_origins(len(s), horizon, windows):
             actuals.append(s.values[o:o + horizon])
             keys.append((s, o))
-    timings = {}
+    timings, extra_rows, notes = {}, {}, []
     if model is not None:
         t0 = time.perf_counter()
-        fc = []
+        raw, fc = [], []
         for s in series:
             origins = rolling_origins(len(s), horizon, windows)
             paths = model.sample_paths([s] * windows, origins, context=context, horizon=horizon,
                                        num_samples=samples, generator=gen, device=device)  # (W, N, H)
+            raw.append(paths)
+            if recalibration is not None and recalibration.active:
+                paths = recalibration.apply(paths)
             fc.extend(SampleForecast(p) for p in paths)
-        timings[model_name] = time.perf_counter() - t0
+        timings[model_name] = time.perf_counter() - t0 + float((training or {}).get("seconds") or 0.0)
         results[model_name] = fc
+        raw = np.concatenate(raw)  # (S*W, N, H), in the order of keys
+        if recalibration is not None and recalibration.active:
+            before = score([SampleForecast(p) for p in raw], actuals, seed=seed)
+            extra_rows["before_recalibration"] = {k: v for k, v in before.row().items()}
+        margin = (recalibration.report.get("conformal_margin80") if recalibration is not None else None)
+        if margin is not None:
+            lo, hi = conformal_interval(raw, margin)
+            y = np.stack(actuals)
+            ok = np.isfinite(y)
+            extra_rows["conformal80"] = {"margin": margin, "cov80": float(((y >= lo) & (y <= hi))[ok].mean()),
+                                         "mean_width": float((hi - lo)[ok].mean())}
+        notes = training_notes(training, recalibration, extra_rows, model_name)
     for name, fn in baselines.items():
         t0 = time.perf_counter()
         if getattr(fn, "global_model", False):  # trained once, on the values before the first origin
@@ -134,11 +160,47 @@ def backtest(model: Forecaster | None, series: list[Series], *, context: int, ho
                       title=f"{s.name}: last evaluation window, {model_name}", ylabel=s.name)
     import json
 
-    (out / "scores.json").write_text(json.dumps(
-        {name: {**sc.row(), "seconds": timings.get(name)} for name, sc in scores.items()}, indent=1))
+    rows = {name: {**sc.row(), "seconds": timings.get(name)} for name, sc in scores.items()}
+    if model is not None:
+        rows[model_name].update(extra_rows)
+        rows[model_name]["per_series_crps"] = per_series[model_name]
+    (out / "scores.json").write_text(json.dumps(rows, indent=1))
     write_report(out / "report.md", scores, per_series, timings, series=series, context=context,
-                 horizon=horizon, windows=windows, samples=samples, model_name=model_name)
+                 horizon=horizon, windows=windows, samples=samples, model_name=model_name,
+                 extra="\n".join(notes))
     return scores
+
+
+def training_notes(training: dict | None, rc: Recalibration | None, rows: dict, name: str) -> list[str]:
+    """The report's lines on how the model was trained (where early stopping stopped each member)
+    and recalibrated (validation PIT before and after; test scores before; split conformal)."""
+    lines = []
+    if training:
+        lines += [f"Training of {name} (its time in the table includes training, recalibration and sampling):", ""]
+        for k, m in enumerate(training.get("members", [])):
+            budget = m.get("budget_steps")
+            where = (f"stopped early at step {m['stopped_at']} (patience {training.get('patience')} checks of "
+                     f"{m.get('check_every')} steps)" if m.get("stopped_at") is not None
+                     else f"ran its budget ({m['steps']} steps)" if budget else f"ran {m['steps']} steps")
+            kept = f", kept the weights of step {m['best_step']}" if m.get("best_step") is not None else ""
+            lines.append(f"- member {k + 1}: {where}{kept}; {m['seconds']:.1f} s")
+    if rc is not None and rc.report:
+        r = rc.report
+        b, a = r["before"], r["after"]
+        lines += ["", f"Recalibration (`{rc.mode}`, chosen by the cross-validated CRPS on {r['windows']} "
+                      f"validation windows: " + ", ".join(f"{m} {v:.4g}" for m, v in r["cv_crps"].items()) + ").",
+                  "", "| | PIT KS p | cov 80% |", "|---|---|---|",
+                  f"| validation, before | {_fmt(b['pit_ks_p'])} | {b['cov80']:.3f} |",
+                  f"| validation, after (cross-validated) | {_fmt(a['pit_ks_p'])} | {a['cov80']:.3f} |"]
+        if "before_recalibration" in rows:
+            t = rows["before_recalibration"]
+            lines.append(f"| test windows, before (CRPS {_fmt(t['crps'])}) | {_fmt(t['pit_ks_p'])} | {t['cov80']:.3f} |")
+        if "conformal80" in rows:
+            c = rows["conformal80"]
+            lines += ["", f"Split-conformal 80% interval (margin {c['margin']:.3g} interval widths from the "
+                          f"validation windows): coverage {c['cov80']:.3f} on the test windows, mean width "
+                          f"{_fmt(c['mean_width'])}."]
+    return lines
 
 
 def _fmt(v: float) -> str:
