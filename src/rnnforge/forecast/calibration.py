@@ -54,16 +54,23 @@ MAX_KNOTS = 200
 
 
 def _lin(w: np.ndarray, zx: np.ndarray, zy: np.ndarray) -> np.ndarray:
-    """Piecewise linear through (zx, zy) (increasing), extended linearly beyond both ends with
-    the slope over the outer tenth of the knots."""
+    """Piecewise linear through the knots (zx, zy) (increasing) between the ones a tenth in from
+    each end; beyond those, the line through that knot with the slope of the outer tenth
+    (sqrt of the ratio of their squared spreads about it, so that the inverse map's is its
+    reciprocal; the outermost knots are extreme order statistics: too noisy to anchor a tail on)."""
+    n = zx.size
+    if n < 2:
+        return w + (zy[0] - zx[0]) if n else w
+    j = max(1, n // 10)
     out = np.interp(w, zx, zy)
-    if zx.size < 2:
-        return out + (w - zx[0]) if zx.size else w
-    j = max(1, zx.size // 10)
-    lo = (zy[j] - zy[0]) / (zx[j] - zx[0])
-    hi = (zy[-1] - zy[-1 - j]) / (zx[-1] - zx[-1 - j])
-    out = np.where(w < zx[0], zy[0] + lo * (w - zx[0]), out)
-    return np.where(w > zx[-1], zy[-1] + hi * (w - zx[-1]), out)
+
+    def slope(a: int, sl: slice) -> float:
+        dx, dy = zx[sl] - zx[a], zy[sl] - zy[a]
+        return float(np.clip(np.sqrt((dy * dy).sum() / max((dx * dx).sum(), 1e-300)), 1e-6, 1e6))
+
+    lo, hi = slope(j, slice(0, j)), slope(n - 1 - j, slice(n - j, n))
+    out = np.where(w < zx[j], zy[j] + lo * (w - zx[j]), out)
+    return np.where(w > zx[n - 1 - j], zy[n - 1 - j] + hi * (w - zx[n - 1 - j]), out)
 
 
 @dataclass
@@ -72,7 +79,7 @@ class PitMap:
     that PIT values far in the tails, which round to 0 or 1 as probabilities, keep their size):
     ``R(u) = Phi(r(Phi^{-1}(u)))`` with r piecewise linear through the knots (x_i, y_i) and
     extended linearly beyond the outermost ones. So the tails follow from the knots' trend: a
-    Gaussian forecaster whose spread is s times the truth's has ``r(w) = w / s``."""
+    Gaussian forecaster whose spread is s times the truth's has ``r(w) = s w``."""
 
     x: np.ndarray  # normal scores of PIT values (increasing)
     y: np.ndarray  # normal scores of R at them (increasing)
@@ -122,17 +129,31 @@ class PitMap:
         return cls(x, y)
 
 
+def _tails(x: np.ndarray, z: np.ndarray):
+    """The tail lines of N sorted values x (N, ...) at normal scores z (N,): through the value a
+    tenth in from each end, with the least-squares slope (value per score) of the outer tenth."""
+    N = x.shape[0]
+    j = max(1, N // 10)
+    shape = (-1,) + (1,) * (x.ndim - 1)
+
+    def slope(a: int, sl: slice):
+        dz = (z[sl] - z[a]).reshape(shape)
+        return np.maximum((dz * (x[sl] - x[a])).sum(axis=0) / (dz * dz).sum(), 1e-300)
+
+    return j, slope(j, slice(0, j)), slope(N - 1 - j, slice(N - j, N))
+
+
 def sample_scores(sorted_paths: np.ndarray, y: np.ndarray) -> np.ndarray:
     """``Phi^{-1}(F(y))`` (...) for the empirical distribution of N sorted values (N, ...), continuous:
-    the inverse of :func:`quantile_function` (normal-score tails beyond the outermost values), so a
-    target far outside the paths gets a score that says how far (clipped to +-40)."""
+    the inverse of :func:`quantile_function`, so a target far outside the paths gets a score that
+    says how far (clipped to +-40)."""
     N = sorted_paths.shape[0]
     x = np.asarray(sorted_paths, dtype=np.float64)
     t = np.asarray(y, dtype=np.float64)
-    if N < 2:
+    if N < 3:
         return np.clip(np.where(t == x[0], 0.0, np.sign(t - x[0]) * 40.0), -40, 40)
     z = norm_ppf((np.arange(N) + 0.5) / N)
-    j = max(1, int(0.1 * N))
+    j, s_lo, s_hi = _tails(x, z)
     below = (x < t).sum(axis=0)
     upto = (x <= t).sum(axis=0)
     a = np.clip(below, 1, N - 1)
@@ -141,30 +162,28 @@ def sample_scores(sorted_paths: np.ndarray, y: np.ndarray) -> np.ndarray:
     w = z[a - 1] + f * (z[a] - z[a - 1])
     tie = np.interp(0.5 * (below + upto - 1), np.arange(N), z)  # ties take the middle of their positions
     w = np.where(upto > below, tie, w)
-    lo = z[0] + (t - x[0]) * (z[j] - z[0]) / np.maximum(x[j] - x[0], 1e-300)
-    hi = z[-1] + (t - x[-1]) * (z[-1] - z[-1 - j]) / np.maximum(x[-1] - x[-1 - j], 1e-300)
-    w = np.where(t < x[0], lo, np.where(t > x[-1], hi, w))
+    w = np.where(t < x[j], z[j] + (t - x[j]) / s_lo, w)
+    w = np.where(t > x[N - 1 - j], z[N - 1 - j] + (t - x[N - 1 - j]) / s_hi, w)
     return np.clip(w, -40.0, 40.0)
 
 
 def quantile_function(sorted_paths: np.ndarray, w: np.ndarray) -> np.ndarray:
     """``F^{-1}(Phi(w))`` of the empirical distribution of N sorted values (N, ...), per column, at
-    normal scores w (M, ...): linear between the order statistics at ``(i - 1/2) / N``, extended
-    linearly in the normal score beyond them (slope from the outermost value to the one a tenth in)."""
+    normal scores w (M, ...): linear between the order statistics at ``(i - 1/2) / N`` a tenth in
+    from each end; beyond those, linear in the normal score with the slope the outer tenth of the
+    values has (``_tails``: the outermost values are too noisy to anchor a tail on)."""
     N = sorted_paths.shape[0]
-    if N == 1:
-        return np.broadcast_to(sorted_paths[0], w.shape).copy()
+    if N < 3:
+        return np.broadcast_to(sorted_paths.mean(axis=0), w.shape).copy()
     z = norm_ppf((np.arange(N) + 0.5) / N)  # (N,) normal scores of the positions
     pos = np.interp(w, z, np.arange(N, dtype=np.float64))  # fractional index of each wanted level
     lo = np.clip(np.floor(pos).astype(np.int64), 0, N - 2)
     frac = pos - lo
     take = lambda i: np.take_along_axis(sorted_paths, i, axis=0)  # noqa: E731
     out = take(lo) * (1 - frac) + take(lo + 1) * frac
-    j = max(1, int(0.1 * N))
-    slope_lo = (sorted_paths[j] - sorted_paths[0]) / (z[j] - z[0])
-    slope_hi = (sorted_paths[-1] - sorted_paths[-1 - j]) / (z[-1] - z[-1 - j])
-    out = np.where(w < z[0], sorted_paths[0] + slope_lo * (w - z[0]), out)
-    return np.where(w > z[-1], sorted_paths[-1] + slope_hi * (w - z[-1]), out)
+    j, s_lo, s_hi = _tails(sorted_paths, z)
+    out = np.where(w < z[j], sorted_paths[j] + s_lo * (w - z[j]), out)
+    return np.where(w > z[N - 1 - j], sorted_paths[N - 1 - j] + s_hi * (w - z[N - 1 - j]), out)
 
 
 @dataclass
