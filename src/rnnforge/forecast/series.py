@@ -14,21 +14,23 @@ the first line (comma, semicolon or tab, comma when none appears) unless given.
 A column named ``date``, ``time``, ``timestamp``, ``ds``, ``datetime``,
 ``month``, ``week``, ``quarter``, ``year`` or ``period`` (or the first column,
 when every cell of it is a date) holds the timestamps: ISO dates (``YYYY-MM-DD``,
-``YYYY-MM``), quarters (``YYYY-Qn``, ``YYYYQn``) or, in a column so named,
-years (``YYYY``). Every other column is a series. Empty cells and ``NA``,
+``YYYY-MM``), dates with a time of day (``YYYY-MM-DD HH:MM[:SS]``, or ``T``
+between), quarters (``YYYY-Qn``, ``YYYYQn``) or, in a column so named, years
+(``YYYY``, ``YYYY.0``). Every other column is a series. Empty cells and ``NA``,
 ``N/A``, ``NaN``, ``null`` (any case) are missing values; anything else that is
 not a finite number, or whose size is beyond float32 (the model computes in it),
 is an error naming the line and column.
 
-Timestamps give the frequency (``Series.freq``): daily ``D``, business-day ``B``
+Timestamps give the frequency (``Series.freq``): hourly ``H``, daily ``D``, business-day ``B``
 (weekdays only), weekly ``W``, monthly ``M``, quarterly ``Q``, annual ``Y``, or
 any other fixed number of days (``None``: no calendar season). Dates absent
 from that grid (a month without a row) are filled in as missing values, with a
 warning line saying how many; timestamps on no regular grid are refused.
 
 Each series carries a seasonal phase in [0, 1) per step (``phase0`` plus
-``phase_step`` per step): from the calendar for D (the weekday), B, W (the day
-of the year), M (the month) and Q (the quarter), else from ``season``. The
+``phase_step`` per step): from the calendar for H (the hour of the day), D (the
+weekday), B, W (the day of the year), M (the month) and Q (the quarter), else
+from ``season``. The
 season length in steps is ``round(1 / phase_step)`` (1: no season).
 """
 
@@ -57,12 +59,13 @@ DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab"}
 #: the largest magnitude a value may have: float32's, in which the model computes
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: frequency -> (season in steps, words for messages)
-FREQS = {"D": (7, "daily"), "B": (5, "business-day"), "W": (52, "weekly"), "M": (12, "monthly"),
+FREQS = {"H": (24, "hourly"), "D": (7, "daily"), "B": (5, "business-day"), "W": (52, "weekly"), "M": (12, "monthly"),
          "Q": (4, "quarterly"), "Y": (1, "annual")}
 #: months per step of the month-based frequencies
 MONTHS = {"M": 1, "Q": 3, "Y": 12}
 _QUARTER = re.compile(r"^(\d{4})-?Q([1-4])$", re.IGNORECASE)
-_YEAR = re.compile(r"^\d{4}$")
+_YEAR = re.compile(r"^(\d{4})(\.0*)?$")
+_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}):(\d{2})(:\d{2}(\.\d*)?)?$")
 
 
 @dataclass
@@ -114,6 +117,8 @@ def _grid_after(last: np.datetime64, freq: str | None, step_days: int | None, n:
         return months.astype("datetime64[D]") + (last - m0.astype("datetime64[D]"))
     if freq == "B":
         return np.busday_offset(last, k, roll="forward")
+    if freq == "H":
+        return last + k * np.timedelta64(60, "m")
     days = {"D": 1, "W": 7}.get(freq, step_days)
     return last + k * np.timedelta64(days, "D")
 
@@ -223,7 +228,7 @@ def parse_csv(text: str, *, source: str = "<csv>", header: bool = True, delimite
     grid = None
     if time_col is not None:
         stamps = _parse_dates(columns[time_col], source, names[time_col], line0,
-                              years=names[time_col].lower() in ("year", "period"))
+                              years=names[time_col].lower() in TIME_COLUMNS)
         grid = _regular_grid(stamps, source, names[time_col], line0)
         if grid is not None and grid.filled:
             what = FREQS[grid.freq][1] if grid.freq else f"{grid.step_days}-day"
@@ -274,11 +279,22 @@ def _parse_values(cells: list[str], source: str, name: str, line0: int) -> np.nd
 
 
 def _parse_date(cell: str, years: bool = False) -> np.datetime64 | None:
-    """An ISO date, a month, a quarter (``2020-Q3``, ``2020Q3``) or, with ``years``, a year."""
+    """An ISO date, a date and time of day (``2020-01-31 13:00``, ``T`` or a space between;
+    minutes resolution), a month, a quarter (``2020-Q3``, ``2020Q3``) or, with ``years``, a
+    year (``1990``, or ``1990.0`` as a float column writes it)."""
     m = _QUARTER.match(cell)
     if m:
         return np.datetime64(f"{m.group(1)}-{3 * int(m.group(2)) - 2:02d}-01", "D")
-    if len(cell) < 7 and not (years and _YEAR.match(cell)):
+    m = _TIME.match(cell)
+    if m:
+        try:
+            return np.datetime64(f"{m.group(1)}T{m.group(2)}:{m.group(3)}", "m")
+        except ValueError:
+            return None
+    y = _YEAR.match(cell)
+    if years and y:
+        return np.datetime64(y.group(1), "D")
+    if len(cell) < 7:
         return None
     if not cell[:4].isdigit():
         return None
@@ -293,13 +309,16 @@ def _all_dates(cells: list[str]) -> bool:
 
 
 def _parse_dates(cells: list[str], source: str, column: str, line0: int, years: bool) -> np.ndarray:
-    out = np.empty(len(cells), dtype="datetime64[D]")
+    """Timestamps in days, or in minutes when a row has a time of day other than midnight."""
+    out = np.empty(len(cells), dtype="datetime64[m]")
     for i, c in enumerate(cells):
         d = _parse_date(c, years)
         if d is None:
             raise UserError(f"{source}: line {i + line0}, column {column!r}: {c!r} is not a date "
-                            f"(YYYY-MM-DD, YYYY-MM, YYYY-Qn" + (", YYYY" if years else "") + ")")
+                            f"(YYYY-MM-DD, YYYY-MM-DD HH:MM, YYYY-MM, YYYY-Qn" + (", YYYY" if years else "") + ")")
         out[i] = d
+    if (out == out.astype("datetime64[D]")).all():
+        out = out.astype("datetime64[D]")
     if len(out) > 1:
         bad = np.flatnonzero(np.diff(out) <= np.timedelta64(0, "D"))
         if bad.size:
@@ -330,6 +349,8 @@ def _regular_grid(stamps: np.ndarray, source: str, column: str, line0: int) -> _
     """
     if len(stamps) < 3:
         return None
+    if stamps.dtype == np.dtype("datetime64[m]"):
+        return _hourly_grid(stamps, source, column)
     days = np.diff(stamps).astype(np.int64)
     months = stamps.astype("datetime64[M]")
     day_of_month = (stamps - months.astype("datetime64[D]")).astype(np.int64)
@@ -379,6 +400,26 @@ def _regular_grid(stamps: np.ndarray, source: str, column: str, line0: int) -> _
     return _Grid(grid, positions, freq, step_days, filled, first_gap)
 
 
+def _hourly_grid(stamps: np.ndarray, source: str, column: str) -> _Grid:
+    """Timestamps with times of day: an hourly grid (gaps allowed), else refused."""
+    minutes = np.diff(stamps).astype(np.int64)
+    if minutes.min() != 60 or (minutes % 60).any():
+        raise _irregular(source, column, stamps, "hourly")
+    positions = (stamps - stamps[0]).astype(np.int64) // 60
+    n = int(positions[-1]) + 1
+    grid = stamps[0] + np.arange(n) * np.timedelta64(60, "m")
+    filled = n - len(stamps)
+    if filled > len(stamps):
+        raise UserError(f"{source}: column {column!r}: the timestamps are too sparse for an hourly series: "
+                        f"{filled} of the {n} steps from {stamps[0]} to {stamps[-1]} have no row")
+    first_gap = None
+    if filled:
+        have = np.zeros(n, dtype=bool)
+        have[positions] = True
+        first_gap = str(grid[int(np.argmin(have))])
+    return _Grid(grid, positions, "H", None, filled, first_gap)
+
+
 def _irregular(source: str, column: str, stamps: np.ndarray, what: str) -> UserError:
     return UserError(f"{source}: column {column!r}: the timestamps ({stamps[0]}, {stamps[1]}, {stamps[2]}, ...) "
                      f"are not on a regular grid ({what}, gaps allowed); give one row per step, or drop the "
@@ -388,7 +429,10 @@ def _irregular(source: str, column: str, stamps: np.ndarray, what: str) -> UserE
 def _with_calendar(s: Series) -> Series:
     """The calendar phase of a series on a grid with a frequency (annual: no season)."""
     first = s.timestamps[0]
-    if s.freq == "M":
+    if s.freq == "H":
+        s.phase_step = 1.0 / 24
+        s.phase0 = (int(first.astype(np.int64)) // 60 % 24) / 24  # the hour of the day
+    elif s.freq == "M":
         s.phase_step = 1.0 / 12
         s.phase0 = (int(first.astype("datetime64[M]").astype(np.int64)) % 12) / 12
     elif s.freq == "Q":
