@@ -160,6 +160,14 @@ def backtest(model: Forecaster | None, series: list[Series], *, context: int, ho
                       title=f"{s.name}: last evaluation window, {model_name}", ylabel=s.name)
     import json
 
+    with open(out / "windows.csv", "w", newline="") as f:  # per-window CRPS, for paired comparisons
+        w = csv.writer(f)
+        w.writerow(["model", "series", "origin", "crps", "n"])
+        for name, fc in results.items():
+            for f_, (s, o), y in zip(fc, keys, actuals):
+                ok = np.isfinite(y)
+                if ok.any():
+                    w.writerow([name, s.name, o, f"{float(f_.crps(y)[ok].mean()):.8g}", int(ok.sum())])
     rows = {name: {**sc.row(), "seconds": timings.get(name)} for name, sc in scores.items()}
     if model is not None:
         rows[model_name].update(extra_rows)
