@@ -119,6 +119,10 @@ def _add_model_flags(p) -> None:
                         "budget on top of --steps/--minutes (0: no fine-tuning)")
     g.add_argument("--rollout-paths", type=int, default=8, help="sample paths per window in fine-tuning (>= 2)")
     g.add_argument("--rollout-lr", type=float, default=1e-3, help="peak learning rate of fine-tuning")
+    g.add_argument("--series-scaling", action="store_true",
+                   help="standardise each series by the mean and mean absolute deviation of its training "
+                        "part before training one model over all of them (a global model over series of "
+                        "many scales); stored in the checkpoint and undone on the forecasts")
     g.add_argument("--refit", action=argparse.BooleanOptionalAction, default=False,
                    help="after early stopping, train each model afresh (same seed and schedule) on all "
                         "the training data, validation windows included, for the step count it chose")
@@ -220,7 +224,8 @@ def _config(args):
                           trend_window=args.trend_window, lags=lags, growth=_whole_numbers(args.growth, "growth"),
                           steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
                           ensemble=args.ensemble, val_windows=_auto_int(args.val_windows, "val_windows"),
-                          patience=args.patience, recalibrate=args.recalibrate, rollout_steps=args.rollout_steps,
+                          patience=args.patience, recalibrate=args.recalibrate,
+                          series_scaling=args.series_scaling, rollout_steps=args.rollout_steps,
                           rollout_paths=args.rollout_paths, rollout_lr=args.rollout_lr, refit=args.refit,
                           seed=args.seed).validate()
 

@@ -30,6 +30,7 @@ from ..training import Budget
 from . import backtest, calibration
 from .baselines import resolve as resolve_baselines
 from .calibration import Recalibration
+from .scaling import Scaled, SeriesScaling
 from .checkpoint import load as load_checkpoint
 from .features import LONG_FIT, SCALERS, TRANSFORMS, default_lags
 from .heads import HEADS
@@ -60,7 +61,9 @@ class ForecastConfig:
     ``val_windows``: None resolves it from the data (:func:`plan`);
     ``patience``: validation checks without improvement that end training (0: never);
     ``recalibrate``: ``auto`` (a PIT map chosen on the validation windows, see
-    :mod:`.calibration`) or ``off``.
+    :mod:`.calibration`) or ``off``; ``series_scaling``: standardise each series by
+    its own training statistics first (a global model over series of many scales,
+    :mod:`.scaling`).
     """
 
     cell: str = "lstm"
@@ -81,6 +84,7 @@ class ForecastConfig:
     val_windows: int | None = None
     patience: int = 10
     recalibrate: str = "auto"
+    series_scaling: bool = False
     rollout_steps: int = 0
     rollout_paths: int = 8
     rollout_lr: float = 1e-3
@@ -330,6 +334,10 @@ def _train(p: Plan, config: ForecastConfig, holdout_windows: int, device: str, l
     for s in p.series:
         check_series(s, context=context, horizon=horizon, extra=hold + val_windows * horizon)
     train_part = [s.head(len(s) - hold) for s in p.series]
+    scaling = SeriesScaling.fit(train_part) if c.series_scaling else None
+    data_part = train_part
+    if scaling is not None:
+        train_part = scaling.scale(train_part)
     cfg = c.model_config(p.season, context)
     members, results = [], []
     for k in range(c.ensemble):
@@ -379,13 +387,15 @@ def _train(p: Plan, config: ForecastConfig, holdout_windows: int, device: str, l
             log("recalibration: off (--refit trains on the validation windows, so their PIT is in-sample)")
         else:
             t0 = time.perf_counter()
-            recal = recalibrate(model, train_part, context=context, horizon=horizon, windows=val_windows,
+            recal = recalibrate(model if scaling is None else Scaled(model, scaling), data_part,
+                                context=context, horizon=horizon, windows=val_windows,
                                 seed=c.seed, device=device)
             seconds = time.perf_counter() - t0
             log(describe_recalibration(recal) + f" ({seconds:.1f}s)")
     meta = {"data": data, **reading, "freq": p.freq, "horizon": horizon, "context": context,
             "holdout_steps": hold, "train_end": {s.name: len(t) for s, t in zip(p.series, train_part)},
             "recalibration": recal.to_dict(),
+            "series_scaling": scaling.to_dict() if scaling is not None else None,
             "training": {"members": [{"steps": r.steps, "seconds": r.seconds, "losses": r.losses,
                                       "val_losses": r.val_losses, "best_step": r.best_step,
                                       "refit_steps": r.refit_steps, "rollout": r.rollout,
@@ -396,7 +406,7 @@ def _train(p: Plan, config: ForecastConfig, holdout_windows: int, device: str, l
                          "val_windows": val_windows,
                          **{k: v for k, v in asdict(c).items()
                             if k in ("refit", "seed", "lr", "batch_size", "rollout_paths",
-                                     "rollout_lr", "patience", "recalibrate")}}}
+                                     "rollout_lr", "patience", "recalibrate", "series_scaling")}}}
     return model, meta
 
 
@@ -481,11 +491,17 @@ def predict(checkpoint, *, data=None, out: str | Path, samples: int = 1000, seed
     log(p.describe())
     for s in series:
         check_series(s, context=p.context, horizon=1)
-    paths = backtest.write_forecast(model, series, context=p.context, horizon=p.horizon, samples=samples,
+    paths = backtest.write_forecast(_scaled(model, meta), series, context=p.context, horizon=p.horizon, samples=samples,
                                     seed=seed, out=Path(out), device=device, log=log,
                                     recalibration=_recalibration(meta))
     log(f"wrote {Path(out) / 'quantiles.csv'} and fan charts")
     return paths
+
+
+def _scaled(model, meta: dict):
+    """The model in data units: wrapped by the checkpoint's per-series scaling when it has one."""
+    scaling = SeriesScaling.from_dict(meta.get("series_scaling"))
+    return model if scaling is None else Scaled(model, scaling)
 
 
 def _recalibration(meta: dict) -> Recalibration:
@@ -569,7 +585,7 @@ def evaluate(data=None, config: ForecastConfig | None = None, *, out: str | Path
             save(save_to, model, meta)
             log(f"checkpoint: {save_to}")
     name = model_name(model)
-    scores = backtest.backtest(model, series, context=p.context, horizon=p.horizon, windows=windows,
+    scores = backtest.backtest(_scaled(model, meta), series, context=p.context, horizon=p.horizon, windows=windows,
                                samples=samples, seed=seed, baselines=chosen, out=Path(out), device=device,
                                model_name=name, log=log, recalibration=_recalibration(meta),
                                training=meta.get("training"))

@@ -140,10 +140,17 @@ def backtest(model: Forecaster | None, series: list[Series], *, context: int, ho
         results[name] = [fn(s, o, horizon) for s, o in keys]
         timings[name] = time.perf_counter() - t0
     scores = {name: score(fc, actuals, seed=seed) for name, fc in results.items()}
-    per_series = {name: {s.name: score([f for f, (t, _) in zip(fc, keys) if t is s],
-                                       [a for a, (t, _) in zip(actuals, keys) if t is s], seed=seed).crps
-                         for s in series}
-                  for name, fc in results.items()}
+    where = {}  # series index -> the positions of its windows in keys
+    for k, (s, _) in enumerate(keys):
+        where.setdefault(id(s), []).append(k)
+    per_series = {}
+    for name, fc in results.items():
+        per_series[name] = {}
+        for s in series:
+            idx = where[id(s)]
+            ok = [k for k in idx if np.isfinite(actuals[k]).any()]
+            per_series[name][s.name] = (score([fc[k] for k in ok], [actuals[k] for k in ok], seed=seed).crps
+                                        if ok else float("nan"))
     out.mkdir(parents=True, exist_ok=True)
     for name, sc in scores.items():
         pit_histogram(sc.pit, out / f"pit-{_safe(name)}.png",
@@ -168,10 +175,14 @@ def backtest(model: Forecaster | None, series: list[Series], *, context: int, ho
                 ok = np.isfinite(y)
                 if ok.any():
                     w.writerow([name, s.name, o, f"{float(f_.crps(y)[ok].mean()):.8g}", int(ok.sum())])
+    with open(out / "per_series.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["series", *per_series])
+        for s in series:
+            w.writerow([s.name, *(f"{per_series[name][s.name]:.8g}" for name in per_series)])
     rows = {name: {**sc.row(), "seconds": timings.get(name)} for name, sc in scores.items()}
     if model is not None:
         rows[model_name].update(extra_rows)
-        rows[model_name]["per_series_crps"] = per_series[model_name]
     (out / "scores.json").write_text(json.dumps(rows, indent=1))
     write_report(out / "report.md", scores, per_series, timings, series=series, context=context,
                  horizon=horizon, windows=windows, samples=samples, model_name=model_name,
@@ -217,6 +228,10 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}" if abs(v) >= 1e-3 else f"{v:.2e}"
 
 
+#: the report shows a table of CRPS per series up to this many series (per_series.csv has all)
+PER_SERIES_SHOWN = 10
+
+
 def write_report(path: Path, scores: dict[str, Scores], per_series: dict, timings: dict, *,
                  series: list[Series], context: int, horizon: int, windows: int, samples: int,
                  model_name: str, extra: str = "") -> None:
@@ -241,11 +256,20 @@ def write_report(path: Path, scores: dict[str, Scores], per_series: dict, timing
         lines.append(f"| {name}{mark} | {_fmt(sc.crps)} | {_fmt(sc.wcrps)} | {_fmt(sc.wql)} | "
                      f"{_fmt(sc.mae)} | {c[0.5]:.3f} | {c[0.8]:.3f} | {c[0.95]:.3f} | "
                      f"{_fmt(sc.pit_ks_p)} | {timings.get(name, float('nan')):.1f} |")
-    if len(series) > 1:
+    if 1 < len(series) <= PER_SERIES_SHOWN:
         lines += ["", "CRPS per series:", "", "| model | " + " | ".join(s.name for s in series) + " |",
                   "|---|" + "---|" * len(series)]
         for name, d in per_series.items():
             lines.append(f"| {name} | " + " | ".join(_fmt(d[s.name]) for s in series) + " |")
+    elif len(series) > PER_SERIES_SHOWN:
+        lines += ["", f"CRPS per series: `per_series.csv` ({len(series)} series); here the share of series on "
+                      f"which each model has the lowest CRPS:", ""]
+        wins = {name: 0 for name in per_series}
+        for s in series:
+            crps = {name: d[s.name] for name, d in per_series.items() if d[s.name] == d[s.name]}
+            if crps:
+                wins[min(crps, key=crps.get)] += 1
+        lines += [f"- {name}: {w / len(series):.1%}" for name, w in wins.items()]
     lines += ["", "Definitions: CRPS in the series' units (closed form for Gaussian forecasts, energy "
               "form of the sample otherwise); wCRPS = sum CRPS / sum |y|; wQL = mean over levels "
               f"{', '.join(f'{q:g}' for q in QUANTILE_LEVELS)} of 2 sum pinball / sum |y|; coverage = "

@@ -7,7 +7,8 @@ Two series ship inside the package as small CSV files (source and licence in
     co2        weekly Mauna Loa CO2 (ppm), 1958-03-29 .. 2001-12-29 (2284 values,
                59 missing)
 
-A user CSV holds one series per column. It has a header row of unique column
+A user CSV holds one series per column (wide), or one row per series and step
+with the columns ``item_id, timestamp, target`` (long, :func:`parse_long`). It has a header row of unique column
 names; a file without one is refused unless it is read with ``header=False``,
 which names the columns ``series1 .. seriesN``. The delimiter is sniffed from
 the first line (comma, semicolon or tab, comma when none appears) unless given.
@@ -196,6 +197,8 @@ def parse_csv(text: str, *, source: str = "<csv>", header: bool = True, delimite
             raise UserError(f"{source} has a header row but no rows of values")
     else:
         names, body, line0 = [f"series{j + 1}" for j in range(len(first))], rows, 1
+    if header and _long_columns(names) is not None:
+        return parse_long(names, body, source=source, log=log)
     width = len(names)
     seen: dict[str, int] = {}
     for j, h in enumerate(names):
@@ -244,6 +247,80 @@ def parse_csv(text: str, *, source: str = "<csv>", header: bool = True, delimite
         full[grid.positions] = v
         s = Series(name, full, grid.stamps, grid.freq, step_days=grid.step_days)
         series.append(_with_calendar(s))
+    return series
+
+
+#: the column names of a long-format CSV (one row per series and step), as GluonTS, pandas and
+#: Nixtla users hold their data: the series' id, the timestamp, the value
+LONG_ID = ("item_id", "unique_id", "series_id")
+LONG_TIME = ("timestamp", "ds", "date", "time", "datetime")
+LONG_TARGET = ("target", "y", "value")
+
+
+def _long_columns(names: list[str]) -> tuple[int, int, int] | None:
+    """(id, timestamp, target) column indices when the header is a long-format one, else None."""
+    low = [n.strip().lower() for n in names]
+    if len(low) != 3:
+        return None
+    pick = []
+    for choices in (LONG_ID, LONG_TIME, LONG_TARGET):
+        hits = [j for j, n in enumerate(low) if n in choices]
+        if len(hits) != 1:
+            return None
+        pick.append(hits[0])
+    return tuple(pick) if len(set(pick)) == 3 else None
+
+
+def parse_long(names: list[str], body: list[list[str]], *, source: str, log=None) -> list[Series]:
+    """Series of a long-format CSV: columns ``item_id, timestamp, target`` (any order; also
+    ``unique_id``/``series_id``, ``ds``/``date``, ``y``/``value``). The rows of one item are
+    together and in time order; steps absent from an item's grid are missing values (a warning
+    counts them); every item has the same frequency. Each bad cell is an error naming its line."""
+    i_id, i_time, i_val = _long_columns(names)
+    starts, order, seen = [], [], {}
+    for k, r in enumerate(body):
+        line = k + 2
+        if len(r) != 3:
+            raise UserError(f"{source}: line {line} has {len(r)} fields but the header has 3")
+        item = r[i_id].strip()
+        if not item:
+            raise UserError(f"{source}: line {line}: the {names[i_id]!r} cell is empty; every row needs its series")
+        if not order or item != order[-1]:
+            if item in seen:
+                raise UserError(f"{source}: line {line}: the rows of {names[i_id]} {item!r} are not together "
+                                f"(it also has rows from line {seen[item]}); sort the file by {names[i_id]}, "
+                                f"then {names[i_time]}")
+            seen[item] = line
+            order.append(item)
+            starts.append(k)
+    starts.append(len(body))
+    series, freqs, filled = [], {}, 0
+    for item, a, b in zip(order, starts[:-1], starts[1:]):
+        rows = body[a:b]
+        line0 = a + 2
+        stamps_text = [r[i_time].strip() for r in rows]
+        for k, t in enumerate(stamps_text):
+            if not t:
+                raise UserError(f"{source}: line {line0 + k}: the {names[i_time]!r} cell is empty")
+        stamps = _parse_dates(stamps_text, source, names[i_time], line0, years=True)
+        values = _parse_values([r[i_val].strip() for r in rows], source, names[i_val], line0)
+        grid = _regular_grid(stamps, source, names[i_time], line0)
+        if grid is None:  # fewer than 3 rows: no grid to put them on
+            raise UserError(f"{source}: {names[i_id]} {item!r} has {len(rows)} row{'s' if len(rows) != 1 else ''}; "
+                            f"a series needs at least 3")
+        freqs.setdefault(grid.freq or f"{grid.step_days}-day", item)
+        if len(freqs) > 1:
+            (f1, first), (f2, _) = list(freqs.items())[:2]
+            words = lambda f: FREQS[f][1] if f in FREQS else f  # noqa: E731
+            raise UserError(f"{source}: {names[i_id]} {item!r} is {words(f2)} but {first!r} is {words(f1)}; "
+                            f"a file holds series of one frequency")
+        full = np.full(len(grid.stamps), np.nan)
+        full[grid.positions] = values
+        filled += grid.filled
+        series.append(_with_calendar(Series(item, full, grid.stamps, grid.freq, step_days=grid.step_days)))
+    if filled and log:
+        log(f"warning: {source}: {filled} step{'s' if filled > 1 else ''} of the items' grids have no row; "
+            f"read as missing values")
     return series
 
 
