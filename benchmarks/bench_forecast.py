@@ -286,7 +286,6 @@ def bench_suite(*, steps: int, samples: int, seed: int, out: Path, baselines: st
     import json
 
     from rnnforge.cli import main as cli
-    from rnnforge.forecast.backtest import rolling_origins
     from rnnforge.forecast.metrics import SampleForecast, score
 
     rng = np.random.default_rng(seed)

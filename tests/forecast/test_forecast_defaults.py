@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rnnforge.cli import main
-from rnnforge.forecast import ForecastConfig, evaluate, parse_csv, plan
+from rnnforge.forecast import ForecastConfig, parse_csv, plan
 from rnnforge.forecast.api import default_horizon
 from rnnforge.forecast.series import Series
 from rnnforge.forecast import trainer as T

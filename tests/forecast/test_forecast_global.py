@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 
-from rnnforge.cli import main
 from rnnforge.errors import UserError
 from rnnforge.forecast import ForecastConfig, evaluate, load_checkpoint, parse_csv, predict
 from rnnforge.forecast.scaling import SeriesScaling
