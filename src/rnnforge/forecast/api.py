@@ -47,8 +47,8 @@ RECALIBRATE = ("auto", "off")
 HORIZONS = {"Y": 6, "Q": 8}
 #: forecast outcomes the default evaluation and validation windows aim at
 TEST_OUTCOMES, VAL_OUTCOMES = 60, 40
-#: sample paths per validation forecast when a recalibration is estimated
-CALIBRATION_PATHS = 200
+#: sample paths per validation forecast when a recalibration is estimated, and the most forecasts
+CALIBRATION_PATHS, CALIBRATION_FORECASTS = 200, 2000
 
 
 @dataclass
@@ -415,7 +415,8 @@ def recalibrate(model, series: list[Series], *, context: int, horizon: int, wind
     """The recalibration of ``model`` chosen on its forecasts of the last ``windows`` windows of
     ``series`` (the validation windows: never trained on): forecasts from every ``horizon // 4``
     steps (so overlapping ones) of that tail, each held out with its window in the cross-validation
-    that chooses the mode; the report also holds the split-conformal margin of the 80% interval."""
+    that chooses the mode (at most CALIBRATION_FORECASTS of them, drawn evenly at random when
+    there are more); the report also holds the split-conformal margin of the 80% interval."""
     stride = max(1, horizon // 4)
     picks, folds = [], []
     for s in series:
@@ -424,6 +425,9 @@ def recalibrate(model, series: list[Series], *, context: int, horizon: int, wind
             if np.isfinite(s.values[max(0, o - context):o]).any():
                 picks.append((s, o))
                 folds.append((o - start) // horizon)
+    if len(picks) > CALIBRATION_FORECASTS:  # many series: an even random share of them is enough
+        keep = np.sort(np.random.default_rng(seed).choice(len(picks), CALIBRATION_FORECASTS, replace=False))
+        picks, folds = [picks[i] for i in keep], [folds[i] for i in keep]
     gen = torch.Generator(device=device).manual_seed(seed)
     paths, ys = [], []
     chunk = max(1, 20000 // samples)
