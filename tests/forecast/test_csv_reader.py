@@ -125,7 +125,7 @@ BAD = [
      "{p}: line 4, column 'date': '2020-02-01' does not come after '2020-03-01'; timestamps must "
      "increase strictly, row by row"),
     ("date,y\n2020-01-01,1\n2020-13-01,2\n", "{p}: line 3, column 'date': '2020-13-01' is not a date "
-                                             "(YYYY-MM-DD, YYYY-MM, YYYY-Qn)"),
+                                             "(YYYY-MM-DD, YYYY-MM-DD HH:MM, YYYY-MM, YYYY-Qn, YYYY)"),
     ("date,y\n2020-01-01,1\n2021-01-01,2\n2021-01-02,3\n",
      "{p}: column 'date': the timestamps are too sparse for a daily series: 365 of the 368 steps from "
      "2020-01-01 to 2021-01-02 have no row"),

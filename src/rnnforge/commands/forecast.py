@@ -43,14 +43,16 @@ def _add_data_flags(p, *, from_checkpoint: bool = False, default_data: str | Non
                    help="CSV field delimiter, one character (tab: '\\t' or tab); default: the most "
                         "frequent of comma, semicolon and tab in the first line, else comma")
     g.add_argument("--season", type=int, default=None,
-                   help="steps per season; default: from the timestamps (daily 7, business-day 5, "
-                        "weekly 52, monthly 12, quarterly 4, annual 1), else none")
+                   help="steps per season; default: from the timestamps (hourly 24, daily 7, business-day "
+                        "5, weekly 52, monthly 12, quarterly 4, annual 1), else none")
     g.add_argument("--horizon", type=int, default=None,
-                   help="steps to forecast; default: the checkpoint's, else the season "
-                        "length when it is >= 24, else 24")
+                   help="steps to forecast; default: the checkpoint's, else 6 for annual and 8 for "
+                        "quarterly data, else the season length when it is >= 24, else 24; at most a "
+                        "tenth of the shortest series")
     g.add_argument("--context", type=int, default=None,
                    help="steps the model conditions on before each forecast (>= 2); default: the "
-                        "checkpoint's, else max(120, 2 * horizon)")
+                        "checkpoint's, else max(120, 2 * horizon), at most a third of the series before "
+                        "the evaluation windows")
     if from_checkpoint:
         p.set_defaults(header=None)
 
@@ -98,9 +100,18 @@ def _add_model_flags(p) -> None:
     g.add_argument("--ensemble", type=int, default=1,
                    help="train K models from seeds seed..seed+K-1 and forecast with their equal "
                         "mixture (a deep ensemble: better calibrated, K times the training)")
-    g.add_argument("--val-windows", type=int, default=4,
+    g.add_argument("--val-windows", default="auto",
                    help="hold out the last N windows of --horizon steps of the training data and keep "
-                        "the weights with the lowest loss on them (early stopping); 0: off")
+                        "the weights with the lowest loss on them (early stopping); they also estimate the "
+                        "recalibration; 0: off; auto: at least 4, enough for 40 outcomes, as the series' "
+                        "length allows")
+    g.add_argument("--patience", type=int, default=10,
+                   help="end training after this many validation checks without a lower validation loss "
+                        "(checks every two epochs' worth of steps, 5..50); 0: run the whole budget")
+    g.add_argument("--recalibrate", default="auto", choices=("auto", "off"),
+                   help="auto: estimate P(PIT <= u) on the validation windows and draw forecasts as "
+                        "F^-1(R^-1(v)), pooled or per horizon step or not at all, as cross-validation on "
+                        "those windows chooses (stored in the checkpoint); off: never")
     g.add_argument("--rollout-steps", type=int, default=0,
                    help="then fine-tune for this many steps on the CRPS of the model's own sample paths "
                         "over each window's horizon (multi-step objective, gradient through the "
@@ -108,6 +119,10 @@ def _add_model_flags(p) -> None:
                         "budget on top of --steps/--minutes (0: no fine-tuning)")
     g.add_argument("--rollout-paths", type=int, default=8, help="sample paths per window in fine-tuning (>= 2)")
     g.add_argument("--rollout-lr", type=float, default=1e-3, help="peak learning rate of fine-tuning")
+    g.add_argument("--series-scaling", action="store_true",
+                   help="standardise each series by the mean and mean absolute deviation of its training "
+                        "part before training one model over all of them (a global model over series of "
+                        "many scales); stored in the checkpoint and undone on the forecasts")
     g.add_argument("--refit", action=argparse.BooleanOptionalAction, default=False,
                    help="after early stopping, train each model afresh (same seed and schedule) on all "
                         "the training data, validation windows included, for the step count it chose")
@@ -159,7 +174,9 @@ def register(sub) -> None:
                         "default: train one first with the flags below, written to OUT/" + CHECKPOINT)
     _add_data_flags(e, default_data=None)
     _add_model_flags(e)
-    e.add_argument("--windows", type=int, default=5, help="evaluation windows at the end of each series")
+    e.add_argument("--windows", default="auto",
+                   help="evaluation windows at the end of each series; auto: at least 5, enough for 60 "
+                        "outcomes, in at most 40%% of the series (with --checkpoint: as many as it held out)")
     e.add_argument("--gluonts-epochs", type=int, default=0,
                    help="training epochs (of 50 batches) of the gluonts-deepar baseline; 0: --steps / 50")
     e.add_argument("--baselines", default="seasonal-naive,ets,arima",
@@ -185,6 +202,18 @@ def _whole_numbers(text: str, dest: str, also: str = "") -> list[int]:
         raise OptionError(dest, f"must be {also}comma-separated whole numbers, got {text!r}") from None
 
 
+def _auto_int(text: str, dest: str) -> int | None:
+    """``auto`` -> None, else a whole number (range checks are the library's)."""
+    from ..errors import OptionError
+
+    if text == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise OptionError(dest, f"must be 'auto' or a whole number, got {text!r}") from None
+
+
 def _config(args):
     """The ForecastConfig of the model and training flags."""
     from ..forecast import ForecastConfig
@@ -194,7 +223,9 @@ def _config(args):
                           dropout=args.dropout, scaler=args.scaler, transform=args.transform,
                           trend_window=args.trend_window, lags=lags, growth=_whole_numbers(args.growth, "growth"),
                           steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
-                          ensemble=args.ensemble, val_windows=args.val_windows, rollout_steps=args.rollout_steps,
+                          ensemble=args.ensemble, val_windows=_auto_int(args.val_windows, "val_windows"),
+                          patience=args.patience, recalibrate=args.recalibrate,
+                          series_scaling=args.series_scaling, rollout_steps=args.rollout_steps,
                           rollout_paths=args.rollout_paths, rollout_lr=args.rollout_lr, refit=args.refit,
                           seed=args.seed).validate()
 
@@ -275,7 +306,8 @@ def run_evaluate(args) -> int:
     config = None if args.checkpoint else _config(args)
     # without --checkpoint, evaluate trains and writes OUT/forecaster.safetensors
     out = _check_out(args.out, writes_checkpoint=not args.checkpoint, force=args.force)
-    evaluate(args.data, config, out=out, checkpoint=args.checkpoint, windows=args.windows, baselines=names,
+    evaluate(args.data, config, out=out, checkpoint=args.checkpoint, windows=_auto_int(args.windows, "windows"),
+             baselines=names,
              gluonts_epochs=args.gluonts_epochs, samples=args.samples, seed=args.seed,
              save_to=None if args.checkpoint else out / CHECKPOINT, **_data_options(args))
     return 0

@@ -15,18 +15,22 @@ the checkpoint when not given). Every message goes through ``log``; errors are
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import OptionError, check_float, check_int
+from ..errors import OptionError, UserError, check_float, check_int
 from ..runtime import resolve_device
 from ..training import Budget
-from . import backtest
+from . import backtest, calibration
 from .baselines import resolve as resolve_baselines
+from .calibration import Recalibration
+from .scaling import Scaled, SeriesScaling
 from .checkpoint import load as load_checkpoint
 from .features import LONG_FIT, SCALERS, TRANSFORMS, default_lags
 from .heads import HEADS
@@ -38,6 +42,13 @@ from .trainer import check_objective, fit
 SEED_MAX = 2 ** 64 - 1
 #: sample paths per forecast beyond this are a typo (1e6 paths of a 100-step horizon are 800 MB)
 SAMPLES_MAX = 1_000_000
+RECALIBRATE = ("auto", "off")
+#: default horizons of the frequencies whose season is short (M4's yearly and quarterly horizons)
+HORIZONS = {"Y": 6, "Q": 8}
+#: forecast outcomes the default evaluation and validation windows aim at
+TEST_OUTCOMES, VAL_OUTCOMES = 60, 40
+#: sample paths per validation forecast when a recalibration is estimated, and the most forecasts
+CALIBRATION_PATHS, CALIBRATION_FORECASTS = 200, 2000
 
 
 @dataclass
@@ -46,7 +57,13 @@ class ForecastConfig:
 
     ``lags``: ``"auto"`` (1-4 and s-1, s, s+1, 2s for season s) or whole numbers
     including 1; ``steps`` / ``minutes``: the budget (0: none; the first spent
-    ends training; ``minutes`` is shared by the ensemble's members).
+    ends training; ``minutes`` is shared by the ensemble's members);
+    ``val_windows``: None resolves it from the data (:func:`plan`);
+    ``patience``: validation checks without improvement that end training (0: never);
+    ``recalibrate``: ``auto`` (a PIT map chosen on the validation windows, see
+    :mod:`.calibration`) or ``off``; ``series_scaling``: standardise each series by
+    its own training statistics first (a global model over series of many scales,
+    :mod:`.scaling`).
     """
 
     cell: str = "lstm"
@@ -64,7 +81,10 @@ class ForecastConfig:
     batch_size: int = 64
     lr: float = 3e-3
     ensemble: int = 1
-    val_windows: int = 4
+    val_windows: int | None = None
+    patience: int = 10
+    recalibrate: str = "auto"
+    series_scaling: bool = False
     rollout_steps: int = 0
     rollout_paths: int = 8
     rollout_lr: float = 1e-3
@@ -101,13 +121,17 @@ class ForecastConfig:
         check_int("batch_size", self.batch_size, low=1, high=1 << 20)
         check_float("lr", self.lr, low=0, low_open=True)
         check_int("ensemble", self.ensemble, low=1, high=1000)
-        check_int("val_windows", self.val_windows, low=0)
+        if self.val_windows is not None:
+            check_int("val_windows", self.val_windows, low=0)
+        check_int("patience", self.patience, low=0)
+        if self.recalibrate not in RECALIBRATE:
+            raise OptionError("recalibrate", f"{self.recalibrate!r} is not one of {', '.join(RECALIBRATE)}")
         check_int("rollout_steps", self.rollout_steps, low=0)
         if self.rollout_steps:
             check_int("rollout_paths", self.rollout_paths)
             check_objective("rollout", self.rollout_paths)
             check_float("rollout_lr", self.rollout_lr, low=0, low_open=True)
-        if self.refit and not self.val_windows:
+        if self.refit and self.val_windows == 0:
             raise OptionError("refit", "retrains for the step count early stopping chose; it needs val_windows > 0")
         check_seed(self.seed, self.ensemble)
         return self
@@ -176,6 +200,8 @@ class Plan:
     series: list[Series]
     horizon: int
     context: int
+    windows: int = 0  # evaluation windows held out at the end of each series
+    val_windows: int | None = None  # validation windows before them (None: the config's)
 
     @property
     def season(self) -> int:
@@ -193,18 +219,70 @@ class Plan:
         return (f"data: {len(self.series)} series ({names}) of {n} steps, frequency {self.freq or 'none'}, "
                 f"season {self.season}; horizon {self.horizon}, context {self.context}")
 
+    def resolved(self, config: "ForecastConfig | None" = None) -> str:
+        """One line of everything resolved from the data: season, lags, context, horizon, windows."""
+        parts = [f"season {self.season}"]
+        if config is not None:
+            lags = default_lags(self.season) if config.lags == "auto" else sorted(set(config.lags))
+            parts.append(f"lags {','.join(map(str, lags))}")
+        parts += [f"context {self.context}", f"horizon {self.horizon}"]
+        if self.val_windows is not None:
+            parts.append(f"validation windows {self.val_windows} x {self.horizon}")
+        if self.windows:
+            outcomes = self.windows * self.horizon * len(self.series)
+            parts.append(f"evaluation windows {self.windows} x {self.horizon} ({outcomes} outcomes)")
+        return "resolved: " + ", ".join(parts)
 
-def plan(series: list[Series], *, horizon: int | None = None, context: int | None = None) -> Plan:
-    """Defaults of the window sizes: the horizon is the season when it is >= 24, else 24;
-    the context max(120, 2 * horizon)."""
+
+def default_horizon(series: list[Series]) -> int:
+    """The season when it is >= 24, else 24; 6 for annual and 8 for quarterly data; at most a
+    tenth of the shortest series."""
+    m = max(s.season for s in series)
+    freqs = {s.freq for s in series}
+    h = HORIZONS[freqs.pop()] if len(freqs) == 1 and next(iter(freqs)) in HORIZONS else (m if m >= 24 else 24)
+    return max(1, min(h, min(len(s) for s in series) // 10))
+
+
+def default_windows(n: int, horizon: int) -> int:
+    """Evaluation windows: at least 5, enough for TEST_OUTCOMES outcomes, in at most 40% of n."""
+    want = max(5, math.ceil(TEST_OUTCOMES / horizon))
+    return max(1, min(want, int(0.4 * n) // horizon))
+
+
+def default_context(n_train: int, horizon: int) -> int:
+    """max(120, 2 * horizon), at most a third of the training part (at least 2)."""
+    return max(2, min(max(120, 2 * horizon), n_train // 3))
+
+
+def default_val_windows(n_train: int, context: int, horizon: int) -> int:
+    """At least 4, enough for VAL_OUTCOMES outcomes, leaving context + horizon + 10 steps of
+    training windows (0 when even one does not fit)."""
+    room = (n_train - context - horizon - 10) // horizon
+    return max(0, min(max(4, math.ceil(VAL_OUTCOMES / horizon)), room))
+
+
+def plan(series: list[Series], *, horizon: int | None = None, context: int | None = None,
+         windows: int | None = 0, val_windows: int | None = None) -> Plan:
+    """The window sizes, defaults scaled to the data (``n``: the shortest series):
+
+    horizon  ``default_horizon``; windows (evaluation, None: default) ``default_windows``;
+    context  ``default_context`` of the part before the evaluation windows;
+    val_windows (None: default) ``default_valid_windows`` of that part.
+    """
     if horizon is None:
-        m = max(s.season for s in series)
-        horizon = m if m >= 24 else 24
+        horizon = default_horizon(series)
     check_horizon(horizon)
+    n = min(len(s) for s in series)
+    if windows is None:
+        windows = default_windows(n, horizon)
+    check_int("windows", windows, low=0)
+    n_train = n - windows * horizon
     if context is None:
-        context = max(120, 2 * horizon)
+        context = default_context(n_train, horizon)
     check_context(context)
-    return Plan(series, horizon, context)
+    if val_windows is None:
+        val_windows = default_val_windows(n_train, context, horizon)
+    return Plan(series, horizon, context, windows, val_windows)
 
 
 def _series(data, *, season, header, delimiter, log) -> list[Series]:
@@ -227,19 +305,21 @@ def train(data: str | list[Series], config: ForecastConfig | None = None, *, hor
           log=print) -> tuple[Forecaster | Ensemble, dict]:
     """Build and fit a forecaster (an ensemble of ``config.ensemble``) on all but the last
     ``holdout_windows * horizon`` values of each series; returns the model and the
-    checkpoint metadata (data, window sizes, per-member training record).
+    checkpoint metadata (data, window sizes, per-member training record, recalibration).
 
     Each member trains from seed ``config.seed + k`` with early stopping on the last
     ``val_windows`` windows of its training part, then (``refit``) afresh on all of it
     for the step count that kept, then (``rollout_steps``) fine-tunes on the CRPS of its
-    own sample paths.
+    own sample paths. Then (``recalibrate``) the PIT map of the model's forecasts of the
+    validation windows is estimated (:mod:`.calibration`) and stored in the metadata.
     """
     config = (config or ForecastConfig()).validate()
     check_int("holdout_windows", holdout_windows, low=0)
     device = _device(device)
     series = _series(data, season=season, header=header, delimiter=delimiter, log=log)
-    p = plan(series, horizon=horizon, context=context)
+    p = plan(series, horizon=horizon, context=context, windows=holdout_windows, val_windows=config.val_windows)
     log(p.describe())
+    log(p.resolved(config))
     return _train(p, config, holdout_windows, device, log,
                   data=str(data) if isinstance(data, (str, os.PathLike)) else None,
                   reading=dict(season=season, header=header, delimiter=delimiter))
@@ -247,10 +327,17 @@ def train(data: str | list[Series], config: ForecastConfig | None = None, *, hor
 
 def _train(p: Plan, config: ForecastConfig, holdout_windows: int, device: str, log, *, data, reading):
     c, horizon, context = config, p.horizon, p.context
+    val_windows = p.val_windows if c.val_windows is None else c.val_windows
+    if c.refit and not val_windows:
+        raise OptionError("refit", "retrains for the step count early stopping chose; it needs val_windows > 0")
     hold = holdout_windows * horizon
     for s in p.series:
-        check_series(s, context=context, horizon=horizon, extra=hold + c.val_windows * horizon)
+        check_series(s, context=context, horizon=horizon, extra=hold + val_windows * horizon)
     train_part = [s.head(len(s) - hold) for s in p.series]
+    scaling = SeriesScaling.fit(train_part) if c.series_scaling else None
+    data_part = train_part
+    if scaling is not None:
+        train_part = scaling.scale(train_part)
     cfg = c.model_config(p.season, context)
     members, results = [], []
     for k in range(c.ensemble):
@@ -261,7 +348,7 @@ def _train(p: Plan, config: ForecastConfig, holdout_windows: int, device: str, l
         res = fit(model, train_part, context=context, horizon=horizon, steps=c.steps or None,
                   minutes=(c.minutes / c.ensemble) if c.minutes else None,
                   batch_size=c.batch_size, lr=c.lr, seed=c.seed + k, device=device,
-                  val_windows=c.val_windows, log=log)
+                  val_windows=val_windows, patience=c.patience, log=log)
         log(f"trained {res.steps} steps in {res.seconds:.1f}s; final loss {res.losses[-1]:.4f}"
             + (f"; kept step {res.best_step} (validation loss {min(res.val_losses):.4f})"
                if res.val_losses else ""))
@@ -272,31 +359,101 @@ def _train(p: Plan, config: ForecastConfig, holdout_windows: int, device: str, l
             model = Forecaster(cfg).to(device)
             again = fit(model, train_part, context=context, horizon=horizon, steps=res.steps, minutes=None,
                         batch_size=c.batch_size, lr=c.lr, seed=c.seed + k, device=device,
-                        val_windows=0, stop_after=res.best_step, log=None)
+                        val_windows=0, stop_after=res.best_step, log_every=res.check_every, log=None)
             log(f"refitted on all the training data: {again.steps} steps in {again.seconds:.1f}s")
             res.refit_steps = again.steps
+            res.seconds += again.seconds
         if c.rollout_steps:
             tuned = fit(model, train_part, context=context, horizon=horizon, steps=c.rollout_steps, minutes=None,
                         batch_size=c.batch_size, lr=c.rollout_lr, seed=c.seed + k, device=device,
-                        val_windows=c.val_windows, objective="rollout", paths=c.rollout_paths, log=log)
+                        val_windows=val_windows, objective="rollout", paths=c.rollout_paths,
+                        patience=c.patience, log=log)
             log(f"fine-tuned on {c.rollout_paths} paths per window for {tuned.steps} steps in "
                 f"{tuned.seconds:.1f}s" + (f"; kept step {tuned.best_step} (validation CRPS "
                                            f"{min(tuned.val_losses):.4f})" if tuned.val_losses else ""))
             res.rollout = {"steps": tuned.steps, "seconds": tuned.seconds, "losses": tuned.losses,
-                           "val_losses": tuned.val_losses, "best_step": tuned.best_step}
+                           "val_losses": tuned.val_losses, "best_step": tuned.best_step,
+                           "stopped_at": tuned.stopped_at}
+            res.seconds += tuned.seconds
         members.append(model)
         results.append(res)
     model = members[0] if len(members) == 1 else Ensemble(members)
+    recal = Recalibration()
+    seconds = 0.0
+    if c.recalibrate == "auto":
+        if not val_windows:
+            log("recalibration: off (no validation windows)")
+        elif c.refit:
+            log("recalibration: off (--refit trains on the validation windows, so their PIT is in-sample)")
+        else:
+            t0 = time.perf_counter()
+            recal = recalibrate(model if scaling is None else Scaled(model, scaling), data_part,
+                                context=context, horizon=horizon, windows=val_windows,
+                                seed=c.seed, device=device)
+            seconds = time.perf_counter() - t0
+            log(describe_recalibration(recal) + f" ({seconds:.1f}s)")
     meta = {"data": data, **reading, "freq": p.freq, "horizon": horizon, "context": context,
             "holdout_steps": hold, "train_end": {s.name: len(t) for s, t in zip(p.series, train_part)},
+            "recalibration": recal.to_dict(),
+            "series_scaling": scaling.to_dict() if scaling is not None else None,
             "training": {"members": [{"steps": r.steps, "seconds": r.seconds, "losses": r.losses,
                                       "val_losses": r.val_losses, "best_step": r.best_step,
-                                      "refit_steps": r.refit_steps, "rollout": r.rollout}
+                                      "refit_steps": r.refit_steps, "rollout": r.rollout,
+                                      "check_every": r.check_every, "stopped_at": r.stopped_at,
+                                      "budget_steps": r.budget_steps}
                                      for r in results],
+                         "seconds": sum(r.seconds for r in results) + seconds,
+                         "val_windows": val_windows,
                          **{k: v for k, v in asdict(c).items()
-                            if k in ("val_windows", "refit", "seed", "lr", "batch_size", "rollout_paths",
-                                     "rollout_lr")}}}
+                            if k in ("refit", "seed", "lr", "batch_size", "rollout_paths",
+                                     "rollout_lr", "patience", "recalibrate", "series_scaling")}}}
     return model, meta
+
+
+def recalibrate(model, series: list[Series], *, context: int, horizon: int, windows: int, seed: int = 0,
+                samples: int = CALIBRATION_PATHS, device: str = "cpu") -> Recalibration:
+    """The recalibration of ``model`` chosen on its forecasts of the last ``windows`` windows of
+    ``series`` (the validation windows: never trained on): forecasts from every ``horizon // 4``
+    steps (so overlapping ones) of that tail, each held out with its window in the cross-validation
+    that chooses the mode (at most CALIBRATION_FORECASTS of them, drawn evenly at random when
+    there are more); the report also holds the split-conformal margin of the 80% interval."""
+    stride = max(1, horizon // 4)
+    picks, folds = [], []
+    for s in series:
+        start = len(s) - windows * horizon
+        for o in range(start, len(s) - horizon + 1, stride):
+            if np.isfinite(s.values[max(0, o - context):o]).any():
+                picks.append((s, o))
+                folds.append((o - start) // horizon)
+    if len(picks) > CALIBRATION_FORECASTS:  # many series: an even random share of them is enough
+        keep = np.sort(np.random.default_rng(seed).choice(len(picks), CALIBRATION_FORECASTS, replace=False))
+        picks, folds = [picks[i] for i in keep], [folds[i] for i in keep]
+    gen = torch.Generator(device=device).manual_seed(seed)
+    paths, ys = [], []
+    chunk = max(1, 20000 // samples)
+    for i in range(0, len(picks), chunk):
+        part = picks[i:i + chunk]
+        paths.append(model.sample_paths([s for s, _ in part], [o for _, o in part], context=context,
+                                        horizon=horizon, num_samples=samples, generator=gen, device=device))
+        ys.extend(s.values[o:o + horizon] for s, o in part)
+    paths, y, folds = np.concatenate(paths), np.stack(ys), np.asarray(folds)
+    rc = calibration.choose(paths, y, windows=folds)
+    # split conformal on the non-overlapping windows (the forecasts whose origin starts a window)
+    first = np.array([(o - (len(s) - windows * horizon)) % horizon == 0 for s, o in picks])
+    margin = calibration.conformal_margin(calibration.conformal_scores(paths[first], y[first]))
+    rc.report["conformal_margin80"] = margin if math.isfinite(margin) else None
+    return rc
+
+
+def describe_recalibration(rc: Recalibration) -> str:
+    r = rc.report
+    b, a = r["before"], r["after"]
+    return (f"recalibration: {rc.mode} (chosen by the CRPS of {r['windows']}-fold cross-validation over the "
+            f"validation windows: " + ", ".join(f"{m} {v:.4g}" for m, v in r["cv_crps"].items())
+            + f"); validation PIT before: KS p {b['pit_ks_p']:.3g}, 80% coverage {b['cov80']:.3f}; after "
+              f"(cross-validated): KS p {a['pit_ks_p']:.3g}, 80% coverage {a['cov80']:.3f}; "
+              + (f"split-conformal 80% margin {r['conformal_margin80']:.3g} interval widths"
+                 if r.get("conformal_margin80") is not None else "too few windows for a split-conformal 80% margin"))
 
 
 # -- predict ------------------------------------------------------------------------------------
@@ -338,10 +495,24 @@ def predict(checkpoint, *, data=None, out: str | Path, samples: int = 1000, seed
     log(p.describe())
     for s in series:
         check_series(s, context=p.context, horizon=1)
-    paths = backtest.write_forecast(model, series, context=p.context, horizon=p.horizon, samples=samples,
-                                    seed=seed, out=Path(out), device=device, log=log)
+    paths = backtest.write_forecast(_scaled(model, meta), series, context=p.context, horizon=p.horizon, samples=samples,
+                                    seed=seed, out=Path(out), device=device, log=log,
+                                    recalibration=_recalibration(meta))
     log(f"wrote {Path(out) / 'quantiles.csv'} and fan charts")
     return paths
+
+
+def _scaled(model, meta: dict):
+    """The model in data units: wrapped by the checkpoint's per-series scaling when it has one."""
+    scaling = SeriesScaling.from_dict(meta.get("series_scaling"))
+    return model if scaling is None else Scaled(model, scaling)
+
+
+def _recalibration(meta: dict) -> Recalibration:
+    try:
+        return Recalibration.from_dict(meta.get("recalibration"))
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"the checkpoint's recalibration is unusable ({e})") from None
 
 
 # -- evaluate -----------------------------------------------------------------------------------
@@ -354,13 +525,15 @@ def model_name(model: Forecaster | Ensemble) -> str:
 
 
 def evaluate(data=None, config: ForecastConfig | None = None, *, out: str | Path, checkpoint=None,
-             windows: int = 5, baselines=("seasonal-naive", "ets", "arima"), gluonts_epochs: int = 0,
+             windows: int | None = None, baselines=("seasonal-naive", "ets", "arima"), gluonts_epochs: int = 0,
              samples: int = 1000, seed: int = 0, horizon: int | None = None, context: int | None = None,
              season: int | None = None, header: bool | None = None, delimiter: str | None = None,
              device: str = "cpu", save_to: str | Path | None = None, log=print) -> dict:
     """Rolling-origin evaluation of a forecaster against baselines over the last ``windows``
-    windows of each series: OUT/report.md, OUT/scores.json, PIT histograms and fan charts.
-    Returns ``{model name: metrics.Scores}``.
+    windows of each series (None: ``default_windows`` of the data): OUT/report.md,
+    OUT/scores.json, PIT histograms and fan charts. Returns ``{model name: metrics.Scores}``
+    (the model's as forecast, recalibrated when its checkpoint holds a recalibration; its
+    scores before recalibration and with the split-conformal interval are in scores.json).
 
     With ``checkpoint`` (a file or a (model, meta) pair) that model is scored, and it must
     have been trained without those windows; else one is trained by :func:`train` with
@@ -368,7 +541,8 @@ def evaluate(data=None, config: ForecastConfig | None = None, *, out: str | Path
     """
     from .checkpoint import save
 
-    check_int("windows", windows, low=1)
+    if windows is not None:
+        check_int("windows", windows, low=1)
     check_samples(samples)
     check_seed(seed)
     check_int("gluonts_epochs", gluonts_epochs, low=0)
@@ -384,9 +558,13 @@ def evaluate(data=None, config: ForecastConfig | None = None, *, out: str | Path
     if checkpoint is not None:
         model, meta = _open(checkpoint, device)
         series = _checkpoint_series(meta, data, season, header, delimiter, log)
-        p = plan(series, horizon=meta["horizon"] if horizon is None else horizon,
-                 context=meta["context"] if context is None else context)
+        h = meta["horizon"] if horizon is None else horizon
+        if windows is None:  # as many as the checkpoint held out
+            windows = max(1, min(meta.get("holdout_steps", 0) // h if h else 0,
+                                 default_windows(min(len(s) for s in series), h)))
+        p = plan(series, horizon=h, context=meta["context"] if context is None else context, windows=windows)
         log(p.describe())
+        log(p.resolved())
         where = checkpoint if not isinstance(checkpoint, tuple) else "the checkpoint"
         for s in series:
             end = meta.get("train_end", {}).get(s.name, len(s))
@@ -399,8 +577,10 @@ def evaluate(data=None, config: ForecastConfig | None = None, *, out: str | Path
     else:
         series = _series("sunspots" if data is None else data, season=season,
                          header=True if header is None else header, delimiter=delimiter, log=log)
-        p = plan(series, horizon=horizon, context=context)
+        p = plan(series, horizon=horizon, context=context, windows=windows, val_windows=config.val_windows)
+        windows = p.windows
         log(p.describe())
+        log(p.resolved(config))
         model, meta = _train(p, config, windows, device, log,
                              data=str(data or "sunspots") if not isinstance(data, list) else None,
                              reading=dict(season=season, header=True if header is None else header,
@@ -409,9 +589,10 @@ def evaluate(data=None, config: ForecastConfig | None = None, *, out: str | Path
             save(save_to, model, meta)
             log(f"checkpoint: {save_to}")
     name = model_name(model)
-    scores = backtest.backtest(model, series, context=p.context, horizon=p.horizon, windows=windows,
+    scores = backtest.backtest(_scaled(model, meta), series, context=p.context, horizon=p.horizon, windows=windows,
                                samples=samples, seed=seed, baselines=chosen, out=Path(out), device=device,
-                               model_name=name, log=log)
+                               model_name=name, log=log, recalibration=_recalibration(meta),
+                               training=meta.get("training"))
     for k, sc in scores.items():
         log(f"{k:>20}: CRPS {sc.crps:.4g}  wQL {sc.wql:.4g}  cov80 {sc.coverage[0.8]:.3f}  "
             f"PIT KS p {sc.pit_ks_p:.3g}")

@@ -21,6 +21,7 @@ import torch
 
 from .series import Series, check_series
 from ..errors import check_int
+from .calibration import Recalibration, conformal_interval
 from .metrics import QUANTILE_LEVELS, SampleForecast, Scores, score
 from .model import Forecaster
 from .plots import fan_chart, pit_histogram
@@ -53,13 +54,17 @@ def write_quantiles(path: Path, rows: list[dict]) -> None:
 
 
 def write_forecast(model: Forecaster, series: list[Series], *, context: int, horizon: int, samples: int,
-                   seed: int, out: Path, device: str = "cpu", log=print) -> np.ndarray:
-    """Forecast ``horizon`` steps past the end of every series: quantile CSV and fan charts."""
+                   seed: int, out: Path, device: str = "cpu", log=print,
+                   recalibration: Recalibration | None = None) -> np.ndarray:
+    """Forecast ``horizon`` steps past the end of every series (recalibrated when a
+    recalibration is given and active): quantile CSV and fan charts."""
     gen = torch.Generator(device=device).manual_seed(seed)
     origins = [len(s) for s in series]
     t0 = time.perf_counter()
     paths = model.sample_paths(series, origins, context=context, horizon=horizon, num_samples=samples,
                                generator=gen, device=device)  # (S, N, H)
+    if recalibration is not None and recalibration.active:
+        paths = recalibration.apply(paths)
     log(f"sampled {samples} paths x {horizon} steps for {len(series)} series in "
         f"{time.perf_counter() - t0:.3f}s")
     rows = []
@@ -84,8 +89,14 @@ def _safe(name: str) -> str:
 
 def backtest(model: Forecaster | None, series: list[Series], *, context: int, horizon: int,
              windows: int, samples: int, seed: int, baselines: dict, out: Path,
-             device: str = "cpu", model_name: str = "rnn", log=print) -> dict[str, Scores]:
-    """Score the model and the baselines over the last ``windows`` windows; write the report."""
+             device: str = "cpu", model_name: str = "rnn", log=print,
+             recalibration: Recalibration | None = None, training: dict | None = None) -> dict[str, Scores]:
+    """Score the model and the baselines over the last ``windows`` windows; write the report.
+
+    The model's forecasts are recalibrated when ``recalibration`` is active; its scores
+    before recalibration and the coverage of the split-conformal 80% interval (the margin
+    in ``recalibration.report``) go into scores.json and the report beside them. Its time
+    is ``training["seconds"]`` (training and recalibration) plus the sampling here."""
     check_int("windows", windows, low=1)
     for s in series:
         check_series(s, context=context, horizon=horizon, extra=(windows - 1) * horizon)
@@ -96,17 +107,32 @@ def backtest(model: Forecaster | None, series: list[Series], *, context: int, ho
         for o in rolling_origins(len(s), horizon, windows):
             actuals.append(s.values[o:o + horizon])
             keys.append((s, o))
-    timings = {}
+    timings, extra_rows, notes = {}, {}, []
     if model is not None:
         t0 = time.perf_counter()
-        fc = []
+        raw, fc = [], []
         for s in series:
             origins = rolling_origins(len(s), horizon, windows)
             paths = model.sample_paths([s] * windows, origins, context=context, horizon=horizon,
                                        num_samples=samples, generator=gen, device=device)  # (W, N, H)
+            raw.append(paths)
+            if recalibration is not None and recalibration.active:
+                paths = recalibration.apply(paths)
             fc.extend(SampleForecast(p) for p in paths)
-        timings[model_name] = time.perf_counter() - t0
+        timings[model_name] = time.perf_counter() - t0 + float((training or {}).get("seconds") or 0.0)
         results[model_name] = fc
+        raw = np.concatenate(raw)  # (S*W, N, H), in the order of keys
+        if recalibration is not None and recalibration.active:
+            before = score([SampleForecast(p) for p in raw], actuals, seed=seed)
+            extra_rows["before_recalibration"] = {k: v for k, v in before.row().items()}
+        margin = (recalibration.report.get("conformal_margin80") if recalibration is not None else None)
+        if margin is not None:
+            lo, hi = conformal_interval(raw, margin)
+            y = np.stack(actuals)
+            ok = np.isfinite(y)
+            extra_rows["conformal80"] = {"margin": margin, "cov80": float(((y >= lo) & (y <= hi))[ok].mean()),
+                                         "mean_width": float((hi - lo)[ok].mean())}
+        notes = training_notes(training, recalibration, extra_rows, model_name)
     for name, fn in baselines.items():
         t0 = time.perf_counter()
         if getattr(fn, "global_model", False):  # trained once, on the values before the first origin
@@ -114,10 +140,17 @@ def backtest(model: Forecaster | None, series: list[Series], *, context: int, ho
         results[name] = [fn(s, o, horizon) for s, o in keys]
         timings[name] = time.perf_counter() - t0
     scores = {name: score(fc, actuals, seed=seed) for name, fc in results.items()}
-    per_series = {name: {s.name: score([f for f, (t, _) in zip(fc, keys) if t is s],
-                                       [a for a, (t, _) in zip(actuals, keys) if t is s], seed=seed).crps
-                         for s in series}
-                  for name, fc in results.items()}
+    where = {}  # series index -> the positions of its windows in keys
+    for k, (s, _) in enumerate(keys):
+        where.setdefault(id(s), []).append(k)
+    per_series = {}
+    for name, fc in results.items():
+        per_series[name] = {}
+        for s in series:
+            idx = where[id(s)]
+            ok = [k for k in idx if np.isfinite(actuals[k]).any()]
+            per_series[name][s.name] = (score([fc[k] for k in ok], [actuals[k] for k in ok], seed=seed).crps
+                                        if ok else float("nan"))
     out.mkdir(parents=True, exist_ok=True)
     for name, sc in scores.items():
         pit_histogram(sc.pit, out / f"pit-{_safe(name)}.png",
@@ -134,17 +167,69 @@ def backtest(model: Forecaster | None, series: list[Series], *, context: int, ho
                       title=f"{s.name}: last evaluation window, {model_name}", ylabel=s.name)
     import json
 
-    (out / "scores.json").write_text(json.dumps(
-        {name: {**sc.row(), "seconds": timings.get(name)} for name, sc in scores.items()}, indent=1))
+    with open(out / "windows.csv", "w", newline="") as f:  # per-window CRPS, for paired comparisons
+        w = csv.writer(f)
+        w.writerow(["model", "series", "origin", "crps", "n"])
+        for name, fc in results.items():
+            for f_, (s, o), y in zip(fc, keys, actuals):
+                ok = np.isfinite(y)
+                if ok.any():
+                    w.writerow([name, s.name, o, f"{float(f_.crps(y)[ok].mean()):.8g}", int(ok.sum())])
+    with open(out / "per_series.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["series", *per_series])
+        for s in series:
+            w.writerow([s.name, *(f"{per_series[name][s.name]:.8g}" for name in per_series)])
+    rows = {name: {**sc.row(), "seconds": timings.get(name)} for name, sc in scores.items()}
+    if model is not None:
+        rows[model_name].update(extra_rows)
+    (out / "scores.json").write_text(json.dumps(rows, indent=1))
     write_report(out / "report.md", scores, per_series, timings, series=series, context=context,
-                 horizon=horizon, windows=windows, samples=samples, model_name=model_name)
+                 horizon=horizon, windows=windows, samples=samples, model_name=model_name,
+                 extra="\n".join(notes))
     return scores
+
+
+def training_notes(training: dict | None, rc: Recalibration | None, rows: dict, name: str) -> list[str]:
+    """The report's lines on how the model was trained (where early stopping stopped each member)
+    and recalibrated (validation PIT before and after; test scores before; split conformal)."""
+    lines = []
+    if training:
+        lines += [f"Training of {name} (its time in the table includes training, recalibration and sampling):", ""]
+        for k, m in enumerate(training.get("members", [])):
+            budget = m.get("budget_steps")
+            where = (f"stopped early at step {m['stopped_at']} (patience {training.get('patience')} checks of "
+                     f"{m.get('check_every')} steps)" if m.get("stopped_at") is not None
+                     else f"ran its budget ({m['steps']} steps)" if budget else f"ran {m['steps']} steps")
+            kept = f", kept the weights of step {m['best_step']}" if m.get("best_step") is not None else ""
+            lines.append(f"- member {k + 1}: {where}{kept}; {m['seconds']:.1f} s")
+    if rc is not None and rc.report:
+        r = rc.report
+        b, a = r["before"], r["after"]
+        lines += ["", f"Recalibration (`{rc.mode}`, chosen by the cross-validated CRPS on {r['windows']} "
+                      f"validation windows: " + ", ".join(f"{m} {v:.4g}" for m, v in r["cv_crps"].items()) + ").",
+                  "", "| | PIT KS p | cov 80% |", "|---|---|---|",
+                  f"| validation, before | {_fmt(b['pit_ks_p'])} | {b['cov80']:.3f} |",
+                  f"| validation, after (cross-validated) | {_fmt(a['pit_ks_p'])} | {a['cov80']:.3f} |"]
+        if "before_recalibration" in rows:
+            t = rows["before_recalibration"]
+            lines.append(f"| test windows, before (CRPS {_fmt(t['crps'])}) | {_fmt(t['pit_ks_p'])} | {t['cov80']:.3f} |")
+        if "conformal80" in rows:
+            c = rows["conformal80"]
+            lines += ["", f"Split-conformal 80% interval (margin {c['margin']:.3g} interval widths from the "
+                          f"validation windows): coverage {c['cov80']:.3f} on the test windows, mean width "
+                          f"{_fmt(c['mean_width'])}."]
+    return lines
 
 
 def _fmt(v: float) -> str:
     if v != v:
         return "n/a"
     return f"{v:.4g}" if abs(v) >= 1e-3 else f"{v:.2e}"
+
+
+#: the report shows a table of CRPS per series up to this many series (per_series.csv has all)
+PER_SERIES_SHOWN = 10
 
 
 def write_report(path: Path, scores: dict[str, Scores], per_series: dict, timings: dict, *,
@@ -171,11 +256,20 @@ def write_report(path: Path, scores: dict[str, Scores], per_series: dict, timing
         lines.append(f"| {name}{mark} | {_fmt(sc.crps)} | {_fmt(sc.wcrps)} | {_fmt(sc.wql)} | "
                      f"{_fmt(sc.mae)} | {c[0.5]:.3f} | {c[0.8]:.3f} | {c[0.95]:.3f} | "
                      f"{_fmt(sc.pit_ks_p)} | {timings.get(name, float('nan')):.1f} |")
-    if len(series) > 1:
+    if 1 < len(series) <= PER_SERIES_SHOWN:
         lines += ["", "CRPS per series:", "", "| model | " + " | ".join(s.name for s in series) + " |",
                   "|---|" + "---|" * len(series)]
         for name, d in per_series.items():
             lines.append(f"| {name} | " + " | ".join(_fmt(d[s.name]) for s in series) + " |")
+    elif len(series) > PER_SERIES_SHOWN:
+        lines += ["", f"CRPS per series: `per_series.csv` ({len(series)} series); here the share of series on "
+                      f"which each model has the lowest CRPS:", ""]
+        wins = {name: 0 for name in per_series}
+        for s in series:
+            crps = {name: d[s.name] for name, d in per_series.items() if d[s.name] == d[s.name]}
+            if crps:
+                wins[min(crps, key=crps.get)] += 1
+        lines += [f"- {name}: {w / len(series):.1%}" for name, w in wins.items()]
     lines += ["", "Definitions: CRPS in the series' units (closed form for Gaussian forecasts, energy "
               "form of the sample otherwise); wCRPS = sum CRPS / sum |y|; wQL = mean over levels "
               f"{', '.join(f'{q:g}' for q in QUANTILE_LEVELS)} of 2 sum pinball / sum |y|; coverage = "

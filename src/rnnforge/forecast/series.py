@@ -7,28 +7,31 @@ Two series ship inside the package as small CSV files (source and licence in
     co2        weekly Mauna Loa CO2 (ppm), 1958-03-29 .. 2001-12-29 (2284 values,
                59 missing)
 
-A user CSV holds one series per column. It has a header row of unique column
+A user CSV holds one series per column (wide), or one row per series and step
+with the columns ``item_id, timestamp, target`` (long, :func:`parse_long`). It has a header row of unique column
 names; a file without one is refused unless it is read with ``header=False``,
 which names the columns ``series1 .. seriesN``. The delimiter is sniffed from
 the first line (comma, semicolon or tab, comma when none appears) unless given.
 A column named ``date``, ``time``, ``timestamp``, ``ds``, ``datetime``,
 ``month``, ``week``, ``quarter``, ``year`` or ``period`` (or the first column,
 when every cell of it is a date) holds the timestamps: ISO dates (``YYYY-MM-DD``,
-``YYYY-MM``), quarters (``YYYY-Qn``, ``YYYYQn``) or, in a column so named,
-years (``YYYY``). Every other column is a series. Empty cells and ``NA``,
+``YYYY-MM``), dates with a time of day (``YYYY-MM-DD HH:MM[:SS]``, or ``T``
+between), quarters (``YYYY-Qn``, ``YYYYQn``) or, in a column so named, years
+(``YYYY``, ``YYYY.0``). Every other column is a series. Empty cells and ``NA``,
 ``N/A``, ``NaN``, ``null`` (any case) are missing values; anything else that is
 not a finite number, or whose size is beyond float32 (the model computes in it),
 is an error naming the line and column.
 
-Timestamps give the frequency (``Series.freq``): daily ``D``, business-day ``B``
+Timestamps give the frequency (``Series.freq``): hourly ``H``, daily ``D``, business-day ``B``
 (weekdays only), weekly ``W``, monthly ``M``, quarterly ``Q``, annual ``Y``, or
 any other fixed number of days (``None``: no calendar season). Dates absent
 from that grid (a month without a row) are filled in as missing values, with a
 warning line saying how many; timestamps on no regular grid are refused.
 
 Each series carries a seasonal phase in [0, 1) per step (``phase0`` plus
-``phase_step`` per step): from the calendar for D (the weekday), B, W (the day
-of the year), M (the month) and Q (the quarter), else from ``season``. The
+``phase_step`` per step): from the calendar for H (the hour of the day), D (the
+weekday), B, W (the day of the year), M (the month) and Q (the quarter), else
+from ``season``. The
 season length in steps is ``round(1 / phase_step)`` (1: no season).
 """
 
@@ -57,12 +60,13 @@ DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab"}
 #: the largest magnitude a value may have: float32's, in which the model computes
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: frequency -> (season in steps, words for messages)
-FREQS = {"D": (7, "daily"), "B": (5, "business-day"), "W": (52, "weekly"), "M": (12, "monthly"),
+FREQS = {"H": (24, "hourly"), "D": (7, "daily"), "B": (5, "business-day"), "W": (52, "weekly"), "M": (12, "monthly"),
          "Q": (4, "quarterly"), "Y": (1, "annual")}
 #: months per step of the month-based frequencies
 MONTHS = {"M": 1, "Q": 3, "Y": 12}
 _QUARTER = re.compile(r"^(\d{4})-?Q([1-4])$", re.IGNORECASE)
-_YEAR = re.compile(r"^\d{4}$")
+_YEAR = re.compile(r"^(\d{4})(\.0*)?$")
+_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}):(\d{2})(:\d{2}(\.\d*)?)?$")
 
 
 @dataclass
@@ -114,6 +118,8 @@ def _grid_after(last: np.datetime64, freq: str | None, step_days: int | None, n:
         return months.astype("datetime64[D]") + (last - m0.astype("datetime64[D]"))
     if freq == "B":
         return np.busday_offset(last, k, roll="forward")
+    if freq == "H":
+        return last + k * np.timedelta64(60, "m")
     days = {"D": 1, "W": 7}.get(freq, step_days)
     return last + k * np.timedelta64(days, "D")
 
@@ -191,6 +197,8 @@ def parse_csv(text: str, *, source: str = "<csv>", header: bool = True, delimite
             raise UserError(f"{source} has a header row but no rows of values")
     else:
         names, body, line0 = [f"series{j + 1}" for j in range(len(first))], rows, 1
+    if header and _long_columns(names) is not None:
+        return parse_long(names, body, source=source, log=log)
     width = len(names)
     seen: dict[str, int] = {}
     for j, h in enumerate(names):
@@ -223,7 +231,7 @@ def parse_csv(text: str, *, source: str = "<csv>", header: bool = True, delimite
     grid = None
     if time_col is not None:
         stamps = _parse_dates(columns[time_col], source, names[time_col], line0,
-                              years=names[time_col].lower() in ("year", "period"))
+                              years=names[time_col].lower() in TIME_COLUMNS)
         grid = _regular_grid(stamps, source, names[time_col], line0)
         if grid is not None and grid.filled:
             what = FREQS[grid.freq][1] if grid.freq else f"{grid.step_days}-day"
@@ -239,6 +247,80 @@ def parse_csv(text: str, *, source: str = "<csv>", header: bool = True, delimite
         full[grid.positions] = v
         s = Series(name, full, grid.stamps, grid.freq, step_days=grid.step_days)
         series.append(_with_calendar(s))
+    return series
+
+
+#: the column names of a long-format CSV (one row per series and step), as GluonTS, pandas and
+#: Nixtla users hold their data: the series' id, the timestamp, the value
+LONG_ID = ("item_id", "unique_id", "series_id")
+LONG_TIME = ("timestamp", "ds", "date", "time", "datetime")
+LONG_TARGET = ("target", "y", "value")
+
+
+def _long_columns(names: list[str]) -> tuple[int, int, int] | None:
+    """(id, timestamp, target) column indices when the header is a long-format one, else None."""
+    low = [n.strip().lower() for n in names]
+    if len(low) != 3:
+        return None
+    pick = []
+    for choices in (LONG_ID, LONG_TIME, LONG_TARGET):
+        hits = [j for j, n in enumerate(low) if n in choices]
+        if len(hits) != 1:
+            return None
+        pick.append(hits[0])
+    return tuple(pick) if len(set(pick)) == 3 else None
+
+
+def parse_long(names: list[str], body: list[list[str]], *, source: str, log=None) -> list[Series]:
+    """Series of a long-format CSV: columns ``item_id, timestamp, target`` (any order; also
+    ``unique_id``/``series_id``, ``ds``/``date``, ``y``/``value``). The rows of one item are
+    together and in time order; steps absent from an item's grid are missing values (a warning
+    counts them); every item has the same frequency. Each bad cell is an error naming its line."""
+    i_id, i_time, i_val = _long_columns(names)
+    starts, order, seen = [], [], {}
+    for k, r in enumerate(body):
+        line = k + 2
+        if len(r) != 3:
+            raise UserError(f"{source}: line {line} has {len(r)} fields but the header has 3")
+        item = r[i_id].strip()
+        if not item:
+            raise UserError(f"{source}: line {line}: the {names[i_id]!r} cell is empty; every row needs its series")
+        if not order or item != order[-1]:
+            if item in seen:
+                raise UserError(f"{source}: line {line}: the rows of {names[i_id]} {item!r} are not together "
+                                f"(it also has rows from line {seen[item]}); sort the file by {names[i_id]}, "
+                                f"then {names[i_time]}")
+            seen[item] = line
+            order.append(item)
+            starts.append(k)
+    starts.append(len(body))
+    series, freqs, filled = [], {}, 0
+    for item, a, b in zip(order, starts[:-1], starts[1:]):
+        rows = body[a:b]
+        line0 = a + 2
+        stamps_text = [r[i_time].strip() for r in rows]
+        for k, t in enumerate(stamps_text):
+            if not t:
+                raise UserError(f"{source}: line {line0 + k}: the {names[i_time]!r} cell is empty")
+        stamps = _parse_dates(stamps_text, source, names[i_time], line0, years=True)
+        values = _parse_values([r[i_val].strip() for r in rows], source, names[i_val], line0)
+        grid = _regular_grid(stamps, source, names[i_time], line0)
+        if grid is None:  # fewer than 3 rows: no grid to put them on
+            raise UserError(f"{source}: {names[i_id]} {item!r} has {len(rows)} row{'s' if len(rows) != 1 else ''}; "
+                            f"a series needs at least 3")
+        freqs.setdefault(grid.freq or f"{grid.step_days}-day", item)
+        if len(freqs) > 1:
+            (f1, first), (f2, _) = list(freqs.items())[:2]
+            words = lambda f: FREQS[f][1] if f in FREQS else f  # noqa: E731
+            raise UserError(f"{source}: {names[i_id]} {item!r} is {words(f2)} but {first!r} is {words(f1)}; "
+                            f"a file holds series of one frequency")
+        full = np.full(len(grid.stamps), np.nan)
+        full[grid.positions] = values
+        filled += grid.filled
+        series.append(_with_calendar(Series(item, full, grid.stamps, grid.freq, step_days=grid.step_days)))
+    if filled and log:
+        log(f"warning: {source}: {filled} step{'s' if filled > 1 else ''} of the items' grids have no row; "
+            f"read as missing values")
     return series
 
 
@@ -274,11 +356,22 @@ def _parse_values(cells: list[str], source: str, name: str, line0: int) -> np.nd
 
 
 def _parse_date(cell: str, years: bool = False) -> np.datetime64 | None:
-    """An ISO date, a month, a quarter (``2020-Q3``, ``2020Q3``) or, with ``years``, a year."""
+    """An ISO date, a date and time of day (``2020-01-31 13:00``, ``T`` or a space between;
+    minutes resolution), a month, a quarter (``2020-Q3``, ``2020Q3``) or, with ``years``, a
+    year (``1990``, or ``1990.0`` as a float column writes it)."""
     m = _QUARTER.match(cell)
     if m:
         return np.datetime64(f"{m.group(1)}-{3 * int(m.group(2)) - 2:02d}-01", "D")
-    if len(cell) < 7 and not (years and _YEAR.match(cell)):
+    m = _TIME.match(cell)
+    if m:
+        try:
+            return np.datetime64(f"{m.group(1)}T{m.group(2)}:{m.group(3)}", "m")
+        except ValueError:
+            return None
+    y = _YEAR.match(cell)
+    if years and y:
+        return np.datetime64(y.group(1), "D")
+    if len(cell) < 7:
         return None
     if not cell[:4].isdigit():
         return None
@@ -293,13 +386,16 @@ def _all_dates(cells: list[str]) -> bool:
 
 
 def _parse_dates(cells: list[str], source: str, column: str, line0: int, years: bool) -> np.ndarray:
-    out = np.empty(len(cells), dtype="datetime64[D]")
+    """Timestamps in days, or in minutes when a row has a time of day other than midnight."""
+    out = np.empty(len(cells), dtype="datetime64[m]")
     for i, c in enumerate(cells):
         d = _parse_date(c, years)
         if d is None:
             raise UserError(f"{source}: line {i + line0}, column {column!r}: {c!r} is not a date "
-                            f"(YYYY-MM-DD, YYYY-MM, YYYY-Qn" + (", YYYY" if years else "") + ")")
+                            f"(YYYY-MM-DD, YYYY-MM-DD HH:MM, YYYY-MM, YYYY-Qn" + (", YYYY" if years else "") + ")")
         out[i] = d
+    if (out == out.astype("datetime64[D]")).all():
+        out = out.astype("datetime64[D]")
     if len(out) > 1:
         bad = np.flatnonzero(np.diff(out) <= np.timedelta64(0, "D"))
         if bad.size:
@@ -330,6 +426,8 @@ def _regular_grid(stamps: np.ndarray, source: str, column: str, line0: int) -> _
     """
     if len(stamps) < 3:
         return None
+    if stamps.dtype == np.dtype("datetime64[m]"):
+        return _hourly_grid(stamps, source, column)
     days = np.diff(stamps).astype(np.int64)
     months = stamps.astype("datetime64[M]")
     day_of_month = (stamps - months.astype("datetime64[D]")).astype(np.int64)
@@ -379,6 +477,26 @@ def _regular_grid(stamps: np.ndarray, source: str, column: str, line0: int) -> _
     return _Grid(grid, positions, freq, step_days, filled, first_gap)
 
 
+def _hourly_grid(stamps: np.ndarray, source: str, column: str) -> _Grid:
+    """Timestamps with times of day: an hourly grid (gaps allowed), else refused."""
+    minutes = np.diff(stamps).astype(np.int64)
+    if minutes.min() != 60 or (minutes % 60).any():
+        raise _irregular(source, column, stamps, "hourly")
+    positions = (stamps - stamps[0]).astype(np.int64) // 60
+    n = int(positions[-1]) + 1
+    grid = stamps[0] + np.arange(n) * np.timedelta64(60, "m")
+    filled = n - len(stamps)
+    if filled > len(stamps):
+        raise UserError(f"{source}: column {column!r}: the timestamps are too sparse for an hourly series: "
+                        f"{filled} of the {n} steps from {stamps[0]} to {stamps[-1]} have no row")
+    first_gap = None
+    if filled:
+        have = np.zeros(n, dtype=bool)
+        have[positions] = True
+        first_gap = str(grid[int(np.argmin(have))])
+    return _Grid(grid, positions, "H", None, filled, first_gap)
+
+
 def _irregular(source: str, column: str, stamps: np.ndarray, what: str) -> UserError:
     return UserError(f"{source}: column {column!r}: the timestamps ({stamps[0]}, {stamps[1]}, {stamps[2]}, ...) "
                      f"are not on a regular grid ({what}, gaps allowed); give one row per step, or drop the "
@@ -388,7 +506,10 @@ def _irregular(source: str, column: str, stamps: np.ndarray, what: str) -> UserE
 def _with_calendar(s: Series) -> Series:
     """The calendar phase of a series on a grid with a frequency (annual: no season)."""
     first = s.timestamps[0]
-    if s.freq == "M":
+    if s.freq == "H":
+        s.phase_step = 1.0 / 24
+        s.phase0 = (int(first.astype(np.int64)) // 60 % 24) / 24  # the hour of the day
+    elif s.freq == "M":
         s.phase_step = 1.0 / 12
         s.phase0 = (int(first.astype("datetime64[M]").astype(np.int64)) % 12) / 12
     elif s.freq == "Q":

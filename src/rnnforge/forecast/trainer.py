@@ -79,6 +79,9 @@ class TrainResult:
     best_step: int | None = None  # the step whose weights were kept (validation), else None
     refit_steps: int | None = None  # steps of the refit on all the data (``ForecastConfig.refit``), else None
     rollout: dict | None = None  # the fine-tuning on the multi-step objective (``ForecastConfig.rollout_steps``), else None
+    check_every: int = 0  # steps between validation checks
+    stopped_at: int | None = None  # the step where patience ran out (early stop), else None
+    budget_steps: int | None = None  # the step budget, when there is one
 
 
 def validation_windows(series: list[Series], *, context: int, horizon: int, windows: int,
@@ -119,8 +122,9 @@ def check_objective(objective: str, paths: int) -> None:
 
 def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, steps: int | None,
         minutes: float | None, batch_size: int = 64, lr: float = 3e-3, seed: int = 0,
-        device: str = "cpu", log_every: int = 50, val_windows: int = 0, log=print,
-        stop_after: int | None = None, objective: str = "teacher", paths: int = 8) -> TrainResult:
+        device: str = "cpu", log_every: int | None = None, val_windows: int = 0, log=print,
+        stop_after: int | None = None, objective: str = "teacher", paths: int = 8,
+        patience: int = 0) -> TrainResult:
     """Train ``model`` in place on random windows until the step or time budget runs out.
 
     ``objective``: ``teacher`` (the head's loss on every observed value of each
@@ -133,7 +137,10 @@ def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, 
     horizons (teacher forced, given the context before each, by the training
     loss; or for ``rollout`` by ``rollout_crps`` with fixed uniforms, also before
     the first step, as fine-tuning starts from trained weights), and the weights
-    with the lowest score are kept (early stopping).
+    with the lowest score are kept (early stopping). ``log_every`` None: every
+    two epochs' worth of steps (training windows / batch size), within 5..50, so
+    that tiny data is checked before it is overfitted. ``patience`` > 0: training
+    ends after that many checks without a lower validation score.
     ``stop_after``: end after that many steps of the schedule the budget sets
     (how ``ForecastConfig.refit`` replays an early-stopped run on all the data).
     """
@@ -147,6 +154,8 @@ def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, 
         series, vz, vphase = validation_windows(series, context=context, horizon=horizon,
                                                 windows=val_windows, spec=model.spec)
     sampler = WindowSampler(series, context=context, horizon=horizon, spec=model.spec, rng=rng)
+    if log_every is None:
+        log_every = check_interval(len(sampler.starts), batch_size)
     model.to(device).train()
     dtype = model.readout.delta.dtype
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -167,9 +176,16 @@ def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, 
         best_state = _snapshot(model)
         val_losses.append(best)
     t0, step, losses, acc, n_acc = budget.now(), 0, [], 0.0, 0
+    stale, stopped_at = 0, None
     while True:
         frac = budget.progress(step, budget.now() - t0)
         if frac >= 1 or stop_after is not None and step >= stop_after:
+            break
+        if patience and val is not None and stale >= patience:
+            stopped_at = step
+            if log:
+                log(f"stopped at step {step}: no lower validation score in the last {patience} checks "
+                    f"(every {log_every} steps)")
             break
         set_lr(opt, cosine_lr(lr, step, frac))
         z_np, ph_np = sampler.batch(batch_size)
@@ -196,8 +212,10 @@ def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, 
                 v = score_val()
                 val_losses.append(v)
                 if v < best:
-                    best, best_step = v, step
+                    best, best_step, stale = v, step, 0
                     best_state = _snapshot(model)
+                else:
+                    stale += 1
                 msg = f"  val {v:.4f}{' *' if best_step == step else ''}"
             if log:
                 log(f"{'rollout ' if objective == 'rollout' else ''}step {step:6d}  loss {acc / n_acc:.4f}{msg}"
@@ -206,17 +224,25 @@ def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, 
     if n_acc:
         losses.append(acc / n_acc)
     if val is not None:
-        v = score_val()
-        val_losses.append(v)
-        if v < best or best_state is None:
-            best, best_step, best_state = v, step, None
+        if stopped_at is None:  # the last weights are a candidate too
+            v = score_val()
+            val_losses.append(v)
+            if v < best or best_state is None:
+                best, best_step, best_state = v, step, None
         if best_state is not None:
             model.load_state_dict(best_state)
         if log:
             log(f"kept the weights of step {best_step} (validation {'CRPS' if objective == 'rollout' else 'loss'} "
                 f"{best:.4f})")
     model.eval()
-    return TrainResult(step, budget.now() - t0, losses, val_losses, best_step)
+    return TrainResult(step, budget.now() - t0, losses, val_losses, best_step, check_every=log_every,
+                       stopped_at=stopped_at, budget_steps=steps)
+
+
+def check_interval(windows: int, batch_size: int) -> int:
+    """Steps between validation checks: two epochs' worth (``windows`` training windows per
+    epoch), at least 5 and at most 50."""
+    return int(max(5, min(50, math.ceil(2 * windows / batch_size))))
 
 
 def _snapshot(model: Forecaster) -> dict:

@@ -1,0 +1,87 @@
+"""Season inference per frequency, data-scaled default windows, early stopping with patience."""
+
+import json
+
+import numpy as np
+import pytest
+
+from rnnforge.cli import main
+from rnnforge.forecast import ForecastConfig, parse_csv, plan
+from rnnforge.forecast.api import default_horizon
+from rnnforge.forecast.series import Series
+from rnnforge.forecast import trainer as T
+
+
+def csv_of(stamps, column="date"):
+    return f"{column},y\n" + "\n".join(f"{t},{np.sin(i) + 0.01 * i:.4f}" for i, t in enumerate(stamps)) + "\n"
+
+
+@pytest.mark.parametrize("stamps,column,freq,season,phase0", [
+    ([f"2020-01-01 {h:02d}:00" for h in range(5, 24)] + [f"2020-01-02T{h:02d}:00" for h in range(0, 12)],
+     "timestamp", "H", 24, 5 / 24),
+    ([str(np.datetime64("2021-03-03") + k) for k in range(30)], "date", "D", 7, 2 / 7),  # a Wednesday
+    ([str(d) for d in np.busday_offset("2021-03-05", np.arange(30), roll="forward")], "date", "B", 5, 4 / 5),
+    ([f"{y}-Q{q}" for y in range(2000, 2008) for q in range(1, 5)][1:], "quarter", "Q", 4, 1 / 4),
+    ([f"{y}-{m:02d}-01" for y in range(2000, 2005) for m in (1, 4, 7, 10)], "date", "Q", 4, 0.0),
+    ([f"{1871 + k}" for k in range(40)], "year", "Y", 1, 0.0),
+    ([f"{1871 + k}.0" for k in range(40)], "date", "Y", 1, 0.0),  # a float column written by pandas
+    ([f"{1871 + k}-01-01" for k in range(40)], "date", "Y", 1, 0.0),
+])
+def test_season_inferred_per_frequency(stamps, column, freq, season, phase0):
+    (s,) = parse_csv(csv_of(stamps, column))
+    assert (s.freq, s.season) == (freq, season)
+    assert s.phase0 == pytest.approx(phase0)
+    assert s.future_timestamps(1) is not None
+
+
+def test_hourly_gaps_and_irregular_times():
+    notes = []
+    stamps = [f"2020-01-01 {h:02d}:00" for h in range(24) if h != 7]
+    (s,) = parse_csv(csv_of(stamps), log=notes.append)
+    assert len(s) == 24 and np.isnan(s.values[7]) and "1 hourly step" in notes[0]
+    assert str(s.future_timestamps(2)[1]) == "2020-01-02T01:00"
+    from rnnforge.errors import UserError
+    with pytest.raises(UserError, match=r"not on a regular grid \(hourly, gaps allowed\)"):
+        parse_csv(csv_of(["2020-01-01 00:00", "2020-01-01 01:30", "2020-01-01 03:00"]))
+
+
+def test_default_windows_scale_with_the_series():
+    annual = [Series("y", np.arange(100.0), freq="Y")]
+    p = plan(annual, windows=None)
+    assert (p.horizon, p.windows, p.context, p.val_windows) == (6, 6, 21, 4)
+    quarterly = [Series("y", np.arange(200.0), freq="Q", phase_step=0.25)]
+    p = plan(quarterly, windows=None)
+    assert (p.horizon, p.windows) == (8, 8) and p.context == (200 - 64) // 3 and p.val_windows == 5
+    # long monthly series keep the defaults the shipped series were recorded with
+    monthly = [Series("y", np.arange(3126.0), freq="M", phase_step=1 / 12)]
+    p = plan(monthly, windows=None)
+    assert (p.horizon, p.windows, p.context, p.val_windows) == (24, 5, 120, 4)
+    assert default_horizon([Series("y", np.arange(50.0), freq="Y")]) == 5  # a tenth of the series
+    assert "lags 1,2,3,4,11,12,13,24" in p.resolved(ForecastConfig())
+
+
+def test_check_interval_follows_the_data():
+    assert T.check_interval(40, 64) == 5  # tiny data: checked every few epochs' worth
+    assert T.check_interval(400, 64) == 13
+    assert T.check_interval(3000, 64) == 50
+
+
+def test_patience_stops_training_and_the_report_says_where(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    rows = ["year,y"] + [f"{1871 + k},{1000 + 100 * rng.normal():.1f}" for k in range(100)]
+    path = tmp_path / "annual.csv"
+    path.write_text("\n".join(rows) + "\n")
+    # only --data and --horizon (and a small network and budget, to keep the test short)
+    assert main(["forecast", "evaluate", "--data", str(path), "--horizon", "6", "--hidden", "8", "--layers", "1",
+                 "--steps", "400", "--patience", "3", "--samples", "100", "--baselines", "seasonal-naive",
+                 "--out", str(tmp_path / "ev")]) == 0
+    out = capsys.readouterr().out
+    assert "resolved: season 1, lags 1,2,3,4, context 21, horizon 6, validation windows 4 x 6, " \
+           "evaluation windows 6 x 6 (36 outcomes)" in out
+    assert "stopped at step" in out
+    scores = json.loads((tmp_path / "ev" / "scores.json").read_text())
+    model = scores["lstm/quantile"]
+    assert {"crps", "cov80", "pit_ks_p"} <= set(model) and model["n"] == 36
+    report = (tmp_path / "ev" / "report.md").read_text()
+    assert "stopped early at step" in report and "(patience 3 checks of 5 steps)" in report
+    assert "Recalibration (`" in report

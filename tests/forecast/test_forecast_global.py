@@ -1,0 +1,99 @@
+"""The long-format reader (item_id, timestamp, target) and the global model's per-series scaling."""
+
+import json
+
+import numpy as np
+import pytest
+
+from rnnforge.errors import UserError
+from rnnforge.forecast import ForecastConfig, evaluate, load_checkpoint, parse_csv, predict
+from rnnforge.forecast.scaling import SeriesScaling
+from rnnforge.forecast.series import Series
+
+
+def long_csv(items, months=24, header="item_id,timestamp,target", skip=(), levels=(100, 200, 300)):
+    rows = [header]
+    for i, item in enumerate(items):
+        for m in range(months):
+            if (item, m) in skip:
+                continue
+            rows.append(f"{item},{2000 + m // 12}-{m % 12 + 1:02d}-01,{levels[i] * (1 + 0.01 * np.sin(m)):.3f}")
+    return "\n".join(rows) + "\n"
+
+
+def test_long_format_reads_one_series_per_item():
+    notes = []
+    a, b = parse_csv(long_csv(["a", "b"], skip={("b", 5)}), source="f.csv", log=notes.append)
+    assert (a.name, b.name, a.freq, a.season, len(a), len(b)) == ("a", "b", "M", 12, 24, 24)
+    assert a.values[3] == pytest.approx(100 + np.sin(3), abs=1e-3) and np.isnan(b.values[5])
+    assert notes == ["warning: f.csv: 1 step of the items' grids have no row; read as missing values"]
+    # the columns in any order, with the other common names
+    (s,) = parse_csv("y,ds,unique_id\n1,2020Q1,x\n2,2020Q2,x\n3,2020Q3,x\n")
+    assert (s.name, s.freq, list(s.values)) == ("x", "Q", [1.0, 2.0, 3.0])
+
+
+@pytest.mark.parametrize("text,message", [
+    ("item_id,timestamp,target\na,2020-01-01,1\na,2020-02-01,2\nb,2020-01-01,1\na,2020-03-01,3\n",
+     "f.csv: line 5: the rows of item_id 'a' are not together (it also has rows from line 2); sort the file "
+     "by item_id, then timestamp"),
+    ("item_id,timestamp,target\na,2020-01-01,1\na,2020-02-01,x\na,2020-03-01,3\n",
+     "f.csv: line 3, column 'target': non-numeric value 'x'"),
+    ("item_id,timestamp,target\na,2020-01-01,1\na,2020-03-01,2\na,2020-02-01,3\n",
+     "f.csv: line 4, column 'timestamp': '2020-02-01' does not come after '2020-03-01'"),
+    ("item_id,timestamp,target\na,2020-01-01,1\na,soon,2\na,2020-03-01,3\n",
+     "f.csv: line 3, column 'timestamp': 'soon' is not a date"),
+    ("item_id,timestamp,target\na,2020-01-01,1\n,2020-02-01,2\n",
+     "f.csv: line 3: the 'item_id' cell is empty; every row needs its series"),
+    ("item_id,timestamp,target\na,2020-01-01,1\na,2020-02-01,2\n",
+     "f.csv: item_id 'a' has 2 rows; a series needs at least 3"),
+    ("item_id,timestamp,target\na,2020-01-01,1\na,2020-02-01,2\na,2020-03-01,2\n"
+     "b,2020-01-01,1\nb,2020-01-02,2\nb,2020-01-03,2\n",
+     "f.csv: item_id 'b' is daily but 'a' is monthly; a file holds series of one frequency"),
+])
+def test_long_format_errors_are_clear(text, message):
+    with pytest.raises(UserError) as e:
+        parse_csv(text, source="f.csv")
+    assert str(e.value).startswith(message), str(e.value)
+
+
+def test_long_format_error_from_the_command_line(tmp_path, refused):
+    p = tmp_path / "long.csv"
+    p.write_text("item_id,timestamp,target\na,2020-01-01,1\nb,2020-01-01,1\na,2020-02-01,2\n")
+    err = refused(["forecast", "train", "--data", p, "--out", tmp_path / "o"])
+    assert err == (f"rnnforge forecast: error: {p}: line 4: the rows of item_id 'a' are not together "
+                   f"(it also has rows from line 2); sort the file by item_id, then timestamp")
+
+
+def test_series_scaling_round_trip():
+    rng = np.random.default_rng(0)
+    series = [Series(f"s{k}", 10 ** k * (5 + rng.normal(size=50))) for k in range(4)]
+    series[2].values[7] = np.nan
+    sc = SeriesScaling.fit(series)
+    scaled = sc.scale(series)
+    for s, z in zip(series, scaled):
+        v = z.values[np.isfinite(z.values)]
+        assert v.mean() == pytest.approx(0, abs=1e-12) and np.abs(v).mean() == pytest.approx(1)
+    back = SeriesScaling.from_dict(json.loads(json.dumps(sc.to_dict())))
+    paths = np.stack([z.values for z in scaled])[:, None, :]  # (S, 1, T): the scaled values as one path
+    assert np.allclose(back.unscale(paths, series)[:, 0], np.stack([s.values for s in series]), equal_nan=True)
+    with pytest.raises(UserError, match="series 'new' was not among the series the model was trained on"):
+        sc.scale([Series("new", np.ones(3))])
+
+
+def test_global_model_over_long_format_scales_each_series(tmp_path):
+    p = tmp_path / "long.csv"
+    p.write_text(long_csv(["small", "big", "huge"], months=48, levels=(100, 200, 30000)))
+    cfg = ForecastConfig(hidden=8, layers=1, steps=20, batch_size=16, series_scaling=True, recalibrate="off")
+    scores = evaluate(str(p), cfg, out=tmp_path / "ev", windows=2, horizon=6, context=12, samples=50,
+                      baselines=["seasonal-naive"], log=lambda m: None, save_to=tmp_path / "ev" / "f.safetensors")
+    per = (tmp_path / "ev" / "per_series.csv").read_text().splitlines()
+    assert per[0] == "series,lstm/quantile,seasonal-naive" and [r.split(",")[0] for r in per[1:]] == \
+        ["small", "big", "huge"]
+    assert scores["lstm/quantile"].n == 3 * 2 * 6
+    model, meta = load_checkpoint(tmp_path / "ev" / "f.safetensors")
+    assert set(meta["series_scaling"]) == {"small", "big", "huge"}
+    assert meta["series_scaling"]["huge"][0] == pytest.approx(30000, rel=0.01)
+    paths = predict((model, meta), out=tmp_path / "pr", samples=40, log=lambda m: None)
+    # forecasts come back in each series' own units
+    med = np.median(paths, axis=(1, 2))
+    assert 50 < med[0] < 150 and 150 < med[1] < 250 and 20000 < med[2] < 40000
