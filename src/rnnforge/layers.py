@@ -22,6 +22,7 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from torch.fx.experimental.symbolic_shapes import optimization_hint
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import engines
@@ -133,6 +134,14 @@ class RecurrentLayer(nn.Module):
             lengths = _check_lengths(lengths, B, T, x.device, name)
 
         engine = engines.select(self, _at_example_sizes(x), lengths)
+        if engine.name in _STEPPED and not isinstance(T, int) and not torch.compiler.is_dynamo_compiling():
+            from .errors import UserError
+
+            raise UserError(
+                f"{name}: engine {engine.name!r}{' (chosen by auto)' if self.engine == 'auto' else ''} "
+                f"cannot be exported with a dynamic sequence length: its loop over time is traced "
+                f"step by step, which fixes the program to the example's {optimization_hint(T)} steps; "
+                f"use engine='fused', whose loop is one operator that runs any length")
         self.engine_used = engine.name
         out, h_n, c_n = engine.forward(self, x, h0, c0, lengths)  # (T,B,D*H), (D*L,B,H) x2
 
@@ -298,6 +307,10 @@ def make_layer(cell: str, input_size: int, hidden_size: int, **kwargs) -> Recurr
     raise UserError(f"unknown cell {cell!r}; choose one of {', '.join(CELL_NAMES)}")
 
 
+#: engines whose loop over time torch.export unrolls (a Python loop; torch's CPU kernels decompose)
+_STEPPED = ("reference", "native")
+
+
 def _at_example_sizes(x: torch.Tensor) -> torch.Tensor:
     """``x`` itself, or while torch.export traces it with symbolic sizes (``Dim``) a real
     stand-in at the example input's sizes (one element, expanded; same dtype, device and
@@ -311,7 +324,6 @@ def _at_example_sizes(x: torch.Tensor) -> torch.Tensor:
     """
     if torch.compiler.is_dynamo_compiling() or all(isinstance(n, int) for n in x.shape):
         return x
-    from torch.fx.experimental.symbolic_shapes import optimization_hint
     from torch.utils._python_dispatch import _disable_current_modes
 
     shape = [optimization_hint(n) for n in x.shape]
