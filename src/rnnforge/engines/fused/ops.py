@@ -86,14 +86,16 @@ def recurrence_backward(mode: str, x: Tensor, w_ih: Tensor, h0: Tensor, c0: Opti
 @recurrence_backward.register_fake
 def _recurrence_backward_fake(mode, x, w_ih, h0, c0, w_hh, out, a0, a1, a2, lengths, d_out, d_hn,
                               d_cn, need_dx, need_dw_ih, has_b_ih, has_b_hh):
-    GH = w_hh.shape[0]
-    return (torch.empty_like(x) if need_dx else _empty(x),
-            torch.empty_like(w_ih) if need_dw_ih else _empty(x),
-            x.new_empty((GH,)) if has_b_ih else _empty(x),
-            torch.empty_like(h0),
-            torch.empty_like(h0) if mode == "lstm" else _empty(x),
-            torch.empty_like(w_hh),
-            x.new_empty((h0.shape[-1],)) if mode == "gru" and has_b_hh else _empty(x))
+    # every gradient is a fresh contiguous tensor (GEMM results), whatever the inputs' strides
+    GH, H = w_hh.shape
+    new = x.new_empty
+    return (new(x.shape) if need_dx else _empty(x),
+            new(w_ih.shape) if need_dw_ih else _empty(x),
+            new((GH,)) if has_b_ih else _empty(x),
+            new(h0.shape),
+            new(h0.shape) if mode == "lstm" else _empty(x),
+            new((GH, H)),
+            new((H,)) if mode == "gru" and has_b_hh else _empty(x))
 
 
 def _setup_context(ctx, inputs, output):
