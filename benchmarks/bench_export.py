@@ -29,6 +29,8 @@ import statistics
 import time
 
 import torch
+import torch._functorch.config
+import torch._inductor.config
 
 from rnnforge.bench import CELLS, make_modules, parse_shape
 
@@ -105,6 +107,9 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    # cold compiles: no graph replayed from inductor's or AOTAutograd's caches of earlier runs
+    torch._inductor.config.fx_graph_cache = False
+    torch._functorch.config.enable_autograd_cache = False
     T, B, I, H = parse_shape(args.shape)
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads, shape T={T} B={B} I={I} H={H}, float32, fwd+bwd in ms")
