@@ -5,7 +5,7 @@ The fused engine's loops over time are registered operators
 layer-direction as one node that runs any sequence length and batch size, and
 the saved program calls the same compiled loops as eager. Loading a ``.pt2``
 needs ``import rnnforge`` (which registers the operator); an ONNX file needs
-only onnxruntime: ``ONNX_TRANSLATIONS`` turns each ``rnnforge::recurrence``
+only onnxruntime: ``onnx_translations()`` turns each ``rnnforge::recurrence``
 node into one ONNX ``LSTM``, ``GRU`` or ``RNN`` operator (the notes' sigmoid
 RNN as ``RNN`` with ``activations=["Sigmoid"]``).
 
@@ -96,7 +96,7 @@ def export_onnx(module: nn.Module, args: tuple, path=None, *, dynamic_shapes=Non
                 input_names=None, output_names=None):
     """The module as an ONNX program (``torch.onnx.ONNXProgram``), saved to ``path`` if given.
 
-    Traced with :func:`export_program`, then translated with ``ONNX_TRANSLATIONS``;
+    Traced with :func:`export_program`, then translated with ``onnx_translations()``;
     needs the ``rnnforge[onnx]`` extra (onnx, onnxscript; onnxruntime to run it)."""
     try:
         import onnxscript  # noqa: F401
