@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ("train", "sample", "demo", "forecast", "experiment", "bench", "inspect")
+SUBCOMMANDS = ("train", "sample", "demo", "forecast", "experiment", "bench", "inspect", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,6 +22,7 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from torch.fx.experimental.symbolic_shapes import optimization_hint
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import engines
@@ -132,7 +133,15 @@ class RecurrentLayer(nn.Module):
                                  f"sequence of length T")
             lengths = _check_lengths(lengths, B, T, x.device, name)
 
-        engine = engines.select(self, x, lengths)
+        engine = engines.select(self, _at_example_sizes(x), lengths)
+        if engine.name in _STEPPED and not isinstance(T, int) and not torch.compiler.is_dynamo_compiling():
+            from .errors import UserError
+
+            raise UserError(
+                f"{name}: engine {engine.name!r}{' (chosen by auto)' if self.engine == 'auto' else ''} "
+                f"cannot be exported with a dynamic sequence length: its loop over time is traced "
+                f"step by step, which fixes the program to the example's {optimization_hint(T)} steps; "
+                f"use engine='fused', whose loop is one operator that runs any length")
         self.engine_used = engine.name
         out, h_n, c_n = engine.forward(self, x, h0, c0, lengths)  # (T,B,D*H), (D*L,B,H) x2
 
@@ -296,6 +305,31 @@ def make_layer(cell: str, input_size: int, hidden_size: int, **kwargs) -> Recurr
     if cell in ("rnn", "rnn-tanh"):
         return RNN(input_size, hidden_size, nonlinearity="sigmoid" if cell == "rnn" else "tanh", **kwargs)
     raise UserError(f"unknown cell {cell!r}; choose one of {', '.join(CELL_NAMES)}")
+
+
+#: engines whose loop over time torch.export unrolls (a Python loop; torch's CPU kernels decompose)
+_STEPPED = ("reference", "native")
+
+
+def _at_example_sizes(x: torch.Tensor) -> torch.Tensor:
+    """``x`` itself, or while torch.export traces it with symbolic sizes (``Dim``) a real
+    stand-in at the example input's sizes (one element, expanded; same dtype, device and
+    grad flag), for the engine choice alone.
+
+    Why: ``engine="auto"`` picks by batch size and width, and a comparison with a symbolic
+    batch size would become a guard that narrows the exported program to the batch sizes
+    on the example's side of the threshold (torch.export refuses it). The chosen engine
+    runs every size. Under torch.compile (dynamo) the guard is right -- another batch
+    size recompiles -- so there ``x`` is used as it is.
+    """
+    if torch.compiler.is_dynamo_compiling() or all(isinstance(n, int) for n in x.shape):
+        return x
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    shape = [optimization_hint(n) for n in x.shape]
+    with _disable_current_modes():  # a real tensor, outside the trace's fake and proxy modes
+        one = torch.empty((), dtype=x.dtype, device=x.device).requires_grad_(x.requires_grad)
+        return one.expand(shape)
 
 
 def _check_lengths(lengths, B: int, T: int, device, name: str) -> torch.Tensor:

@@ -30,7 +30,9 @@ The modules, one job each:
 
 ``engine``     ``FusedEngine`` (what it runs; lengths sorted; layers and directions)
                and ``stacked_weights`` (the named parameters, stacked differentiably)
-``function``   ``Recurrence``, the torch.autograd.Function of one layer-direction
+``function``   ``Recurrence``, the torch.autograd.Function of one layer-direction (eager)
+``ops``        the same as registered operators (``rnnforge::recurrence`` and its
+               backward), which traced calls run: torch.export, torch.compile
 ``lstm``, ``gru``, ``rnn``
                each cell's forward and backward arithmetic (torch ops or a C loop)
 ``steps``      per-step views of time-major buffers and the whole-sequence GEMMs

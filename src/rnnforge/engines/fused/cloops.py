@@ -43,7 +43,14 @@ def _in_c_range(fam: str, batch: int, hidden: int) -> bool:
 
 def runs_c_loops(mode: str, batch: int, hidden: int) -> bool:
     """Whether a ``mode`` layer of ``hidden`` units at this batch size runs its loops over time in C."""
-    return _in_c_range(family(mode), batch, hidden) and _ck.available("rnn")
+    return _in_c_range(family(mode), batch, hidden) and _loops_built()
+
+
+@torch.compiler.assume_constant_result
+def _loops_built() -> bool:
+    """Whether the C loops load (built on the first call). A constant to torch.compile,
+    which runs this once while tracing rather than tracing a compiler's start-up."""
+    return _ck.available("rnn")
 
 
 def c_loop(name: str, like: torch.Tensor, batch: int, hidden: int):

@@ -4,6 +4,9 @@ Variable lengths run the way packed sequences do: the batch is sorted by
 length (longest first), so at step t only the first ``b_t`` rows are live and
 every kernel works on that prefix. Rows past their end are never touched, so
 their state is frozen, their outputs stay zero and their gradients are zero.
+
+Eager calls run ``Recurrence``; traced calls (torch.export, torch.compile,
+FakeTensor tracing) the registered operators of ``ops``, the same arithmetic.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..reference import reverse_padded
+from . import ops
 from .function import Recurrence
 
 _MODES = ("lstm", "gru", "rnn_tanh", "rnn_sigmoid")
@@ -57,7 +61,18 @@ class FusedEngine:
         T, B, _ = x.shape
         mode = layer.mode
         perm = bs = None
-        if lengths is not None:
+        traced = ops.tracing(x)
+        if lengths is not None and traced:
+            # no decision on the values of lengths while tracing: always sort, and the
+            # operator derives the live rows of each step from the sorted lengths itself
+            perm = torch.argsort(lengths, descending=True, stable=True)
+            lengths = lengths.index_select(0, perm)
+            x = x.index_select(1, perm)
+            h0 = h0.index_select(1, perm)
+            c0 = c0.index_select(1, perm) if c0 is not None else None
+            live = torch.arange(T, device=lengths.device).unsqueeze(1) < lengths  # (T, B)
+            x = x.masked_fill(~live.unsqueeze(-1), 0)
+        elif lengths is not None:
             if bool((lengths == T).all()):
                 lengths = None  # nothing is padded: the plain path is exact
             else:
@@ -80,9 +95,13 @@ class FusedEngine:
                 k = l * D + d
                 w_ih, w_hh, b_ih, b_hh = stacked_weights(layer.cells[k])
                 x_d = reverse_padded(x, lengths) if d else x
-                out, h, c = Recurrence.apply(mode, x_d, w_ih, b_ih, h0[k],
-                                             c0[k] if c0 is not None else None,
-                                             w_hh, b_hh, bs, lengths)
+                c0_k = c0[k] if c0 is not None else None
+                if traced:  # the registered operator: one node of the traced graph
+                    out, h, c = torch.ops.rnnforge.recurrence(mode, x_d, w_ih, b_ih, h0[k], c0_k,
+                                                              w_hh, b_hh, lengths)[:3]
+                else:
+                    out, h, c = Recurrence.apply(mode, x_d, w_ih, b_ih, h0[k], c0_k, w_hh, b_hh,
+                                                 bs, lengths)
                 outs.append(reverse_padded(out, lengths) if d else out)
                 h_n.append(h)
                 c_n.append(c)
