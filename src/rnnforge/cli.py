@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ("train", "sample", "demo", "forecast", "experiment", "bench")
+SUBCOMMANDS = ("train", "sample", "demo", "forecast", "experiment", "bench", "vae")
 
 
 def build_parser() -> argparse.ArgumentParser:
