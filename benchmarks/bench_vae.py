@@ -15,7 +15,7 @@ Variants are chosen on the validation lines (``--split val``); the chosen one is
 then run once on the test lines (``--split test``).
 
     python benchmarks/bench_vae.py --steps 400 --split val --set free_bits=0.5 --set char_dropout=0.4
-    python benchmarks/bench_vae.py --steps 400 --split test --set ...      # once, at the end
+    python benchmarks/bench_vae.py --split test --run OUT/vae --yardstick OUT/eval-val/yardstick  # once
     python benchmarks/bench_vae.py --quick                                 # a smoke run (~1 min)
 """
 
@@ -61,6 +61,9 @@ def main() -> None:
     ap.add_argument("--max-lines", type=int, default=300)
     ap.add_argument("--samples", type=int, default=200)
     ap.add_argument("--yardstick", default=None, help="reuse the yardstick of an earlier run with the same steps")
+    ap.add_argument("--run", default=None,
+                    help="evaluate this trained run instead of training one (e.g. the variant chosen on "
+                         "the validation lines, scored once on the test lines)")
     ap.add_argument("--out", default="/tmp/rnnforge-bench/vae")
     ap.add_argument("--quick", action="store_true", help="tiny sizes: checks that the script runs")
     args = ap.parse_args()
@@ -76,9 +79,13 @@ def main() -> None:
           f"anneal {cfg.kl_anneal}, free bits {cfg.free_bits}, char dropout {cfg.char_dropout}, "
           f"aggressive {cfg.aggressive}; {args.split} lines", flush=True)
     t0 = time.process_time()
-    r = train(cfg, log=lambda line: print("  " + line, flush=True))
+    if args.run is None:
+        run = train(cfg, log=lambda line: print("  " + line, flush=True)).out
+    else:
+        run = args.run
+        print(f"  evaluating the trained run {run} (its options above are not used)")
     t_vae = time.process_time() - t0
-    m = evaluate(r.out, f"{args.out}/eval-{args.split}", split=args.split, iw_samples=args.iw_samples,
+    m = evaluate(run, f"{args.out}/eval-{args.split}", split=args.split, iw_samples=args.iw_samples,
                  max_lines=args.max_lines, samples=args.samples, yardstick=args.yardstick,
                  yardstick_steps=cfg.steps, log=lambda line: print("  " + line, flush=True))
     t_all = time.process_time() - t0
