@@ -156,3 +156,12 @@ def test_generation_is_seeded_and_stops_at_the_boundary():
     b = m.generate(z, generator=torch.Generator().manual_seed(7))
     assert [x.tolist() for x in a] == [x.tolist() for x in b]
     assert all(len(x) <= 6 and 0 not in x.tolist() for x in a)
+
+
+def test_the_extreme_uniforms_give_finite_codes():
+    from rnnforge.vae.model import U_MAX, U_MIN
+
+    u = torch.tensor([U_MIN, 0.5, U_MAX], dtype=F64)
+    z = reparameterize(torch.zeros(3, dtype=F64), torch.zeros(3, dtype=F64), u)
+    assert torch.isfinite(z).all() and z[0] < -8 and z[1] == 0 and z[2] > 8
+    assert U_MAX < 1.0 and U_MIN > 0.0

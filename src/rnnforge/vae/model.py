@@ -37,8 +37,9 @@ from ..readout import Readout
 
 CELLS = CELL_NAMES
 LOG_2PI = math.log(2 * math.pi)
-#: u is kept in [U_MIN, 1 - U_MIN] so that Phi^{-1}(u) is finite (float64 draws may hit 0)
-U_MIN = 2.0 ** -54
+#: u is kept in [U_MIN, U_MAX] so that Phi^{-1}(u) is finite (float64 draws may hit 0);
+#: U_MAX is the largest float64 below 1
+U_MIN, U_MAX = 2.0 ** -54, 1.0 - 2.0 ** -53
 
 
 @dataclass
@@ -84,7 +85,7 @@ def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch
 def uniforms(shape, *, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
     """u ~ U(0, 1) in float64, never exactly 0 or 1."""
     u = torch.rand(shape, dtype=torch.float64, generator=generator, device=device)
-    return u.clamp_(U_MIN, 1.0 - U_MIN)
+    return u.clamp_(U_MIN, U_MAX)
 
 
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
