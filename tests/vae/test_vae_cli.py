@@ -105,3 +105,14 @@ def test_evaluate_writes_its_report(run_dir, tmp_path, capsys):
     assert {"report.md", "metrics.csv", "pit_prior.png", "pit_posterior.png", "ks_per_dimension.png"} <= names
     report = (out / "report.md").read_text()
     assert "importance-weighted NLL (K=3)" in report and "## Ex1" in report
+
+
+def test_sampling_the_posterior_of_a_checkpoint_without_one(run_dir, tmp_path, vae_cli_error):
+    tensors, meta = checkpoint.load(run_dir / "best.safetensors")
+    path = tmp_path / "bare.safetensors"
+    checkpoint.save(path, {k: v for k, v in tensors.items() if not k.startswith("posterior.")},
+                    {k: v for k, v in meta.items() if k not in ("format", "versions")})
+    assert main(["vae", "sample", str(path), "--n", "2"]) == 0  # the prior needs no fit
+    err = vae_cli_error(["vae", "sample", path, "--from", "posterior"])
+    assert err == (f"rnnforge vae: error: {path} holds no fitted aggregate posterior; run evaluate on it, "
+                   f"or sample from the prior")
