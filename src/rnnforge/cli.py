@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ("train", "sample", "demo", "forecast", "experiment", "bench", "inspect", "export")
+SUBCOMMANDS = ("train", "sample", "demo", "forecast", "experiment", "bench", "inspect", "export", "vae")
 
 
 def build_parser() -> argparse.ArgumentParser:

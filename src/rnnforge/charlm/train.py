@@ -17,13 +17,9 @@ resumed, or started over with ``force``, which says what it removes.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
-import os
 import shutil
 import sys
-import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields, replace
@@ -32,10 +28,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .. import checkpoint, engines
+from .. import checkpoint, engines, runlog
 from .checkpoint import BEST, CURVE, KIND, LAST, METRICS, RUN_FILES, WRITTEN, model_config, model_weights
 from .data import DEFAULT_CORPUS, Vocab, load_text, split, streams, warn_stderr
 from ..errors import OptionError, UserError, check_float, check_int
+from ..runlog import RunExists, check_out_folder
 from ..runtime import AMP, MAX_THREADS, amp_dtype, dist_setup, rank_device, resolve_device, set_threads
 from ..training import NO_BUDGET, Budget, clipped_step, cosine_lr, set_lr, warmup_progress
 from .generate import MAX_SEED
@@ -121,17 +118,9 @@ RUN_IDENTITY = ("data", "glob", "val_fraction", "cell", "hidden", "layers", "emb
                 "weight_decay", "clip", "seed")
 
 
-class RunExists(UserError):
-    """``out`` already holds a run and neither resume nor force was asked for."""
-
-    def __init__(self, out: Path, files: list[str]) -> None:
-        self.out, self.files = out, files
-        super().__init__(f"{out} holds a run ({', '.join(files)}); resume it, or force a fresh start")
-
-
 def run_files(out: Path) -> list[str]:
     """The files that make ``out`` hold a run."""
-    return [name for name in RUN_FILES if (out / name).exists()]
+    return runlog.run_files(out, RUN_FILES)
 
 
 def _same_data(a, b) -> bool:
@@ -290,26 +279,6 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
     return result
 
 
-def check_out_folder(out: Path) -> None:
-    """``out`` must be a folder (or not exist yet) that this process can write into."""
-    if out.exists() and not out.is_dir():
-        raise OptionError("out", f"{out} is a file, not a folder; give a folder for the run")
-    probe = out
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if not probe.is_dir():
-        raise OptionError("out", f"{out}: {probe} is a file, so the folder cannot be made")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".rnnforge-probe.", dir=out)
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as e:
-        raise OptionError("out", f"{out}: cannot write there ({e.strerror or e})") from None
-
-
 class Trainer:
     """Holds everything a run needs; ``run()`` trains until a budget is spent."""
 
@@ -408,18 +377,8 @@ class Trainer:
             for name in gone:
                 p = self.out / name
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
-        metrics = self.out / METRICS
-        if resume_step is not None and metrics.exists():
-            # rows written after the checkpoint (a kill between the two) are trained again
-            with open(metrics, newline="") as f:
-                rows = list(csv.DictReader(f))
-            keep = [r for r in rows if r.get("step", "").isdigit() and int(r["step"]) <= resume_step]
-            if len(keep) != len(rows):
-                buf = io.StringIO()
-                w = csv.DictWriter(buf, fieldnames=_MetricsLog.COLUMNS, extrasaction="ignore")
-                w.writeheader()
-                w.writerows(keep)
-                checkpoint.atomic_write(metrics, lambda tmp: Path(tmp).write_text(buf.getvalue()))
+        if resume_step is not None:
+            runlog.trim_metrics(self.out / METRICS, resume_step, _MetricsLog.COLUMNS)
 
     def _check_engine(self) -> None:
         """A named engine that cannot train this cell is an error now, not at the first step."""
@@ -621,60 +580,9 @@ class Trainer:
         return metrics
 
 
-class _MetricsLog:
-    """metrics.csv always; TensorBoard too when it is installed and asked for."""
-
+class _MetricsLog(runlog.MetricsLog):
     COLUMNS = ("step", "elapsed_s", "lr", "train_loss", "train_bpc", "val_bpc", "tokens_per_s")
-
-    def __init__(self, out: Path, tensorboard: bool, log) -> None:
-        self.path = out / "metrics.csv"
-        new = not self.path.exists()
-        self.file = open(self.path, "a", newline="")
-        self.csv = csv.DictWriter(self.file, fieldnames=self.COLUMNS)
-        if new:
-            self.csv.writeheader()
-        self.tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(out / "tensorboard"))
-            except ImportError:
-                log("tensorboard is not installed: metrics go to metrics.csv only "
-                    "(pip install tensorboard, or turn tensorboard off to silence this)")
-
-    def write(self, m: dict) -> None:
-        self.csv.writerow({k: m[k] for k in self.COLUMNS})
-        self.file.flush()
-        if self.tb:
-            for k in ("lr", "train_bpc", "val_bpc", "tokens_per_s"):
-                self.tb.add_scalar(k, m[k], m["step"])
-
-    def close(self) -> None:
-        self.file.close()
-        if self.tb:
-            self.tb.close()
-
-    def plot(self, png: Path) -> None:
-        """The learning curve: train and held-out bits per character against step."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        with open(self.path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        if not rows:
-            return
-        step = [int(r["step"]) for r in rows]
-        fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
-        ax.plot(step, [float(r["train_bpc"]) for r in rows], label="train (running mean)")
-        ax.plot(step, [float(r["val_bpc"]) for r in rows], marker="o", ms=3, label="held-out")
-        ax.set_xlabel("step")
-        ax.set_ylabel("bits per character")
-        ax.set_title("rnnforge character language model")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        checkpoint.atomic_write(png, lambda tmp: fig.savefig(tmp, format="png"))
-        plt.close(fig)
+    SCALARS = ("lr", "train_bpc", "val_bpc", "tokens_per_s")
+    CURVES = (("train_bpc", "train (running mean)"), ("val_bpc", "held-out"))
+    YLABEL = "bits per character"
+    TITLE = "rnnforge character language model"

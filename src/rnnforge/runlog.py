@@ -1,0 +1,133 @@
+"""What every run folder shares: the overwrite guard, metrics.csv (and TensorBoard), the learning curve.
+
+A trainer names the files that make a folder hold a run and the columns of its
+metrics; these helpers do the rest the same way for every application.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from pathlib import Path
+
+from . import checkpoint
+from .errors import OptionError, UserError
+
+
+class RunExists(UserError):
+    """``out`` already holds a run and neither resume nor force was asked for."""
+
+    def __init__(self, out: Path, files: list[str]) -> None:
+        self.out, self.files = out, files
+        super().__init__(f"{out} holds a run ({', '.join(files)}); resume it, or force a fresh start")
+
+
+def run_files(out: Path, names) -> list[str]:
+    """Those of ``names`` that exist in ``out`` (the files that make it hold a run)."""
+    return [name for name in names if (Path(out) / name).exists()]
+
+
+def check_out_folder(out: Path) -> None:
+    """``out`` must be a folder (or not exist yet) that this process can write into."""
+    if out.exists() and not out.is_dir():
+        raise OptionError("out", f"{out} is a file, not a folder; give a folder for the run")
+    probe = out
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OptionError("out", f"{out}: {probe} is a file, so the folder cannot be made")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".rnnforge-probe.", dir=out)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise OptionError("out", f"{out}: cannot write there ({e.strerror or e})") from None
+
+
+def trim_metrics(path: Path, step: int, columns) -> None:
+    """Drop the rows of ``path`` written after ``step`` (a kill between a row and its checkpoint:
+    resume trains those steps again)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    keep = [r for r in rows if r.get("step", "").isdigit() and int(r["step"]) <= step]
+    if len(keep) != len(rows):
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(keep)
+        checkpoint.atomic_write(path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
+
+
+class MetricsLog:
+    """metrics.csv always; TensorBoard too when it is installed and asked for.
+
+    Subclasses set ``COLUMNS`` (the CSV's), ``SCALARS`` (those sent to TensorBoard),
+    ``CURVES`` ((column, label) pairs of the learning curve), ``YLABEL`` and ``TITLE``.
+    """
+
+    COLUMNS: tuple = ()
+    SCALARS: tuple = ()
+    CURVES: tuple = ()
+    YLABEL = ""
+    TITLE = ""
+
+    def __init__(self, out: Path, tensorboard: bool, log) -> None:
+        self.path = out / "metrics.csv"
+        new = not self.path.exists()
+        self.file = open(self.path, "a", newline="")
+        self.csv = csv.DictWriter(self.file, fieldnames=self.COLUMNS)
+        if new:
+            self.csv.writeheader()
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out / "tensorboard"))
+            except ImportError:
+                log("tensorboard is not installed: metrics go to metrics.csv only "
+                    "(pip install tensorboard, or turn tensorboard off to silence this)")
+
+    def write(self, m: dict) -> None:
+        self.csv.writerow({k: m[k] for k in self.COLUMNS})
+        self.file.flush()
+        if self.tb:
+            for k in self.SCALARS:
+                self.tb.add_scalar(k, m[k], m["step"])
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb:
+            self.tb.close()
+
+    def plot(self, png: Path) -> None:
+        """The learning curve: the ``CURVES`` columns against step."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        with open(self.path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if not rows:
+            return
+        step = [int(r["step"]) for r in rows]
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+        for i, (column, label) in enumerate(self.CURVES):
+            kw = {"marker": "o", "ms": 3} if i else {}
+            ax.plot(step, [float(r[column]) for r in rows], label=label, **kw)
+        ax.set_xlabel("step")
+        ax.set_ylabel(self.YLABEL)
+        ax.set_title(self.TITLE)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        checkpoint.atomic_write(png, lambda tmp: fig.savefig(tmp, format="png"))
+        plt.close(fig)
