@@ -74,7 +74,10 @@ def _measure() -> bool:
 
 
 def _prefer_onednn() -> bool:
-    """Whether oneDNN's product is the one to run here (forced, or measured faster)."""
+    """Whether oneDNN's product is the one to run here (forced, or measured faster).
+    Never while tracing: the traced graph keeps torch's product and the fixed width limits."""
+    if _tracing_now():
+        return False
     forced = os.environ.get("RNNFORGE_GEMM", "").strip().lower()
     if forced == "blas" or _onednn_op() is None:
         return False
@@ -84,8 +87,6 @@ def _prefer_onednn() -> bool:
         return False
     n = torch.get_num_threads()
     if n not in _choice:
-        if _tracing_now():  # no clock inside a trace: the fixed rule, measured later in eager mode
-            return False
         _choice[n] = _measure()
     return _choice[n]
 
