@@ -62,6 +62,25 @@ class Budget:
         return self.progress(step, elapsed) >= 1.0
 
 
+#: the largest learning rate accepted: far above any useful one, below where AdamW's step
+#: overflows float32 before the loss can show divergence
+MAX_LR = 1000
+
+
+def check_schedule(cfg) -> None:
+    """The options every trainer with a warm-up + cosine AdamW schedule shares: ``steps``,
+    ``minutes`` (not both 0), ``warmup``, ``lr``, ``min_lr_ratio``, ``weight_decay``, ``clip``."""
+    check_int("steps", cfg.steps, low=0)
+    check_float("minutes", cfg.minutes, low=0)
+    if cfg.steps == 0 and cfg.minutes == 0:
+        raise OptionError(("steps", "minutes"), NO_BUDGET)
+    check_int("warmup", cfg.warmup, low=0)
+    check_float("lr", cfg.lr, low=0, high=MAX_LR, low_open=True)
+    check_float("min_lr_ratio", cfg.min_lr_ratio, low=0, high=1)
+    check_float("weight_decay", cfg.weight_decay, low=0)
+    check_float("clip", cfg.clip, low=0)
+
+
 def cosine_lr(peak: float, step: int, progress: float, *, warmup: int = 0, min_ratio: float = 0.0) -> float:
     """Linear warm-up over ``warmup`` steps, then cosine decay from ``peak`` to ``min_ratio * peak``.
 

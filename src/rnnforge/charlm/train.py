@@ -34,13 +34,11 @@ from .data import DEFAULT_CORPUS, Vocab, load_text, split, streams, warn_stderr
 from ..errors import OptionError, UserError, check_float, check_int
 from ..runlog import RunExists, check_out_folder
 from ..runtime import AMP, MAX_THREADS, amp_dtype, dist_setup, rank_device, resolve_device, set_threads
-from ..training import NO_BUDGET, Budget, clipped_step, cosine_lr, set_lr, warmup_progress
+from ..training import Budget, check_schedule, clipped_step, cosine_lr, set_lr, warmup_progress
 from .generate import MAX_SEED
 from .model import CELLS, CharLM, CharLMConfig, check_fits
 
 LN2 = math.log(2.0)
-#: the largest learning rate accepted: far above any useful one, far below float32's overflow
-MAX_LR = 1000
 RESUME_AND_FORCE = "starts a run over, which contradicts resuming it; choose one"
 
 
@@ -91,18 +89,9 @@ class TrainConfig:
         check_int("layers", self.layers, low=1)
         check_int("embed", self.embed, low=0)
         check_float("dropout", self.dropout, low=0, high=1, high_open=True)
-        check_int("steps", self.steps, low=0)
-        check_float("minutes", self.minutes, low=0)
-        if self.steps == 0 and self.minutes == 0:
-            raise OptionError(("steps", "minutes"), NO_BUDGET)
+        check_schedule(self)
         for name in ("batch_size", "seq_len", "eval_every"):
             check_int(name, getattr(self, name), low=1)
-        check_int("warmup", self.warmup, low=0)
-        # above MAX_LR AdamW's step overflows float32 before the loss can show divergence
-        check_float("lr", self.lr, low=0, high=MAX_LR, low_open=True)
-        check_float("min_lr_ratio", self.min_lr_ratio, low=0, high=1)
-        check_float("weight_decay", self.weight_decay, low=0)
-        check_float("clip", self.clip, low=0)
         check_float("val_fraction", self.val_fraction, low=0, high=0.5, low_open=True, high_open=True)
         check_int("seed", self.seed, low=0, high=MAX_SEED)
         check_int("threads", self.threads, low=0, high=MAX_THREADS)

@@ -45,7 +45,7 @@ from .. import checkpoint, runlog
 from ..charlm.data import DEFAULT_CORPUS, Vocab
 from ..errors import OptionError, UserError, check_float, check_int
 from ..runtime import MAX_THREADS, resolve_device, set_threads
-from ..training import Budget, clipped_step, cosine_lr, set_lr, warmup_progress
+from ..training import Budget, check_schedule, clipped_step, cosine_lr, set_lr, warmup_progress
 from .checkpoint import BEST, CURVE, KIND, LAST, LM_KIND, METRICS, RUN_FILES, WRITTEN
 from .data import MAX_CHARS, batch, encode_lines, load_lines
 from .model import CELLS, SequenceVAE, VAEConfig
@@ -106,11 +106,8 @@ class VAETrainConfig:
         for name in ("hidden", "layers", "embed", "latent", "max_len", "batch_size", "eval_every",
                      "eval_lines", "cycles"):
             check_int(name, getattr(self, name), low=1)
-        for name in ("warmup", "steps", "aggressive_steps"):
-            check_int(name, getattr(self, name), low=0)
-        check_float("minutes", self.minutes, low=0)
-        if self.steps == 0 and self.minutes == 0:
-            raise OptionError("steps", "and minutes are both 0: give a step budget, a time budget, or both")
+        check_int("aggressive_steps", self.aggressive_steps, low=0)
+        check_schedule(self)
         if self.objective not in OBJECTIVES:
             raise OptionError("objective", f"{self.objective!r}: choose one of {', '.join(OBJECTIVES)}")
         if self.kl_anneal not in ANNEAL:
@@ -119,10 +116,6 @@ class VAETrainConfig:
         check_float("free_bits", self.free_bits, low=0)
         check_float("char_dropout", self.char_dropout, low=0, high=1, high_open=True)
         check_float("aggressive", self.aggressive, low=0, high=1)
-        check_float("lr", self.lr, low=0, high=1000, low_open=True)
-        check_float("min_lr_ratio", self.min_lr_ratio, low=0, high=1)
-        check_float("weight_decay", self.weight_decay, low=0)
-        check_float("clip", self.clip, low=0)
         check_int("seed", self.seed, low=0, high=2**63 - 1)
         check_int("threads", self.threads, low=0, high=MAX_THREADS)
         if self.resume and self.force:
