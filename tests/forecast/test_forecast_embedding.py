@@ -94,7 +94,8 @@ def test_training_moves_each_series_embedding_apart():
 def test_checkpoint_round_trip_gives_identical_forecasts(tmp_path):
     series = [seasonal("a", 10, 2, seed=1), seasonal("b", -5, 4, seed=2), seasonal("c", 100, 1, seed=3)]
     cfg = ForecastConfig(cell="lstm", hidden=6, layers=1, steps=10, batch_size=8, ensemble=2,
-                         series_embedding=3, series_scaling=True, val_windows=2, patience=0)
+                         series_embedding=3, series_scaling=True, val_windows=2, patience=0,
+                         rollout_steps=2, rollout_paths=2)  # the multi-step fine-tuning sees the rows too
     model, meta = train(series, cfg, horizon=3, context=18, log=lambda *_: None)
     assert isinstance(model, Ensemble) and meta["recalibration"]["mode"] in ("off", "pooled", "per-step")
     fcheckpoint.save(tmp_path / "f.safetensors", model, meta)
