@@ -117,9 +117,10 @@ class Stateful(nn.Module):
     """``(inputs, h_0[, c_0]) -> (outputs, h_n[, c_n])`` for a character model or a forecaster.
 
     Character model: ``ids (B, T)`` int64 -> ``logits (B, T, V)``. Forecaster:
-    ``x (B, T, I)`` -> the head's raw parameters ``(B, T, P)``. States are
-    (L, B, H); zeros start a sequence, and feeding back the returned state with
-    T = 1 runs one step at a time.
+    ``x (B, T, I)`` -> the head's raw parameters ``(B, T, P)``; a forecaster with a
+    series embedding also takes ``series (B,)`` int64, each row's embedding row (the
+    checkpoint's ``series_names`` order), after ``x``. States are (L, B, H); zeros start
+    a sequence, and feeding back the returned state with T = 1 runs one step at a time.
     """
 
     def __init__(self, net: nn.Module) -> None:
@@ -130,14 +131,26 @@ class Stateful(nn.Module):
     def forward(self, inputs, h0, c0=None):
         net = self.net
         x = net.embedding(inputs) if hasattr(net, "embedding") else inputs
+        return self._run(x, h0, c0)
+
+    def _run(self, x, h0, c0):
+        net = self.net
         out, state = net.rnn(x, (h0, c0) if self.lstm else h0)
         y = net.readout(out)
         return (y, *state) if self.lstm else (y, state)
 
 
+class StatefulSeries(Stateful):
+    """A forecaster with a series embedding: ``(x, series, h_0[, c_0])``."""
+
+    def forward(self, x, series, h0, c0=None):
+        return self._run(self.net.with_embedding(x, series), h0, c0)
+
+
 def stateful(net: nn.Module, batch: int = 2, steps: int = 3):
     """``(Stateful(net), example args, dynamic_shapes, input names, output names)``: batch and time dynamic."""
-    wrapped = Stateful(net).eval()
+    by_series = getattr(net, "series_embed", None) is not None
+    wrapped = (StatefulSeries if by_series else Stateful)(net).eval()
     rnn = net.rnn
     w = rnn._param
     state = torch.zeros(rnn.num_layers * rnn.num_directions, batch, rnn.hidden_size, dtype=w.dtype)
@@ -146,11 +159,15 @@ def stateful(net: nn.Module, batch: int = 2, steps: int = 3):
         names = ["ids", "h0"]
         first = "logits"
     else:
-        inputs = torch.zeros(batch, steps, rnn.input_size, dtype=w.dtype)
-        names = ["x", "h0"]
+        D = net.series_embed.embedding_dim if by_series else 0
+        inputs = torch.zeros(batch, steps, rnn.input_size - D, dtype=w.dtype)
+        names = ["x", "series", "h0"] if by_series else ["x", "h0"]
         first = "params"
     B, T = torch.export.Dim("batch"), torch.export.Dim("time")
     args, dims = [inputs, state], [{0: B, 1: T}, {1: B}]
+    if by_series:
+        args.insert(1, torch.zeros(batch, dtype=torch.long))
+        dims.insert(1, {0: B})
     outs = [first, "h_n"]
     if wrapped.lstm:
         args.append(state.clone())

@@ -123,6 +123,10 @@ def _add_model_flags(p) -> None:
                    help="standardise each series by the mean and mean absolute deviation of its training "
                         "part before training one model over all of them (a global model over series of "
                         "many scales); stored in the checkpoint and undone on the forecasts")
+    g.add_argument("--series-embedding", default="0",
+                   help="D > 0: learn a D-dimensional vector per training series, appended to the inputs "
+                        "at every step (DeepAR's item embedding); the model then forecasts only the "
+                        "series it was trained on (by name); 0: off")
     g.add_argument("--refit", action=argparse.BooleanOptionalAction, default=False,
                    help="after early stopping, train each model afresh (same seed and schedule) on all "
                         "the training data, validation windows included, for the step count it chose")
@@ -214,6 +218,16 @@ def _auto_int(text: str, dest: str) -> int | None:
         raise OptionError(dest, f"must be 'auto' or a whole number, got {text!r}") from None
 
 
+def _whole(text: str, dest: str) -> int:
+    """A whole number (range checks are the library's)."""
+    from ..errors import OptionError
+
+    try:
+        return int(text)
+    except ValueError:
+        raise OptionError(dest, f"must be a whole number, got {text!r}") from None
+
+
 def _config(args):
     """The ForecastConfig of the model and training flags."""
     from ..forecast import ForecastConfig
@@ -225,7 +239,9 @@ def _config(args):
                           steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
                           ensemble=args.ensemble, val_windows=_auto_int(args.val_windows, "val_windows"),
                           patience=args.patience, recalibrate=args.recalibrate,
-                          series_scaling=args.series_scaling, rollout_steps=args.rollout_steps,
+                          series_scaling=args.series_scaling,
+                          series_embedding=_whole(args.series_embedding, "series_embedding"),
+                          rollout_steps=args.rollout_steps,
                           rollout_paths=args.rollout_paths, rollout_lr=args.rollout_lr, refit=args.refit,
                           seed=args.seed).validate()
 

@@ -49,6 +49,8 @@ HORIZONS = {"Y": 6, "Q": 8}
 TEST_OUTCOMES, VAL_OUTCOMES = 60, 40
 #: sample paths per validation forecast when a recalibration is estimated, and the most forecasts
 CALIBRATION_PATHS, CALIBRATION_FORECASTS = 200, 2000
+#: series embedding sizes beyond this are a typo (the inputs themselves are a dozen or two)
+EMBEDDING_MAX = 1024
 
 
 @dataclass
@@ -63,7 +65,9 @@ class ForecastConfig:
     ``recalibrate``: ``auto`` (a PIT map chosen on the validation windows, see
     :mod:`.calibration`) or ``off``; ``series_scaling``: standardise each series by
     its own training statistics first (a global model over series of many scales,
-    :mod:`.scaling`).
+    :mod:`.scaling`); ``series_embedding`` D > 0: a learned D-vector per training series
+    appended to the inputs at every step (DeepAR's item embedding; a model with one forecasts
+    only the series it was trained on, by name).
     """
 
     cell: str = "lstm"
@@ -85,6 +89,7 @@ class ForecastConfig:
     patience: int = 10
     recalibrate: str = "auto"
     series_scaling: bool = False
+    series_embedding: int = 0
     rollout_steps: int = 0
     rollout_paths: int = 8
     rollout_lr: float = 1e-3
@@ -124,6 +129,7 @@ class ForecastConfig:
         if self.val_windows is not None:
             check_int("val_windows", self.val_windows, low=0)
         check_int("patience", self.patience, low=0)
+        check_int("series_embedding", self.series_embedding, low=0, high=EMBEDDING_MAX)
         if self.recalibrate not in RECALIBRATE:
             raise OptionError("recalibrate", f"{self.recalibrate!r} is not one of {', '.join(RECALIBRATE)}")
         check_int("rollout_steps", self.rollout_steps, low=0)
@@ -136,14 +142,17 @@ class ForecastConfig:
         check_seed(self.seed, self.ensemble)
         return self
 
-    def model_config(self, season: int, context: int) -> ModelConfig:
+    def model_config(self, season: int, context: int, series_names: list[str] = ()) -> ModelConfig:
         """The network of this configuration for a season and context (the lags and the
-        transform's fit follow from them)."""
+        transform's fit follow from them) and, with a series embedding, the training series'
+        names (one embedding row each, in this order)."""
         lags = default_lags(season) if self.lags == "auto" else sorted(set(self.lags))
         return ModelConfig(cell=self.cell, hidden=self.hidden, layers=self.layers, dropout=self.dropout,
                            head=self.head, features=dict(lags=lags, growth=sorted(set(self.growth)),
                                                          harmonics=2 if season > 1 else 0, scaler=self.scaler,
-                                                         **self.transform_features(season, context)))
+                                                         **self.transform_features(season, context)),
+                           series_embedding=self.series_embedding,
+                           series_names=[str(n) for n in series_names] if self.series_embedding else [])
 
     def transform_features(self, season: int, context: int) -> dict:
         """The FeatureSpec fields of the transform; for drift and deseason also their fit:
@@ -338,7 +347,14 @@ def _train(p: Plan, config: ForecastConfig, holdout_windows: int, device: str, l
     data_part = train_part
     if scaling is not None:
         train_part = scaling.scale(train_part)
-    cfg = c.model_config(p.season, context)
+    if c.series_embedding:
+        seen = set()
+        for s in p.series:
+            if s.name in seen:
+                raise UserError(f"two series are named {s.name!r}; a series embedding learns one vector per "
+                                f"series name, so the names must be distinct")
+            seen.add(s.name)
+    cfg = c.model_config(p.season, context, [s.name for s in p.series])
     members, results = [], []
     for k in range(c.ensemble):
         if c.ensemble > 1:
@@ -406,7 +422,8 @@ def _train(p: Plan, config: ForecastConfig, holdout_windows: int, device: str, l
                          "val_windows": val_windows,
                          **{k: v for k, v in asdict(c).items()
                             if k in ("refit", "seed", "lr", "batch_size", "rollout_paths",
-                                     "rollout_lr", "patience", "recalibrate", "series_scaling")}}}
+                                     "rollout_lr", "patience", "recalibrate", "series_scaling",
+                                     "series_embedding")}}}
     return model, meta
 
 

@@ -40,6 +40,10 @@ class ModelConfig:
     head: str = "quantile"
     head_kwargs: dict = field(default_factory=dict)
     features: dict = field(default_factory=dict)  # FeatureSpec as a dict
+    #: D > 0: a learned D-vector per training series (``series_names``, in embedding-row order)
+    #: concatenated to the inputs at every step (DeepAR's item embedding); 0: none
+    series_embedding: int = 0
+    series_names: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,15 +57,57 @@ class Forecaster(nn.Module):
         self.config = config
         self.spec = FeatureSpec(**config.features)
         self.head = heads_mod.make_head(config.head, **config.head_kwargs)
-        self.rnn = make_layer(config.cell, self.spec.num_inputs, config.hidden,
+        D = int(config.series_embedding)
+        # not called ``embedding``: export takes a network with that attribute for a character model
+        self.series_embed = None
+        if D:
+            names = [str(n) for n in config.series_names]
+            if not names or len(set(names)) != len(names):
+                raise UserError(f"a series embedding needs distinct series names, got {len(names)} names "
+                                f"of which {len(set(names))} distinct")
+            self.series_embed = nn.Embedding(len(names), D)
+            nn.init.normal_(self.series_embed.weight, std=0.1)
+        self._ids = {n: i for i, n in enumerate(config.series_names)}
+        self.rnn = make_layer(config.cell, self.spec.num_inputs + D, config.hidden,
                               num_layers=config.layers, bias=True, batch_first=True,
                               dropout=config.dropout if config.layers > 1 else 0.0)
         self.readout = Readout(config.hidden, self.head.num_params)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing: inputs (B, T, I) -> raw head parameters (B, T, P)."""
-        out, _ = self.rnn(x)  # (B, T, Hd)
+    def forward(self, x: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher forcing: inputs (B, T, I) -> raw head parameters (B, T, P); ``ids`` (B,) the
+        windows' series rows of the embedding (needed exactly when the model has one)."""
+        out, _ = self.rnn(self.with_embedding(x, ids))  # (B, T, Hd)
         return self.readout(out)
+
+    def series_ids(self, series: list[Series], device: str | torch.device = "cpu") -> torch.Tensor | None:
+        """The embedding rows (S,) of series by name; None without an embedding. A series the model
+        has no embedding for is refused: no vector was learned for it, and a stand-in would
+        forecast it as some other series."""
+        if self.series_embed is None:
+            return None
+        ids = []
+        for s in series:
+            if s.name not in self._ids:
+                known = list(self._ids)
+                raise UserError(f"series {s.name!r} has no learned embedding: the model learned one for each "
+                                f"of the {len(known)} series it was trained on ({', '.join(known[:5])}"
+                                f"{', ...' if len(known) > 5 else ''}); forecast those, or train one with "
+                                f"series_embedding 0 for new series")
+            ids.append(self._ids[s.name])
+        return torch.as_tensor(ids, dtype=torch.long, device=device)
+
+    def with_embedding(self, x: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
+        """Inputs (B, [T,] I) -> (B, [T,] I + D): each row's series embedding appended at every step."""
+        if self.series_embed is None:
+            if ids is not None:
+                raise ValueError("series ids given to a forecaster without a series embedding")
+            return x
+        if ids is None:
+            raise ValueError("this forecaster has a series embedding: give each window's series ids")
+        e = self.series_embed(ids).to(x.dtype)  # (B, D)
+        if x.dim() == 3:
+            e = e[:, None, :].expand(-1, x.shape[1], -1)
+        return torch.cat([x, e], dim=-1)
 
     # -- ancestral sampling ------------------------------------------------------
     @torch.no_grad()
@@ -95,16 +141,18 @@ class Forecaster(nn.Module):
         z_hist = torch.as_tensor((hist - loc[:, None]) / scale[:, None], **to)  # (S, K+C)
         phase_t = torch.as_tensor(phase, **to)
 
-        x = window_inputs(z_hist, phase_t[:, :C], spec)  # (S, C, I)
+        ids = self.series_ids(series, device)  # (S,) or None
+        x = self.with_embedding(window_inputs(z_hist, phase_t[:, :C], spec), ids)  # (S, C, I [+ D])
         _, state = self.rnn(x)  # (L, S, Hd), or a pair for the LSTM
         S = len(series)
+        ids_f = None if ids is None else ids.repeat_interleave(N)  # (S*N,)
         state = repeat_state(state, N)  # (L, S*N, Hd), paths of a series adjacent
         buf = torch.full((S * N, K + H), float("nan"), **to)  # (S*N, K+H) scaled values
         buf[:, :K] = z_hist[:, -K:].repeat_interleave(N, dim=0)  # the K values before the origin
         phase_f = phase_t[:, C:].repeat_interleave(N, dim=0)  # (S*N, H)
         u = uniforms(H, S * N, generator=generator, device=device)
         for k in range(H):
-            xk = step_inputs(buf, K + k, phase_f[:, k], spec)  # (S*N, I)
+            xk = self.with_embedding(step_inputs(buf, K + k, phase_f[:, k], spec), ids_f)  # (S*N, I [+ D])
             top, state = self.rnn.step(xk, state)  # (S*N, Hd)
             raw = self.readout(top)  # (S*N, P)
             buf[:, K + k] = self.head.ppf(raw, u[k]).to(dtype)  # Ex2: z = F^{-1}(u), u in float64

@@ -56,7 +56,11 @@ class WindowSampler:
 
     def batch(self, B: int) -> tuple[np.ndarray, np.ndarray]:
         """Scaled values (B, K + T) and phases (B, T) of B random windows."""
-        return self.windows(self.starts[self.rng.integers(0, len(self.starts), size=B)])
+        return self.windows(self.draw(B))
+
+    def draw(self, B: int) -> np.ndarray:
+        """B random windows (series index, start), (B, 2)."""
+        return self.starts[self.rng.integers(0, len(self.starts), size=B)]
 
     def windows(self, pick: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scaled values (B, K + T) and phases (B, T) of the windows (series index, start) in ``pick``,
@@ -150,6 +154,9 @@ def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, 
     rng = np.random.default_rng(seed)
     K = model.spec.max_lag
     val = None
+    # each series' embedding row (None without an embedding), indexed by position in ``series``
+    sid = model.series_ids(series, device)
+    vids = None if sid is None else sid.repeat_interleave(val_windows)  # validation: windows per series
     if val_windows:
         series, vz, vphase = validation_windows(series, context=context, horizon=horizon,
                                                 windows=val_windows, spec=model.spec)
@@ -167,8 +174,8 @@ def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, 
 
     def score_val() -> float:
         if objective == "rollout":
-            return rollout_loss(model, val[0], val[1], context, val[2])
-        return horizon_loss(model, *val, context)
+            return rollout_loss(model, val[0], val[1], context, val[2], ids=vids)
+        return horizon_loss(model, val[0], val[1], context, ids=vids)
 
     best, best_state, best_step, val_losses = math.inf, None, None, []
     if val is not None and objective == "rollout":  # the trained weights fine-tuning starts from
@@ -188,16 +195,19 @@ def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, 
                     f"(every {log_every} steps)")
             break
         set_lr(opt, cosine_lr(lr, step, frac))
-        z_np, ph_np = sampler.batch(batch_size)
+        pick = sampler.draw(batch_size)
+        z_np, ph_np = sampler.windows(pick)
         z = torch.as_tensor(z_np, dtype=dtype, device=device)  # (B, K+T)
         phase = torch.as_tensor(ph_np, dtype=dtype, device=device)  # (B, T)
+        ids = None if sid is None else sid[torch.as_tensor(pick[:, 0], device=device)]  # (B,)
         if objective == "rollout":
-            loss = rollout_crps(model, z, phase, context, uniforms(horizon, batch_size * paths, device=device))
+            loss = rollout_crps(model, z, phase, context, uniforms(horizon, batch_size * paths, device=device),
+                                ids=ids)
         else:
             x = window_inputs(z, phase, model.spec)  # (B, T, I)
             target = z[:, K:]  # (B, T)
             observed = torch.isfinite(target)
-            raw = model(x)  # (B, T, P)
+            raw = model(x, ids)  # (B, T, P)
             loss = model.head.loss(raw[observed], target[observed]).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -251,12 +261,14 @@ def _snapshot(model: Forecaster) -> dict:
 
 
 @torch.no_grad()
-def horizon_loss(model: Forecaster, z: torch.Tensor, phase: torch.Tensor, context: int) -> float:
-    """Mean head loss over the observed horizon steps of windows (teacher forced)."""
+def horizon_loss(model: Forecaster, z: torch.Tensor, phase: torch.Tensor, context: int,
+                 ids: torch.Tensor | None = None) -> float:
+    """Mean head loss over the observed horizon steps of windows (teacher forced); ``ids`` (V,)
+    the windows' series embedding rows, when the model has an embedding."""
     was = model.training
     model.eval()
     K = model.spec.max_lag
-    raw = model(window_inputs(z, phase, model.spec))[:, context:]  # (V, H, P)
+    raw = model(window_inputs(z, phase, model.spec), ids)[:, context:]  # (V, H, P)
     target = z[:, K + context:]  # (V, H)
     ok = torch.isfinite(target)
     model.train(was)
@@ -268,7 +280,7 @@ VAL_PATHS = 32  # paths per validation window when the rollout objective is vali
 
 
 def rollout_paths(model: Forecaster, z: torch.Tensor, phase: torch.Tensor, context: int,
-                  u: torch.Tensor) -> torch.Tensor:
+                  u: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
     """The model's own sample paths (B, M, H) over the horizons of windows, differentiable.
 
     ``z`` (B, K + C + H) scaled values (only the K + C before each origin are read),
@@ -280,8 +292,9 @@ def rollout_paths(model: Forecaster, z: torch.Tensor, phase: torch.Tensor, conte
     spec, K, C = model.spec, model.spec.max_lag, context
     B, H = z.shape[0], u.shape[0]
     M = u.shape[1] // B
-    _, state = model.rnn(window_inputs(z[:, :K + C], phase[:, :C], spec))
+    _, state = model.rnn(model.with_embedding(window_inputs(z[:, :K + C], phase[:, :C], spec), ids))
     state = repeat_state(state, M)  # (L, B*M, Hd)
+    ids_m = None if ids is None else ids.repeat_interleave(M)  # (B*M,)
     before = z[:, C:K + C].repeat_interleave(M, dim=0)  # (B*M, K) the K values before the origin
     cols = list(before.unbind(1))
     phase_f = phase[:, C:C + H].repeat_interleave(M, dim=0)  # (B*M, H)
@@ -292,7 +305,8 @@ def rollout_paths(model: Forecaster, z: torch.Tensor, phase: torch.Tensor, conte
         growth = None
         if spec.growth:
             growth = growth_inputs(lambda back: (sums[-1 - back], counts[-1 - back]), spec)
-        xk = lag_inputs(torch.stack([cols[-l] for l in spec.lags], dim=1), phase_f[:, k], spec, growth)
+        xk = model.with_embedding(lag_inputs(torch.stack([cols[-l] for l in spec.lags], dim=1), phase_f[:, k],
+                                             spec, growth), ids_m)
         out, state = model.rnn(xk[:, None], state)  # (B*M, 1, Hd)
         cols.append(model.head.ppf(model.readout(out[:, 0]), u[k]))
         if spec.growth:
@@ -311,20 +325,20 @@ def sample_crps(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def rollout_crps(model: Forecaster, z: torch.Tensor, phase: torch.Tensor, context: int,
-                 u: torch.Tensor) -> torch.Tensor:
+                 u: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
     """Mean ``sample_crps`` of ``rollout_paths`` over the observed horizon values of windows
     (scaled units): the multi-step training objective."""
     y = z[:, model.spec.max_lag + context:]  # (B, H)
-    crps = sample_crps(rollout_paths(model, z, phase, context, u), y)
+    crps = sample_crps(rollout_paths(model, z, phase, context, u, ids), y)
     return crps[torch.isfinite(y)].mean()
 
 
 @torch.no_grad()
 def rollout_loss(model: Forecaster, z: torch.Tensor, phase: torch.Tensor, context: int,
-                 u: torch.Tensor) -> float:
+                 u: torch.Tensor, ids: torch.Tensor | None = None) -> float:
     """``rollout_crps`` in eval mode (validation)."""
     was = model.training
     model.eval()
-    v = rollout_crps(model, z, phase, context, u).item()
+    v = rollout_crps(model, z, phase, context, u, ids).item()
     model.train(was)
     return v
