@@ -132,3 +132,25 @@ def test_extreme_uniforms_give_finite_values_in_float32(head):
     u = torch.tensor([1e-12, 1 - 1e-12], dtype=torch.float64)
     z = h.ppf(raw, u)
     assert z.dtype == torch.float32 and torch.isfinite(z).all() and z[0] < z[1]
+
+
+def test_training_that_diverges_stops_naming_the_step(monkeypatch, tmp_path, refused):
+    """A NaN loss ends training at once with one line naming the step and the learning rate;
+    no checkpoint is written."""
+    from rnnforge.forecast import heads as H
+
+    calls = {"n": 0}
+    real = H.HEADS["quantile"].loss
+
+    def nan_on_third(self, raw, target):
+        calls["n"] += 1
+        out = real(self, raw, target)
+        return out * float("nan") if calls["n"] == 3 else out
+
+    monkeypatch.setattr(H.HEADS["quantile"], "loss", nan_on_third)
+    out = tmp_path / "run"
+    line = refused(["forecast", "train", "--data", "sunspots", "--steps", "20", "--val-windows", "0",
+                    "--out", out])
+    assert line == ("rnnforge forecast: error: --lr 0.003 is likely too high: training diverged at step 3 "
+                    "(the loss became nan) and stopped; nothing was saved")
+    assert not (out / "forecaster.safetensors").exists()

@@ -209,11 +209,16 @@ def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, 
             observed = torch.isfinite(target)
             raw = model(x, ids)  # (B, T, P)
             loss = model.head.loss(raw[observed], target[observed]).mean()
+        value = loss.item()
+        if not math.isfinite(value):  # stop at once: a NaN would only be averaged into the log
+            raise OptionError("rollout_lr" if objective == "rollout" else "lr",
+                              f"{lr:g} is likely too high: training diverged at step {step + 1} (the loss "
+                              f"became {value}) and stopped; nothing was saved")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         clipped_step(opt, model.parameters(), 10.0)
         step += 1
-        acc += loss.item()
+        acc += value
         n_acc += 1
         if step % log_every == 0:
             losses.append(acc / n_acc)
