@@ -16,6 +16,23 @@ from . import checkpoint
 from .errors import OptionError, UserError
 
 
+#: the checkpoints of a run folder: the best weights so far, and the latest with the training state
+BEST, LAST = "best.safetensors", "last.safetensors"
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or the best (else last) checkpoint of a run folder."""
+    path = Path(path)
+    if path.is_dir():
+        for name in (BEST, LAST):
+            if (path / name).exists():
+                return path / name
+        raise UserError(f"{path} holds no checkpoint ({BEST} or {LAST}); train into it first")
+    if not path.exists():
+        raise UserError(f"checkpoint {path} does not exist")
+    return path
+
+
 class RunExists(UserError):
     """``out`` already holds a run and neither resume nor force was asked for."""
 

@@ -18,11 +18,11 @@ import torch
 
 from .. import checkpoint
 from ..errors import UserError
+from ..runlog import BEST, LAST, resolve_checkpoint  # noqa: F401  (part of this module's interface)
 from .data import Vocab
 from .model import CharLM, CharLMConfig, parameter_count
 
 KIND = "charlm"
-BEST, LAST = "best.safetensors", "last.safetensors"
 METRICS, CURVE = "metrics.csv", "learning_curve.png"
 #: what makes a folder hold a run (the overwrite guard looks for these)
 RUN_FILES = (BEST, LAST, METRICS)
@@ -32,19 +32,6 @@ WRITTEN = (BEST, LAST, CURVE, METRICS)
 #: the model config's keys and the JSON types they must have
 MODEL_KEYS = {"vocab_size": int, "cell": str, "hidden": int, "layers": int, "embed": int,
               "dropout": (int, float), "tie_weights": bool, "bias": bool, "engine": str}
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or the best (else last) checkpoint of a run folder."""
-    path = Path(path)
-    if path.is_dir():
-        for name in (BEST, LAST):
-            if (path / name).exists():
-                return path / name
-        raise UserError(f"{path} holds no checkpoint ({BEST} or {LAST}); train into it first")
-    if not path.exists():
-        raise UserError(f"checkpoint {path} does not exist")
-    return path
 
 
 def _type_name(types) -> str:

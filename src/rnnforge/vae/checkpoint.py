@@ -17,27 +17,14 @@ import torch
 from .. import checkpoint
 from ..charlm.data import Vocab
 from ..errors import UserError
+from ..runlog import BEST, LAST, resolve_checkpoint  # noqa: F401  (part of this module's interface)
 from .model import SequenceVAE, VAEConfig
 from .posterior import AggregatePosterior
 
 KIND, LM_KIND = "vae", "vae-lm"
-BEST, LAST = "best.safetensors", "last.safetensors"
 METRICS, CURVE = "metrics.csv", "learning_curve.png"
 RUN_FILES = (BEST, LAST, METRICS)
 WRITTEN = (BEST, LAST, CURVE, METRICS)
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or the best (else last) checkpoint of a run folder."""
-    path = Path(path)
-    if path.is_dir():
-        for name in (BEST, LAST):
-            if (path / name).exists():
-                return path / name
-        raise UserError(f"{path} holds no checkpoint ({BEST} or {LAST}); train into it first")
-    if not path.exists():
-        raise UserError(f"checkpoint {path} does not exist")
-    return path
 
 
 def _check_kind(path: Path, meta: dict, kind: str) -> None:
