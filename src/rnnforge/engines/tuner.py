@@ -24,6 +24,11 @@ where ``tag`` hashes the CPU model, the kernels' instruction set (and a
 forced ``RNNFORGE_GEMM``), the torch version and the rnnforge version, so an upgrade of either, or another CPU
 sharing the folder, measures afresh. The file is replaced atomically.
 
+A measurement taken while the machine is oversubscribed (a one-minute load
+average above its core count) is used by this process only and not written to
+the file: other jobs' load can reverse a close race, and a cached choice is not
+measured again.
+
 Where the fixed rule's engine (``engines.rule``) is within ``TIE`` of the
 fastest measured, the rule's engine is kept: a near tie is noise, and the rule
 is what tests and benchmarks see.
@@ -160,6 +165,14 @@ def _write(path: Path, k: str, entry: dict) -> None:
         log.debug("rnnforge autotune: cannot write %s: %s", path, e)
 
 
+def oversubscribed() -> bool:
+    """Whether other work competes for the cores now (a measurement then stays in memory)."""
+    try:
+        return os.getloadavg()[0] > (os.cpu_count() or 1)
+    except OSError:  # no load average on this platform: trust the measurement
+        return False
+
+
 def clear_memory() -> None:
     """Forget this process's choices (the file stays)."""
     _memory.clear()
@@ -228,5 +241,8 @@ def tuned(layer, x: torch.Tensor, candidates: list[str], grad: bool, ruled: str)
               ", ".join(f"{n} {1e3 * s:.2f} ms" for n, s in times.items()), ruled,
               1e3 * (time.perf_counter() - t0))
     _memory[k] = name
-    _write(path, k, {"engine": name, "ms": {n: round(1e3 * s, 4) for n, s in times.items()}})
+    if oversubscribed():
+        log.debug("rnnforge autotune: the machine is oversubscribed; %s is kept for this process only", k)
+    else:
+        _write(path, k, {"engine": name, "ms": {n: round(1e3 * s, 4) for n, s in times.items()}})
     return name
