@@ -20,19 +20,38 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return action.help if action.default is None else super()._get_help_string(action)
 
 
-def add_model_and_training_flags(p: argparse.ArgumentParser, defaults: TrainConfig = D) -> None:
-    """The flags shared by ``train`` and ``demo`` (the demo changes some defaults).
-
-    Every option of TrainConfig defaults to None here: a fresh run fills it in
-    from ``defaults``, a resumed one from its checkpoint (see run_config).
-    """
+def flag_adder(defaults):
+    """``add(group, flag, help, **kw)``: a flag that defaults to None, its help showing the value
+    ``defaults`` (a config dataclass) gives it, so ``--resume`` can tell a flag given again."""
     def add(g, flag, help, **kw):
         dest = flag[2:].replace("-", "_")
         shown = getattr(defaults, dest)
         if dest == "data" and shown is None:
             shown = "pydoc-topics"
         g.add_argument(flag, default=None, help=f"{help} (default: {shown})", **kw)
+    return add
 
+
+def add_schedule_flags(g, add) -> None:
+    """The budget and AdamW schedule flags every trainer shares (``training.check_schedule``)."""
+    add(g, "--steps", "step budget (0: none)", type=int)
+    add(g, "--minutes", "wall-clock budget in minutes (0: none); the first budget spent ends the run",
+        type=float)
+    add(g, "--lr", "peak learning rate of AdamW", type=float)
+    add(g, "--min-lr-ratio", "final learning rate as a fraction of --lr (cosine decay)", type=float)
+    add(g, "--warmup", "linear warm-up steps", type=int)
+    add(g, "--weight-decay", "AdamW weight decay on the weight matrices", type=float)
+    add(g, "--clip", "gradient norm clipping threshold (0: none)", type=float)
+    add(g, "--eval-every", "steps between held-out evaluations and checkpoints", type=int)
+
+
+def add_model_and_training_flags(p: argparse.ArgumentParser, defaults: TrainConfig = D) -> None:
+    """The flags shared by ``train`` and ``demo`` (the demo changes some defaults).
+
+    Every option of TrainConfig defaults to None here: a fresh run fills it in
+    from ``defaults``, a resumed one from its checkpoint (see run_config).
+    """
+    add = flag_adder(defaults)
     g = p.add_argument_group("data")
     add(g, "--data", "UTF-8 text file or folder; 'pydoc-topics' is Python's own documentation prose")
     add(g, "--glob", "in a --data folder, the files to read (a pattern, matched at any depth); "
@@ -49,17 +68,9 @@ def add_model_and_training_flags(p: argparse.ArgumentParser, defaults: TrainConf
         action=argparse.BooleanOptionalAction)
     add(g, "--engine", "recurrent engine: auto, reference, native, fused (see 'rnnforge bench')")
     g = p.add_argument_group("training")
-    add(g, "--steps", "step budget (0: none)", type=int)
-    add(g, "--minutes", "wall-clock budget in minutes (0: none); the first budget spent ends the run",
-        type=float)
+    add_schedule_flags(g, add)
     add(g, "--batch-size", "contiguous text streams per step (per process under torchrun)", type=int)
     add(g, "--seq-len", "characters per chunk of truncated backpropagation through time", type=int)
-    add(g, "--lr", "peak learning rate of AdamW", type=float)
-    add(g, "--min-lr-ratio", "final learning rate as a fraction of --lr (cosine decay)", type=float)
-    add(g, "--warmup", "linear warm-up steps", type=int)
-    add(g, "--weight-decay", "AdamW weight decay on the weight matrices", type=float)
-    add(g, "--clip", "gradient norm clipping threshold (0: none)", type=float)
-    add(g, "--eval-every", "steps between held-out evaluations and checkpoints", type=int)
     add(g, "--seed", "random seed (runs are deterministic on CPU)", type=int)
     g = p.add_argument_group("run")
     add(g, "--out", "output folder: checkpoints, metrics.csv, learning curve")

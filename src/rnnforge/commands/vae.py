@@ -12,7 +12,7 @@ from dataclasses import asdict, fields, replace
 
 from ..vae.model import CELLS
 from ..vae.train import ANNEAL, VAETrainConfig
-from .train import HelpFormatter
+from .train import HelpFormatter, add_schedule_flags, flag_adder
 
 D = VAETrainConfig()
 DEMO = replace(D, hidden=128, embed=48, latent=16, minutes=1.5, eval_every=100, eval_lines=200,
@@ -22,12 +22,7 @@ DEMO = replace(D, hidden=128, embed=48, latent=16, minutes=1.5, eval_every=100, 
 def add_train_flags(p: argparse.ArgumentParser, defaults: VAETrainConfig = D) -> None:
     """Every option of VAETrainConfig defaults to None: a fresh run fills it in from ``defaults``,
     a resumed one from its checkpoint."""
-    def add(g, flag, help, **kw):
-        dest = flag[2:].replace("-", "_")
-        shown = getattr(defaults, dest)
-        g.add_argument(flag, default=None, help=f"{help} (default: {'pydoc-topics' if shown is None else shown})",
-                       **kw)
-
+    add = flag_adder(defaults)
     g = p.add_argument_group("data")
     add(g, "--data", "UTF-8 file of lines; 'pydoc-topics' is the lines of Python's documentation prose")
     add(g, "--max-len", "the longest line the model takes, in characters", type=int)
@@ -52,16 +47,8 @@ def add_train_flags(p: argparse.ArgumentParser, defaults: VAETrainConfig = D) ->
         type=float)
     add(g, "--aggressive-steps", "encoder-only updates before each joint update while aggressive", type=int)
     g = p.add_argument_group("training")
-    add(g, "--steps", "step budget (0: none)", type=int)
-    add(g, "--minutes", "wall-clock budget in minutes (0: none); the first budget spent ends the run",
-        type=float)
+    add_schedule_flags(g, add)
     add(g, "--batch-size", "lines per step", type=int)
-    add(g, "--lr", "peak learning rate of AdamW", type=float)
-    add(g, "--min-lr-ratio", "final learning rate as a fraction of --lr (cosine decay)", type=float)
-    add(g, "--warmup", "linear warm-up steps", type=int)
-    add(g, "--weight-decay", "AdamW weight decay on the weight matrices", type=float)
-    add(g, "--clip", "gradient norm clipping threshold (0: none)", type=float)
-    add(g, "--eval-every", "steps between held-out evaluations and checkpoints", type=int)
     add(g, "--eval-lines", "validation lines scored at each evaluation", type=int)
     add(g, "--seed", "random seed (runs are deterministic on CPU)", type=int)
     g = p.add_argument_group("run")
