@@ -62,31 +62,23 @@ class FusedEngine:
         mode = layer.mode
         perm = bs = None
         traced = ops.tracing(x)
-        if lengths is not None and traced:
-            # no decision on the values of lengths while tracing: always sort, and the
+        if lengths is not None and not traced and bool((lengths == T).all()):
+            lengths = None  # nothing is padded: the plain path is exact
+        if lengths is not None:
+            # longest first, so that the live rows of every step are a prefix; while tracing no
+            # decision may read the values of lengths, so the sort always happens and the
             # operator derives the live rows of each step from the sorted lengths itself
-            perm = torch.argsort(lengths, descending=True, stable=True)
-            lengths = lengths.index_select(0, perm)
-            x = x.index_select(1, perm)
-            h0 = h0.index_select(1, perm)
-            c0 = c0.index_select(1, perm) if c0 is not None else None
+            if traced or not bool((lengths[:-1] >= lengths[1:]).all()):
+                perm = torch.argsort(lengths, descending=True, stable=True)
+                lengths = lengths.index_select(0, perm)
+                x = x.index_select(1, perm)
+                h0 = h0.index_select(1, perm)
+                c0 = c0.index_select(1, perm) if c0 is not None else None
             live = torch.arange(T, device=lengths.device).unsqueeze(1) < lengths  # (T, B)
-            x = x.masked_fill(~live.unsqueeze(-1), 0)
-        elif lengths is not None:
-            if bool((lengths == T).all()):
-                lengths = None  # nothing is padded: the plain path is exact
-            else:
-                if not bool((lengths[:-1] >= lengths[1:]).all()):
-                    # longest first, so that the live rows of every step are a prefix
-                    perm = torch.argsort(lengths, descending=True, stable=True)
-                    lengths = lengths.index_select(0, perm)
-                    x = x.index_select(1, perm)
-                    h0 = h0.index_select(1, perm)
-                    c0 = c0.index_select(1, perm) if c0 is not None else None
-                live = torch.arange(T, device=lengths.device).unsqueeze(1) < lengths  # (T, B)
+            if not traced:
                 bs = live.sum(1).tolist()  # live rows per step
-                # padding must be inert: the weight-gradient GEMMs read every row of x
-                x = x.masked_fill(~live.unsqueeze(-1), 0)
+            # padding must be inert: the weight-gradient GEMMs read every row of x
+            x = x.masked_fill(~live.unsqueeze(-1), 0)
         D = layer.num_directions
         h_n, c_n = [], []
         for l in range(layer.num_layers):
