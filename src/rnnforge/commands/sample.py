@@ -26,6 +26,9 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=None, help="random seed; the same seed gives the same text")
     p.add_argument("--greedy", action="store_true", help="always take the most likely character")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--cuda-graph", choices=("auto", "on", "off"), default="auto",
+                   help="on a CUDA device, replay each generation step as one captured CUDA graph "
+                        "(auto: on CUDA only; off: op by op, for debugging)")
     p.add_argument("--output", metavar="FILE", default=None,
                    help="write the text to FILE (replaced whole, only once complete) instead of stdout")
     p.set_defaults(func=run)
@@ -44,7 +47,7 @@ def run(args) -> int:
     # options and checkpoint are checked first, so that an error is the only line on stderr
     chars = sample(args.checkpoint, args.prime, args.length, temperature=args.temperature,
                    top_k=args.top_k, top_p=args.top_p, seed=args.seed, greedy=args.greedy,
-                   device=args.device)
+                   device=args.device, cuda_graph={"auto": None, "on": True, "off": False}[args.cuda_graph])
     print_config("sample", args, file=sys.stderr)
     if args.output is not None:
         text = args.prime + "".join(chars) + "\n"

@@ -303,13 +303,41 @@ class TokenDecoder:
             return self.h.clone(), self.c.clone()
         return self.h.clone()
 
+    def reset(self, state=None) -> None:
+        """Start again from ``state`` (``hx`` form, or None for zeros), written into the
+        state buffers in place (their addresses stay, as a captured CUDA graph needs)."""
+        x0 = self.weight.new_empty((self.batch, self.layer.input_size))
+        h0, c0 = self.layer._initial_state(state, self.batch, True, x0)
+        with torch.no_grad():
+            self.h.copy_(h0)
+            if self.c is not None:
+                self.c.copy_(c0)
+        self.n = 0
+
+    def fresh(self) -> bool:
+        """Whether the packed weights still match every parameter; repacks when not
+        (new buffers: a graph captured over the old ones must be captured again)."""
+        if _key(self.params) == self.key:
+            return True
+        self._repack()
+        return False
+
+    def swapped(self, n: int) -> bool:
+        """Whether step number ``n`` (0 for the first) takes the alternate product order."""
+        return bool(self.alternate and n & 1 and len(self.layers) > 1)
+
     def step(self, ids: torch.Tensor) -> torch.Tensor:
         """Feed ``ids`` (B,) int64, advance the state, return the logits (B, O) (a reused buffer)."""
-        if _key(self.params) != self.key:
-            self._repack()
+        self.fresh()
+        swap = self.swapped(self.n)
+        self.n += 1
+        return self.advance(ids, swap)
+
+    def advance(self, ids: torch.Tensor, swap: bool) -> torch.Tensor:
+        """``step`` without the parameter check and the step count: only tensor operations
+        on buffers that stay in place, with no host synchronization, so that a CUDA graph
+        can capture it (one graph per value of ``swap``)."""
         with torch.no_grad():
-            swap = self.alternate and self.n & 1 and len(self.layers) > 1
-            self.n += 1
             if self.mode == "lstm":
                 x = self._lstm(ids, swap)
             elif self.mode == "gru":
@@ -376,3 +404,30 @@ class TokenDecoder:
             self._preactivations(l, g, x, wi, wh, b, h, ids, swap)
             x = act(g, out=h)  # z = σ(α x + γ z_prev), the new state in place
         return x
+
+
+class CudaGraph:
+    """``fn()`` captured once as a CUDA graph; calling the object replays it.
+
+    ``fn`` takes no arguments and works only on tensors that stay in place between
+    calls (its static inputs and outputs). Capture needs one run beforehand on a side
+    stream (lazy initialisation of cuBLAS and the allocator); that run changes the
+    tensors in ``mutable``, so they are saved before it and restored after. ``share``,
+    another ``CudaGraph``, lends its memory pool (graphs replayed one after another).
+    """
+
+    def __init__(self, fn, mutable, share: "CudaGraph | None" = None) -> None:
+        saved = [t.clone() for t in mutable]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            fn()
+        torch.cuda.current_stream().wait_stream(side)
+        for t, v in zip(mutable, saved):
+            t.copy_(v)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, pool=share.graph.pool() if share is not None else None):
+            fn()
+
+    def __call__(self) -> None:
+        self.graph.replay()
