@@ -14,6 +14,7 @@ I inputs, Hd hidden size, P head parameters, L layers.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -25,7 +26,8 @@ from ..errors import OptionError, UserError
 from ..layers import CELL_NAMES, make_layer
 from ..readout import Readout
 from . import heads as heads_mod
-from .features import FeatureSpec, scale_stats, step_inputs, transform, transform_floor, untransform, window_inputs
+from .features import (FeatureSpec, growth_inputs, lag_inputs, running_sums, scale_stats, transform,
+                       transform_floor, untransform, window_inputs)
 
 #: the cells: the notes' sigmoid RNN, the tanh RNN, the GRU and the LSTM
 CELLS = CELL_NAMES
@@ -113,15 +115,33 @@ class Forecaster(nn.Module):
     @torch.no_grad()
     def sample_paths(self, series: list[Series], origins: list[int], *, context: int, horizon: int,
                      num_samples: int, generator: torch.Generator | None = None,
-                     device: str | torch.device = "cpu") -> np.ndarray:
+                     device: str | torch.device = "cpu", cuda_graph: bool | None = None) -> np.ndarray:
         """``num_samples`` future paths (S, N, H) from ``origins[i]`` of ``series[i]``, in data units.
 
         The ``context`` values before each origin condition the forecast (NaNs
         allowed; an all-NaN context is a UserError); values at or after the
         origin are never read.
+
+        Each horizon step (inputs from the values drawn so far, every layer, the
+        readout δ, the head's inverse transform) is one static step
+        (:class:`Rollout`): buffers that stay in place, the step's position a
+        counter on the device. ``cuda_graph``: on CUDA (None, the default, or True)
+        that step is captured once as a CUDA graph per paths count, horizon, dtype
+        and weights version, and replayed; False runs it op by op; True off CUDA is
+        an error. The uniforms are drawn up front as before, so a seed gives the
+        same paths with or without the graph on the same device. The Student-t
+        head cannot be captured (its quantile solver and incomplete beta function
+        decide on the host when they have converged): on CUDA it runs op by op,
+        and ``cuda_graph=True`` with it is an error.
         """
         if num_samples < 1:
             raise OptionError("samples", f"must be >= 1, got {num_samples}")
+        if cuda_graph and torch.device(device).type != "cuda":
+            raise OptionError("cuda_graph", f"needs a CUDA device, got device {device}")
+        if cuda_graph and self.head.name not in GRAPH_HEADS:
+            raise OptionError("cuda_graph", f"the {self.head.name} head cannot be captured in a CUDA graph "
+                                            f"(its solver checks convergence on the host); heads that can: "
+                                            f"{', '.join(GRAPH_HEADS)}")
         self.eval()
         spec, K, C, H, N = self.spec, self.spec.max_lag, context, horizon, num_samples
         for s, o in zip(series, origins):
@@ -151,13 +171,115 @@ class Forecaster(nn.Module):
         buf[:, :K] = z_hist[:, -K:].repeat_interleave(N, dim=0)  # the K values before the origin
         phase_f = phase_t[:, C:].repeat_interleave(N, dim=0)  # (S*N, H)
         u = uniforms(H, S * N, generator=generator, device=device)
-        for k in range(H):
-            xk = self.with_embedding(step_inputs(buf, K + k, phase_f[:, k], spec), ids_f)  # (S*N, I [+ D])
-            top, state = self.rnn.step(xk, state)  # (S*N, Hd)
-            raw = self.readout(top)  # (S*N, P)
-            buf[:, K + k] = self.head.ppf(raw, u[k]).to(dtype)  # Ex2: z = F^{-1}(u), u in float64
-        z = buf[:, K:].reshape(S, N, H).double().cpu().numpy()
+        graph = torch.device(device).type == "cuda" and cuda_graph is not False and self.head.name in GRAPH_HEADS
+        run = Rollout.of(self, S * N, H, ids_f is not None, graph)
+        z = run(buf, phase_f, u, state, ids_f)[:, K:].reshape(S, N, H).double().cpu().numpy()
         return untransform(loc[:, None, None] + scale[:, None, None] * z, tstate)  # paths in levels
+
+
+#: heads whose inverse transform runs without host synchronization, so a CUDA graph can capture it
+GRAPH_HEADS = ("gaussian", "quantile")
+
+#: the last Rollout of each forecaster (its buffers and captured graph), reused by the next call
+_ROLLOUTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+class Rollout:
+    """The sampling step of a forecaster in static buffers, graph-capturable.
+
+    Buffers for M paths and horizon H: the scaled values ``buf`` (M, K+H), the
+    phases (M, H), the uniforms (H, M), the state, the series ids, and the step's
+    column ``pos`` and horizon index on the device. ``step()`` computes what one
+    iteration of the plain loop computes (``step_inputs`` at column ``pos``, the
+    layer's ``step``, the readout, ``head.ppf``), with the columns picked by
+    ``index_select`` from the device counters instead of Python indices: the same
+    values, no host synchronization. On CUDA with ``graph`` it is captured once
+    (``engines.decode.CudaGraph``) and replayed H times per call; the capture is
+    redone when a parameter of the model changes (``data_ptr``, ``_version``).
+    """
+
+    def __init__(self, model: Forecaster, M: int, H: int, with_ids: bool, graph: bool) -> None:
+        p = model.readout.delta
+        spec, K = model.spec, model.spec.max_lag
+        self.model_ref = weakref.ref(model)
+        self.M, self.H, self.with_ids, self.graph = M, H, with_ids, graph
+        self.dtype, self.device = p.dtype, p.device
+        to = dict(dtype=p.dtype, device=p.device)
+        L, Hd = model.rnn.num_layers, model.rnn.hidden_size
+        self.buf = torch.zeros(M, K + H, **to)
+        self.phase = torch.zeros(M, H, **to)
+        self.u = torch.full((H, M), 0.5, dtype=torch.float64, device=p.device)
+        self.h = torch.zeros(L, M, Hd, **to)
+        self.c = torch.zeros(L, M, Hd, **to) if model.rnn.CELL.STATES == 2 else None
+        self.ids = torch.zeros(M, dtype=torch.long, device=p.device) if with_ids else None
+        self.pos = torch.zeros(1, dtype=torch.long, device=p.device)  # column of buf this step writes
+        self.k = torch.zeros(1, dtype=torch.long, device=p.device)  # horizon index of this step
+        self.lags = torch.as_tensor(spec.lags, dtype=torch.long, device=p.device)
+        self.window = torch.arange(-K, 0, device=p.device)  # the K columns before pos
+        self.replay = None
+        self.key = None
+
+    @classmethod
+    def of(cls, model: Forecaster, M: int, H: int, with_ids: bool, graph: bool) -> "Rollout":
+        """The model's cached rollout for these sizes, or a new one (which replaces it)."""
+        p = model.readout.delta
+        run = _ROLLOUTS.get(model)
+        if run is None or (run.M, run.H, run.with_ids, run.graph, run.dtype, run.device) != (
+                M, H, with_ids, graph, p.dtype, p.device):
+            run = _ROLLOUTS[model] = cls(model, M, H, with_ids, graph)
+        return run
+
+    def step(self) -> None:
+        model = self.model_ref()
+        spec, K = model.spec, model.spec.max_lag
+        lagged = self.buf.index_select(1, self.pos - self.lags)  # (M, len(lags))
+        phase = self.phase.index_select(1, self.k)[:, 0]  # (M,)
+        growth = None
+        if spec.growth:
+            sums, counts = running_sums(self.buf.index_select(1, self.pos + self.window))  # (M, K + 1)
+            growth = growth_inputs(lambda back: (sums[:, K - back], counts[:, K - back]), spec)
+        x = model.with_embedding(lag_inputs(lagged, phase, spec, growth), self.ids)  # (M, I [+ D])
+        state = (self.h, self.c) if self.c is not None else self.h
+        top, state = model.rnn.step(x, state)  # (M, Hd)
+        if self.c is not None:
+            self.h.copy_(state[0])
+            self.c.copy_(state[1])
+        else:
+            self.h.copy_(state)
+        raw = model.readout(top)  # (M, P)
+        u = self.u.index_select(0, self.k)[0]  # (M,)
+        z = model.head.ppf(raw, u).to(self.dtype)  # Ex2: z = F^{-1}(u)
+        self.buf.index_copy_(1, self.pos, z[:, None])
+        self.pos.add_(1)
+        self.k.add_(1)
+
+    def __call__(self, buf, phase, u, state, ids) -> torch.Tensor:
+        """The paths' buffer (M, K+H) after H steps from ``buf``'s first K columns."""
+        model = self.model_ref()
+        self.buf.copy_(buf)
+        self.phase.copy_(phase)
+        self.u.copy_(u)
+        if self.c is not None:
+            self.h.copy_(state[0])
+            self.c.copy_(state[1])
+        else:
+            self.h.copy_(state)
+        if self.ids is not None:
+            self.ids.copy_(ids)
+        self.pos.fill_(model.spec.max_lag)
+        self.k.zero_()
+        step = self.step
+        if self.graph:
+            key = tuple((q.data_ptr(), q._version) for q in model.parameters())
+            if self.replay is None or key != self.key:
+                from ..engines.decode import CudaGraph
+
+                mutable = [t for t in (self.buf, self.h, self.c, self.pos, self.k) if t is not None]
+                self.replay, self.key = CudaGraph(self.step, mutable), key
+            step = self.replay
+        for _ in range(self.H):
+            step()
+        return self.buf.clone()
 
 
 def repeat_state(state, n: int):
