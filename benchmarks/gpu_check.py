@@ -1,13 +1,32 @@
-"""One-shot GPU check: correctness of every engine on CUDA, then timings.
+"""One-shot GPU check (issue 17's benchmark): correctness of every engine, then timings.
 
-Run on a machine with a CUDA GPU (PYTHONPATH=src python benchmarks/gpu_check.py).
-``DEVICE=cpu QUICK=1`` runs the same script on the CPU with small sizes, to
-check the script itself before spending device time on it.
-Correctness first (each engine against the reference on the GPU in float64 and
-float32, outputs, states and every gradient), then only engines that passed
-are timed against torch.nn (cuDNN), then a short mixed-precision training run
-of the character model, GPU text generation, GPU sampling, and a forecaster trained
-(teacher forcing, then the rollout objective) and sampled on the GPU.
+Run on a machine with a CUDA GPU: ``PYTHONPATH=src python benchmarks/gpu_check.py``;
+it writes ``$OUT/gpu_results.json`` (default /tmp) after every section, so a run cut
+short still leaves what it measured. ``DEVICE=cpu QUICK=1`` runs the same script on
+the CPU at tiny sizes, to check the script itself before spending device time on it
+(there the ``triton`` engine, when registered, runs under ``TRITON_INTERPRET=1``).
+``BUDGET_S`` (default 270) bounds the timed sections: rows past it are skipped with
+that reason, so the whole run stays under five minutes.
+
+1. Correctness: every registered engine (``rnnforge.engines.ENGINES``, so ``triton``
+   when it is there) against the reference engine on the device in float64 and
+   float32 (outputs, states and every gradient, with and without lengths) and, for
+   half types, against the float32 reference. An engine that cannot run says why
+   (``why_not``), and that goes into the JSON. Only engines that passed are timed.
+2. Timings with CUDA events (host clock on the CPU), medians, against torch.nn
+   (cuDNN) in the same dtype, in one run: shapes (T, B, I=H) (1024, 16, 256),
+   (256, 64, 512), (128, 256, 1024); float32 with TF32 off (cuDNN and our
+   engines), float32 with cuDNN's default TF32 on (torch.nn and native only: the
+   other engines' float32 mode is their own, stated per engine), bfloat16,
+   float16; forward (with autograd recording, as in training) and forward+backward;
+   the sigmoid RNN against cuDNN's tanh RNN on the same shape (and the reference
+   loop at the first shape); native against torch.nn.
+3. Batch-1 generation of a 2 x 512 LSTM character model in µs per character:
+   ``generate`` (CUDA graph replay, and op by op), against torch.nn eager and
+   torch.nn under CUDA-graph replay (the same step: embedding, LSTM, linear, an
+   inverse-transform draw from uniforms drawn on the device).
+4. The older checks: mixed-precision training of the character model, text
+   generation, categorical sampling, the forecaster trained and sampled on the device.
 """
 
 from __future__ import annotations
@@ -19,20 +38,55 @@ import sys
 import tempfile
 import time
 
-import torch
-
-import rnnforge as rf
-from rnnforge import engines
-
-dev = torch.device(os.environ.get("DEVICE", "cuda"))
+dev_name = os.environ.get("DEVICE", "cuda")
 QUICK = bool(os.environ.get("QUICK"))
-results: dict = {"device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu",
-                 "torch": torch.__version__}
+if dev_name == "cpu":
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported: kernels interpreted
+
+import torch  # noqa: E402
+
+import rnnforge as rf  # noqa: E402
+from rnnforge import engines  # noqa: E402
+
+dev = torch.device(dev_name)
+CUDA = dev.type == "cuda"
+START = time.perf_counter()
+BUDGET_S = float(os.environ.get("BUDGET_S", "270"))
+RESERVE_S = 0 if QUICK else 75  # kept from the timings for generation and the older checks
+out_dir = os.environ.get("OUT", "/tmp")  # where gpu_results.json goes
+results: dict = {"device": torch.cuda.get_device_name(0) if CUDA else "cpu", "torch": torch.__version__,
+                 "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if CUDA else None,
+                 "quick": QUICK, "engines": list(engines.ENGINES)}
+try:
+    import triton
+
+    results["triton"] = triton.__version__
+except ImportError:
+    results["triton"] = None
+if CUDA:
+    import subprocess
+
+    try:
+        results["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                           capture_output=True, text=True, timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as e:
+        results["driver"] = repr(e)
 print(results, flush=True)
+
+
+def dump() -> None:
+    with open(f"{out_dir}/gpu_results.json", "w") as f:
+        json.dump(results, f, indent=1, default=str)
+
+
+def left() -> float:
+    return BUDGET_S - (time.perf_counter() - START)
+
 
 MODES = {"lstm": lambda **k: rf.LSTM(**k), "gru": lambda **k: rf.GRU(**k),
          "rnn_tanh": lambda **k: rf.RNN(nonlinearity="tanh", **k),
          "rnn_sigmoid": lambda **k: rf.RNN(nonlinearity="sigmoid", **k)}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def run(layer, x, lengths=None):
@@ -40,105 +94,257 @@ def run(layer, x, lengths=None):
     xx = x.clone().requires_grad_(True)
     out, h = layer(xx, lengths=lengths)
     h = h if isinstance(h, tuple) else (h,)
-    loss = out.square().sum() + sum(t.square().sum() for t in h)
+    loss = out.float().square().sum() + sum(t.float().square().sum() for t in h)
     loss.backward()
     grads = [p.grad.clone() for p in layer.parameters()] + [xx.grad.clone()]
     return [out.detach(), *[t.detach() for t in h]], grads
 
 
 def rel(a, b):
+    a, b = a.double(), b.double()
     return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
+# -- 1. correctness ----------------------------------------------------------------------------
 # cuDNN's RNNs take TF32 tensor cores for float32 by default (torch.backends.cudnn.allow_tf32),
 # about 5e-4 relative error against full float32; the correctness checks run without them
 torch.backends.cudnn.allow_tf32 = False
-passed = {}
+torch.backends.cuda.matmul.allow_tf32 = False
+TOL = {torch.float64: 1e-10, torch.float32: 1e-4, torch.bfloat16: 5e-2, torch.float16: 1e-2}
+passed: dict = {}
+correctness: list = []
 for mode, make in MODES.items():
-    for dtype in (torch.float64, torch.float32):
+    for dtype in (torch.float64, torch.float32, torch.bfloat16, torch.float16):
+        base = torch.float64 if dtype == torch.float64 else torch.float32  # the reference's dtype
         torch.manual_seed(0)
         layer = make(input_size=7, hidden_size=13, num_layers=2, bidirectional=True, bias=True,
-                     device=dev, dtype=dtype)
-        x = torch.randn(9, 5, 7, device=dev, dtype=dtype)
+                     device=dev, dtype=base)
+        x = torch.randn(9, 5, 7, device=dev, dtype=base)
         lengths = torch.tensor([9, 3, 7, 1, 9])
         layer.engine = "reference"
-        ref = [run(layer, x), run(layer, x, lengths)]
-        for name, eng in engines.ENGINES.items():
+        ref = [run(layer, x), run(layer, x, lengths)]  # float64, or float32 for every other dtype
+        low = dtype in (torch.bfloat16, torch.float16)
+        if low:
+            layer.to(dtype)
+        xd = x.to(dtype)
+        for name, ranked in engines.ENGINES.items():
             if name == "reference":
                 continue
-            reason = eng.why_not(layer, x, None)
+            row = {"mode": mode, "dtype": str(dtype).replace("torch.", ""), "engine": name}
+            reason = ranked.engine.why_not(layer, xd, None)
             if reason:
-                print(f"{mode:12s} {str(dtype):14s} {name:8s} skipped: {reason}")
+                row["skipped"] = reason
+                correctness.append(row)
+                print(f"{mode:12s} {row['dtype']:9s} {name:8s} skipped: {reason}", flush=True)
                 continue
             layer.engine = name
             worst = 0.0
-            for (ro, rg), lens in zip(ref, (None, lengths)):
-                o, g = run(layer, x, lens)
-                worst = max([worst] + [rel(a, b) for a, b in zip(o + g, ro + rg)])
-            ok = worst < (1e-10 if dtype == torch.float64 else 1e-4)
-            passed[(mode, name)] = passed.get((mode, name), True) and ok
-            print(f"{mode:12s} {str(dtype):14s} {name:8s} max rel err {worst:.2e} {'ok' if ok else 'FAIL'}",
+            try:
+                for (ro, rg), lens in zip(ref, (None, lengths)):
+                    o, g = run(layer, xd, lens)
+                    worst = max([worst] + [rel(a, b) for a, b in zip(o + g, ro + rg)])
+                ok = worst < TOL[dtype]
+            except Exception as e:  # a crash is a failure, reported with its message
+                row["error"], ok, worst = repr(e), False, float("nan")
+            row.update({"max_rel_err": worst, "tolerance": TOL[dtype], "ok": ok})
+            correctness.append(row)
+            passed[(mode, name, dtype)] = ok
+            print(f"{mode:12s} {row['dtype']:9s} {name:8s} max rel err {worst:.2e} {'ok' if ok else 'FAIL'}",
                   flush=True)
+results["correctness"] = correctness
+dump()
 
 
-def timeit(fn, reps=20):
-    """Median milliseconds of ``fn``: CUDA events on the GPU, the host clock on the CPU."""
-    if QUICK:
-        reps = 2
-    for _ in range(1 if QUICK else 3):
-        fn()
-    ts = []
-    for _ in range(reps):
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
+# -- 2. timings ----------------------------------------------------------------------------------
+def timeit(fn, target_s=0.25):
+    """Median milliseconds of ``fn``: CUDA events on the GPU, the host clock on the CPU; as many
+    repetitions (3 to 20) as fit in about ``target_s``."""
+    def once():
+        if CUDA:
             s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             s.record()
             fn()
             e.record()
             torch.cuda.synchronize()
-            ts.append(s.elapsed_time(e))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            ts.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(ts)
+            return s.elapsed_time(e)
+        t0 = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t0) * 1e3
+
+    fn()  # warm-up: lazy initialisation, autotuning, kernel compilation
+    if CUDA:
+        torch.cuda.synchronize()
+    first = once()
+    reps = 2 if QUICK else max(3, min(20, int(target_s * 1e3 / max(first, 1e-3))))
+    return statistics.median([first] + [once() for _ in range(reps - 1)])
 
 
-torch.backends.cudnn.allow_tf32 = True  # timings with torch's defaults, for us and torch.nn alike
-timings = []
-SHAPES = ((16, 4, 8, 16),) if QUICK else ((256, 32, 128, 256), (1000, 1, 128, 128))
-for (T, B, I, H) in SHAPES:
-    for mode, make in MODES.items():
-        torch.manual_seed(0)
-        layer = make(input_size=I, hidden_size=H, bias=True, device=dev)
-        x = torch.randn(T, B, I, device=dev, requires_grad=True)
-        peer = layer.to_torch() if mode != "rnn_sigmoid" else rf.RNN(I, H, nonlinearity="tanh", bias=True, device=dev).to_torch()
+def fwd(m, x):
+    def f():
+        m(x)
+    return f
 
-        def fb(m):
-            def f():
-                out, _ = m(x)
-                out.sum().backward()
-            return f
-        t_peer = timeit(fb(peer))
-        row = {"shape": (T, B, I, H), "mode": mode, "torch.nn fwd+bwd ms": round(t_peer, 3)}
-        for name in engines.ENGINES:
-            if name == "reference" and T > 300:
+
+def fwd_bwd(m, x):
+    def f():
+        out, _ = m(x)
+        out.float().sum().backward()
+    return f
+
+
+SHAPES = ((8, 2, 16),) if QUICK else ((1024, 16, 256), (256, 64, 512), (128, 256, 1024))
+SETTINGS = (("float32", False), ("float32", True), ("bfloat16", False), ("float16", False))  # (dtype, TF32)
+timings: list = []
+for (T, B, H) in SHAPES:
+    for dname, tf32 in SETTINGS:
+        dtype = DTYPES[dname]
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        for mode, make in MODES.items():
+            row = {"shape": [T, B, H], "mode": mode, "dtype": dname, "tf32": tf32}
+            timings.append(row)
+            if left() <= RESERVE_S:
+                row["skipped"] = "time budget of the run spent (BUDGET_S)"
                 continue
-            layer.engine = name  # named, so that why_not says only whether it *can* run
-            if engines.ENGINES[name].why_not(layer, x, None) or not passed.get((mode, name), name == "reference"):
+            torch.manual_seed(0)
+            layer = make(input_size=H, hidden_size=H, bias=True, device=dev, dtype=dtype)
+            x = torch.randn(T, B, H, device=dev, dtype=dtype, requires_grad=True)
+            twin = layer if mode != "rnn_sigmoid" else rf.RNN(H, H, nonlinearity="tanh", bias=True,
+                                                               device=dev, dtype=dtype)
+            peer = twin.to_torch()  # cuDNN on the GPU; for the sigmoid RNN, cuDNN's tanh RNN
+            row["torch.nn"] = "tanh RNN" if mode == "rnn_sigmoid" else mode
+            try:
+                row["torch.nn fwd ms"] = round(timeit(fwd(peer, x)), 4)
+                row["torch.nn fwd+bwd ms"] = round(timeit(fwd_bwd(peer, x)), 4)
+            except Exception as e:  # e.g. no half-precision RNN kernels on the CPU
+                row["torch.nn skipped"] = repr(e)
                 continue
-            t = timeit(fb(layer), reps=5 if name == "reference" else 20)
-            row[f"{name} ms"] = round(t, 3)
-            row[f"{name} speed vs torch.nn"] = round(t_peer / t, 3)
-        timings.append(row)
-        print(json.dumps(row), flush=True)
+            names = [n for n in engines.ENGINES if n != "reference"]
+            if mode == "rnn_sigmoid" and (T, B, H) == SHAPES[0] and not tf32:
+                names.append("reference")  # the Python loop the sigmoid RNN had before
+            for name in names:
+                if tf32 and name != "native":
+                    continue  # TF32 changes only cuDNN's float32: our own kernels' mode is their own
+                why = engines.ENGINES[name].engine.why_not(layer, x, None)
+                if why is None and name != "reference" and not passed.get((mode, name, dtype), False):
+                    why = "failed (or did not run) the correctness check above in this dtype"
+                if why:
+                    row[f"{name} skipped"] = why
+                    continue
+                if left() <= RESERVE_S:
+                    row[f"{name} skipped"] = "time budget of the run spent (BUDGET_S)"
+                    continue
+                layer.engine = name
+                mode32 = getattr(engines.ENGINES[name].engine, "float32_mode", None)
+                if mode32 and dname == "float32":
+                    row[f"{name} float32 mode"] = mode32
+                try:
+                    t_f = timeit(fwd(layer, x), 0.1 if name == "reference" else 0.25)
+                    t_fb = timeit(fwd_bwd(layer, x), 0.1 if name == "reference" else 0.25)
+                except Exception as e:  # report, do not hide
+                    row[f"{name} error"] = repr(e)
+                    continue
+                row[f"{name} fwd ms"], row[f"{name} fwd+bwd ms"] = round(t_f, 4), round(t_fb, 4)
+                if "torch.nn fwd ms" in row:
+                    row[f"{name} fwd x torch.nn"] = round(row["torch.nn fwd ms"] / t_f, 3)
+                    row[f"{name} fwd+bwd x torch.nn"] = round(row["torch.nn fwd+bwd ms"] / t_fb, 3)
+            print(json.dumps(row), flush=True)
+        dump()
+torch.backends.cudnn.allow_tf32 = True
+torch.backends.cuda.matmul.allow_tf32 = False
 results["timings"] = timings
+dump()
+
+
+# -- 3. batch-1 generation of a 2 x 512 LSTM character model -----------------------------------
+def generation_bench() -> dict:
+    from rnnforge.charlm.data import Vocab
+    from rnnforge.charlm.generate import generate
+    from rnnforge.charlm.model import CharLM, CharLMConfig
+
+    V, Hd, n = 96, (32 if QUICK else 512), (40 if QUICK else 3000)
+    chars = "".join(chr(32 + i) for i in range(V))
+    vocab = Vocab.from_text(chars)
+    torch.manual_seed(0)
+    model = CharLM(CharLMConfig(vocab_size=V, cell="lstm", hidden=Hd, layers=2)).to(dev).eval()
+    row: dict = {"model": f"2 x {Hd} LSTM, V={V}, batch 1", "chars": n}
+
+    def per_char(fn):
+        fn(50)  # warm-up (captures the graph)
+        if CUDA:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn(n)
+        if CUDA:
+            torch.cuda.synchronize()
+        return (time.perf_counter() - t0) / n * 1e6
+
+    for label, graph in (("rnnforge graph", None), ("rnnforge eager", False)):
+        if graph is None and not CUDA:
+            row[f"{label} skipped"] = "CUDA graphs need a CUDA device"
+            continue
+        row[f"{label} us/char"] = round(per_char(
+            lambda k: sum(1 for _ in generate(model, vocab, "a", k, seed=0, cuda_graph=graph))), 2)
+    a = "".join(generate(model, vocab, "a", 300, seed=5, cuda_graph=False))
+    if CUDA:
+        row["graph text == eager text"] = a == "".join(generate(model, vocab, "a", 300, seed=5))
+
+    # torch.nn: the same step written with nn.LSTM, a linear readout and an inverse-transform draw
+    emb = torch.nn.Embedding(V, Hd).to(dev)
+    lstm = torch.nn.LSTM(Hd, Hd, 2).to(dev)
+    head = torch.nn.Linear(Hd, V).to(dev)
+    ids = torch.zeros(1, 1, dtype=torch.long, device=dev)
+    h = torch.zeros(2, 1, Hd, device=dev)
+    c = torch.zeros(2, 1, Hd, device=dev)
+    u = torch.rand(n + 64, 1, device=dev, dtype=torch.float64)
+    pos = torch.zeros(1, dtype=torch.long, device=dev)
+
+    @torch.no_grad()
+    def nn_step():
+        z, (h2, c2) = lstm(emb(ids), (h, c))
+        h.copy_(h2)
+        c.copy_(c2)
+        cdf = torch.softmax(head(z[0]).double(), -1).cumsum(-1)  # (1, V)
+        k = torch.searchsorted(cdf, u.index_select(0, pos) * cdf[:, -1:]).clamp_(max=V - 1)
+        ids.copy_(k.view(1, 1))
+        pos.add_(1)
+
+    def nn_eager(k):
+        pos.zero_()
+        for _ in range(k):
+            nn_step()
+
+    row["torch.nn eager us/char"] = round(per_char(nn_eager), 2)
+    if CUDA:
+        from rnnforge.engines.decode import CudaGraph
+
+        g = CudaGraph(nn_step, [h, c, ids, pos])
+
+        def nn_graph(k):
+            pos.zero_()
+            for _ in range(k):
+                g()
+
+        row["torch.nn graph us/char"] = round(per_char(nn_graph), 2)
+        if "rnnforge graph us/char" in row:
+            row["rnnforge graph x torch.nn graph"] = round(row["torch.nn graph us/char"]
+                                                           / row["rnnforge graph us/char"], 3)
+    else:
+        row["torch.nn graph skipped"] = "CUDA graphs need a CUDA device"
+    return row
+
+
+try:
+    results["generation"] = generation_bench()
+except Exception as e:  # report, do not hide
+    results["generation"] = {"error": repr(e)}
+print("generation", results["generation"], flush=True)
+dump()
 
 # character model: mixed precision training on GPU, then generation
 from rnnforge.charlm.generate import generate  # noqa: E402
 from rnnforge.charlm.train import Trainer, TrainConfig  # noqa: E402
 
-out = os.environ.get("OUT", "/tmp")  # where gpu_results.json goes
 runs = tempfile.mkdtemp(prefix="gpu_check_")  # checkpoints of the training runs (not sent back)
 t = Trainer(TrainConfig(steps=5 if QUICK else 300, eval_every=150, device=str(dev), out=f"{runs}/charlm",
                         progress=False, tensorboard=False, batch_size=64, hidden=32 if QUICK else 256))
@@ -211,7 +417,7 @@ except Exception as e:  # report, do not hide
     results["forecast"] = {"error": repr(e)}
     print("forecast FAILED", repr(e), flush=True)
 
-with open(f"{out}/gpu_results.json", "w") as f:
-    json.dump(results, f, indent=1, default=str)
+results["elapsed_s"] = round(time.perf_counter() - START, 1)
+dump()
 print("all engine checks passed" if all(passed.values()) else f"FAILED: {[k for k, v in passed.items() if not v]}")
 sys.exit(0 if all(passed.values()) else 1)
