@@ -128,6 +128,18 @@ def test_parameters_changed_between_calls_are_seen():
     assert after == plain_loop(model, vocab, "the ", 80, 3) and after != before
 
 
+def test_interleaved_generations_keep_their_own_state():
+    vocab = Vocab.from_text(CHARS)
+    model = model_of("lstm")
+    a, b = generate(model, vocab, "the ", 600, seed=1), generate(model, vocab, "fox ", 600, seed=2)
+    text_a, text_b = [], []
+    for _ in range(600):  # alternate, so that each block of one is computed between the other's
+        text_a.append(next(a))
+        text_b.append(next(b))
+    assert "".join(text_a) == plain_loop(model, vocab, "the ", 600, 1)
+    assert "".join(text_b) == plain_loop(model, vocab, "fox ", 600, 2)
+
+
 def test_cuda_graph_needs_a_cuda_model():
     vocab = Vocab.from_text(CHARS)
     with pytest.raises(OptionError, match="needs a model on a CUDA device; this one is on cpu"):

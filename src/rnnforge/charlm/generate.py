@@ -159,15 +159,16 @@ class StaticGeneration:
         self.flags = torch.zeros(block, 2, dtype=torch.bool, device=dev)  # bad logits, NaN among them
         self.u = torch.ones(block, batch, 1, dtype=torch.float64, device=dev)
         self.graphs: dict = {}
-        self.key = None
+        self.busy = False  # a generator is reading from it: another call gets its own instance
 
     @classmethod
     def of(cls, model: CharLM, *, batch: int, block: int, temperature: float = 1.0, top_k=None,
            top_p=None, greedy: bool = False, graph: bool = False) -> "StaticGeneration":
-        """The model's cached instance for these settings, or a new one (which replaces it)."""
+        """The model's cached instance for these settings, or a new one (which replaces it);
+        a new one too while the cached one is feeding an unfinished generation."""
         run = _RUNS.get(model)
         dtype = model.embedding.weight.dtype
-        if (run is None or run.batch != batch or run.block != block or run.graph != graph
+        if (run is None or run.busy or run.batch != batch or run.block != block or run.graph != graph
                 or run.options != (float(temperature), top_k, top_p, bool(greedy))
                 or run.dec.weight is not model.embedding.weight or run.u.device != model.embedding.weight.device
                 or run.dec.logits.dtype != dtype):
@@ -216,6 +217,13 @@ class StaticGeneration:
         """Lists of ``length`` token rows [[id] * B, ...], one list per block: the first
         drawn from ``first_logits`` (B, V), each next one from the step fed the one before.
         ValueError (``sample_categorical``'s) where a step's logits were bad."""
+        self.busy = True
+        try:
+            yield from self._blocks(first_logits, state, length, gen)
+        finally:
+            self.busy = False
+
+    def _blocks(self, first_logits, state, length, gen):
         self.dec.reset(state)
         self.flags.zero_()
         greedy = self.options[3]
