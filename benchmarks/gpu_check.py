@@ -270,7 +270,7 @@ def generation_bench() -> dict:
     row: dict = {"model": f"2 x {Hd} LSTM, V={V}, batch 1", "chars": n}
 
     def per_char(fn):
-        fn(50)  # warm-up (captures the graph)
+        fn(n)  # warm-up at the timed length: the graphs are captured here, not in the timing
         if CUDA:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -279,12 +279,18 @@ def generation_bench() -> dict:
             torch.cuda.synchronize()
         return (time.perf_counter() - t0) / n * 1e6
 
+    def measure(label, fn):
+        try:
+            row[f"{label} us/char"] = round(per_char(fn), 2)
+        except Exception as e:  # report, do not hide
+            row[f"{label} error"] = repr(e)
+
     for label, graph in (("rnnforge graph", None), ("rnnforge eager", False)):
         if graph is None and not CUDA:
             row[f"{label} skipped"] = "CUDA graphs need a CUDA device"
             continue
-        row[f"{label} us/char"] = round(per_char(
-            lambda k: sum(1 for _ in generate(model, vocab, "a", k, seed=0, cuda_graph=graph))), 2)
+        measure(label, lambda k, graph=graph: sum(1 for _ in generate(model, vocab, "a", k, seed=0,
+                                                                      cuda_graph=graph)))
     a = "".join(generate(model, vocab, "a", 300, seed=5, cuda_graph=False))
     if CUDA:
         row["graph text == eager text"] = a == "".join(generate(model, vocab, "a", 300, seed=5))
@@ -314,19 +320,21 @@ def generation_bench() -> dict:
         for _ in range(k):
             nn_step()
 
-    row["torch.nn eager us/char"] = round(per_char(nn_eager), 2)
+    measure("torch.nn eager", nn_eager)
     if CUDA:
         from rnnforge.engines.decode import CudaGraph
-
-        g = CudaGraph(nn_step, [h, c, ids, pos])
 
         def nn_graph(k):
             pos.zero_()
             for _ in range(k):
                 g()
 
-        row["torch.nn graph us/char"] = round(per_char(nn_graph), 2)
-        if "rnnforge graph us/char" in row:
+        try:
+            g = CudaGraph(nn_step, [h, c, ids, pos])
+            measure("torch.nn graph", nn_graph)
+        except Exception as e:  # report, do not hide
+            row["torch.nn graph error"] = repr(e)
+        if "rnnforge graph us/char" in row and "torch.nn graph us/char" in row:
             row["rnnforge graph x torch.nn graph"] = round(row["torch.nn graph us/char"]
                                                            / row["rnnforge graph us/char"], 3)
     else:
