@@ -95,3 +95,23 @@ def test_training_through_the_cache_matches_the_per_call_packing(monkeypatch):
     assert torch.allclose(h1, h2, rtol=1e-6, atol=1e-7) and torch.allclose(o1, o2, rtol=1e-6, atol=1e-7)
     assert [k for k, _ in s1] == [k for k, _ in s2]
     assert all(torch.allclose(a, b, rtol=1e-6, atol=1e-7) for (_, a), (_, b) in zip(s1, s2))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="cuDNN's weight layout needs a CUDA GPU")
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_tanh"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_cuda_weights_sit_in_one_cudnn_buffer_and_match_per_call_packing(mode, dtype, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    torch.manual_seed(0)
+    layer = make_layer(mode, 32, 64, num_layers=2, bidirectional=True, bias=True, engine="native",
+                       device="cuda", dtype=dtype)
+    x = torch.randn(20, 8, 32, device="cuda", dtype=dtype)
+    monkeypatch.setattr(ENGINES["native"].engine, "cache_devices", ())
+    want = forward_backward(layer, x)
+    monkeypatch.setattr(ENGINES["native"].engine, "cache_devices", ("cuda",))
+    got = forward_backward(layer, x)
+    weights = native._CACHE[layer][1]
+    assert len({w.untyped_storage().data_ptr() for w in weights}) == 1  # one buffer: cuDNN copies nothing
+    tol = 1e-5 if dtype == torch.float32 else 2e-3
+    for a, b in zip(want, got):
+        assert torch.allclose(a.float(), b.float(), rtol=tol, atol=tol)

@@ -139,11 +139,13 @@ def _layout(layer, shapes, like: torch.Tensor):
         mode = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN_TANH"}[layer.mode]
         with torch.no_grad(), torch.cuda.device_of(like):
             # moves the dummies into one buffer of cuDNN's layout; their offsets are the layout
-            torch._cudnn_rnn_flatten_weight(dummies, 4 if layer.bias else 2, layer.input_size,
-                                            cudnn_rnn.get_cudnn_mode(mode), layer.hidden_size, 0,
-                                            layer.num_layers, False, layer.bidirectional)
-        offsets = [d.storage_offset() for d in dummies]
-        total = dummies[0].untyped_storage().nbytes() // dummies[0].element_size()
+            flat = torch._cudnn_rnn_flatten_weight(dummies, 4 if layer.bias else 2, layer.input_size,
+                                                   cudnn_rnn.get_cudnn_mode(mode), layer.hidden_size, 0,
+                                                   layer.num_layers, False, layer.bidirectional)
+        base = flat.untyped_storage().data_ptr()
+        if all(d.untyped_storage().data_ptr() == base for d in dummies):
+            offsets, total = [d.storage_offset() - flat.storage_offset() for d in dummies], flat.numel()
+        # else: a torch that no longer moves them; the plain layout stays right, cuDNN then copies
     _LAYOUTS[key] = found = (offsets, total)
     return found
 
