@@ -176,3 +176,28 @@ def test_cli_cuda_graph_on_a_cpu_device(tiny, cli_error, capsys):
     off = capsys.readouterr().out
     assert main(["sample", cfg.out, "--prime", "the ", "--length", "20", "--seed", "2"]) == 0
     assert capsys.readouterr().out == off and len(off) == 4 + 20 + 1
+
+
+def test_a_failed_capture_warns_and_steps_op_by_op_unless_the_graph_was_demanded(monkeypatch):
+    """The CPU stands in for a GPU whose capture fails: the step's CudaGraph raises."""
+    import rnnforge.engines.decode as decode
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("capture refused")
+
+    monkeypatch.setattr(decode, "CudaGraph", refuse)
+    vocab = Vocab.from_text(CHARS)
+    model = model_of("gru")
+    logits, state = model(vocab.encode("the ")[None])
+    logits = logits[:, -1].detach()
+    for strict in (False, True):
+        run = StaticGeneration(model, 1, 40, 1.0, None, None, False, graph=False, strict=strict)
+        run.graph = True
+        blocks = run.blocks(logits, state, 40, torch.Generator().manual_seed(6))
+        if strict:
+            with pytest.raises(RuntimeError, match="capture refused"):
+                list(blocks)
+            continue
+        with pytest.warns(RuntimeWarning, match=r"generate: the CUDA graph capture failed \(capture refused\)"):
+            text = "".join(vocab.chars[t[0]] for block in blocks for t in block)
+        assert text == plain_loop(model, vocab, "the ", 40, 6) and not run.graph

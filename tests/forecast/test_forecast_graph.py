@@ -110,3 +110,26 @@ def test_graph_replay_gives_the_eager_paths_on_cuda(cell, head):
     with torch.no_grad():
         model.readout.delta.mul_(0.5)  # a new weights version: captured again
     np.testing.assert_array_equal(paths(True, 1), paths(False, 1))
+
+
+def test_a_failed_capture_warns_and_steps_op_by_op_unless_the_graph_was_demanded(monkeypatch):
+    """The CPU stands in for a GPU whose capture fails: the step's CudaGraph raises."""
+    import rnnforge.engines.decode as decode
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("capture refused")
+
+    monkeypatch.setattr(decode, "CudaGraph", refuse)
+    model = model_of("lstm", "quantile")
+    buf, phase, u, state = inputs(model)
+    want = plain_loop(model, buf, phase, u, state, None)
+    for strict in (False, True):
+        run = Rollout(model, buf.shape[0], phase.shape[1], False, graph=True, strict=strict)
+        with torch.no_grad():
+            if strict:
+                with pytest.raises(RuntimeError, match="capture refused"):
+                    run(buf, phase, u, state, None)
+                continue
+            with pytest.warns(RuntimeWarning, match=r"sample_paths: the CUDA graph capture failed"):
+                got = run(buf, phase, u, state, None)
+        assert torch.equal(got.nan_to_num(), want.nan_to_num()) and not run.graph

@@ -11,6 +11,7 @@ each character costs one step of the network whatever the length so far.
 from __future__ import annotations
 
 import math
+import warnings
 import weakref
 from pathlib import Path
 from typing import Iterator
@@ -80,7 +81,8 @@ def generate(model: CharLM, vocab: Vocab, prime: str = "\n", length: int = 500, 
         return
     run = StaticGeneration.of(model, batch=1, block=min(length, _BLOCK), temperature=temperature,
                               top_k=top_k, top_p=top_p, greedy=greedy,
-                              graph=device.type == "cuda" and cuda_graph is not False)
+                              graph=device.type == "cuda" and cuda_graph is not False,
+                              strict=cuda_graph is True)
     chars = vocab.chars
     for tokens in run.blocks(logits[:, -1], state, length, gen):
         for tok in tokens:
@@ -142,7 +144,7 @@ class StaticGeneration:
     """
 
     def __init__(self, model: CharLM, batch: int, block: int, temperature: float, top_k, top_p,
-                 greedy: bool, graph: bool) -> None:
+                 greedy: bool, graph: bool, strict: bool = True) -> None:
         from ..sampling.categorical import _check_options
 
         _check_options(temperature, top_k, top_p)
@@ -151,6 +153,9 @@ class StaticGeneration:
         if graph and dev.type != "cuda":
             raise OptionError("cuda_graph", f"needs a model on a CUDA device; this one is on {dev.type}")
         self.batch, self.block, self.graph = batch, block, graph
+        # graph asked for (the cache key), and whether a failed capture is an error (else a warning
+        # and the op-by-op step: the default, cuda_graph=None, is a preference, not a demand)
+        self.want, self.strict = (graph, strict), strict
         self.options = (float(temperature), top_k, top_p, bool(greedy))
         self.dec = model.decoder(None, batch)
         self.ids = torch.zeros(batch, dtype=torch.long, device=dev)
@@ -163,16 +168,17 @@ class StaticGeneration:
 
     @classmethod
     def of(cls, model: CharLM, *, batch: int, block: int, temperature: float = 1.0, top_k=None,
-           top_p=None, greedy: bool = False, graph: bool = False) -> "StaticGeneration":
+           top_p=None, greedy: bool = False, graph: bool = False, strict: bool = True
+           ) -> "StaticGeneration":
         """The model's cached instance for these settings, or a new one (which replaces it);
         a new one too while the cached one is feeding an unfinished generation."""
         run = _RUNS.get(model)
         dtype = model.embedding.weight.dtype
-        if (run is None or run.busy or run.batch != batch or run.block != block or run.graph != graph
+        if (run is None or run.busy or run.batch != batch or run.block != block or run.want != (graph, strict)
                 or run.options != (float(temperature), top_k, top_p, bool(greedy))
                 or run.dec.weight is not model.embedding.weight or run.u.device != model.embedding.weight.device
                 or run.dec.logits.dtype != dtype):
-            run = _RUNS[model] = cls(model, batch, block, temperature, top_k, top_p, greedy, graph)
+            run = _RUNS[model] = cls(model, batch, block, temperature, top_k, top_p, greedy, graph, strict)
         return run
 
     def draw(self, logits: torch.Tensor) -> None:
@@ -208,8 +214,18 @@ class StaticGeneration:
             mutable = [self.dec.h, self.ids, self.pos, self.tokens, self.flags]
             if self.dec.c is not None:
                 mutable.append(self.dec.c)
-            g = self.graphs[swap] = CudaGraph(lambda: self.step(swap), mutable,
-                                              share=next(iter(self.graphs.values()), None))
+            try:
+                g = CudaGraph(lambda: self.step(swap), mutable, share=next(iter(self.graphs.values()), None))
+            except RuntimeError as e:
+                if self.strict:
+                    raise
+                warnings.warn(f"generate: the CUDA graph capture failed ({e}); running the step op by op "
+                              f"(cuda_graph=False avoids the attempt, cuda_graph=True makes it an error)",
+                              RuntimeWarning, stacklevel=2)
+                self.graph = False
+                self.step(swap)
+                return
+            self.graphs[swap] = g
         g()
 
     @torch.no_grad()

@@ -14,6 +14,7 @@ I inputs, Hd hidden size, P head parameters, L layers.
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from dataclasses import asdict, dataclass, field
 
@@ -172,7 +173,7 @@ class Forecaster(nn.Module):
         phase_f = phase_t[:, C:].repeat_interleave(N, dim=0)  # (S*N, H)
         u = uniforms(H, S * N, generator=generator, device=device)
         graph = torch.device(device).type == "cuda" and cuda_graph is not False and self.head.name in GRAPH_HEADS
-        run = Rollout.of(self, S * N, H, ids_f is not None, graph)
+        run = Rollout.of(self, S * N, H, ids_f is not None, graph, strict=cuda_graph is True)
         z = run(buf, phase_f, u, state, ids_f)[:, K:].reshape(S, N, H).double().cpu().numpy()
         return untransform(loc[:, None, None] + scale[:, None, None] * z, tstate)  # paths in levels
 
@@ -198,11 +199,16 @@ class Rollout:
     redone when a parameter of the model changes (``data_ptr``, ``_version``).
     """
 
-    def __init__(self, model: Forecaster, M: int, H: int, with_ids: bool, graph: bool) -> None:
+    def __init__(self, model: Forecaster, M: int, H: int, with_ids: bool, graph: bool,
+                 strict: bool = True) -> None:
         p = model.readout.delta
         spec, K = model.spec, model.spec.max_lag
         self.model_ref = weakref.ref(model)
         self.M, self.H, self.with_ids, self.graph = M, H, with_ids, graph
+        # graph asked for (the cache key), and whether a failed capture is an error (else a warning
+        # and the op-by-op step: the default, cuda_graph=None, is a preference, not a demand)
+        self.want, self.strict = (graph, strict), strict
+        self.busy = False  # running (another thread): a second call gets its own instance
         self.dtype, self.device = p.dtype, p.device
         to = dict(dtype=p.dtype, device=p.device)
         L, Hd = model.rnn.num_layers, model.rnn.hidden_size
@@ -220,13 +226,14 @@ class Rollout:
         self.key = None
 
     @classmethod
-    def of(cls, model: Forecaster, M: int, H: int, with_ids: bool, graph: bool) -> "Rollout":
+    def of(cls, model: Forecaster, M: int, H: int, with_ids: bool, graph: bool,
+           strict: bool = True) -> "Rollout":
         """The model's cached rollout for these sizes, or a new one (which replaces it)."""
         p = model.readout.delta
         run = _ROLLOUTS.get(model)
-        if run is None or (run.M, run.H, run.with_ids, run.graph, run.dtype, run.device) != (
-                M, H, with_ids, graph, p.dtype, p.device):
-            run = _ROLLOUTS[model] = cls(model, M, H, with_ids, graph)
+        if run is None or run.busy or (run.M, run.H, run.with_ids, run.want, run.dtype, run.device) != (
+                M, H, with_ids, (graph, strict), p.dtype, p.device):
+            run = _ROLLOUTS[model] = cls(model, M, H, with_ids, graph, strict)
         return run
 
     def step(self) -> None:
@@ -255,6 +262,13 @@ class Rollout:
 
     def __call__(self, buf, phase, u, state, ids) -> torch.Tensor:
         """The paths' buffer (M, K+H) after H steps from ``buf``'s first K columns."""
+        self.busy = True
+        try:
+            return self._run(buf, phase, u, state, ids)
+        finally:
+            self.busy = False
+
+    def _run(self, buf, phase, u, state, ids) -> torch.Tensor:
         model = self.model_ref()
         self.buf.copy_(buf)
         self.phase.copy_(phase)
@@ -275,8 +289,17 @@ class Rollout:
                 from ..engines.decode import CudaGraph
 
                 mutable = [t for t in (self.buf, self.h, self.c, self.pos, self.k) if t is not None]
-                self.replay, self.key = CudaGraph(self.step, mutable), key
-            step = self.replay
+                try:
+                    self.replay, self.key = CudaGraph(self.step, mutable), key
+                except RuntimeError as e:
+                    if self.strict:
+                        raise
+                    warnings.warn(f"sample_paths: the CUDA graph capture failed ({e}); running the step "
+                                  f"op by op (cuda_graph=False avoids the attempt, cuda_graph=True makes it "
+                                  f"an error)", RuntimeWarning, stacklevel=3)
+                    self.graph = False
+            if self.graph:
+                step = self.replay
         for _ in range(self.H):
             step()
         return self.buf.clone()
