@@ -62,7 +62,8 @@ def generate(model: CharLM, vocab: Vocab, prime: str = "\n", length: int = 500, 
     ``cuda_graph``: on a CUDA device (None, the default, or True) the step is
     captured as a CUDA graph once per batch size, dtype, sampling options and
     weights version, and replayed per character; False runs the same step op by
-    op (for debugging); True on a CPU model is an error. The uniforms are drawn
+    op (for debugging); True on a CPU model, or a capture that fails, is an error
+    (under None a failed capture warns and runs op by op). The uniforms are drawn
     outside the graph, from the same generator in the same blocks, so the graph
     and the eager step give the same text for a seed on the same device.
     """

@@ -128,8 +128,9 @@ class Forecaster(nn.Module):
         (:class:`Rollout`): buffers that stay in place, the step's position a
         counter on the device. ``cuda_graph``: on CUDA (None, the default, or True)
         that step is captured once as a CUDA graph per paths count, horizon, dtype
-        and weights version, and replayed; False runs it op by op; True off CUDA is
-        an error. The uniforms are drawn up front as before, so a seed gives the
+        and weights version, and replayed; False runs it op by op; True off CUDA or
+        with a capture that fails is an error (under None a failed capture warns and
+        runs op by op). The uniforms are drawn up front as before, so a seed gives the
         same paths with or without the graph on the same device. The Student-t
         head cannot be captured (its quantile solver and incomplete beta function
         decide on the host when they have converged): on CUDA it runs op by op,
