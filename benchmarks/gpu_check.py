@@ -5,7 +5,7 @@ it writes ``$OUT/gpu_results.json`` (default /tmp) after every section, so a run
 short still leaves what it measured. ``DEVICE=cpu QUICK=1`` runs the same script on
 the CPU at tiny sizes, to check the script itself before spending device time on it
 (there the ``triton`` engine, when registered, runs under ``TRITON_INTERPRET=1``).
-``BUDGET_S`` (default 270) bounds the timed sections: rows past it are skipped with
+``BUDGET_S`` (default 240) bounds the timed sections: rows past it are skipped with
 that reason, so the whole run stays under five minutes.
 
 1. Correctness: every registered engine (``rnnforge.engines.ENGINES``, so ``triton``
@@ -51,7 +51,7 @@ from rnnforge import engines  # noqa: E402
 dev = torch.device(dev_name)
 CUDA = dev.type == "cuda"
 START = time.perf_counter()
-BUDGET_S = float(os.environ.get("BUDGET_S", "270"))
+BUDGET_S = float(os.environ.get("BUDGET_S", "240"))
 RESERVE_S = 0 if QUICK else 75  # kept from the timings for generation and the older checks
 out_dir = os.environ.get("OUT", "/tmp")  # where gpu_results.json goes
 results: dict = {"device": torch.cuda.get_device_name(0) if CUDA else "cpu", "torch": torch.__version__,
