@@ -80,7 +80,9 @@ def main() -> None:
     load = os.getloadavg()[0]
     print(f"# bench_vae: {platform.machine()} {os.cpu_count()} cores, load {load:.1f}; VAE {cfg.cell} "
           f"H={cfg.hidden} E={cfg.embed} d={cfg.latent}, {cfg.steps} steps of {cfg.batch_size} lines; "
-          f"anneal {cfg.kl_anneal}, free bits {cfg.free_bits}, char dropout {cfg.char_dropout}, "
+          f"readout sees z {cfg.readout_z}; anneal {cfg.kl_anneal} over {cfg.anneal_fraction}"
+          f"{f' of each of {cfg.cycles} cycles' if cfg.kl_anneal == 'cyclical' else ''}, "
+          f"free bits {cfg.free_bits}, char dropout {cfg.char_dropout}, "
           f"aggressive {cfg.aggressive}; {args.split} lines", flush=True)
     t0 = time.process_time()
     if args.run is None:
@@ -116,7 +118,8 @@ def main() -> None:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / f"result-{args.split}.json").write_text(json.dumps(
         {"config": {k: getattr(cfg, k) for k in ("cell", "hidden", "embed", "latent", "steps", "batch_size",
-                                                 "kl_anneal", "free_bits", "char_dropout", "aggressive")},
+                                                 "readout_z", "kl_anneal", "anneal_fraction", "cycles",
+                                                 "free_bits", "char_dropout", "aggressive")},
          "metrics": m, "cpu_minutes": t_all / 60, "load": load}, indent=1, default=str))
 
 

@@ -68,6 +68,7 @@ class VAETrainConfig:
     bidirectional: bool = True
     max_len: int = MAX_CHARS
     engine: str = "auto"
+    readout_z: bool = False
     objective: str = "vae"
     kl_anneal: str = "linear"
     anneal_fraction: float = 0.5
@@ -123,12 +124,12 @@ class VAETrainConfig:
 
     def model_config(self, vocab_size: int) -> VAEConfig:
         return VAEConfig(vocab_size, self.cell, self.hidden, self.layers, self.embed, self.latent,
-                         self.bidirectional, self.max_len, self.engine)
+                         self.bidirectional, self.max_len, self.engine, readout_z=self.readout_z)
 
 
 #: what makes a run what it is: given again on resume, these must agree with the checkpoint
 RUN_IDENTITY = ("data", "cell", "hidden", "layers", "embed", "latent", "bidirectional", "max_len",
-                "objective", "kl_anneal", "anneal_fraction", "cycles", "free_bits", "char_dropout",
+                "readout_z", "objective", "kl_anneal", "anneal_fraction", "cycles", "free_bits", "char_dropout",
                 "aggressive", "aggressive_steps", "batch_size", "lr", "min_lr_ratio", "warmup",
                 "weight_decay", "clip", "seed")
 
@@ -151,6 +152,8 @@ def resolve_config(options: dict, defaults: VAETrainConfig | None = None) -> VAE
     saved = meta.get("train")
     if meta.get("kind") not in (KIND, LM_KIND) or not isinstance(saved, dict):
         raise UserError(f"{path} holds no VAE training config to resume from")
+    # a run saved before the readout could see z was trained without it, whatever today's default
+    saved = {"readout_z": False, **saved}
     try:
         cfg = replace(VAETrainConfig(), **{k: v for k, v in saved.items() if k in names})
         cfg.validate()
