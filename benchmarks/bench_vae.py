@@ -115,6 +115,8 @@ def main() -> None:
     print("| target | figure | |\n|---|---|---|")
     for name, value, ok in rows:
         print(f"| {name} | {value:.4g} | {'met' if ok else 'missed'} |")
+    print(f"(the fit itself: {m['fit_check_lines']} random training lines left out of the fit, smallest KS p "
+          f"{m['fit_check_p_min']:.3g}, largest KS {m['fit_check_ks_max']:.3f})")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / f"result-{args.split}.json").write_text(json.dumps(
         {"config": {k: getattr(cfg, k) for k in ("cell", "hidden", "embed", "latent", "steps", "batch_size",
