@@ -38,8 +38,8 @@ from ..sampling import pit_histogram, uniformity
 from .checkpoint import load_lm, load_vae, resolve_checkpoint, store_posterior
 from .data import batch, check_lengths, encode_lines, load_lines
 from .model import LOG_2PI, log_normal
-from .posterior import AggregatePosterior, left_out_pit
-from .train import LN2, VAETrainConfig, codes, lm_nll, train
+from .posterior import left_out_pit
+from .train import LN2, VAETrainConfig, fit_posterior, lm_nll, train
 
 SPLITS = ("test", "val")
 
@@ -113,10 +113,7 @@ def evaluate(run: str | Path, out: str | Path, *, split: str = "test", iw_sample
     log(f"evaluate: {n} {split} lines, {iw_samples} importance samples each, {samples} samples "
         f"from each of prior and posterior")
 
-    # the fit of fit_posterior, keeping the training codes for the check of the fit below
-    gf = torch.Generator().manual_seed(seed)
-    z_train = codes(model, train_enc, dev, generator=gf)[0]
-    post = AggregatePosterior.fit(z_train, generator=gf)
+    post, z_train = fit_posterior(model, train_enc, dev, seed=seed, with_codes=True)
     store_posterior(path, post)
 
     g = torch.Generator(device=dev).manual_seed(seed)
@@ -171,7 +168,7 @@ def evaluate(run: str | Path, out: str | Path, *, split: str = "test", iw_sample
                   title=f"held-out codes under the fitted aggregate posterior (n={n}, d={d}, pooled)")
     _ks_plot(prior_ks, post_ks, n, out / "ks_per_dimension.png")
     # the same test of the fit on training lines left out of it: random lines, so independent draws
-    # from the fitted distribution, unlike held-out lines, whose topics were never trained on
+    # of what was fitted, unlike held-out lines, whose topics (or block of a file) were never trained on
     n_fit = min(n, len(train_enc) // 2)
     fit_ks = _per_dim(left_out_pit(z_train, n_fit, generator=torch.Generator().manual_seed(seed + 2))[0])
 
@@ -284,8 +281,8 @@ def _write_report(path: Path, m: dict, prior_ks, post_ks, quality, ckpt: Path, m
              f"({'rejected, as expected' if m['prior_p_min'] <= m['bonferroni'] else 'not rejected'})",
              f"- (the fit itself: {m['fit_check_lines']} random training lines left out of a fit of the "
              f"rest, smallest KS p-value {m['fit_check_p_min']:.3g}, largest KS {m['fit_check_ks_max']:.3f}; "
-             f"held-out lines come from topics never trained on, whose lines share codes, so their "
-             f"PIT also tests how far those topics lie from the training topics)",
+             f"held-out lines come from whole topics (or a block of a file) never trained on, whose "
+             f"lines share codes, so their PIT also tests how far those lie from the training lines)",
              f"- posterior samples at least 0.05 bits/char better than prior samples: "
              f"{m['prior_sample_bpc'] - m['posterior_sample_bpc']:+.3f} "
              f"({ok(m['prior_sample_bpc'] - m['posterior_sample_bpc'] >= 0.05)}); copied "

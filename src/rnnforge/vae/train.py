@@ -129,8 +129,8 @@ class VAETrainConfig:
 
 #: what makes a run what it is: given again on resume, these must agree with the checkpoint
 RUN_IDENTITY = ("data", "cell", "hidden", "layers", "embed", "latent", "bidirectional", "max_len",
-                "readout_z", "objective", "kl_anneal", "anneal_fraction", "cycles", "free_bits", "char_dropout",
-                "aggressive", "aggressive_steps", "batch_size", "lr", "min_lr_ratio", "warmup",
+                "readout_z", "objective", "kl_anneal", "anneal_fraction", "cycles", "free_bits",
+                "char_dropout", "aggressive", "aggressive_steps", "batch_size", "lr", "min_lr_ratio", "warmup",
                 "weight_decay", "clip", "seed")
 
 
@@ -503,10 +503,12 @@ def codes(model: SequenceVAE, encoded: list[torch.Tensor], device, *, generator=
 
 
 def fit_posterior(model: SequenceVAE, encoded: list[torch.Tensor], device, *, seed: int = 0,
-                  max_points: int | None = None) -> AggregatePosterior:
-    """The aggregate posterior of ``encoded`` lines' codes, one draw of q(z|x) per line."""
+                  max_points: int | None = None, with_codes: bool = False):
+    """The aggregate posterior of ``encoded`` lines' codes, one draw of q(z|x) per line; with
+    ``with_codes``, (the fit, those codes (n, d))."""
     from .posterior import MAX_POINTS
 
     g = torch.Generator().manual_seed(seed)
     z = codes(model, encoded, device, generator=g)[0]
-    return AggregatePosterior.fit(z, generator=g, max_points=max_points or MAX_POINTS)
+    post = AggregatePosterior.fit(z, generator=g, max_points=max_points or MAX_POINTS)
+    return (post, z) if with_codes else post
