@@ -36,7 +36,7 @@ from rnnforge.vae.train import VAETrainConfig, train
 
 # the variant chosen on the validation lines (docs/vae.md, Benchmark)
 BASE = VAETrainConfig(hidden=128, embed=48, latent=32, batch_size=32, eval_every=100, eval_lines=200,
-                      free_bits=0.5, char_dropout=0.0, progress=False, device="cpu", threads=1)
+                      free_bits=0.625, char_dropout=0.0, progress=False, device="cpu", threads=1)
 
 
 def parse_set(items: list[str]) -> dict:
