@@ -169,7 +169,7 @@ def test_greedy_generation_follows_the_teacher_forced_decoder(readout_z):
     step-by-step path feeds the readout the same input as the batched one."""
     m = tiny(cell="gru", readout_z=readout_z, vocab_size=4, hidden=5, max_len=8).eval()
     with torch.no_grad():
-        m.readout.b[0] = -2.0  # lines longer than nothing
+        m.readout.b[0] = -2.0  # the boundary less likely, so that lines have characters to compare
     z = torch.randn(6, 2, dtype=F64, generator=torch.Generator().manual_seed(4)) * 2
     for line, code in zip(m.generate(z, greedy=True), z):
         ids, lengths = batch([line])
