@@ -36,7 +36,7 @@ from rnnforge.vae.train import VAETrainConfig, train
 
 # the variant chosen on the validation lines (docs/vae.md, Benchmark)
 BASE = VAETrainConfig(hidden=128, embed=48, latent=32, batch_size=32, eval_every=100, eval_lines=200,
-                      free_bits=0.5, char_dropout=0.0, progress=False, device="cpu", threads=1)
+                      free_bits=0.625, char_dropout=0.0, progress=False, device="cpu", threads=1)
 
 
 def parse_set(items: list[str]) -> dict:
@@ -80,7 +80,9 @@ def main() -> None:
     load = os.getloadavg()[0]
     print(f"# bench_vae: {platform.machine()} {os.cpu_count()} cores, load {load:.1f}; VAE {cfg.cell} "
           f"H={cfg.hidden} E={cfg.embed} d={cfg.latent}, {cfg.steps} steps of {cfg.batch_size} lines; "
-          f"anneal {cfg.kl_anneal}, free bits {cfg.free_bits}, char dropout {cfg.char_dropout}, "
+          f"readout sees z {cfg.readout_z}; anneal {cfg.kl_anneal} over {cfg.anneal_fraction}"
+          f"{f' of each of {cfg.cycles} cycles' if cfg.kl_anneal == 'cyclical' else ''}, "
+          f"free bits {cfg.free_bits}, char dropout {cfg.char_dropout}, "
           f"aggressive {cfg.aggressive}; {args.split} lines", flush=True)
     t0 = time.process_time()
     if args.run is None:
@@ -113,10 +115,13 @@ def main() -> None:
     print("| target | figure | |\n|---|---|---|")
     for name, value, ok in rows:
         print(f"| {name} | {value:.4g} | {'met' if ok else 'missed'} |")
+    print(f"(the fit itself: {m['fit_check_lines']} random training lines left out of the fit, smallest KS p "
+          f"{m['fit_check_p_min']:.3g}, largest KS {m['fit_check_ks_max']:.3f})")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / f"result-{args.split}.json").write_text(json.dumps(
         {"config": {k: getattr(cfg, k) for k in ("cell", "hidden", "embed", "latent", "steps", "batch_size",
-                                                 "kl_anneal", "free_bits", "char_dropout", "aggressive")},
+                                                 "readout_z", "kl_anneal", "anneal_fraction", "cycles",
+                                                 "free_bits", "char_dropout", "aggressive")},
          "metrics": m, "cpu_minutes": t_all / 60, "load": load}, indent=1, default=str))
 
 

@@ -116,3 +116,22 @@ def test_sampling_the_posterior_of_a_checkpoint_without_one(run_dir, tmp_path, v
     err = vae_cli_error(["vae", "sample", path, "--from", "posterior"])
     assert err == (f"rnnforge vae: error: {path} holds no fitted aggregate posterior; run evaluate on it, "
                    f"or sample from the prior")
+
+
+def test_the_readout_flag_reaches_the_model_and_cannot_change_on_resume(run_dir, tmp_path, lines_file,
+                                                                        vae_cli_error, capsys):
+    from rnnforge.vae.checkpoint import load_vae
+
+    d = tmp_path / "rz"
+    argv = ["vae", "train", "--data", lines_file, "--hidden", "12", "--embed", "6", "--latent", "3",
+            "--steps", "2", "--eval-every", "2", "--batch-size", "8", "--eval-lines", "10", "--max-len", "60",
+            "--out", d, "--no-progress", "--device", "cpu", "--threads", "1", "--readout-z"]
+    assert main([str(a) for a in argv]) == 0
+    model = load_vae(d)[0]
+    assert model.config.readout_z is True and model.readout.delta.shape[1] == 12 + 3
+    err = vae_cli_error(["vae", "train", "--out", d, "--resume", "--steps", "4", "--no-readout-z"])
+    assert err == (f"rnnforge vae: error: --readout-z is False, but the run in {d} was trained with True; "
+                   f"leave it out to resume with the run's value")
+    capsys.readouterr()
+    assert main(["vae", "sample", str(d), "--n", "3", "--seed", "2"]) == 0
+    assert len(capsys.readouterr().out.split("\n")) == 4

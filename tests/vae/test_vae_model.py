@@ -50,13 +50,16 @@ def hand_elbo(m, line, u):
     rec = 0.0
     for prev, target in zip([0] + line, line + [0]):
         h = _rnn_step(dec, E[prev] + z, h)
-        logits = _add(_mv(m.readout.delta.tolist(), h), m.readout.b.tolist())
+        seen = h + z if m.config.readout_z else h  # the readout's input: [h_t, z] with readout_z
+        logits = _add(_mv(m.readout.delta.tolist(), seen), m.readout.b.tolist())
         rec += math.log(sum(math.exp(v) for v in logits)) - logits[target]
     return rec, kl
 
 
-def test_elbo_equals_the_hand_worked_value_in_a_padded_batch():
-    m = tiny()
+@pytest.mark.parametrize("readout_z", [False, True])
+def test_elbo_equals_the_hand_worked_value_in_a_padded_batch(readout_z):
+    m = tiny(readout_z=readout_z)
+    assert m.readout.delta.shape == (3, 2 + 2 * readout_z)
     lines = [[1, 2, 2, 1], [2], [1, 1]]
     ids, lengths = batch([torch.tensor(x) for x in lines])
     u = torch.tensor([[0.3, 0.8], [0.05, 0.5], [0.97, 0.2]], dtype=F64)
@@ -147,6 +150,33 @@ def test_padding_never_changes_a_result(cell):
     both = m(ids, lengths, u=torch.cat([u, u]))
     for key in ("rec", "kl", "mu"):
         torch.testing.assert_close(both[key][1], alone[key][0], rtol=1e-12, atol=1e-12)
+
+
+def test_the_readout_s_share_of_z_changes_the_reconstruction_and_the_shuffled_codes():
+    m = tiny(readout_z=True)
+    ids, lengths = batch([torch.tensor([1, 2, 2, 1]), torch.tensor([2, 1])])
+    z = torch.tensor([[1.5, -0.5], [-1.0, 2.0]], dtype=F64)
+    own, shuffled = m.reconstruction(ids, lengths, z), m.reconstruction(ids, lengths, z.roll(1, 0))
+    with torch.no_grad():
+        m.readout.delta[:, 2:] = 0  # the readout's columns for z off: only the recurrence carries z
+    own0, shuffled0 = m.reconstruction(ids, lengths, z), m.reconstruction(ids, lengths, z.roll(1, 0))
+    assert not torch.allclose(own, own0) and not torch.allclose(shuffled - own, shuffled0 - own0)
+
+
+@pytest.mark.parametrize("readout_z", [False, True])
+def test_greedy_generation_follows_the_teacher_forced_decoder(readout_z):
+    """Each greedily generated character is the argmax of decode() run on the line so far, so the
+    step-by-step path feeds the readout the same input as the batched one."""
+    m = tiny(cell="gru", readout_z=readout_z, vocab_size=4, hidden=5, max_len=8).eval()
+    with torch.no_grad():
+        m.readout.b[0] = -2.0  # the boundary less likely, so that lines have characters to compare
+    z = torch.randn(6, 2, dtype=F64, generator=torch.Generator().manual_seed(4)) * 2
+    for line, code in zip(m.generate(z, greedy=True), z):
+        ids, lengths = batch([line])
+        with torch.no_grad():
+            logits = m.decode(m.decoder_inputs(ids), lengths, code.unsqueeze(0))[0]
+        want = line.tolist() + ([0] if len(line) < 8 else [])
+        assert logits.argmax(-1)[:len(want)].tolist() == want
 
 
 def test_generation_is_seeded_and_stops_at_the_boundary():

@@ -2,8 +2,10 @@
 
 import math
 
+import pytest
 import torch
 
+from rnnforge.errors import UserError
 from rnnforge.sampling import uniformity
 from rnnforge.vae.posterior import AggregatePosterior
 
@@ -53,3 +55,35 @@ def test_the_fit_survives_a_round_trip_through_tensors():
     b = again.sample(50, generator=torch.Generator().manual_seed(9))
     assert torch.equal(a, b)
     assert not math.isnan(float(a.sum()))
+
+
+def test_the_rows_left_out_of_the_fit_are_not_in_it_and_their_pit_is_under_it():
+    from rnnforge.vae.posterior import left_out_pit
+
+    codes = torch.stack([torch.arange(50, dtype=F64), torch.arange(50, dtype=F64).flip(0) * 0.5], 1)
+    u, post = left_out_pit(codes, 10, generator=torch.Generator().manual_seed(3))
+    kept = set(post.data[:, 0].tolist())
+    assert len(kept) == 40 and kept <= set(range(50))
+    left = torch.tensor(sorted(set(range(50)) - kept), dtype=torch.long)
+    want = post.cdf(codes[left])
+    assert u.shape == (10, 2)
+    assert torch.equal(u.sort(0).values, want.sort(0).values)
+    with pytest.raises(UserError, match="leaving 48 of 50 codes out of the fit leaves too few"):
+        left_out_pit(codes, 48)
+
+
+def test_the_left_out_pit_of_independent_codes_is_uniform():
+    """Over repetitions, the per-dimension KS p-values of rows left out of the fit are U(0, 1). The fit
+    is of 100 times as many rows, so its own sampling error (which makes the one-sample KS test of
+    n left-out rows against a fit of m rows reject more often, by a factor 1 + n/m on the statistic's
+    variance) is negligible."""
+    from scipy import stats
+
+    from rnnforge.vae.posterior import left_out_pit
+
+    g = torch.Generator().manual_seed(4)
+    pvalues = []
+    for _ in range(40):
+        u, _ = left_out_pit(skewed_codes(20_000, g), 200, generator=g)
+        pvalues += [uniformity(u[:, j]).ks_pvalue for j in range(3)]
+    assert stats.kstest(pvalues, "uniform").pvalue > 1e-3

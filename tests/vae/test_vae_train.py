@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from rnnforge.errors import OptionError
 from rnnforge.runlog import RunExists
 from rnnforge.vae.checkpoint import BEST, LAST, load_vae
 from rnnforge.vae.train import Trainer, kl_weight, train
@@ -68,3 +69,57 @@ def test_a_run_is_never_trained_over_and_the_posterior_is_stored(tiny_vae):
         assert post is not None and post.dim == 3 and meta["kind"] == "vae"
     with pytest.raises(RunExists, match="holds a run"):
         train(tiny_vae(), log=lambda *a: None)
+
+
+def _strip_option(path, name="readout_z"):
+    """Rewrite a checkpoint as one written before the model had the option ``name``."""
+    from rnnforge import checkpoint
+
+    tensors, meta = checkpoint.load(path)
+    meta = {k: v for k, v in meta.items() if k not in ("format", "versions")}
+    meta["model"] = {k: v for k, v in meta["model"].items() if k != name}
+    meta["train"] = {k: v for k, v in meta["train"].items() if k != name}
+    checkpoint.save(path, tensors, meta)
+
+
+@pytest.mark.parametrize("readout_z", [False, True])
+def test_the_readout_option_survives_the_checkpoint(tiny_vae, readout_z):
+    cfg = tiny_vae(readout_z=readout_z)
+    t = Trainer(cfg, log=lambda *a: None)
+    t.run()
+    model, _, meta, _ = load_vae(f"{cfg.out}/{LAST}")
+    assert model.config.readout_z is readout_z and meta["model"]["readout_z"] is readout_z
+    assert model.readout.delta.shape[1] == cfg.hidden + readout_z * cfg.latent
+    ids, lengths = t._batch()
+    u = torch.full((ids.shape[0], cfg.latent), 0.3, dtype=torch.float64)
+    t.model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(ids, lengths, u=u)["rec"], t.model(ids, lengths, u=u)["rec"])
+
+
+def test_a_checkpoint_without_the_readout_option_loads_and_resumes(tiny_vae, monkeypatch):
+    import importlib
+    from dataclasses import dataclass
+
+    from rnnforge.vae.train import VAETrainConfig, resolve_config
+
+    cfg = tiny_vae(readout_z=False)
+    train(cfg, log=lambda *a: None)
+    for name in (BEST, LAST):
+        _strip_option(f"{cfg.out}/{name}")
+    model, _, meta, post = load_vae(cfg.out)
+    assert "readout_z" not in meta["model"] and model.config.readout_z is False and post is not None
+
+    @dataclass
+    class ReadoutByDefault(VAETrainConfig):
+        readout_z: bool = True
+
+    # whatever the default of the day, a run saved without the option resumes without it
+    vt = importlib.import_module("rnnforge.vae.train")  # the module; rnnforge.vae.train is also the function
+    monkeypatch.setattr(vt, "VAETrainConfig", ReadoutByDefault)
+    again = resolve_config({"out": cfg.out, "resume": True, "steps": 8})
+    assert again.readout_z is False
+    train(again, log=lambda *a: None)
+    assert load_vae(cfg.out)[2]["step"] == 8 and load_vae(cfg.out)[0].config.readout_z is False
+    with pytest.raises(OptionError, match=r"is True, but the run in .* was trained with False"):
+        resolve_config({"out": cfg.out, "resume": True, "steps": 9, "readout_z": True})

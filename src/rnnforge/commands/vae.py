@@ -34,6 +34,8 @@ def add_train_flags(p: argparse.ArgumentParser, defaults: VAETrainConfig = D) ->
     add(g, "--latent", "dimensions of the code z", type=int)
     add(g, "--bidirectional", "read the line both ways in the encoder", action=argparse.BooleanOptionalAction)
     add(g, "--engine", "recurrent engine: auto, reference, native, fused")
+    add(g, "--readout-z", "the decoder's readout sees z beside its state, not the state alone",
+        action=argparse.BooleanOptionalAction)
     g = p.add_argument_group("against posterior collapse")
     add(g, "--kl-anneal", "KL weight schedule: none, linear (Bowman et al. 2016) or cyclical (Fu et al. 2019)",
         choices=ANNEAL)

@@ -13,7 +13,9 @@ All in bits, per character (the boundary after each line counts as one) and per 
 * the yardstick: the plain CharLM of the same width trained on the same lines with
   the same budget (``objective="lm"``), its -log p(x);
 * Ex1: held-out codes ``z ~ q(z|x)`` mapped by the prior's CDF, ``u = Phi(z_j)``,
-  and by the fitted aggregate posterior's marginals, KS per dimension;
+  and by the fitted aggregate posterior's marginals, KS per dimension; and the
+  same for random training lines left out of a fit of the others (the fit's own
+  check: independent draws of what was fitted);
 * samples decoded from prior codes and from fitted-posterior codes (Ex2), scored by
   the yardstick (bits per character; lower is more like the data), the fraction
   copied verbatim from the training lines, distinct 3- and 4-grams.
@@ -36,6 +38,7 @@ from ..sampling import pit_histogram, uniformity
 from .checkpoint import load_lm, load_vae, resolve_checkpoint, store_posterior
 from .data import batch, check_lengths, encode_lines, load_lines
 from .model import LOG_2PI, log_normal
+from .posterior import left_out_pit
 from .train import LN2, VAETrainConfig, fit_posterior, lm_nll, train
 
 SPLITS = ("test", "val")
@@ -110,7 +113,7 @@ def evaluate(run: str | Path, out: str | Path, *, split: str = "test", iw_sample
     log(f"evaluate: {n} {split} lines, {iw_samples} importance samples each, {samples} samples "
         f"from each of prior and posterior")
 
-    post = fit_posterior(model, train_enc, dev, seed=seed)
+    post, z_train = fit_posterior(model, train_enc, dev, seed=seed, with_codes=True)
     store_posterior(path, post)
 
     g = torch.Generator(device=dev).manual_seed(seed)
@@ -164,6 +167,10 @@ def evaluate(run: str | Path, out: str | Path, *, split: str = "test", iw_sample
     pit_histogram(post_u.reshape(-1), out / "pit_posterior.png",
                   title=f"held-out codes under the fitted aggregate posterior (n={n}, d={d}, pooled)")
     _ks_plot(prior_ks, post_ks, n, out / "ks_per_dimension.png")
+    # the same test of the fit on training lines left out of it: random lines, so independent draws
+    # of what was fitted, unlike held-out lines, whose topics (or block of a file) were never trained on
+    n_fit = min(n, len(train_enc) // 2)
+    fit_ks = _per_dim(left_out_pit(z_train, n_fit, generator=torch.Generator().manual_seed(seed + 2))[0])
 
     # Ex2: decode codes drawn from the prior and from the fitted posterior
     gs = torch.Generator().manual_seed(seed + 1)
@@ -194,6 +201,8 @@ def evaluate(run: str | Path, out: str | Path, *, split: str = "test", iw_sample
         "prior_ks_max": max(r.ks_statistic for r in prior_ks), "prior_p_min": min(r.ks_pvalue for r in prior_ks),
         "posterior_ks_max": max(r.ks_statistic for r in post_ks),
         "posterior_p_min": min(r.ks_pvalue for r in post_ks), "bonferroni": 0.01 / d,
+        "fit_check_lines": n_fit, "fit_check_ks_max": max(r.ks_statistic for r in fit_ks),
+        "fit_check_p_min": min(r.ks_pvalue for r in fit_ks),
         "prior_sample_bpc": quality["prior"]["bpc"], "posterior_sample_bpc": quality["posterior"]["bpc"],
         "prior_copied": quality["prior"]["copied"], "posterior_copied": quality["posterior"]["copied"],
         "prior_distinct3": quality["prior"]["distinct3"], "prior_distinct4": quality["prior"]["distinct4"],
@@ -270,6 +279,10 @@ def _write_report(path: Path, m: dict, prior_ks, post_ks, quality, ckpt: Path, m
              f"{m['bonferroni']:.2g}, n = {m['lines']}): {m['posterior_p_min']:.3g} "
              f"({ok(m['posterior_p_min'] > m['bonferroni'])}); under the prior: {m['prior_p_min']:.3g} "
              f"({'rejected, as expected' if m['prior_p_min'] <= m['bonferroni'] else 'not rejected'})",
+             f"- (the fit itself: {m['fit_check_lines']} random training lines left out of a fit of the "
+             f"rest, smallest KS p-value {m['fit_check_p_min']:.3g}, largest KS {m['fit_check_ks_max']:.3f}; "
+             f"held-out lines come from whole topics (or a block of a file) never trained on, whose "
+             f"lines share codes, so their PIT also tests how far those lie from the training lines)",
              f"- posterior samples at least 0.05 bits/char better than prior samples: "
              f"{m['prior_sample_bpc'] - m['posterior_sample_bpc']:+.3f} "
              f"({ok(m['prior_sample_bpc'] - m['posterior_sample_bpc'] >= 0.05)}); copied "

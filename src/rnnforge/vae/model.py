@@ -16,7 +16,9 @@ gradient reaches mu and sigma through a fixed u (the reparameterisation).
 Decoder: its initial state is ``tanh(W z + b)`` (for the LSTM both z_0 and C_0),
 and z is appended to the input of every step, so the code cannot be forgotten
 along the line. Inputs ``[\\n, x_1 .. x_n]``, targets ``[x_1 .. x_n, \\n]``; the
-readout δ gives the categorical over the V characters.
+readout δ gives the categorical over the V characters. With ``readout_z`` the
+readout sees ``[h_t, z]`` (H+d features) instead of ``h_t``: a path from the
+code to every character's logits that does not pass through the recurrence.
 
 Per line (nats): ``-ELBO = E_q[-log p(x|z)] + KL(q(z|x) || N(0, I))``, the KL
 in closed form per dimension, ``0.5 (mu^2 + sigma^2 - 1 - log sigma^2)``.
@@ -53,6 +55,8 @@ class VAEConfig:
     bidirectional: bool = True
     max_len: int = 120
     engine: str = "auto"
+    #: the readout sees z beside the decoder's state; False in checkpoints written without it
+    readout_z: bool = False
 
     def __post_init__(self):
         from ..engines import ENGINES
@@ -65,8 +69,9 @@ class VAEConfig:
         check_int("embed", self.embed, low=1)
         check_int("latent", self.latent, low=1)
         check_int("max_len", self.max_len, low=1)
-        if not isinstance(self.bidirectional, bool):
-            raise OptionError("bidirectional", f"must be true or false, got {self.bidirectional!r}")
+        for name in ("bidirectional", "readout_z"):
+            if not isinstance(getattr(self, name), bool):
+                raise OptionError(name, f"must be true or false, got {getattr(self, name)!r}")
         if self.engine != "auto" and self.engine not in ENGINES:
             raise OptionError("engine", f"{self.engine!r} is unknown; choose auto or one of "
                                         f"{', '.join(sorted(ENGINES))}")
@@ -111,7 +116,7 @@ class SequenceVAE(nn.Module):
         self.to_state = nn.Linear(c.latent, self.states * c.layers * c.hidden)
         self.decoder = make_layer(c.cell, c.embed + c.latent, c.hidden, num_layers=c.layers, bias=True,
                                   batch_first=True, engine=c.engine)
-        self.readout = Readout(c.hidden, V)
+        self.readout = Readout(c.hidden + (c.latent if c.readout_z else 0), V)
 
     def config_dict(self) -> dict:
         return asdict(self.config)
@@ -148,7 +153,14 @@ class SequenceVAE(nn.Module):
         x = self.embedding(inp)  # (B, T+1, E)
         x = torch.cat([x, z.unsqueeze(1).expand(-1, x.shape[1], -1).to(x.dtype)], -1)  # (B, T+1, E+d)
         out, _ = self.decoder(x, self.initial_state(z), lengths=lengths + 1)
-        return self.readout(out)
+        return self.readout(self.readout_input(out, z))
+
+    def readout_input(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The decoder's states (B, T, H) or (B, H), with z (B, d) appended under ``readout_z``."""
+        if not self.config.readout_z:
+            return h
+        z = z.to(h.dtype)
+        return torch.cat([h, z.unsqueeze(1).expand(-1, h.shape[1], -1) if h.dim() == 3 else z], -1)
 
     def reconstruction(self, ids: torch.Tensor, lengths: torch.Tensor, z: torch.Tensor,
                        char_dropout: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -215,7 +227,7 @@ class SequenceVAE(nn.Module):
         for t in range(max_len + 1):
             x = torch.cat([self.embedding(prev), z.to(self.embedding.weight.dtype)], -1)  # (N, E+d)
             h, state = self.decoder(x.unsqueeze(1), state)  # (N, 1, H)
-            logits = self.readout(h[:, 0]).float()  # (N, V)
+            logits = self.readout(self.readout_input(h[:, 0], z)).float()  # (N, V)
             nxt = logits.argmax(-1) if greedy else draw(logits)
             ended = (nxt == 0) & ~done
             lengths = torch.where(ended, torch.full_like(lengths, t), lengths)

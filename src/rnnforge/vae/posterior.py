@@ -87,3 +87,16 @@ class AggregatePosterior:
             raise UserError(f"{where}: the stored aggregate posterior does not fit a {latent}-dimensional "
                             f"code; fit it again with evaluate")
         return cls(data, chol)
+
+
+def left_out_pit(codes: torch.Tensor, n: int, *, generator: torch.Generator | None = None
+                 ) -> tuple[torch.Tensor, AggregatePosterior]:
+    """Ex1 on the fit itself: ``n`` random rows of ``codes`` (N, d) are left out, the rest fitted;
+    returns the left-out rows' PIT under that fit (n, d) and the fit. The left-out rows are
+    independent draws from what was fitted, so their PIT is uniform when the fit is right."""
+    codes = codes.detach().to(F64).cpu()
+    if not 1 <= n <= codes.shape[0] - 3:
+        raise UserError(f"leaving {n} of {codes.shape[0]} codes out of the fit leaves too few to fit")
+    perm = torch.randperm(codes.shape[0], generator=generator)
+    post = AggregatePosterior.fit(codes[perm[n:]], generator=generator)
+    return post.cdf(codes[perm[:n]]), post

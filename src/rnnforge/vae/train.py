@@ -68,12 +68,14 @@ class VAETrainConfig:
     bidirectional: bool = True
     max_len: int = MAX_CHARS
     engine: str = "auto"
+    readout_z: bool = False
     objective: str = "vae"
     kl_anneal: str = "linear"
     anneal_fraction: float = 0.5
     cycles: int = 4
-    free_bits: float = 0.0
-    char_dropout: float = 0.25
+    # the variant chosen on the validation lines (docs/vae.md, Benchmark)
+    free_bits: float = 0.625
+    char_dropout: float = 0.0
     aggressive: float = 0.0
     aggressive_steps: int = 5
     batch_size: int = 32
@@ -123,13 +125,13 @@ class VAETrainConfig:
 
     def model_config(self, vocab_size: int) -> VAEConfig:
         return VAEConfig(vocab_size, self.cell, self.hidden, self.layers, self.embed, self.latent,
-                         self.bidirectional, self.max_len, self.engine)
+                         self.bidirectional, self.max_len, self.engine, readout_z=self.readout_z)
 
 
 #: what makes a run what it is: given again on resume, these must agree with the checkpoint
 RUN_IDENTITY = ("data", "cell", "hidden", "layers", "embed", "latent", "bidirectional", "max_len",
-                "objective", "kl_anneal", "anneal_fraction", "cycles", "free_bits", "char_dropout",
-                "aggressive", "aggressive_steps", "batch_size", "lr", "min_lr_ratio", "warmup",
+                "readout_z", "objective", "kl_anneal", "anneal_fraction", "cycles", "free_bits",
+                "char_dropout", "aggressive", "aggressive_steps", "batch_size", "lr", "min_lr_ratio", "warmup",
                 "weight_decay", "clip", "seed")
 
 
@@ -151,6 +153,8 @@ def resolve_config(options: dict, defaults: VAETrainConfig | None = None) -> VAE
     saved = meta.get("train")
     if meta.get("kind") not in (KIND, LM_KIND) or not isinstance(saved, dict):
         raise UserError(f"{path} holds no VAE training config to resume from")
+    # a run saved before the readout could see z was trained without it, whatever today's default
+    saved = {"readout_z": False, **saved}
     try:
         cfg = replace(VAETrainConfig(), **{k: v for k, v in saved.items() if k in names})
         cfg.validate()
@@ -500,10 +504,12 @@ def codes(model: SequenceVAE, encoded: list[torch.Tensor], device, *, generator=
 
 
 def fit_posterior(model: SequenceVAE, encoded: list[torch.Tensor], device, *, seed: int = 0,
-                  max_points: int | None = None) -> AggregatePosterior:
-    """The aggregate posterior of ``encoded`` lines' codes, one draw of q(z|x) per line."""
+                  max_points: int | None = None, with_codes: bool = False):
+    """The aggregate posterior of ``encoded`` lines' codes, one draw of q(z|x) per line; with
+    ``with_codes``, (the fit, those codes (n, d))."""
     from .posterior import MAX_POINTS
 
     g = torch.Generator().manual_seed(seed)
     z = codes(model, encoded, device, generator=g)[0]
-    return AggregatePosterior.fit(z, generator=g, max_points=max_points or MAX_POINTS)
+    post = AggregatePosterior.fit(z, generator=g, max_points=max_points or MAX_POINTS)
+    return (post, z) if with_codes else post
