@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import OptionError, check_float, check_int
+from .runtime import MAX_THREADS
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 NO_BUDGET = "are both 0: give a step budget, a time budget, or both"
@@ -79,6 +80,53 @@ def check_schedule(cfg) -> None:
     check_float("min_lr_ratio", cfg.min_lr_ratio, low=0, high=1)
     check_float("weight_decay", cfg.weight_decay, low=0)
     check_float("clip", cfg.clip, low=0)
+
+
+RESUME_AND_FORCE = "starts a run over, which contradicts resuming it; choose one"
+
+
+@dataclass(kw_only=True)
+class RunOptions:
+    """The options of a training run that every trainer shares: the budget, the AdamW
+    schedule, evaluation, seed, device, the run folder and its guards, threads, output.
+
+    A trainer's config subclasses this and adds its data and model options (which keep
+    their positions; these are keyword-only). A subclass sets its own defaults by
+    declaring a field again, and checks its own options in ``validate`` after calling
+    :meth:`check_run`.
+    """
+
+    steps: int = 0
+    minutes: float = 0.0
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.05
+    warmup: int = 50
+    weight_decay: float = 0.01
+    clip: float = 1.0
+    eval_every: int = 200
+    seed: int = 1337
+    device: str = "auto"
+    out: str = "runs/run"
+    resume: bool = False
+    force: bool = False
+    threads: int = 0
+    progress: bool = True
+    tensorboard: bool = True
+
+    #: the largest seed the trainer's generators take
+    MAX_SEED = 2**63 - 1
+
+    def budget(self) -> Budget:
+        return Budget.of(self.steps, self.minutes)
+
+    def check_run(self) -> None:
+        """Every shared option checked, each error naming its option."""
+        check_schedule(self)
+        check_int("eval_every", self.eval_every, low=1)
+        check_int("seed", self.seed, low=0, high=self.MAX_SEED)
+        check_int("threads", self.threads, low=0, high=MAX_THREADS)
+        if self.resume and self.force:
+            raise OptionError("force", RESUME_AND_FORCE)
 
 
 def cosine_lr(peak: float, step: int, progress: float, *, warmup: int = 0, min_ratio: float = 0.0) -> float:

@@ -22,7 +22,7 @@ import shutil
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import KW_ONLY, asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -33,17 +33,16 @@ from .checkpoint import BEST, CURVE, KIND, LAST, METRICS, RUN_FILES, WRITTEN, mo
 from .data import DEFAULT_CORPUS, Vocab, load_text, split, streams, warn_stderr
 from ..errors import OptionError, UserError, check_float, check_int
 from ..runlog import RunExists, check_out_folder
-from ..runtime import AMP, MAX_THREADS, amp_dtype, dist_setup, rank_device, resolve_device, set_threads
-from ..training import Budget, check_schedule, clipped_step, cosine_lr, set_lr, warmup_progress
+from ..runtime import AMP, amp_dtype, dist_setup, rank_device, resolve_device, set_threads
+from ..training import RESUME_AND_FORCE, RunOptions, clipped_step, cosine_lr, set_lr, warmup_progress
 from .generate import MAX_SEED
 from .model import CELLS, CharLM, CharLMConfig, check_fits
 
 LN2 = math.log(2.0)
-RESUME_AND_FORCE = "starts a run over, which contradicts resuming it; choose one"
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(RunOptions):
     data: str | None = None
     glob: str = "*"
     cell: str = "lstm"
@@ -55,27 +54,12 @@ class TrainConfig:
     engine: str = "auto"
     batch_size: int = 32
     seq_len: int = 128
-    steps: int = 0
-    minutes: float = 0.0
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.05
-    warmup: int = 50
-    weight_decay: float = 0.01
-    clip: float = 1.0
-    eval_every: int = 200
     val_fraction: float = 0.05
-    seed: int = 1337
-    device: str = "auto"
     amp: str = "auto"
+    _: KW_ONLY  # the shared run options are keyword-only; so is this trainer's default for one
     out: str = "runs/charlm"
-    resume: bool = False
-    force: bool = False
-    threads: int = 0
-    progress: bool = True
-    tensorboard: bool = True
 
-    def budget(self) -> Budget:
-        return Budget.of(self.steps, self.minutes)
+    MAX_SEED = MAX_SEED  # generate's: torch's generators take any unsigned 64-bit seed
 
     def validate(self) -> None:
         """Every option checked, each error naming its option; the model's own ones by CharLMConfig."""
@@ -89,16 +73,12 @@ class TrainConfig:
         check_int("layers", self.layers, low=1)
         check_int("embed", self.embed, low=0)
         check_float("dropout", self.dropout, low=0, high=1, high_open=True)
-        check_schedule(self)
-        for name in ("batch_size", "seq_len", "eval_every"):
+        for name in ("batch_size", "seq_len"):
             check_int(name, getattr(self, name), low=1)
         check_float("val_fraction", self.val_fraction, low=0, high=0.5, low_open=True, high_open=True)
-        check_int("seed", self.seed, low=0, high=MAX_SEED)
-        check_int("threads", self.threads, low=0, high=MAX_THREADS)
         if self.amp not in AMP:
             raise OptionError("amp", f"{self.amp!r}: choose one of {', '.join(AMP)}")
-        if self.resume and self.force:
-            raise OptionError("force", RESUME_AND_FORCE)
+        self.check_run()
 
 
 #: what makes a run what it is: given again on resume, these must agree with the checkpoint

@@ -35,7 +35,7 @@ import shutil
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import KW_ONLY, asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -44,8 +44,8 @@ import torch.nn.functional as F
 from .. import checkpoint, runlog
 from ..charlm.data import DEFAULT_CORPUS, Vocab
 from ..errors import OptionError, UserError, check_float, check_int
-from ..runtime import MAX_THREADS, resolve_device, set_threads
-from ..training import Budget, check_schedule, clipped_step, cosine_lr, set_lr, warmup_progress
+from ..runtime import resolve_device, set_threads
+from ..training import RESUME_AND_FORCE, RunOptions, clipped_step, cosine_lr, set_lr, warmup_progress
 from .checkpoint import BEST, CURVE, KIND, LAST, LM_KIND, METRICS, RUN_FILES, WRITTEN
 from .data import MAX_CHARS, batch, encode_lines, load_lines
 from .model import CELLS, SequenceVAE, VAEConfig
@@ -54,11 +54,10 @@ from .posterior import AggregatePosterior
 LN2 = math.log(2.0)
 ANNEAL = ("none", "linear", "cyclical")
 OBJECTIVES = ("vae", "lm")
-RESUME_AND_FORCE = "starts a run over, which contradicts resuming it; choose one"
 
 
 @dataclass
-class VAETrainConfig:
+class VAETrainConfig(RunOptions):
     data: str | None = None
     cell: str = "lstm"
     hidden: int = 256
@@ -79,37 +78,21 @@ class VAETrainConfig:
     aggressive: float = 0.0
     aggressive_steps: int = 5
     batch_size: int = 32
-    steps: int = 0
-    minutes: float = 0.0
-    lr: float = 2e-3
-    min_lr_ratio: float = 0.05
-    warmup: int = 50
-    weight_decay: float = 0.01
-    clip: float = 1.0
-    eval_every: int = 200
     eval_lines: int = 400
-    seed: int = 1337
-    device: str = "auto"
+    _: KW_ONLY  # the shared run options are keyword-only; so are this trainer's defaults for them
+    lr: float = 2e-3
     out: str = "runs/vae"
-    resume: bool = False
-    force: bool = False
-    threads: int = 0
-    progress: bool = True
     tensorboard: bool = False
-
-    def budget(self) -> Budget:
-        return Budget.of(self.steps, self.minutes)
 
     def validate(self) -> None:
         if self.data is not None and not isinstance(self.data, str):
             raise OptionError("data", f"must be a path or {DEFAULT_CORPUS!r}, got {self.data!r}")
         if self.cell not in CELLS:
             raise OptionError("cell", f"{self.cell!r} is unknown; choose one of {', '.join(CELLS)}")
-        for name in ("hidden", "layers", "embed", "latent", "max_len", "batch_size", "eval_every",
-                     "eval_lines", "cycles"):
+        for name in ("hidden", "layers", "embed", "latent", "max_len", "batch_size", "eval_lines",
+                     "cycles"):
             check_int(name, getattr(self, name), low=1)
         check_int("aggressive_steps", self.aggressive_steps, low=0)
-        check_schedule(self)
         if self.objective not in OBJECTIVES:
             raise OptionError("objective", f"{self.objective!r}: choose one of {', '.join(OBJECTIVES)}")
         if self.kl_anneal not in ANNEAL:
@@ -118,10 +101,7 @@ class VAETrainConfig:
         check_float("free_bits", self.free_bits, low=0)
         check_float("char_dropout", self.char_dropout, low=0, high=1, high_open=True)
         check_float("aggressive", self.aggressive, low=0, high=1)
-        check_int("seed", self.seed, low=0, high=2**63 - 1)
-        check_int("threads", self.threads, low=0, high=MAX_THREADS)
-        if self.resume and self.force:
-            raise OptionError("force", RESUME_AND_FORCE)
+        self.check_run()
 
     def model_config(self, vocab_size: int) -> VAEConfig:
         return VAEConfig(vocab_size, self.cell, self.hidden, self.layers, self.embed, self.latent,
