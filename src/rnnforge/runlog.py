@@ -10,10 +10,12 @@ import csv
 import io
 import os
 import tempfile
+from dataclasses import fields, replace
 from pathlib import Path
 
 from . import checkpoint
 from .errors import OptionError, UserError
+from .training import RESUME_AND_FORCE
 
 
 #: the checkpoints of a run folder: the best weights so far, and the latest with the training state
@@ -64,6 +66,58 @@ def check_out_folder(out: Path) -> None:
         os.unlink(tmp)
     except OSError as e:
         raise OptionError("out", f"{out}: cannot write there ({e.strerror or e})") from None
+
+
+def same_data(a, b, default: str) -> bool:
+    """Whether two ``data`` options name the same corpus: ``default`` (or None, '') is the
+    embedded one; paths are compared resolved."""
+    if a in (None, "", default) or b in (None, "", default):
+        return (a in (None, "", default)) == (b in (None, "", default))
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def resolve_config(cls, options: dict, defaults=None, *, identity: tuple, kinds: tuple,
+                   default_data: str, saved_defaults: dict | None = None):
+    """A run's config (a dataclass ``cls``) from the ``options`` given (None: not given).
+
+    A fresh run takes what is not given from ``defaults``. A resumed one (``resume``)
+    takes it from the run's last checkpoint in ``out``, whose ``kind`` must be one of
+    ``kinds``: the model, data and budget need not be given again, and the options of
+    ``identity`` given again must agree with the run (the budget may grow, and where it
+    runs may change). ``saved_defaults`` fill options that checkpoints written before
+    the option existed lack (what those runs were trained with, whatever today's default).
+    """
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise UserError(f"unknown training options: {', '.join(unknown)}")
+    given = {k: v for k, v in options.items() if v is not None}
+    base = defaults or cls()
+    if given.get("resume") and given.get("force"):
+        raise OptionError("force", RESUME_AND_FORCE)
+    if not given.get("resume"):
+        return replace(base, **given)
+    out = Path(given.get("out", base.out))
+    path = out / LAST
+    if not path.exists():
+        raise UserError(f"{path} does not exist: there is no run to resume in {out}")
+    meta = checkpoint.read_meta(path)
+    saved = meta.get("train")
+    if meta.get("kind") not in kinds or not isinstance(saved, dict):
+        raise UserError(f"{path} holds no {kinds[0]} training config to resume from")
+    saved = {**(saved_defaults or {}), **saved}
+    try:
+        cfg = replace(cls(), **{k: v for k, v in saved.items() if k in names})
+        cfg.validate()
+    except (OptionError, TypeError) as e:
+        raise UserError(f"{path}: the saved training config is invalid ({e})") from None
+    for name in identity:
+        if name in given:
+            new, old = given[name], getattr(cfg, name)
+            if not (same_data(new, old, default_data) if name == "data" else new == old):
+                raise OptionError(name, f"is {new!r}, but the run in {out} was trained with {old!r}; "
+                                        f"leave it out to resume with the run's value")
+    return replace(cfg, **{k: v for k, v in given.items() if k not in identity})
 
 
 def trim_metrics(path: Path, step: int, columns) -> None:

@@ -22,7 +22,7 @@ import shutil
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import KW_ONLY, asdict, dataclass, fields, replace
+from dataclasses import KW_ONLY, asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -34,7 +34,7 @@ from .data import DEFAULT_CORPUS, Vocab, load_text, split, streams, warn_stderr
 from ..errors import OptionError, UserError, check_float, check_int
 from ..runlog import RunExists, check_out_folder
 from ..runtime import AMP, amp_dtype, dist_setup, rank_device, resolve_device, set_threads
-from ..training import RESUME_AND_FORCE, RunOptions, clipped_step, cosine_lr, set_lr, warmup_progress
+from ..training import RunOptions, clipped_step, cosine_lr, set_lr, warmup_progress
 from .generate import MAX_SEED
 from .model import CELLS, CharLM, CharLMConfig, check_fits
 
@@ -92,12 +92,6 @@ def run_files(out: Path) -> list[str]:
     return runlog.run_files(out, RUN_FILES)
 
 
-def _same_data(a, b) -> bool:
-    if a in (None, "", DEFAULT_CORPUS) or b in (None, "", DEFAULT_CORPUS):
-        return (a in (None, "", DEFAULT_CORPUS)) == (b in (None, "", DEFAULT_CORPUS))
-    return Path(a).resolve() == Path(b).resolve()
-
-
 def resolve_config(options: dict, defaults: TrainConfig | None = None) -> TrainConfig:
     """A run's config from the ``options`` given (fields of TrainConfig; None means not given).
 
@@ -106,38 +100,8 @@ def resolve_config(options: dict, defaults: TrainConfig | None = None) -> TrainC
     model, data and budget need not be given again, and any given again must
     agree with the run (the budget may grow, and where it runs may change).
     """
-    names = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(options) - names)
-    if unknown:
-        raise UserError(f"unknown training options: {', '.join(unknown)}")
-    given = {k: v for k, v in options.items() if v is not None}
-    base = defaults or TrainConfig()
-    if given.get("resume") and given.get("force"):
-        raise OptionError("force", RESUME_AND_FORCE)
-    if not given.get("resume"):
-        return replace(base, **given)
-    out = Path(given.get("out", base.out))
-    path = out / LAST
-    if not path.exists():
-        raise UserError(f"{path} does not exist: there is no run to resume in {out}")
-    meta = checkpoint.read_meta(path)
-    saved = meta.get("train")
-    if meta.get("kind") != KIND or not isinstance(saved, dict):
-        raise UserError(f"{path} holds no training config to resume from")
-    saved = {k: v for k, v in saved.items() if k in names}
-    try:
-        cfg = replace(TrainConfig(), **saved)
-        cfg.validate()
-    except (OptionError, TypeError) as e:
-        raise UserError(f"{path}: the saved training config is invalid ({e})") from None
-    for name in RUN_IDENTITY:
-        if name in given:
-            new, old = given[name], getattr(cfg, name)
-            same = _same_data(new, old) if name == "data" else new == old
-            if not same:
-                raise OptionError(name, f"is {new!r}, but the run in {out} was trained with {old!r}; "
-                                        f"leave it out to resume with the run's value")
-    return replace(cfg, **{k: v for k, v in given.items() if k not in RUN_IDENTITY})
+    return runlog.resolve_config(TrainConfig, options, defaults, identity=RUN_IDENTITY, kinds=(KIND,),
+                                 default_data=DEFAULT_CORPUS)
 
 
 def learning_rate(cfg: TrainConfig, step: int, elapsed: float) -> float:

@@ -35,7 +35,7 @@ import shutil
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import KW_ONLY, asdict, dataclass, fields, replace
+from dataclasses import KW_ONLY, asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -45,7 +45,7 @@ from .. import checkpoint, runlog
 from ..charlm.data import DEFAULT_CORPUS, Vocab
 from ..errors import OptionError, UserError, check_float, check_int
 from ..runtime import resolve_device, set_threads
-from ..training import RESUME_AND_FORCE, RunOptions, clipped_step, cosine_lr, set_lr, warmup_progress
+from ..training import RunOptions, clipped_step, cosine_lr, set_lr, warmup_progress
 from .checkpoint import BEST, CURVE, KIND, LAST, LM_KIND, METRICS, RUN_FILES, WRITTEN
 from .data import MAX_CHARS, batch, encode_lines, load_lines
 from .model import CELLS, SequenceVAE, VAEConfig
@@ -118,35 +118,10 @@ RUN_IDENTITY = ("data", "cell", "hidden", "layers", "embed", "latent", "bidirect
 def resolve_config(options: dict, defaults: VAETrainConfig | None = None) -> VAETrainConfig:
     """The run's config from the ``options`` given (None: not given); with ``resume`` the rest
     comes from the run's last checkpoint, and what is given again must agree with it."""
-    names = {f.name for f in fields(VAETrainConfig)}
-    given = {k: v for k, v in options.items() if v is not None and k in names}
-    base = defaults or VAETrainConfig()
-    if given.get("resume") and given.get("force"):
-        raise OptionError("force", RESUME_AND_FORCE)
-    if not given.get("resume"):
-        return replace(base, **given)
-    out = Path(given.get("out", base.out))
-    path = out / LAST
-    if not path.exists():
-        raise UserError(f"{path} does not exist: there is no run to resume in {out}")
-    meta = checkpoint.read_meta(path)
-    saved = meta.get("train")
-    if meta.get("kind") not in (KIND, LM_KIND) or not isinstance(saved, dict):
-        raise UserError(f"{path} holds no VAE training config to resume from")
     # a run saved before the readout could see z was trained without it, whatever today's default
-    saved = {"readout_z": False, **saved}
-    try:
-        cfg = replace(VAETrainConfig(), **{k: v for k, v in saved.items() if k in names})
-        cfg.validate()
-    except (OptionError, TypeError) as e:
-        raise UserError(f"{path}: the saved training config is invalid ({e})") from None
-    for name in RUN_IDENTITY:
-        if name in given and given[name] != getattr(cfg, name):
-            if name == "data" and str(Path(given[name]).resolve()) == cfg.data:
-                continue
-            raise OptionError(name, f"is {given[name]!r}, but the run in {out} was trained with "
-                                    f"{getattr(cfg, name)!r}; leave it out to resume with the run's value")
-    return replace(cfg, **{k: v for k, v in given.items() if k not in RUN_IDENTITY})
+    return runlog.resolve_config(VAETrainConfig, options, defaults, identity=RUN_IDENTITY,
+                                 kinds=(KIND, LM_KIND), default_data=DEFAULT_CORPUS,
+                                 saved_defaults={"readout_z": False})
 
 
 def kl_weight(cfg: VAETrainConfig, progress: float) -> float:
