@@ -67,7 +67,7 @@ class TritonEngine:
         if dev == "cpu":
             if os.environ.get("TRITON_INTERPRET") != "1":
                 return ("the triton engine runs CUDA tensors; CPU tensors only under Triton's "
-                        "interpreter (TRITON_INTERPRET=1 set before triton is imported), "
+                        "interpreter (TRITON_INTERPRET=1 set before the engine first runs), "
                         "for tests; engine='fused' runs it on CPU")
             if not load_kernels().INTERPRETED:
                 return ("TRITON_INTERPRET=1 was set after rnnforge's triton kernels were "

@@ -28,9 +28,16 @@ MODES = {"rnn_tanh": 0, "rnn_sigmoid": 1, "lstm": 2, "gru": 3}
 
 
 @triton.jit
+def _sigmoid(x):
+    # not tl.sigmoid: a jit function of triton.language, which the interpreter runs only when
+    # triton itself was imported under TRITON_INTERPRET=1 (torch imports it with rnnforge)
+    return 1.0 / (1.0 + tl.exp(-x))
+
+
+@triton.jit
 def _tanh(x):
     # tl has no tanh outside libdevice (which the interpreter lacks); exact in float32 to ~1 ulp of 1
-    return 2.0 * tl.sigmoid(2.0 * x) - 1.0
+    return 2.0 * _sigmoid(2.0 * x) - 1.0
 
 
 @triton.jit
@@ -104,12 +111,12 @@ def forward_kernel(xg_ptr, w_ptr, bhh_ptr, h_ptr, c_ptr, acts_ptr, out_ptr, len_
             if MODE == 0:
                 h_new = _tanh(a0)
             elif MODE == 1:
-                h_new = tl.sigmoid(a0)
+                h_new = _sigmoid(a0)
             elif MODE == 2:
-                i = tl.sigmoid(a0)
-                f = tl.sigmoid(_dot(hp, w1, UPCAST, IEEE) + tl.load(xg + H, mask=m2, other=0.0))
+                i = _sigmoid(a0)
+                f = _sigmoid(_dot(hp, w1, UPCAST, IEEE) + tl.load(xg + H, mask=m2, other=0.0))
                 g = _tanh(_dot(hp, w2, UPCAST, IEEE) + tl.load(xg + 2 * H, mask=m2, other=0.0))
-                o = tl.sigmoid(_dot(hp, w3, UPCAST, IEEE) + tl.load(xg + 3 * H, mask=m2, other=0.0))
+                o = _sigmoid(_dot(hp, w3, UPCAST, IEEE) + tl.load(xg + 3 * H, mask=m2, other=0.0))
                 c_old = tl.load(c_ptr + own, mask=m2, other=0.0)
                 c_new = f * c_old + i * g
                 h_new = o * _tanh(c_new)
@@ -118,8 +125,8 @@ def forward_kernel(xg_ptr, w_ptr, bhh_ptr, h_ptr, c_ptr, acts_ptr, out_ptr, len_
                 tl.store(acts + 2 * H, g, mask=m2)
                 tl.store(acts + 3 * H, o, mask=m2)
             else:
-                r = tl.sigmoid(a0)
-                s = tl.sigmoid(_dot(hp, w1, UPCAST, IEEE) + tl.load(xg + H, mask=m2, other=0.0))
+                r = _sigmoid(a0)
+                s = _sigmoid(_dot(hp, w1, UPCAST, IEEE) + tl.load(xg + H, mask=m2, other=0.0))
                 hn = _dot(hp, w2, UPCAST, IEEE)
                 if HAS_BHH:
                     hn = hn + bhh[None, :]
