@@ -84,10 +84,9 @@ def plan(mode: str, B: int, H: int, dtype: torch.dtype, device: torch.device,
     cuda = device.type == "cuda" and not interpreted
     minimum = 16 if cuda else 1  # tl.dot wants 16 in every dimension on the GPU
     HP = max(minimum, _pow2(H))
-    if cuda:
-        BB = max(16, min(_pow2(B), 64, 16384 // HP))
-    else:
-        BB = min(_pow2(B), 64)
+    # batch blocks of 16 rows on the GPU (tl.dot's smallest tile; wider blocks multiply the
+    # shared memory the compiled kernels stage their products through)
+    BB = 16 if cuda else min(_pow2(B), 64)
     if strategy == "auto":
         one = G * HP * HP * weight_bytes(dtype, interpreted) <= WEIGHT_BUDGET
         strategy = "one" if one or not cuda else "persistent"

@@ -42,7 +42,7 @@ def _tanh(x):
 
 @triton.jit
 def _dot(a, w, UPCAST: tl.constexpr, IEEE: tl.constexpr):
-    """``a (BB, HP) @ w (HP, BH)`` with float32 accumulation; ``a`` is float32 state."""
+    """``a (BB, HP) @ w (HP, BH)`` with float32 accumulation."""
     if UPCAST:  # w was upcast on load: float32 operands
         return tl.dot(a, w, input_precision="ieee", out_dtype=tl.float32)
     elif IEEE:
@@ -103,6 +103,7 @@ def forward_kernel(xg_ptr, w_ptr, bhh_ptr, h_ptr, c_ptr, acts_ptr, out_ptr, len_
             # the whole previous state (every program's units), then this program's part
             hp = tl.load(h_ptr + (t * B + rows[:, None]) * H + k[None, :],
                          mask=rmask[:, None] & kmask[None, :], other=0.0, cache_modifier=".cg")
+            hp = hp.to(w0.dtype)  # once for the G products (a no-op in float32)
             own = (t * B + rows[:, None]) * H + cols[None, :]
             h_old = tl.load(h_ptr + own, mask=m2, other=0.0, cache_modifier=".cg")
             xg = xg_ptr + (t * B + rows[:, None]) * GH + cols[None, :]
@@ -211,7 +212,8 @@ def backward_kernel(dout_ptr, w_ptr, h_ptr, c_ptr, acts_ptr, dg_ptr, dn_ptr, dh_
         w2 = _wtile(w_ptr, 2, H, cols, k, cmask, kmask, True, UPCAST)
     if G > 3:
         w3 = _wtile(w_ptr, 3, H, cols, k, cmask, kmask, True, UPCAST)
-    for step in range(t1 - t0):
+    # one pass more with FINISH: t = -1 forms dh0 (one inlined copy of _carry, not two)
+    for step in range(t1 - t0 + FINISH):
         t = t1 - 1 - step
         for b0 in range(0, B, BB):
             rows = b0 + tl.arange(0, BB)
@@ -224,58 +226,54 @@ def backward_kernel(dout_ptr, w_ptr, h_ptr, c_ptr, acts_ptr, dg_ptr, dn_ptr, dh_
                                len_ptr, w0, w1, w2, w3, B, H, MODE, G, HAS_LEN, UPCAST, IEEE)
             else:
                 carry = tl.load(dh_ptr + state, mask=m2, other=0.0)
-            if HAS_LEN:
-                live = (t < tl.load(len_ptr + rows, mask=rmask, other=0))[:, None]
-            else:
-                live = (rows < B)[:, None]
-            # an output past a row's end is a constant zero: its gradient goes nowhere
-            dh = tl.load(dout_ptr + own, mask=m2 & live, other=0.0) + carry
-            dg = dg_ptr + (t * B + rows[:, None]) * GH + cols[None, :]
-            acts = acts_ptr + (t * B + rows[:, None]) * (4 * H) + cols[None, :]
-            if MODE == 0:
-                h = tl.load(h_ptr + own + B * H, mask=m2, other=0.0)
-                tl.store(dg, tl.where(live, dh * (1.0 - h * h), 0.0), mask=m2)
-            elif MODE == 1:
-                h = tl.load(h_ptr + own + B * H, mask=m2, other=0.0)
-                tl.store(dg, tl.where(live, dh * h * (1.0 - h), 0.0), mask=m2)
-            elif MODE == 2:
-                i = tl.load(acts, mask=m2, other=0.0)
-                f = tl.load(acts + H, mask=m2, other=0.0)
-                g = tl.load(acts + 2 * H, mask=m2, other=0.0)
-                o = tl.load(acts + 3 * H, mask=m2, other=0.0)
-                c_old = tl.load(c_ptr + own, mask=m2, other=0.0)
-                tc = _tanh(tl.load(c_ptr + own + B * H, mask=m2, other=0.0))
-                dc_in = tl.load(dc_ptr + state, mask=m2, other=0.0)
-                dc = dc_in + dh * o * (1.0 - tc * tc)
-                tl.store(dg, tl.where(live, dc * g * i * (1.0 - i), 0.0), mask=m2)
-                tl.store(dg + H, tl.where(live, dc * c_old * f * (1.0 - f), 0.0), mask=m2)
-                tl.store(dg + 2 * H, tl.where(live, dc * i * (1.0 - g * g), 0.0), mask=m2)
-                tl.store(dg + 3 * H, tl.where(live, dh * tc * o * (1.0 - o), 0.0), mask=m2)
-                tl.store(dc_ptr + state, tl.where(live, dc * f, dc_in), mask=m2)
-            else:
-                r = tl.load(acts, mask=m2, other=0.0)
-                s = tl.load(acts + H, mask=m2, other=0.0)
-                n = tl.load(acts + 2 * H, mask=m2, other=0.0)
-                hn = tl.load(acts + 3 * H, mask=m2, other=0.0)
-                h_old = tl.load(h_ptr + own, mask=m2, other=0.0)
-                dn = dh * (1.0 - s) * (1.0 - n * n)
-                tl.store(dn_ptr + own, tl.where(live, dn, 0.0), mask=m2)
-                tl.store(dg, tl.where(live, dn * hn * r * (1.0 - r), 0.0), mask=m2)
-                tl.store(dg + H, tl.where(live, dh * (h_old - n) * s * (1.0 - s), 0.0), mask=m2)
-                tl.store(dg + 2 * H, tl.where(live, dn * r, 0.0), mask=m2)
-            tl.store(dh_ptr + state, dh, mask=m2)  # read by this program only, at step t-1
+            if t >= 0:
+                if HAS_LEN:
+                    live = (t < tl.load(len_ptr + rows, mask=rmask, other=0))[:, None]
+                else:
+                    live = (rows < B)[:, None]
+                # an output past a row's end is a constant zero: its gradient goes nowhere
+                dh = tl.load(dout_ptr + own, mask=m2 & live, other=0.0) + carry
+                dg = dg_ptr + (t * B + rows[:, None]) * GH + cols[None, :]
+                acts = acts_ptr + (t * B + rows[:, None]) * (4 * H) + cols[None, :]
+                if MODE == 0:
+                    h = tl.load(h_ptr + own + B * H, mask=m2, other=0.0)
+                    tl.store(dg, tl.where(live, dh * (1.0 - h * h), 0.0), mask=m2)
+                elif MODE == 1:
+                    h = tl.load(h_ptr + own + B * H, mask=m2, other=0.0)
+                    tl.store(dg, tl.where(live, dh * h * (1.0 - h), 0.0), mask=m2)
+                elif MODE == 2:
+                    i = tl.load(acts, mask=m2, other=0.0)
+                    f = tl.load(acts + H, mask=m2, other=0.0)
+                    g = tl.load(acts + 2 * H, mask=m2, other=0.0)
+                    o = tl.load(acts + 3 * H, mask=m2, other=0.0)
+                    c_old = tl.load(c_ptr + own, mask=m2, other=0.0)
+                    tc = _tanh(tl.load(c_ptr + own + B * H, mask=m2, other=0.0))
+                    dc_in = tl.load(dc_ptr + state, mask=m2, other=0.0)
+                    dc = dc_in + dh * o * (1.0 - tc * tc)
+                    tl.store(dg, tl.where(live, dc * g * i * (1.0 - i), 0.0), mask=m2)
+                    tl.store(dg + H, tl.where(live, dc * c_old * f * (1.0 - f), 0.0), mask=m2)
+                    tl.store(dg + 2 * H, tl.where(live, dc * i * (1.0 - g * g), 0.0), mask=m2)
+                    tl.store(dg + 3 * H, tl.where(live, dh * tc * o * (1.0 - o), 0.0), mask=m2)
+                    tl.store(dc_ptr + state, tl.where(live, dc * f, dc_in), mask=m2)
+                else:
+                    r = tl.load(acts, mask=m2, other=0.0)
+                    s = tl.load(acts + H, mask=m2, other=0.0)
+                    n = tl.load(acts + 2 * H, mask=m2, other=0.0)
+                    hn = tl.load(acts + 3 * H, mask=m2, other=0.0)
+                    h_old = tl.load(h_ptr + own, mask=m2, other=0.0)
+                    dn = dh * (1.0 - s) * (1.0 - n * n)
+                    tl.store(dn_ptr + own, tl.where(live, dn, 0.0), mask=m2)
+                    tl.store(dg, tl.where(live, dn * hn * r * (1.0 - r), 0.0), mask=m2)
+                    tl.store(dg + H, tl.where(live, dh * (h_old - n) * s * (1.0 - s), 0.0), mask=m2)
+                    tl.store(dg + 2 * H, tl.where(live, dn * r, 0.0), mask=m2)
+                tl.store(dh_ptr + state, dh, mask=m2)  # read by this program only, at step t-1
+            else:  # dh0: what reaches the initial state through step 0
+                tl.store(dh_ptr + state, carry, mask=m2)
         if SYNC:
-            _grid_barrier(bar_ptr, nprog * (step + 1))
+            if t >= 0:
+                _grid_barrier(bar_ptr, nprog * (step + 1))
         else:
             tl.debug_barrier()
-    if FINISH:  # dh0: what reaches the initial state through step 0
-        for b0 in range(0, B, BB):
-            rows = b0 + tl.arange(0, BB)
-            rmask = rows < B
-            carry = _carry(0, rows, rmask, cols, cmask, k, kmask, dg_ptr, dh_ptr, acts_ptr,
-                           len_ptr, w0, w1, w2, w3, B, H, MODE, G, HAS_LEN, UPCAST, IEEE)
-            tl.store(dh_ptr + rows[:, None] * H + cols[None, :], carry,
-                     mask=rmask[:, None] & cmask[None, :])
 
 
 INTERPRETED = type(forward_kernel).__name__ == "InterpretedFunction"
