@@ -44,7 +44,7 @@ def test_triton_cuda_full_size_matches_reference(mode, strategy, monkeypatch):
     monkeypatch.setattr(function, "STRATEGY", strategy)
     ref, tri, x = _pair(mode, 64, 16, 64, 256, num_layers=2, bidirectional=True, bias=True)
     lengths = torch.randint(1, 65, (16,))
-    p = function.plan(mode, 16, 256, torch.float32, CUDA, False)
+    p = function.plan(mode, 16, 256, CUDA, False)
     assert p.nprog == 16 and p.sync == (strategy == "persistent")
     x_r, x_t = x.clone().requires_grad_(), x.clone().requires_grad_()
     want = flat_outputs(ref(x_r, lengths=lengths))
@@ -56,10 +56,9 @@ def test_triton_cuda_full_size_matches_reference(mode, strategy, monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("mode", MODES)
 def test_triton_cuda_half_at_the_width_limit(mode, dtype):
-    """The widest layer each cell runs in the half dtype (LSTM and GRU 1024, RNNs 2048 on
-    132 SMs), against a float32 reference."""
-    sms = torch.cuda.get_device_properties(CUDA).multi_processor_count
-    H = function.max_width(mode, dtype, sms)
+    """The widest layer each cell runs (LSTM and GRU 512, RNNs 1024 on H100/H200) in the
+    half dtype, against a float32 reference."""
+    H = function.max_width(mode, *function.device_limits(CUDA))
     ref, tri, x = _pair(mode, 8, 4, 32, H, dtype=dtype, bias=True)
     x_r, x_t = x.clone().requires_grad_(), x.to(dtype).requires_grad_()
     want = flat_outputs(ref(x_r))
@@ -87,10 +86,10 @@ def test_auto_offers_triton_first_on_cuda():
 
 
 def test_triton_cuda_one_program_matches_persistent(monkeypatch):
-    """Where the weights fit one program (H=64 LSTM in float16), auto runs one program
-    without a barrier; the persistent launch of 4 programs gives the same result."""
+    """Where the weights fit one program (H=64 LSTM), auto runs one program without a
+    barrier; the persistent launch of 4 programs gives the same result."""
     ref, tri, x = _pair("lstm", 32, 8, 16, 64, dtype=torch.float16)
-    p = function.plan("lstm", 8, 64, torch.float16, CUDA, False)
+    p = function.plan("lstm", 8, 64, CUDA, False)
     assert p.nprog == 1 and not p.sync
     one = flat_outputs(tri(x.half()))
     monkeypatch.setattr(function, "STRATEGY", "persistent")

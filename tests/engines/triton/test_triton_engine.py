@@ -124,7 +124,7 @@ def test_triton_several_programs_match_one(mode, case, monkeypatch):
     tri.zero_grad()
     monkeypatch.setattr(function, "STRATEGY", "steps")
     monkeypatch.setattr(function, "BLOCK_H", _steps_block(cfg["H"]))
-    p = function.plan(mode, cfg["B"], cfg["H"], torch.float32, DEVICE, not CUDA)
+    p = function.plan(mode, cfg["B"], cfg["H"], DEVICE, not CUDA)
     assert p.steps and (p.nprog > 1 or CUDA), p
     many, xm, hsm = call(tri, mode, x, hs, lengths)
     sum((o * c).sum() for o, c in zip(many, cot)).backward()
@@ -199,17 +199,13 @@ def test_triton_backward_is_not_differentiable_twice():
 
 
 # -- limits and bad input ----------------------------------------------------------------------
-def test_triton_width_limits_on_h100_h200():
-    """The widths the package docstring states for 132 SMs (G gates x 16 units x H weights
-    within 128 KiB per program, at most one program per SM)."""
-    want = {("lstm", torch.float16): 1024, ("lstm", torch.bfloat16): 1024,
-            ("lstm", torch.float32): 512, ("gru", torch.float16): 1024,
-            ("gru", torch.float32): 512, ("rnn_tanh", torch.bfloat16): 2048,
-            ("rnn_sigmoid", torch.float32): 2048}
-    got = {key: function.max_width(*key, sms=132) for key in want}
-    assert got == want
-    # fewer SMs, wider slices: 32 programs of 32 units of a 1024-wide LSTM hold 256 KiB each
-    assert function.max_width("lstm", torch.float16, sms=32) == 512
+def test_triton_width_limits():
+    """The widths the package docstring states for H100/H200 (132 SMs, 227 KiB of shared
+    memory per block), lower with less shared memory (A100: 163 KiB) or few SMs."""
+    assert {mode: function.max_width(mode) for mode in MODES} == {
+        "rnn_sigmoid": 1024, "rnn_tanh": 1024, "gru": 512, "lstm": 512}
+    assert function.max_width("lstm", sms=108, smem=163 * 1024) == 256
+    assert function.max_width("rnn_tanh", sms=20) == 256  # 16 units on each of 20 SMs: 320
 
 
 def _refused(layer, x, message):
@@ -221,13 +217,14 @@ def _refused(layer, x, message):
 
 def test_triton_refuses_a_width_past_its_limit():
     layer = make_layer("lstm", 1, 513, engine="triton", device=DEVICE)
-    sms = (torch.cuda.get_device_properties(DEVICE).multi_processor_count if CUDA else 132)
-    limit = function.max_width("lstm", torch.float32, sms=sms)
+    sms, smem = function.device_limits(DEVICE) if CUDA else (132, 227 * 1024)
+    limit = function.max_width("lstm", sms, smem)
     assert limit == 512 or CUDA
     _refused(layer, torch.randn(2, 1, 1, device=DEVICE),
-             f"hidden_size 513 is past the triton engine's limit of {limit} for the lstm cell in "
-             f"torch.float32 on {sms} SMs (each program keeps its slice of the recurrent weights "
-             f"on chip, 128 KiB); engine='{'native' if CUDA else 'fused'}' runs it")
+             f"hidden_size 513 is past the triton engine's limit of {limit} for the lstm cell on a "
+             f"GPU with {sms} SMs and {smem // 1024} KiB of shared memory per block (its persistent "
+             f"kernels keep each program's slice of the recurrent weights on chip); "
+             f"engine='{'native' if CUDA else 'fused'}' runs it")
 
 
 def test_triton_refuses_float64():

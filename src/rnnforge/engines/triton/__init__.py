@@ -7,8 +7,8 @@ forward
     ``xg = x W_ih^T + b_ih`` for all T steps as one GEMM (torch, outside the kernels),
     kept in float32. Then the recurrence as one persistent kernel
     (``kernels.forward_kernel``): program p owns the units ``[p*BH, (p+1)*BH)`` of every
-    gate, loads its slice of ``W_hh`` (G x BH x H) once and keeps it in registers for all
-    T steps, and at each step reads the whole ``h_{t-1}`` from a global (T+1, B, H)
+    gate, loads its slice of ``W_hh`` (G x BH x H) once and keeps it on chip (registers
+    and shared memory, as the compiler places it) for all T steps, and at each step reads the whole ``h_{t-1}`` from a global (T+1, B, H)
     float32 buffer, forms its slice of the G pre-activations with ``tl.dot`` (float32
     accumulation), runs the cell's gate arithmetic fused, and writes its slice of
     ``h_t`` (and of ``C_t``, and the activations the backward reads). Between steps
@@ -18,10 +18,11 @@ forward
     weights fit in one: small H) there is no barrier at all.
 backward
     The same in reverse time (``kernels.backward_kernel``): per step each program forms
-    its slice of ``dgates_t`` elementwise from dh, dC and the saved activations, writes
-    it into a full (T, B, G*H) float32 buffer, meets the others at the barrier, then
-    forms its slice ``dh_{t-1} = dgates_t W_hh[:, slice]`` (plus the GRU's direct
-    ``s * dh_t``) with its column slice of ``W_hh`` held in registers. The weight, bias
+    its slice ``dh_t = dgates_{t+1} W_hh[:, slice]`` (plus the GRU's direct
+    ``s * dh_{t+1}``, plus the output's gradient) with its column slice of ``W_hh`` held
+    on chip, then its slice of ``dgates_t`` elementwise from dh, dC and the saved
+    activations, writes it into a full (T, B, G*H) float32 buffer, and meets the others
+    at the barrier; one pass more forms dh0. The weight, bias
     and input gradients are GEMMs over all steps outside the kernel:
     ``dW_hh = dgates^T H_prev``, ``dW_ih = dgates^T X``, ``dx = dgates W_ih`` (float32).
 
@@ -35,15 +36,19 @@ dtype, state, gate arithmetic and accumulation in float32; outputs in the half d
 Under autocast (CUDA, and CPU under the interpreter alike) the layer runs in autocast's
 dtype and returns it, as torch.nn's layers do; gradients reach the float32 parameters.
 
-Widths (``function.max_width``): a program holds G x BH x H weights within
-``WEIGHT_BUDGET`` = 128 KiB of registers (a 256 KiB register file per SM on H100/H200,
-whose 228 KiB of shared memory we leave to ``tl.dot``'s staging), with BH >= 16 (the
-smallest ``tl.dot`` tile) and at most one program per SM (132 on H100/H200). That gives,
-on H100/H200: LSTM H <= 1024 in bf16/fp16 and <= 512 in float32; GRU <= 1024 / 512; both
-RNNs <= 2048 / 2048. Past them ``why_not`` refuses and names ``native`` (cuDNN; the
-``reference`` engine for the sigmoid RNN). A GPU with fewer SMs gets lower limits.
-None of this has been run on a GPU yet: the kernels are tested through Triton's
-interpreter only (below); the persistent multi-program launch is GPU-only.
+Widths (``function.max_width``, ``function.WIDTHS_SM90``): on H100 and H200 (SM 9.0,
+132 SMs, 227 KiB of shared memory per block) the LSTM and the GRU run up to H = 512, both
+RNNs up to H = 1024, in every dtype. Why: a program of BH = 16 units (``tl.dot``'s
+smallest tile) holds G x 16 x H recurrent weights, and the compiler keeps that slice and
+the state tile for ``tl.dot`` in shared memory. Compiled for sm_90 (ptxas and cuobjdump,
+no GPU needed), the kernels at those widths take at most 192 KiB of shared memory with
+no register spills; twice as wide they need 257 to 384 KiB, more than a block may have.
+A GPU with less shared memory per block gets proportionally narrower limits, and the
+grid barrier allows at most one program per SM (H <= 16 x SMs). Past the limit, for
+float64 and without triton ``why_not`` refuses and names ``native`` (cuDNN; for the
+sigmoid RNN the ``reference`` engine). None of this has been run on a GPU yet: the
+kernels are tested through Triton's interpreter (below); the persistent multi-program
+launch is GPU-only.
 
 Launches (``function.plan``, ``function.STRATEGY``): "one" (one program for all
 units, no barrier: small H, and every interpreter run by default), "persistent"

@@ -11,8 +11,7 @@ import os
 import torch
 
 from ..fused.engine import run_layers
-from . import function
-from .function import DEFAULT_SMS, TritonRecurrence, max_width
+from .function import DEFAULT_SMS, SMEM_SM90, TritonRecurrence, device_limits, max_width
 
 _MODES = ("lstm", "gru", "rnn_tanh", "rnn_sigmoid")
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -80,16 +79,15 @@ class TritonEngine:
             return (f"the triton engine takes float32, bfloat16 or float16, got {dtype}; "
                     f"{_other(mode, dev)} runs {dtype}")
         if dev == "cuda" and not load_kernels().INTERPRETED:
-            sms = torch.cuda.get_device_properties(x.device).multi_processor_count
-        else:
-            sms = DEFAULT_SMS
-        interpreted = dev == "cpu" or load_kernels().INTERPRETED
-        limit = max_width(mode, dtype, sms, interpreted)
+            sms, smem = device_limits(x.device)
+        else:  # the interpreter refuses what an H100 or H200 would
+            sms, smem = DEFAULT_SMS, SMEM_SM90
+        limit = max_width(mode, sms, smem)
         if layer.hidden_size > limit:
             return (f"hidden_size {layer.hidden_size} is past the triton engine's limit of {limit} "
-                    f"for the {mode} cell in {dtype} on {sms} SMs (each program keeps its slice "
-                    f"of the recurrent weights on chip, {function.WEIGHT_BUDGET // 1024} KiB); "
-                    f"{_other(mode, dev)} runs it")
+                    f"for the {mode} cell on a GPU with {sms} SMs and {smem // 1024} KiB of shared "
+                    f"memory per block (its persistent kernels keep each program's slice of the "
+                    f"recurrent weights on chip); {_other(mode, dev)} runs it")
         return None
 
     def forward(self, layer, x, h0, c0, lengths):

@@ -14,18 +14,28 @@ from typing import NamedTuple
 
 import torch
 
-#: bytes of recurrent weights one program holds on chip for all steps (its slice of W_hh);
-#: the width limits follow from it (``max_width``)
-WEIGHT_BUDGET = 128 * 1024
+#: the widest layer per cell on an SM 9.0 GPU (H100, H200: 132 SMs, 227 KiB of shared memory
+#: per block), the same in float32, bfloat16 and float16: programs of 16 units, 16 batch rows
+#: per block. Compiled for sm_90 (ptxas, no GPU needed), the widest kernels take at most
+#: 192 KiB of shared memory and spill no registers; twice as wide takes 257 to 384 KiB,
+#: past what one block may have (the compiler stages the slice of W_hh and the state
+#: tile through shared memory for tl.dot, so shared memory grows with G x H)
+WIDTHS_SM90 = {"lstm": 512, "gru": 512, "rnn_tanh": 1024, "rnn_sigmoid": 1024}
+#: shared memory per block on SM 9.0, what ``WIDTHS_SM90`` was measured against
+SMEM_SM90 = 227 * 1024
 #: the SM count the width limits are stated for where no GPU answers (H100 and H200: 132)
 DEFAULT_SMS = 132
+#: one program runs the whole recurrence (no barrier) while G x H x H weights are at most
+#: this many: the weights of one program at the widest measured configuration, halved
+ONE_PROGRAM_WEIGHTS = 16384
 GATES = {"rnn_tanh": 1, "rnn_sigmoid": 1, "lstm": 4, "gru": 3}
 
 
 class Plan(NamedTuple):
     """How one layer-direction is launched: ``nprog`` programs of ``block_h`` units each,
-    ``block_b`` batch rows per block, ``hp`` the width padded to a power of two; ``steps``: one launch per time step (the launch
-    boundary orders the steps); ``sync``: one persistent launch with a grid barrier."""
+    ``block_b`` batch rows per block, ``hp`` the width padded to a power of two; ``steps``:
+    one launch per time step (the launch boundary orders the steps); ``sync``: one
+    persistent launch with a grid barrier."""
     nprog: int
     hp: int
     block_h: int
@@ -39,8 +49,7 @@ class Plan(NamedTuple):
 #: persistent launch of co-resident programs on CUDA), "one" (one program for all units),
 #: "steps" (``BLOCK_H`` units per program, one launch per step) or "persistent" (CUDA only)
 STRATEGY = "auto"
-#: units per program for "steps" and "persistent"; None: the smallest that keeps the
-#: programs within the SM count
+#: units per program for "steps" and "persistent"; None: 16, what the widths were measured with
 BLOCK_H: int | None = None
 
 
@@ -48,37 +57,25 @@ def _pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def weight_bytes(dtype: torch.dtype, interpreted: bool) -> int:
-    """Bytes per weight held on chip: float32, or the half dtype (the interpreter's bf16
-    dot is broken, so its bf16 weights are upcast on load)."""
-    if dtype == torch.float32 or (interpreted and dtype == torch.bfloat16):
-        return 4
-    return 2
+def _floor2(n: int) -> int:
+    return 1 << max(0, n.bit_length() - 1)
 
 
-def block_h(H: int, sms: int, minimum: int = 16) -> int:
-    """The fewest units per program (a power of two, at least ``minimum``) such that the
-    programs fit on ``sms`` SMs, one each (the grid barrier needs them all resident)."""
-    bh = minimum
-    while math.ceil(H / bh) > sms:
-        bh *= 2
-    return bh
+def max_width(mode: str, sms: int = DEFAULT_SMS, smem: int = SMEM_SM90) -> int:
+    """The widest H the kernels run for ``mode`` on a GPU with ``sms`` SMs and ``smem`` bytes
+    of shared memory per block: ``WIDTHS_SM90`` scaled by the shared memory, and at most
+    16 units per SM (one resident program of 16 units per SM, for the grid barrier)."""
+    return min(_floor2(WIDTHS_SM90[mode] * smem // SMEM_SM90), _floor2(16 * sms))
 
 
-def max_width(mode: str, dtype: torch.dtype, sms: int, interpreted: bool = False) -> int:
-    """The widest H the kernels run for ``mode`` in ``dtype`` on a GPU with ``sms`` SMs:
-    each program's G gates x ``block_h`` units x H weights within ``WEIGHT_BUDGET``."""
-    G, nbytes = GATES[mode], weight_bytes(dtype, interpreted)
-    best, HP = 0, 16
-    while HP <= 1 << 16:
-        if G * block_h(HP, sms) * HP * nbytes <= WEIGHT_BUDGET:
-            best = HP
-        HP *= 2
-    return best
+def device_limits(device: torch.device) -> tuple[int, int]:
+    """``(SMs, shared memory per block)`` of a CUDA device."""
+    props = torch.cuda.get_device_properties(device)
+    smem = getattr(props, "shared_memory_per_block_optin", SMEM_SM90)
+    return props.multi_processor_count, smem
 
 
-def plan(mode: str, B: int, H: int, dtype: torch.dtype, device: torch.device,
-         interpreted: bool) -> Plan:
+def plan(mode: str, B: int, H: int, device: torch.device, interpreted: bool) -> Plan:
     G = GATES[mode]
     strategy = STRATEGY
     cuda = device.type == "cuda" and not interpreted
@@ -88,8 +85,7 @@ def plan(mode: str, B: int, H: int, dtype: torch.dtype, device: torch.device,
     # shared memory the compiled kernels stage their products through)
     BB = 16 if cuda else min(_pow2(B), 64)
     if strategy == "auto":
-        one = G * HP * HP * weight_bytes(dtype, interpreted) <= WEIGHT_BUDGET
-        strategy = "one" if one or not cuda else "persistent"
+        strategy = "one" if G * HP * HP <= ONE_PROGRAM_WEIGHTS or not cuda else "persistent"
     if strategy == "one":
         return Plan(1, HP, HP, BB, False, False, 8 if G * HP * HP >= 1 << 14 else 4)
     if strategy == "persistent" and not cuda:
@@ -98,9 +94,8 @@ def plan(mode: str, B: int, H: int, dtype: torch.dtype, device: torch.device,
     if strategy not in ("steps", "persistent"):
         raise ValueError(f"unknown STRATEGY {strategy!r}; choose 'auto', 'one', 'steps' or "
                          f"'persistent'")
-    sms = torch.cuda.get_device_properties(device).multi_processor_count if cuda else DEFAULT_SMS
-    BH = BLOCK_H or block_h(HP, sms, minimum)
-    BH = min(max(minimum, _pow2(BH)), HP)
+    sms = device_limits(device)[0] if cuda else DEFAULT_SMS
+    BH = min(max(minimum, _pow2(BLOCK_H or 16)), HP)
     nprog = math.ceil(H / BH)
     if strategy == "persistent" and nprog > sms:
         raise ValueError(f"{nprog} programs of {BH} units exceed the {sms} SMs: a grid barrier "
@@ -143,7 +138,7 @@ class TritonRecurrence(torch.autograd.Function):
         w = w_hh.contiguous()
         bhh = b_hh.to(f32).contiguous() if b_hh is not None else hbuf
         lens = lengths.contiguous() if lengths is not None else hbuf
-        p = plan(mode, B, H, x.dtype, x.device, K.INTERPRETED)
+        p = plan(mode, B, H, x.device, K.INTERPRETED)
         const = _constants(K, mode, G, H, x.dtype, p, lengths is not None)
         windows = [(t, t + 1) for t in range(T)] if p.steps else [(0, T)]
         with _on(x.device):
@@ -177,7 +172,7 @@ class TritonRecurrence(torch.autograd.Function):
         dg = torch.empty((T, B, GH), dtype=f32, device=x.device)
         dn = torch.empty((T, B, H), dtype=f32, device=x.device) if mode == "gru" else dg
         lens = lengths.contiguous() if lengths is not None else dg
-        p = plan(mode, B, H, x.dtype, x.device, K.INTERPRETED)
+        p = plan(mode, B, H, x.device, K.INTERPRETED)
         const = _constants(K, mode, G, H, x.dtype, p, lengths is not None)
         # (t0, t1, finish): with one launch per step, dh0 needs a launch of its own
         windows = ([(t, t + 1, 0) for t in reversed(range(T))] + [(0, 0, 1)] if p.steps
@@ -209,7 +204,8 @@ class TritonRecurrence(torch.autograd.Function):
 
 def _constants(K, mode, G, H, dtype, p: Plan, has_len: bool) -> dict:
     return dict(MODE=K.MODES[mode], G=G, BB=p.block_b, HP=p.hp, BH=p.block_h, HAS_LEN=has_len,
-                SYNC=p.sync, UPCAST=K.INTERPRETED and dtype == torch.bfloat16, IEEE=dtype == torch.float32,
+                SYNC=p.sync, UPCAST=K.INTERPRETED and dtype == torch.bfloat16,
+                IEEE=dtype == torch.float32,
                 num_warps=p.num_warps)
 
 
