@@ -1,17 +1,21 @@
 """The triton engine's tests run its kernels compiled on a GPU when there is one, else
 through Triton's interpreter on CPU tensors.
 
-``triton.jit`` reads ``TRITON_INTERPRET`` when the kernels module is imported, so it
-is set here, at collection, before any test can import the kernels. Where they were
-already imported compiled (a GPU process), the CPU tests skip with the reason.
+``triton.jit`` reads ``TRITON_INTERPRET`` when the engine's kernels module is imported
+(its first run in a process), so without a GPU every test of this folder runs with it
+set; the engine imports the kernels only once it accepts a request, so no test outside
+this folder has imported them compiled before. The variable is set per test, not for the
+session, so that the rest of the suite (and the processes its tests start) keeps the
+engine's CPU refusal.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-
+import pytest
 import torch
 
-if not torch.cuda.is_available() and "rnnforge.engines.triton.kernels" not in sys.modules:
-    os.environ["TRITON_INTERPRET"] = "1"
+
+@pytest.fixture(autouse=True)
+def _interpreter(monkeypatch):
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("TRITON_INTERPRET", "1")

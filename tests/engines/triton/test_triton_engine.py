@@ -27,8 +27,8 @@ import rnnforge as rf
 from rnnforge import engines
 from rnnforge.engines import ENGINES
 from rnnforge.engines.triton import function
-from rnnforge_testing import MODES, Tol, assert_close, assert_same_function, flat_outputs, \
-    make_layer, n_states, random_cotangents
+from rnnforge_testing import ENGINE_SHAPES, MODES, Tol, assert_close, assert_same_function, \
+    check_engine_matches_reference, flat_outputs, make_layer, n_states, random_cotangents
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
                                 reason="triton is not installed (pip install 'rnnforge[gpu]')")
@@ -49,7 +49,7 @@ CASES = {
 
 
 @pytest.fixture(autouse=True)
-def _kernels_for_the_device():
+def _kernels_for_the_device(_interpreter):
     """CPU tensors need the interpreted kernels; say so where a GPU process compiled them."""
     if DEVICE.type == "cpu":
         from rnnforge.engines.triton.engine import load_kernels
@@ -93,6 +93,17 @@ def test_triton_matches_reference(mode, case):
     assert_same_function(got, want, ([x_t, *hs_t], [x_r, *hs_r]), (tri, ref))
 
 
+@pytest.mark.parametrize("shape", ["L2-bidir-bias-hx-batch_first", "lengths-B1-nan-padding",
+                                   "lengths-max<T-nan-padding"])
+@pytest.mark.parametrize("mode", MODES)
+def test_triton_in_the_engine_matrix(mode, shape):
+    """The suite's engine parity cases that test_engines.py runs for triton only where the
+    interpreter is on: batch_first, NaN in the padding (padded steps must be inert)."""
+    if CUDA:
+        pytest.skip("the engine matrix builds CPU tensors; test_triton_cuda.py covers CUDA")
+    check_engine_matches_reference("triton", mode, torch.float32, ENGINE_SHAPES[shape])
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_triton_packed_sequence(mode):
     ref, tri, x, hs, _ = pair(mode, dict(T=5, B=3, I=3, H=6, bias=True))
@@ -109,12 +120,20 @@ def _steps_block(H):
     return 16 if CUDA else max(1, H // 3)
 
 
-@pytest.mark.parametrize("case", ["T8-B4-H32-bias", "lengths-unsorted-L2-bidir-bias-hx"])
+#: the one-launch-per-step cases: one layer (each step is a launch, slow in the interpreter)
+STEP_CASES = {
+    "T8-B4-H32-bias": CASES["T8-B4-H32-bias"],
+    "lengths-unsorted-bidir-bias-hx": dict(T=5, B=4, I=3, H=7, bidir=True, bias=True, hx=True,
+                                           lengths=[3, 5, 1, 4]),
+}
+
+
+@pytest.mark.parametrize("case", STEP_CASES.values(), ids=STEP_CASES.keys())
 @pytest.mark.parametrize("mode", MODES)
 def test_triton_several_programs_match_one(mode, case, monkeypatch):
     """Several programs, each its slice of the units, one launch per step (the launch
     boundary is the barrier), give the one-program result; both match the reference."""
-    cfg = CASES[case]
+    cfg = case
     ref, tri, x, hs, lengths = pair(mode, cfg)
     monkeypatch.setattr(function, "STRATEGY", "one")
     one, x1, hs1 = call(tri, mode, x, hs, lengths)
@@ -293,3 +312,31 @@ def test_auto_never_runs_triton_on_cpu():
         "engine='auto' runs triton only on CUDA (on CPU it would run under Triton's interpreter, "
         "a test harness); name engine='triton' to run it here")
     assert ENGINES["triton"].engine.why_not(layer, x, None) is None  # named, it runs
+
+
+def test_triton_kernels_fit_an_sm90_block():
+    """Compiled for sm_90 without a GPU (triton's ptxas; in a process of its own, since the
+    interpreter's kernels do not compile): at the widest RNN and at the widest one-program
+    LSTM the kernels fit a block's 227 KiB of shared memory and spill no registers
+    (``python -m rnnforge.engines.triton.resources`` prints every cell's)."""
+    import triton
+
+    if not os.path.exists(os.path.join(triton.__path__[0], "backends", "nvidia", "bin", "ptxas")):
+        pytest.skip("this triton has no ptxas for sm_90")
+    H_one = int((function.ONE_PROGRAM_WEIGHTS // 4) ** 0.5)  # 64: one program, no barrier
+    cases = [("rnn_tanh", "float32", function.max_width("rnn_tanh"), 16),
+             ("lstm", "float16", H_one, H_one)]
+    code = ("import torch, sys\n"
+            "from rnnforge.engines.triton.resources import usage\n"
+            f"for mode, dtype, H, bh in {cases!r}:\n"
+            "    for kernel, (shared, regs, local) in usage(mode, getattr(torch, dtype), H, bh).items():\n"
+            "        print(mode, H, kernel, shared, local)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("TRITON_INTERPRET", None)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split() for line in done.stdout.splitlines()]
+    assert len(rows) == 4, done.stdout
+    for mode, H, kernel, shared, local in rows:
+        assert int(shared) <= function.SMEM_SM90 and int(local) == 0, (mode, H, kernel, shared, local)
