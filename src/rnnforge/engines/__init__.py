@@ -107,8 +107,9 @@ def rule(layer, x: torch.Tensor, lengths: torch.Tensor | None = None) -> str:
     ``AUTO_ORDER`` that can run wins: on CUDA triton (where its dtypes and widths
     allow; not yet measured against cuDNN on a GPU), then native; triton only ever
     on CUDA (on CPU it would run under Triton's interpreter, a test harness). A
-    ``ValueError`` lists every engine's reason when none can. The measurements are BENCHMARKS.md's engine tables
-    (``rnnforge bench``; ``benchmarks/bench_engines.py --parts table loops wide``).
+    ``ValueError`` lists every engine's reason when none can. The measurements
+    are BENCHMARKS.md's engine tables (``rnnforge bench``;
+    ``benchmarks/bench_engines.py --parts table loops wide``).
     """
     def can(name):
         return name in ENGINES and ENGINES[name].engine.why_not(layer, x, lengths) is None

@@ -23,7 +23,6 @@ import sys
 import pytest
 import torch
 
-import rnnforge as rf
 from rnnforge import engines
 from rnnforge.engines import ENGINES
 from rnnforge.engines.triton import function
@@ -260,6 +259,17 @@ def test_triton_refuses_mixed_devices():
     _refused(layer, torch.randn(2, 1, 3, device=DEVICE),
              f"mixed devices: parameter cells.1.alpha_r is on meta but the input is on {DEVICE}; "
              f"no engine runs that: move the layer with .to('{DEVICE}')")
+
+
+def test_triton_refuses_tracing():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    layer = make_layer("gru", 3, 4, engine="triton", device=DEVICE)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        x = torch.randn(2, 1, 3, device=DEVICE)
+    assert ENGINES["triton"].why_not(layer, x, None) == (
+        "the triton engine's kernels launch on real tensors and cannot be traced (torch.compile, "
+        "torch.export, fake tensors); engine='fused' traces on CPU, engine='native' on CUDA")
 
 
 def test_triton_refuses_cpu_tensors_without_the_interpreter(monkeypatch):

@@ -11,6 +11,7 @@ import os
 import torch
 
 from ..fused.engine import run_layers
+from ..fused.ops import tracing
 from .function import DEFAULT_SMS, SMEM_SM90, TritonRecurrence, device_limits, max_width
 
 _MODES = ("lstm", "gru", "rnn_tanh", "rnn_sigmoid")
@@ -20,7 +21,7 @@ _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 def triton_missing() -> str | None:
     """Why triton cannot be imported, or None."""
     try:
-        import triton  # noqa: F401
+        import triton  # noqa: F401  (whether it imports)
     except ImportError as e:
         return f"triton is not installed ({e}); pip install 'rnnforge[gpu]'"
     return None
@@ -56,6 +57,10 @@ class TritonEngine:
         mode, dev = layer.mode, x.device.type
         if mode not in _MODES:
             return f"no triton kernels for the {mode} cell"
+        if tracing(x):
+            return ("the triton engine's kernels launch on real tensors and cannot be traced "
+                    "(torch.compile, torch.export, fake tensors); engine='fused' traces on CPU, "
+                    "engine='native' on CUDA")
         missing = triton_missing()
         if missing is not None:
             return f"{missing}; {_other(mode, dev)} runs it without triton"
