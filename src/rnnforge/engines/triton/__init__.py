@@ -8,10 +8,11 @@ forward
     kept in float32. Then the recurrence as one persistent kernel
     (``kernels.forward_kernel``): program p owns the units ``[p*BH, (p+1)*BH)`` of every
     gate, loads its slice of ``W_hh`` (G x BH x H) once and keeps it on chip (registers
-    and shared memory, as the compiler places it) for all T steps, and at each step reads the whole ``h_{t-1}`` from a global (T+1, B, H)
-    float32 buffer, forms its slice of the G pre-activations with ``tl.dot`` (float32
-    accumulation), runs the cell's gate arithmetic fused, and writes its slice of
-    ``h_t`` (and of ``C_t``, and the activations the backward reads). Between steps
+    and shared memory, as the compiler places it) for all T steps, and at each step
+    reads the whole ``h_{t-1}`` from a global (T+1, B, H) float32 buffer, forms its
+    slice of the G pre-activations with ``tl.dot`` (float32 accumulation), runs the
+    cell's gate arithmetic fused, and writes its slice of ``h_t`` (and of ``C_t``, and
+    the activations the backward reads). Between steps
     the programs meet at a grid barrier: an atomic counter in global memory, release
     on arrival, acquire while spinning. A barrier needs every program resident at once,
     so there are at most as many programs as SMs, one per SM; with one program (the
@@ -22,8 +23,8 @@ backward
     ``s * dh_{t+1}``, plus the output's gradient) with its column slice of ``W_hh`` held
     on chip, then its slice of ``dgates_t`` elementwise from dh, dC and the saved
     activations, writes it into a full (T, B, G*H) float32 buffer, and meets the others
-    at the barrier; one pass more forms dh0. The weight, bias
-    and input gradients are GEMMs over all steps outside the kernel:
+    at the barrier; one pass more forms dh0. The weight, bias and input gradients are
+    GEMMs over all steps outside the kernel:
     ``dW_hh = dgates^T H_prev``, ``dW_ih = dgates^T X``, ``dx = dgates W_ih`` (float32).
 
 The GRU's reset gate acts after the product, ``r * (W_hn z_prev + b_hn)`` (``b_hn`` is the
@@ -32,7 +33,9 @@ past its end keeps its state and outputs zero, as torch.nn's packed sequences.
 
 dtypes: float32 (``tl.dot`` in IEEE float32, no TF32, so results match the float32
 reference engine), bfloat16 and float16 (weights and the dot's operands in the half
-dtype, state, gate arithmetic and accumulation in float32; outputs in the half dtype).
+dtype, state, gate arithmetic and accumulation in float32; outputs in the half dtype;
+under the interpreter, whose bfloat16 ``tl.dot`` is broken, bfloat16 products run in
+float32).
 Under autocast (CUDA, and CPU under the interpreter alike) the layer runs in autocast's
 dtype and returns it, as torch.nn's layers do; gradients reach the float32 parameters.
 
@@ -64,10 +67,11 @@ engine runs, and without it ``why_not`` says so.
 
 The modules: ``engine`` (``TritonEngine``: why_not, the compute dtype, the layers via
 ``fused.engine.run_layers``), ``function`` (``TritonRecurrence``, the launch plans and
-width limits), ``kernels`` (the two Triton kernels; imports triton).
+width limits), ``kernels`` (the two Triton kernels; imports triton), ``resources``
+(the kernels compiled for sm_90: shared memory, registers, spills at the limits).
 """
 
 from .engine import TritonEngine, triton_missing
-from .function import STRATEGY, TritonRecurrence, max_width
+from .function import TritonRecurrence, max_width
 
-__all__ = ["STRATEGY", "TritonEngine", "TritonRecurrence", "max_width", "triton_missing"]
+__all__ = ["TritonEngine", "TritonRecurrence", "max_width", "triton_missing"]

@@ -12,7 +12,7 @@ float32 saved activations (LSTM: i, f, C~, o; GRU: r, s, z~ and the reset produc
 operand ``W_hn z_prev + b_hn``); ``dg (T, B, G*H)`` float32 recurrent gate gradients.
 
 Program p owns the units ``[p*BH, (p+1)*BH)`` of every gate. It loads its slice of
-``w`` once and keeps it in registers for all steps of its launch ``[t0, t1)``. Steps
+``w`` once and keeps it on chip for all steps of its launch ``[t0, t1)``. Steps
 are ordered by a grid barrier (``SYNC``: an atomic counter, release on arrival,
 acquire while spinning; all programs must be co-resident, so the launcher keeps their
 number at or below the SM count) or, with ``SYNC`` off, by the launch boundary (one
