@@ -104,9 +104,12 @@ def rule(layer, x: torch.Tensor, lengths: torch.Tensor | None = None) -> str:
       has no sigmoid RNN).
 
     On other devices, or where neither can run, the first engine of
-    ``AUTO_ORDER`` that can run wins; a ``ValueError`` lists every engine's
-    reason when none can. The measurements are BENCHMARKS.md's engine tables
-    (``rnnforge bench``; ``benchmarks/bench_engines.py --parts table loops wide``).
+    ``AUTO_ORDER`` that can run wins: on CUDA triton (where its dtypes and widths
+    allow; not yet measured against cuDNN on a GPU), then native; triton only ever
+    on CUDA (on CPU it would run under Triton's interpreter, a test harness). A
+    ``ValueError`` lists every engine's reason when none can. The measurements
+    are BENCHMARKS.md's engine tables (``rnnforge bench``;
+    ``benchmarks/bench_engines.py --parts table loops wide``).
     """
     def can(name):
         return name in ENGINES and ENGINES[name].engine.why_not(layer, x, lengths) is None
@@ -123,11 +126,19 @@ def rule(layer, x: torch.Tensor, lengths: torch.Tensor | None = None) -> str:
                 return name
     reasons = []
     for name in AUTO_ORDER:
-        reason = ENGINES[name].engine.why_not(layer, x, lengths)
+        reason = _auto_skips(name, x) or ENGINES[name].engine.why_not(layer, x, lengths)
         if reason is None:
             return name
         reasons.append(f"{name}: {reason}")
     raise ValueError("no engine can run this request: " + "; ".join(reasons))
+
+
+def _auto_skips(name: str, x: torch.Tensor) -> str | None:
+    """Why ``auto`` passes over an engine that may well run the request, or None."""
+    if name == "triton" and x.device.type != "cuda":
+        return ("engine='auto' runs triton only on CUDA (on CPU it would run under Triton's "
+                "interpreter, a test harness); name engine='triton' to run it here")
+    return None
 
 
 class _Ranked:
@@ -142,6 +153,8 @@ class _Ranked:
 
     def why_not(self, layer, x, lengths):
         reason = self.engine.why_not(layer, x, lengths)
+        if reason is None and layer.engine == "auto":
+            reason = _auto_skips(self.name, x)
         if reason is None and layer.engine == "auto" and self.name in MEASURED and x.device.type == "cpu":
             best = choose(layer, x, lengths)
             if best != self.name:
@@ -210,7 +223,9 @@ def decode_step(layer, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | Non
 
 
 from . import decode, fused, native, reference, tuner  # noqa: E402  (registration)
+from . import triton as triton_engine  # noqa: E402  (imports triton itself only when it runs)
 
 register(native.NativeEngine(), auto_rank=0)
 register(reference.ReferenceEngine(), auto_rank=1)
 register(fused.FusedEngine(), auto_rank=1)  # after native, before reference
+register(triton_engine.TritonEngine(), auto_rank=0)  # first on CUDA where it can run

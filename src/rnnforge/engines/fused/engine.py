@@ -58,57 +58,70 @@ class FusedEngine:
         return None
 
     def forward(self, layer, x, h0, c0, lengths):
-        T, B, _ = x.shape
-        mode = layer.mode
-        perm = bs = None
-        traced = ops.tracing(x)
-        if lengths is not None and not traced and bool((lengths == T).all()):
-            lengths = None  # nothing is padded: the plain path is exact
-        if lengths is not None:
-            # longest first, so that the live rows of every step are a prefix; while tracing no
-            # decision may read the values of lengths, so the sort always happens and the
-            # operator derives the live rows of each step from the sorted lengths itself
-            if traced or not bool((lengths[:-1] >= lengths[1:]).all()):
-                perm = torch.argsort(lengths, descending=True, stable=True)
-                lengths = lengths.index_select(0, perm)
-                x = x.index_select(1, perm)
-                h0 = h0.index_select(1, perm)
-                c0 = c0.index_select(1, perm) if c0 is not None else None
-            live = torch.arange(T, device=lengths.device).unsqueeze(1) < lengths  # (T, B)
-            if not traced:
-                bs = live.sum(1).tolist()  # live rows per step
-            # padding must be inert: the weight-gradient GEMMs read every row of x
-            x = x.masked_fill(~live.unsqueeze(-1), 0)
-        D = layer.num_directions
-        h_n, c_n = [], []
-        for l in range(layer.num_layers):
-            outs = []
-            for d in range(D):
-                k = l * D + d
-                w_ih, w_hh, b_ih, b_hh = stacked_weights(layer.cells[k])
-                x_d = reverse_padded(x, lengths) if d else x
-                c0_k = c0[k] if c0 is not None else None
-                if traced:  # the registered operator: one node of the traced graph
-                    out, h, c = torch.ops.rnnforge.recurrence(mode, x_d, w_ih, b_ih, h0[k], c0_k,
-                                                              w_hh, b_hh, lengths)[:3]
-                else:
-                    out, h, c = Recurrence.apply(mode, x_d, w_ih, b_ih, h0[k], c0_k, w_hh, b_hh,
-                                                 bs, lengths)
-                outs.append(reverse_padded(out, lengths) if d else out)
-                h_n.append(h)
-                c_n.append(c)
-            x = outs[0] if D == 1 else torch.cat(outs, -1)  # (T, B, D*H)
-            if layer.dropout and layer.training and l < layer.num_layers - 1:
-                if perm is None:
-                    x = F.dropout(x, layer.dropout, training=True)
-                else:  # draw the mask in the caller's batch order, as the other engines
-                    mask = F.dropout(torch.ones_like(x), layer.dropout, training=True)
-                    x = x * mask.index_select(1, perm)
-        h_n = torch.stack(h_n)  # (D*L, B, H)
-        c_n = torch.stack(c_n) if c0 is not None else None
-        if perm is not None:
-            inv = torch.argsort(perm)
-            x = x.index_select(1, inv)
-            h_n = h_n.index_select(1, inv)
-            c_n = c_n.index_select(1, inv) if c_n is not None else None
-        return x, h_n, c_n
+        if ops.tracing(x):  # the registered operator: one node of the traced graph
+            return run_layers(layer, x, h0, c0, lengths, _traced_recurrence, traced=True)
+        return run_layers(layer, x, h0, c0, lengths, Recurrence.apply)
+
+
+def _traced_recurrence(mode, x, w_ih, b_ih, h0, c0, w_hh, b_hh, bs, lengths):
+    return torch.ops.rnnforge.recurrence(mode, x, w_ih, b_ih, h0, c0, w_hh, b_hh, lengths)[:3]
+
+
+def run_layers(layer, x, h0, c0, lengths, recurrence, traced: bool = False):
+    """Layers and directions around ``recurrence``, one call per layer-direction.
+
+    ``recurrence(mode, x, w_ih, b_ih, h0, c0, w_hh, b_hh, bs, lengths) -> (out, h_n, c_n)``
+    runs one direction over time-major ``x`` (the stacked weights of ``stacked_weights``;
+    ``bs`` the live rows of each step, ``lengths`` sorted longest first, both None when
+    nothing is padded). Here: the length sort, the reverse direction (``reverse_padded``),
+    dropout between layers, and the batch order restored. ``traced``: no decision may read
+    tensor values (lengths always sorted, ``bs`` None); shared with the triton engine.
+    """
+    T, B, _ = x.shape
+    mode = layer.mode
+    perm = bs = None
+    if lengths is not None and not traced and bool((lengths == T).all()):
+        lengths = None  # nothing is padded: the plain path is exact
+    if lengths is not None:
+        # longest first, so that the live rows of every step are a prefix; while tracing no
+        # decision may read the values of lengths, so the sort always happens and the
+        # operator derives the live rows of each step from the sorted lengths itself
+        if traced or not bool((lengths[:-1] >= lengths[1:]).all()):
+            perm = torch.argsort(lengths, descending=True, stable=True)
+            lengths = lengths.index_select(0, perm)
+            x = x.index_select(1, perm)
+            h0 = h0.index_select(1, perm)
+            c0 = c0.index_select(1, perm) if c0 is not None else None
+        live = torch.arange(T, device=lengths.device).unsqueeze(1) < lengths  # (T, B)
+        if not traced:
+            bs = live.sum(1).tolist()  # live rows per step
+        # padding must be inert: the weight-gradient GEMMs read every row of x
+        x = x.masked_fill(~live.unsqueeze(-1), 0)
+    D = layer.num_directions
+    h_n, c_n = [], []
+    for l in range(layer.num_layers):
+        outs = []
+        for d in range(D):
+            k = l * D + d
+            w_ih, w_hh, b_ih, b_hh = stacked_weights(layer.cells[k])
+            x_d = reverse_padded(x, lengths) if d else x
+            c0_k = c0[k] if c0 is not None else None
+            out, h, c = recurrence(mode, x_d, w_ih, b_ih, h0[k], c0_k, w_hh, b_hh, bs, lengths)
+            outs.append(reverse_padded(out, lengths) if d else out)
+            h_n.append(h)
+            c_n.append(c)
+        x = outs[0] if D == 1 else torch.cat(outs, -1)  # (T, B, D*H)
+        if layer.dropout and layer.training and l < layer.num_layers - 1:
+            if perm is None:
+                x = F.dropout(x, layer.dropout, training=True)
+            else:  # draw the mask in the caller's batch order, as the other engines
+                mask = F.dropout(torch.ones_like(x), layer.dropout, training=True)
+                x = x * mask.index_select(1, perm)
+    h_n = torch.stack(h_n)  # (D*L, B, H)
+    c_n = torch.stack(c_n) if c0 is not None else None
+    if perm is not None:
+        inv = torch.argsort(perm)
+        x = x.index_select(1, inv)
+        h_n = h_n.index_select(1, inv)
+        c_n = c_n.index_select(1, inv) if c_n is not None else None
+    return x, h_n, c_n
