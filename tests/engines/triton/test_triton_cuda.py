@@ -13,6 +13,7 @@ import importlib.util
 import pytest
 import torch
 
+from rnnforge import engines
 from rnnforge.engines.triton import function
 from rnnforge_testing import MODES, Tol, assert_close, assert_same_function, flat_outputs, make_layer
 
@@ -73,7 +74,14 @@ def test_triton_cuda_half_at_the_width_limit(mode, dtype):
         torch.testing.assert_close(p.grad.float(), q.grad, rtol=rtol, atol=atol * scale, msg=name)
 
 
-def test_auto_offers_triton_first_on_cuda():
+def test_auto_runs_native_on_cuda_until_triton_is_measured():
+    layer = make_layer("gru", 32, 64, device=CUDA)
+    layer(torch.randn(8, 4, 32, device=CUDA))
+    assert layer.engine_used == "native"
+
+
+def test_auto_offers_triton_first_on_cuda(monkeypatch):
+    monkeypatch.setattr(engines, "TRITON_IN_AUTO", True)
     layer = make_layer("gru", 32, 64, device=CUDA)
     layer(torch.randn(8, 4, 32, device=CUDA))
     assert layer.engine_used == "triton"

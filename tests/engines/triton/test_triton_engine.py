@@ -312,15 +312,18 @@ def test_rnnforge_works_without_triton():
     assert lines == ["fused triton is not installed"] * 2, lines
 
 
-@pytest.mark.skipif(CUDA, reason="on CUDA auto offers triton first (test_triton_cuda.py)")
-def test_auto_never_runs_triton_on_cpu():
+@pytest.mark.parametrize("in_auto", [False, True])
+def test_auto_never_runs_triton_on_cpu(monkeypatch, in_auto):
+    monkeypatch.setattr(engines, "TRITON_IN_AUTO", in_auto)
     layer = make_layer("gru", 3, 4, dtype=torch.bfloat16)  # neither fused nor native take bf16 on CPU
     x = torch.randn(5, 2, 3, dtype=torch.bfloat16)
     layer(x)
     assert layer.engine_used == "reference"
     assert engines.available(layer, x)["triton"] == (
         "engine='auto' runs triton only on CUDA (on CPU it would run under Triton's interpreter, "
-        "a test harness); name engine='triton' to run it here")
+        "a test harness); name engine='triton' to run it here" if in_auto else
+        "engine='auto' does not run triton yet: its kernels have run only under Triton's "
+        "interpreter, not on a GPU (benchmarks/gpu_check.py); name engine='triton' to run it")
     assert ENGINES["triton"].engine.why_not(layer, x, None) is None  # named, it runs
 
 

@@ -62,7 +62,8 @@ them would deadlock).
 
 CPU tensors run only under Triton's interpreter (``TRITON_INTERPRET=1`` set before the
 kernels are first imported), for tests; ``engine="auto"`` never picks this engine on
-CPU. triton is optional (``pip install 'rnnforge[gpu]'``): it is imported only when this
+CPU, and on CUDA only once ``engines.TRITON_IN_AUTO`` is on (off until the kernels have
+run and been timed on a GPU). triton is optional (``pip install 'rnnforge[gpu]'``): it is imported only when this
 engine runs, and without it ``why_not`` says so.
 
 The modules: ``engine`` (``TritonEngine``: why_not, the compute dtype, the layers via
