@@ -54,6 +54,7 @@ START = time.perf_counter()
 BUDGET_S = float(os.environ.get("BUDGET_S", "240"))
 RESERVE_S = 0 if QUICK else 75  # kept from the timings for generation and the older checks
 out_dir = os.environ.get("OUT", "/tmp")  # where gpu_results.json goes
+os.makedirs(out_dir, exist_ok=True)
 results: dict = {"device": torch.cuda.get_device_name(0) if CUDA else "cpu", "torch": torch.__version__,
                  "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if CUDA else None,
                  "quick": QUICK, "engines": list(engines.ENGINES)}
