@@ -414,13 +414,13 @@ def suite_table(rows: list[dict], *, steps: int, samples: int, validation: bool 
 
 
 def pit_shape_word(below: float, above: float, mean: float) -> str:
-    """A name for where the PIT mass sits (10% in each outer tenth when calibrated): a U (too
-    narrow) when both tails hold over 15%, a hump (too wide) when both hold under 5%, a slope
-    (biased) when one tail holds over twice the other and over 15%, else flat."""
-    if below > 0.15 and above > 0.15:
-        return "U (too narrow)"
+    """A name for where the PIT mass sits (10% in each outer tenth when calibrated): a slope (a
+    bias) when one outer tenth holds over 15% and over twice the other; else a U (too narrow)
+    when the two hold over 30% together; a hump (too wide) when each holds under 5%; else flat."""
     if max(below, above) > 0.15 and max(below, above) > 2 * min(below, above):
         return "slope: outcomes " + ("above" if above > below else "below") + " the forecasts"
+    if below + above > 0.3:
+        return "U (too narrow)"
     if below < 0.05 and above < 0.05:
         return "hump (too wide)"
     return "flat"
