@@ -472,6 +472,13 @@ def main(argv=None) -> int:
         print("sampling speed (one series, one CPU thread):")
         bench_speed()
     if args.what == "suite":
+        # the model options the accuracy runs read go to every series' evaluate here
+        for flag, value in (("--transform", args.transform), ("--head", args.head), ("--lags", args.lags),
+                            ("--growth", args.growth), ("--ensemble", args.ensemble or None),
+                            ("--hidden", args.hidden or None), ("--layers", args.layers or None),
+                            ("--rollout-steps", args.rollout_steps if args.rollout_steps >= 0 else None)):
+            if value is not None:
+                extra += [flag, str(value)]
         bench_suite(steps=args.steps or 300, samples=args.samples, seed=args.seed, out=Path(args.out) / ("suite-select" if args.select else "suite"),
                     baselines=args.baselines if "gluonts" in args.baselines else _suite_baselines(args.baselines),
                     only=args.only, validation=args.select, extra=tuple(extra))

@@ -68,3 +68,6 @@ def test_auto_is_a_transform_option():
     ForecastConfig(transform="auto", trend_window=40).validate()  # drift, a candidate, reads it
     with pytest.raises(OptionError, match="'nope' is not one of auto, none, diff, detrend, drift, deseason"):
         ForecastConfig(transform="nope").validate()
+    assert ForecastConfig().transform == "auto"
+    with pytest.raises(OptionError, match="'auto' is chosen by training on the validation windows; name one of none"):
+        ForecastConfig().model_config(12, 48)

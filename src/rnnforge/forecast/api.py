@@ -80,7 +80,7 @@ class ForecastConfig:
     layers: int = 2
     dropout: float = 0.1
     scaler: str = "mean"
-    transform: str = "none"
+    transform: str = "auto"
     trend_window: int | None = None
     lags: str | list[int] = "auto"
     growth: list[int] = field(default_factory=list)
@@ -149,7 +149,11 @@ class ForecastConfig:
     def model_config(self, season: int, context: int, series_names: list[str] = ()) -> ModelConfig:
         """The network of this configuration for a season and context (the lags and the
         transform's fit follow from them) and, with a series embedding, the training series'
-        names (one embedding row each, in this order)."""
+        names (one embedding row each, in this order). ``transform="auto"`` is resolved by
+        :func:`train` (a model per candidate); here a transform must be named."""
+        if self.transform == "auto":
+            raise OptionError("transform", f"'auto' is chosen by training on the validation windows; name one of "
+                                           f"{', '.join(TRANSFORMS)} for a single network")
         lags = default_lags(season) if self.lags == "auto" else sorted(set(self.lags))
         return ModelConfig(cell=self.cell, hidden=self.hidden, layers=self.layers, dropout=self.dropout,
                            head=self.head, features=dict(lags=lags, growth=sorted(set(self.growth)),
