@@ -65,6 +65,9 @@ class ForecastConfig:
     including 1; ``steps`` / ``minutes``: the budget (0: none; the first spent
     ends training; ``minutes`` is shared by the ensemble's members);
     ``val_windows``: None resolves it from the data (:func:`plan`);
+    ``transform``: ``"auto"`` (one model each of AUTO_TRANSFORMS, the one whose forecasts of the
+    validation windows have the lowest CRPS kept; the levels when there are none) or one of
+    :data:`.features.TRANSFORMS`;
     ``patience``: validation checks without improvement that end training (0: never);
     ``recalibrate``: ``auto`` (a PIT map chosen on the validation windows, see
     :mod:`.calibration`) or ``off``; ``series_scaling``: standardise each series by
