@@ -4,6 +4,7 @@
     python benchmarks/bench_forecast.py accuracy --series sunspots --steps 1500
     python benchmarks/bench_forecast.py all                   # both, with the defaults below
     python benchmarks/bench_forecast.py suite --steps 300     # held-out suite, documented defaults only
+    python benchmarks/bench_forecast.py suite --select --steps 300   # the same on the windows before the test
 
 Accuracy runs ``rnnforge forecast evaluate`` (rolling origin over the last
 windows, same targets and metrics for the model and every baseline) per series
