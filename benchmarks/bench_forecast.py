@@ -4,6 +4,7 @@
     python benchmarks/bench_forecast.py accuracy --series sunspots --steps 1500
     python benchmarks/bench_forecast.py all                   # both, with the defaults below
     python benchmarks/bench_forecast.py suite --steps 300     # held-out suite, documented defaults only
+    python benchmarks/bench_forecast.py suite --select --steps 300   # the same on the windows before the test
 
 Accuracy runs ``rnnforge forecast evaluate`` (rolling origin over the last
 windows, same targets and metrics for the model and every baseline) per series
@@ -280,8 +281,24 @@ def _bootstrap(d: np.ndarray, rng, reps: int = 2000) -> tuple[float, float]:
     return float(np.quantile(means, 0.05)), float(np.quantile(means, 0.95))
 
 
-def bench_suite(*, steps: int, samples: int, seed: int, out: Path, baselines: str, only: str | None) -> list[dict]:
-    """Run the suite with the documented defaults; write OUT/suite.md and OUT/suite.json."""
+def validation_cut(n: int, horizon: int, windows: int) -> tuple[int, int]:
+    """(cut, validation windows) of a series of n values whose test windows are ``windows`` x
+    ``horizon`` at its end: the series is cut where its test windows start, and scored on as
+    many windows as the defaults give that shorter series, at most the test's."""
+    from rnnforge.forecast.api import default_windows
+
+    cut = n - windows * horizon
+    return cut, min(windows, default_windows(cut, horizon))
+
+
+def bench_suite(*, steps: int, samples: int, seed: int, out: Path, baselines: str, only: str | None,
+                validation: bool = False, extra: tuple = ()) -> list[dict]:
+    """Run the suite with the documented defaults; write OUT/suite.md and OUT/suite.json.
+
+    ``validation``: score each series on the windows just before its test windows instead, on
+    the series cut where they start (nothing from the test windows is read; the horizon is the
+    test's, everything else resolved by the defaults from the shorter series): the place to
+    choose defaults, so the test windows are run once at the end."""
     import csv as csv_mod
     import json
 
@@ -304,8 +321,19 @@ def bench_suite(*, steps: int, samples: int, seed: int, out: Path, baselines: st
         data = out / "data" / f"{name}.csv"
         _write_csv(data, stamps, values, name)
         run = out / name
+        sizes = []
+        if validation:
+            from rnnforge.forecast.api import plan
+            from rnnforge.forecast.series import load
+
+            test = plan(load(str(data), log=lambda *_: None), windows=None)
+            cut, vw = validation_cut(len(values), test.horizon, test.windows)
+            stamps, values = stamps[:cut], values[:cut]
+            data = out / "data" / f"{name}-validation.csv"
+            _write_csv(data, stamps, values, name)
+            sizes = ["--horizon", str(test.horizon), "--windows", str(vw)]
         argv = ["forecast", "evaluate", "--data", str(data), "--steps", str(steps), "--samples", str(samples),
-                "--seed", str(seed), "--baselines", baselines, "--out", str(run), "--force"]
+                "--seed", str(seed), "--baselines", baselines, "--out", str(run), "--force", *sizes, *extra]
         print("rnnforge " + " ".join(argv), flush=True)
         t0 = time.perf_counter()
         if cli(argv) != 0:
@@ -324,6 +352,7 @@ def bench_suite(*, steps: int, samples: int, seed: int, out: Path, baselines: st
         origins = sorted(per[model])
         row = {"series": name, "kind": kind, "freq": freq, "n": len(values), "outcomes": m["n"],
                "model": model, "crps": m["crps"], "cov80": m["cov80"], "pit_ks_p": m["pit_ks_p"],
+               "pit_shape": {k: m.get(k) for k in ("pit_below10", "pit_above90", "pit_mean")},
                "best_baseline": best, "best_crps": base[best]["crps"] if best else None,
                "raw": m.get("before_recalibration"), "conformal": m.get("conformal80"),
                "seconds": seconds, "baselines": {k: v["crps"] for k, v in base.items()}}
@@ -338,21 +367,22 @@ def bench_suite(*, steps: int, samples: int, seed: int, out: Path, baselines: st
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "baselines"}), flush=True)
     (out / "suite.json").write_text(json.dumps(rows, indent=1))
-    (out / "suite.md").write_text(suite_table(rows, steps=steps, samples=samples))
+    (out / "suite.md").write_text(suite_table(rows, steps=steps, samples=samples, validation=validation))
     print((out / "suite.md").read_text())
     return rows
 
 
-def suite_table(rows: list[dict], *, steps: int, samples: int) -> str:
+def suite_table(rows: list[dict], *, steps: int, samples: int, validation: bool = False) -> str:
     def ok(b):
         return "yes" if b else "**no**"
 
     lines = [f"Suite: `rnnforge forecast evaluate --data CSV --steps {steps} --samples {samples}` (all else "
-             f"default), seed 0.", "",
+             f"default), seed 0." + (" VALIDATION windows: each series cut where its test windows start, "
+                                     "scored on the windows before them." if validation else ""), "",
              "| series | freq | n | outcomes | model CRPS | best classical (CRPS) | paired diff per window "
-             "[90% bootstrap] | cov80 | PIT KS p | before recal.: cov80 / KS p | conformal cov80 | "
-             "calibrated | CRPS <= best | s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "[90% bootstrap] | cov80 | PIT KS p | PIT < 0.1 / > 0.9 / mean (shape) | before recal.: cov80 / KS p | "
+             "conformal cov80 | calibrated | CRPS <= best | s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         cal = 0.73 <= r["cov80"] <= 0.87 and r["pit_ks_p"] > 0.01
         raw = r.get("raw")
@@ -366,6 +396,7 @@ def suite_table(rows: list[dict], *, steps: int, samples: int) -> str:
         lines.append(
             f"| {r['series']} | {r['freq']} | {r['n']} | {r['outcomes']} | {r['crps']:.4g} | "
             f"{r['best_baseline']} ({r['best_crps']:.4g}) | {diff} | {r['cov80']:.3f} | {r['pit_ks_p']:.3g} | "
+            + _shape_cell(r.get("pit_shape")) + " | "
             + (f"{raw['cov80']:.3f} / {raw['pit_ks_p']:.3g}" if raw else "not recalibrated") + " | "
             + (f"{conf['cov80']:.3f}" if conf else "") + f" | {ok(cal)} | {acc} | {r['seconds']:.0f} |")
     real = [r for r in rows if r["kind"] == "real"]
@@ -381,6 +412,26 @@ def suite_table(rows: list[dict], *, steps: int, samples: int) -> str:
         lines.append(f"- {r['series']}: the true predictive distribution on the same windows: CRPS {t['crps']:.4g}, "
                      f"cov80 {t['cov80']:.3f}, PIT KS p {t['pit_ks_p']:.3g}")
     return "\n".join(lines) + "\n"
+
+
+def pit_shape_word(below: float, above: float, mean: float) -> str:
+    """A name for where the PIT mass sits (10% in each outer tenth when calibrated): a slope (a
+    bias) when one outer tenth holds over 15% and over twice the other; else a U (too narrow)
+    when the two hold over 30% together; a hump (too wide) when each holds under 5%; else flat."""
+    if max(below, above) > 0.15 and max(below, above) > 2 * min(below, above):
+        return "slope: outcomes " + ("above" if above > below else "below") + " the forecasts"
+    if below + above > 0.3:
+        return "U (too narrow)"
+    if below < 0.05 and above < 0.05:
+        return "hump (too wide)"
+    return "flat"
+
+
+def _shape_cell(shape: dict | None) -> str:
+    if not shape or shape.get("pit_mean") is None:
+        return ""
+    b, a, m = shape["pit_below10"], shape["pit_above90"], shape["pit_mean"]
+    return f"{b:.2f} / {a:.2f} / {m:.2f} ({pit_shape_word(b, a, m)})"
 
 
 def _suite_baselines(names: str) -> str:
@@ -406,7 +457,8 @@ def main(argv=None) -> int:
     p.add_argument("--rollout-steps", type=int, default=-1,
                    help="multi-step fine-tuning steps per model (-1: the SETUPS value; 0: none)")
     p.add_argument("--select", action="store_true",
-                   help="score on the windows before the test windows (for choosing a configuration)")
+                   help="score on the windows before the test windows (for choosing a configuration; "
+                        "suite: every series, on the series cut where its test windows start)")
     p.add_argument("--hidden", type=int, default=0, help="units per layer (0: the SETUPS value, else 40)")
     p.add_argument("--layers", type=int, default=0, help="recurrent layers (0: the SETUPS value, else 2)")
     p.add_argument("--samples", type=int, default=1000)
@@ -421,9 +473,16 @@ def main(argv=None) -> int:
         print("sampling speed (one series, one CPU thread):")
         bench_speed()
     if args.what == "suite":
-        bench_suite(steps=args.steps or 300, samples=args.samples, seed=args.seed, out=Path(args.out) / "suite",
+        # the model options the accuracy runs read go to every series' evaluate here
+        for flag, value in (("--transform", args.transform), ("--head", args.head), ("--lags", args.lags),
+                            ("--growth", args.growth), ("--ensemble", args.ensemble or None),
+                            ("--hidden", args.hidden or None), ("--layers", args.layers or None),
+                            ("--rollout-steps", args.rollout_steps if args.rollout_steps >= 0 else None)):
+            if value is not None:
+                extra += [flag, str(value)]
+        bench_suite(steps=args.steps or 300, samples=args.samples, seed=args.seed, out=Path(args.out) / ("suite-select" if args.select else "suite"),
                     baselines=args.baselines if "gluonts" in args.baselines else _suite_baselines(args.baselines),
-                    only=args.only)
+                    only=args.only, validation=args.select, extra=tuple(extra))
         return 0
     if args.what in ("accuracy", "all"):
         for s in args.series.split(","):

@@ -108,7 +108,7 @@ def test_recalibration_is_stored_in_and_restored_from_the_checkpoint(tmp_path):
     rng = np.random.default_rng(4)
     t = np.arange(160)
     s = Series("y", 10 + 2 * np.sin(2 * np.pi * t / 8) + rng.normal(0, 1, t.size), phase_step=1 / 8)
-    cfg = ForecastConfig(hidden=8, layers=1, steps=10, batch_size=16, val_windows=4)
+    cfg = ForecastConfig(hidden=8, layers=1, steps=10, batch_size=16, val_windows=4, transform="none")
     notes = []
     model, meta = train([s], cfg, horizon=4, context=16, log=notes.append)
     assert any(n.startswith("recalibration: ") for n in notes)

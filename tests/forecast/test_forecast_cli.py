@@ -19,7 +19,7 @@ def test_train_predict_evaluate(two_series_csv, tmp_path, capsys):
     out = tmp_path / "run"
     common = ["--data", str(two_series_csv), "--context", "24", "--horizon", "6"]
     tiny = ["--hidden", "8", "--layers", "1", "--steps", "20", "--batch-size", "8", "--val-windows", "2",
-            "--ensemble", "2"]
+            "--ensemble", "2", "--transform", "none"]
     assert main(["forecast", "train", *common, *tiny, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "rnnforge forecast train: resolved config" in printed and "kept step" in printed

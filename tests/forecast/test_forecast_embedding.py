@@ -79,6 +79,7 @@ def test_training_moves_each_series_embedding_apart():
     a, b = seasonal("a", 0, 2, seed=1), seasonal("b", 0, 2, seed=2)
     b.values[:] = b.values + np.random.default_rng(3).normal(0, 2.0, len(b))  # much noisier
     cfg = ForecastConfig(cell="gru", head="gaussian", hidden=8, layers=1, dropout=0.0, steps=200, batch_size=16,
+                         transform="none",
                          lr=1e-2, series_embedding=2, val_windows=0, recalibrate="off", patience=0)
     torch.manual_seed(0)
     init = Forecaster(cfg.model_config(SEASON, 18, ["a", "b"])).series_embed.weight.detach().clone()

@@ -83,7 +83,8 @@ def test_series_scaling_round_trip():
 def test_global_model_over_long_format_scales_each_series(tmp_path):
     p = tmp_path / "long.csv"
     p.write_text(long_csv(["small", "big", "huge"], months=48, levels=(100, 200, 30000)))
-    cfg = ForecastConfig(hidden=8, layers=1, steps=20, batch_size=16, series_scaling=True, recalibrate="off")
+    cfg = ForecastConfig(hidden=8, layers=1, steps=20, batch_size=16, series_scaling=True, recalibrate="off",
+                         transform="none")
     scores = evaluate(str(p), cfg, out=tmp_path / "ev", windows=2, horizon=6, context=12, samples=50,
                       baselines=["seasonal-naive"], log=lambda m: None, save_to=tmp_path / "ev" / "f.safetensors")
     per = (tmp_path / "ev" / "per_series.csv").read_text().splitlines()

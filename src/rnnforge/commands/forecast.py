@@ -74,8 +74,10 @@ def _add_model_flags(p) -> None:
     g.add_argument("--scaler", default="mean", choices=SCALERS,
                    help="per-window scaling from the context: mean (mean, mean absolute deviation) "
                         "or robust (median, IQR)")
-    g.add_argument("--transform", default="none", choices=TRANSFORMS,
-                   help="what the model learns, fitted on values before each origin only: none (the "
+    g.add_argument("--transform", default="auto", choices=("auto",) + TRANSFORMS,
+                   help="what the model learns, fitted on values before each origin only: auto (one model "
+                        "each of none, diff and drift, the one with the lowest CRPS on the validation "
+                        "windows kept), none (the "
                         "levels), diff (first differences, paths integrated back by a cumulative sum), "
                         "detrend (residuals from the context's least-squares line, extrapolated over the "
                         "horizon), drift (residuals from a line and season fitted over --trend-window "

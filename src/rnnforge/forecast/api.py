@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,10 @@ HORIZONS = {"Y": 6, "Q": 8}
 TEST_OUTCOMES, VAL_OUTCOMES = 60, 40
 #: sample paths per validation forecast when a recalibration is estimated, and the most forecasts
 CALIBRATION_PATHS, CALIBRATION_FORECASTS = 200, 2000
+#: steps between the origins of the validation forecasts (overlapping: more PIT values per step)
+CALIBRATION_STRIDE = 1
+#: the transforms ``transform="auto"`` chooses among, by the CRPS of the validation windows
+AUTO_TRANSFORMS = ("none", "diff", "drift")
 #: series embedding sizes beyond this are a typo (the inputs themselves are a dozen or two)
 EMBEDDING_MAX = 1024
 
@@ -61,6 +65,9 @@ class ForecastConfig:
     including 1; ``steps`` / ``minutes``: the budget (0: none; the first spent
     ends training; ``minutes`` is shared by the ensemble's members);
     ``val_windows``: None resolves it from the data (:func:`plan`);
+    ``transform``: ``"auto"`` (one model each of AUTO_TRANSFORMS, the one whose forecasts of the
+    validation windows have the lowest CRPS kept; the levels when there are none) or one of
+    :data:`.features.TRANSFORMS`;
     ``patience``: validation checks without improvement that end training (0: never);
     ``recalibrate``: ``auto`` (a PIT map chosen on the validation windows, see
     :mod:`.calibration`) or ``off``; ``series_scaling``: standardise each series by
@@ -76,7 +83,7 @@ class ForecastConfig:
     layers: int = 2
     dropout: float = 0.1
     scaler: str = "mean"
-    transform: str = "none"
+    transform: str = "auto"
     trend_window: int | None = None
     lags: str | list[int] = "auto"
     growth: list[int] = field(default_factory=list)
@@ -99,7 +106,7 @@ class ForecastConfig:
     def validate(self) -> "ForecastConfig":
         """Every option checked on its own (OptionError naming it); returns self."""
         for name, choices in (("cell", CELLS), ("head", sorted(HEADS)), ("scaler", SCALERS),
-                              ("transform", TRANSFORMS)):
+                              ("transform", ("auto",) + TRANSFORMS)):
             if getattr(self, name) not in choices:
                 raise OptionError(name, f"{getattr(self, name)!r} is not one of {', '.join(choices)}")
         check_int("hidden", self.hidden, low=1)
@@ -107,7 +114,7 @@ class ForecastConfig:
         check_memory(self.hidden, self.layers)
         check_float("dropout", self.dropout, low=0, high=1, high_open=True)
         if self.trend_window is not None:
-            if self.transform not in LONG_FIT:
+            if self.transform not in LONG_FIT + ("auto",):
                 raise OptionError("trend_window", f"is used by transform drift and deseason only, "
                                                   f"not {self.transform!r}")
             check_int("trend_window", self.trend_window)
@@ -145,7 +152,11 @@ class ForecastConfig:
     def model_config(self, season: int, context: int, series_names: list[str] = ()) -> ModelConfig:
         """The network of this configuration for a season and context (the lags and the
         transform's fit follow from them) and, with a series embedding, the training series'
-        names (one embedding row each, in this order)."""
+        names (one embedding row each, in this order). ``transform="auto"`` is resolved by
+        :func:`train` (a model per candidate); here a transform must be named."""
+        if self.transform == "auto":
+            raise OptionError("transform", f"'auto' is chosen by training on the validation windows; name one of "
+                                           f"{', '.join(TRANSFORMS)} for a single network")
         lags = default_lags(season) if self.lags == "auto" else sorted(set(self.lags))
         return ModelConfig(cell=self.cell, hidden=self.hidden, layers=self.layers, dropout=self.dropout,
                            head=self.head, features=dict(lags=lags, growth=sorted(set(self.growth)),
@@ -334,27 +345,10 @@ def train(data: str | list[Series], config: ForecastConfig | None = None, *, hor
                   reading=dict(season=season, header=header, delimiter=delimiter))
 
 
-def _train(p: Plan, config: ForecastConfig, holdout_windows: int, device: str, log, *, data, reading):
-    c, horizon, context = config, p.horizon, p.context
-    val_windows = p.val_windows if c.val_windows is None else c.val_windows
-    if c.refit and not val_windows:
-        raise OptionError("refit", "retrains for the step count early stopping chose; it needs val_windows > 0")
-    hold = holdout_windows * horizon
-    for s in p.series:
-        check_series(s, context=context, horizon=horizon, extra=hold + val_windows * horizon)
-    train_part = [s.head(len(s) - hold) for s in p.series]
-    scaling = SeriesScaling.fit(train_part) if c.series_scaling else None
-    data_part = train_part
-    if scaling is not None:
-        train_part = scaling.scale(train_part)
-    if c.series_embedding:
-        seen = set()
-        for s in p.series:
-            if s.name in seen:
-                raise UserError(f"two series are named {s.name!r}; a series embedding learns one vector per "
-                                f"series name, so the names must be distinct")
-            seen.add(s.name)
-    cfg = c.model_config(p.season, context, [s.name for s in p.series])
+def _fit_members(c: ForecastConfig, cfg: ModelConfig, train_part: list[Series], *, context: int, horizon: int,
+                 val_windows: int, device: str, log) -> tuple[Forecaster | Ensemble, list]:
+    """The ensemble of ``c.ensemble`` members of network ``cfg`` trained (early-stopped on the last
+    ``val_windows`` windows, refitted and fine-tuned as ``c`` says) and their training records."""
     members, results = [], []
     for k in range(c.ensemble):
         if c.ensemble > 1:
@@ -393,9 +387,62 @@ def _train(p: Plan, config: ForecastConfig, holdout_windows: int, device: str, l
             res.seconds += tuned.seconds
         members.append(model)
         results.append(res)
-    model = members[0] if len(members) == 1 else Ensemble(members)
+    return (members[0] if len(members) == 1 else Ensemble(members)), results
+
+
+def _train(p: Plan, config: ForecastConfig, holdout_windows: int, device: str, log, *, data, reading):
+    c, horizon, context = config, p.horizon, p.context
+    val_windows = p.val_windows if c.val_windows is None else c.val_windows
+    if c.refit and not val_windows:
+        raise OptionError("refit", "retrains for the step count early stopping chose; it needs val_windows > 0")
+    hold = holdout_windows * horizon
+    for s in p.series:
+        check_series(s, context=context, horizon=horizon, extra=hold + val_windows * horizon)
+    train_part = [s.head(len(s) - hold) for s in p.series]
+    scaling = SeriesScaling.fit(train_part) if c.series_scaling else None
+    data_part = train_part
+    if scaling is not None:
+        train_part = scaling.scale(train_part)
+    if c.series_embedding:
+        seen = set()
+        for s in p.series:
+            if s.name in seen:
+                raise UserError(f"two series are named {s.name!r}; a series embedding learns one vector per "
+                                f"series name, so the names must be distinct")
+            seen.add(s.name)
+    names = [s.name for s in p.series]
+    in_data = (lambda m: m) if scaling is None else (lambda m: Scaled(m, scaling))  # noqa: E731
+    # the validation windows' forecasts are out of sample unless refit trained on them
+    honest = bool(val_windows) and not c.refit
+    candidates = list(AUTO_TRANSFORMS) if c.transform == "auto" else [c.transform]
+    if len(candidates) > 1 and not honest:
+        log("transform: none (auto chooses on the validation windows; " + (
+            "there are none)" if not val_windows else "refit trains on them)"))
+        candidates = ["none"]
+    chosen, selection, seconds = None, {}, 0.0
+    for transform in candidates:
+        if len(candidates) > 1:
+            log(f"transform {transform}:")
+        model, results = _fit_members(c, replace(c, transform=transform).model_config(p.season, context, names),
+                                      train_part, context=context, horizon=horizon, val_windows=val_windows,
+                                      device=device, log=log)
+        if len(candidates) == 1:
+            chosen = (model, results, None)
+            break
+        t0 = time.perf_counter()
+        val = validation_forecasts(in_data(model), data_part, context=context, horizon=horizon,
+                                   windows=val_windows, seed=c.seed, device=device)
+        seconds += time.perf_counter() - t0 + sum(r.seconds for r in results)
+        selection[transform] = val.crps()
+        log(f"transform {transform}: validation CRPS {selection[transform]:.4g}")
+        if chosen is None or selection[transform] < selection[chosen[3]]:
+            chosen = (model, results, val, transform)
+    model, results, val = chosen[:3]
+    seconds -= sum(r.seconds for r in results) if selection else 0.0  # counted below with the chosen model's
+    if selection:
+        log(f"transform: {chosen[3]} (the lowest CRPS on the validation windows of "
+            + ", ".join(f"{t} {v:.4g}" for t, v in selection.items()) + ")")
     recal = Recalibration()
-    seconds = 0.0
     if c.recalibrate == "auto":
         if not val_windows:
             log("recalibration: off (no validation windows)")
@@ -403,11 +450,13 @@ def _train(p: Plan, config: ForecastConfig, holdout_windows: int, device: str, l
             log("recalibration: off (--refit trains on the validation windows, so their PIT is in-sample)")
         else:
             t0 = time.perf_counter()
-            recal = recalibrate(model if scaling is None else Scaled(model, scaling), data_part,
-                                context=context, horizon=horizon, windows=val_windows,
-                                seed=c.seed, device=device)
-            seconds = time.perf_counter() - t0
-            log(describe_recalibration(recal) + f" ({seconds:.1f}s)")
+            if val is None:
+                val = validation_forecasts(in_data(model), data_part, context=context, horizon=horizon,
+                                           windows=val_windows, seed=c.seed, device=device)
+            recal = val.recalibration()
+            spent = time.perf_counter() - t0
+            seconds += spent
+            log(describe_recalibration(recal) + f" ({spent:.1f}s)")
     meta = {"data": data, **reading, "freq": p.freq, "horizon": horizon, "context": context,
             "holdout_steps": hold, "train_end": {s.name: len(t) for s, t in zip(p.series, train_part)},
             "recalibration": recal.to_dict(),
@@ -420,6 +469,8 @@ def _train(p: Plan, config: ForecastConfig, holdout_windows: int, device: str, l
                                      for r in results],
                          "seconds": sum(r.seconds for r in results) + seconds,
                          "val_windows": val_windows,
+                         "transform": model.spec.transform,
+                         "transform_selection": selection or None,
                          **{k: v for k, v in asdict(c).items()
                             if k in ("refit", "seed", "lr", "batch_size", "rollout_paths",
                                      "rollout_lr", "patience", "recalibrate", "series_scaling",
@@ -427,18 +478,53 @@ def _train(p: Plan, config: ForecastConfig, holdout_windows: int, device: str, l
     return model, meta
 
 
-def recalibrate(model, series: list[Series], *, context: int, horizon: int, windows: int, seed: int = 0,
-                samples: int = CALIBRATION_PATHS, device: str = "cpu") -> Recalibration:
-    """The recalibration of ``model`` chosen on its forecasts of the last ``windows`` windows of
-    ``series`` (the validation windows: never trained on): forecasts from every ``horizon // 4``
-    steps (so overlapping ones) of that tail, each held out with its window in the cross-validation
-    that chooses the mode (at most CALIBRATION_FORECASTS of them, drawn evenly at random when
-    there are more); the report also holds the split-conformal margin of the 80% interval."""
-    stride = max(1, horizon // 4)
+@dataclass
+class ValidationForecasts:
+    """A model's forecasts of the validation windows: ``paths`` (F, N, H) from the origins
+    ``picks`` (series, origin), their targets ``y`` (F, H) and ``folds`` (F,): the window each
+    origin falls in, and ``first`` (F,): whether it starts one (the non-overlapping forecasts)."""
+
+    paths: np.ndarray
+    y: np.ndarray
+    folds: np.ndarray
+    first: np.ndarray
+
+    def crps(self) -> float:
+        """Mean CRPS over the observed targets of every forecast."""
+        from .metrics import crps_samples
+
+        c = crps_samples(np.moveaxis(self.paths, 1, 0), self.y)
+        return float(np.nanmean(np.where(np.isfinite(self.y), c, np.nan)))
+
+    def recalibration(self) -> Recalibration:
+        """The recalibration chosen by cross-validation over the windows (:func:`calibration.choose`),
+        with the split-conformal margin of the 80% interval (non-overlapping forecasts) in its report."""
+        rc = calibration.choose(self.paths, self.y, windows=self.folds)
+        margin = calibration.conformal_margin(calibration.conformal_scores(self.paths[self.first],
+                                                                           self.y[self.first]))
+        rc.report["conformal_margin80"] = margin if math.isfinite(margin) else None
+        rc.report["forecasts"] = int(len(self.y))
+        return rc
+
+
+def validation_origins(n: int, horizon: int, windows: int, stride: int = 1) -> list[int]:
+    """Origins every ``stride`` steps whose whole horizon lies in the last ``windows`` windows of a
+    series of n values: ``(windows - 1) * horizon // stride + 1`` of them for a stride dividing the
+    horizon (the first at ``n - windows * horizon``, the last at ``n - horizon``)."""
+    start = n - windows * horizon
+    return list(range(start, n - horizon + 1, stride))
+
+
+def validation_forecasts(model, series: list[Series], *, context: int, horizon: int, windows: int, seed: int = 0,
+                         samples: int = CALIBRATION_PATHS, device: str = "cpu") -> ValidationForecasts:
+    """``model``'s forecasts of the last ``windows`` windows of ``series`` (the validation windows:
+    never trained on) from every step (``validation_origins`` with stride 1: overlapping forecasts,
+    so many more PIT values per horizon step than the windows alone give), at most
+    CALIBRATION_FORECASTS of them (drawn evenly at random when there are more)."""
     picks, folds = [], []
     for s in series:
         start = len(s) - windows * horizon
-        for o in range(start, len(s) - horizon + 1, stride):
+        for o in validation_origins(len(s), horizon, windows, CALIBRATION_STRIDE):
             if np.isfinite(s.values[max(0, o - context):o]).any():
                 picks.append((s, o))
                 folds.append((o - start) // horizon)
@@ -453,13 +539,18 @@ def recalibrate(model, series: list[Series], *, context: int, horizon: int, wind
         paths.append(model.sample_paths([s for s, _ in part], [o for _, o in part], context=context,
                                         horizon=horizon, num_samples=samples, generator=gen, device=device))
         ys.extend(s.values[o:o + horizon] for s, o in part)
-    paths, y, folds = np.concatenate(paths), np.stack(ys), np.asarray(folds)
-    rc = calibration.choose(paths, y, windows=folds)
-    # split conformal on the non-overlapping windows (the forecasts whose origin starts a window)
     first = np.array([(o - (len(s) - windows * horizon)) % horizon == 0 for s, o in picks])
-    margin = calibration.conformal_margin(calibration.conformal_scores(paths[first], y[first]))
-    rc.report["conformal_margin80"] = margin if math.isfinite(margin) else None
-    return rc
+    return ValidationForecasts(np.concatenate(paths), np.stack(ys), np.asarray(folds), first)
+
+
+def recalibrate(model, series: list[Series], *, context: int, horizon: int, windows: int, seed: int = 0,
+                samples: int = CALIBRATION_PATHS, device: str = "cpu") -> Recalibration:
+    """The recalibration of ``model`` chosen on its forecasts of the last ``windows`` windows of
+    ``series`` (:func:`validation_forecasts`), each held out with its window in the
+    cross-validation that chooses the mode; the report also holds the split-conformal margin
+    of the 80% interval."""
+    return validation_forecasts(model, series, context=context, horizon=horizon, windows=windows, seed=seed,
+                                samples=samples, device=device).recalibration()
 
 
 def describe_recalibration(rc: Recalibration) -> str:

@@ -285,7 +285,9 @@ def choose(paths: np.ndarray, y: np.ndarray, *, windows: np.ndarray, modes=MODES
     with the lowest mean wins (``off`` on ties) and is refitted on all of them. The report
     holds the validation PIT, 80% coverage and CRPS before and after (cross-validated)."""
     W, N, H = paths.shape
-    bands = bands_of(H, len(np.unique(windows)))
+    # bands by the PIT values per step: one per forecast (overlapping forecasts count each; they
+    # are dependent, and the cross-validation over whole windows says whether the bands pay)
+    bands = bands_of(H, W)
     modes = [m for m in modes if not (m == "per-step" and max(bands) == 0)]
     pit = pit_scores(paths, y)
     ok = np.isfinite(y)

@@ -139,7 +139,19 @@ class Scores:
     def row(self) -> dict:
         return {"crps": self.crps, "wcrps": self.wcrps, "wql": self.wql, "mae": self.mae,
                 **{f"cov{int(round(c * 100))}": v for c, v in self.coverage.items()},
-                "pit_ks_p": self.pit_ks_p, "n": self.n}
+                "pit_ks_p": self.pit_ks_p, **pit_shape(self.pit), "n": self.n}
+
+
+def pit_shape(pit: np.ndarray) -> dict:
+    """Where the PIT mass sits: the shares below 0.1 and above 0.9 (0.1 each when calibrated; both
+    high: a U, intervals too narrow; both low: a hump, too wide; one high: a bias) and the mean
+    (0.5 when calibrated; above: the outcomes sit above the forecasts)."""
+    pit = np.asarray(pit, dtype=np.float64)
+    pit = pit[np.isfinite(pit)]
+    if not pit.size:
+        return {"pit_below10": float("nan"), "pit_above90": float("nan"), "pit_mean": float("nan")}
+    return {"pit_below10": float((pit < 0.1).mean()), "pit_above90": float((pit > 0.9).mean()),
+            "pit_mean": float(pit.mean())}
 
 
 def ks_uniform(pit: np.ndarray) -> tuple[float, float]:

@@ -1,0 +1,59 @@
+"""The held-out suite's validation cut and the PIT shape its diagnosis reads (benchmarks/bench_forecast.py)."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from rnnforge.forecast import plan
+from rnnforge.forecast.metrics import pit_shape
+from rnnforge.forecast.series import Series
+
+_spec = importlib.util.spec_from_file_location(
+    "bench_forecast_suite", Path(__file__).resolve().parents[2] / "benchmarks" / "bench_forecast.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+def test_validation_cut_ends_where_the_test_windows_start():
+    # a 100-value annual series: test windows 6 x 6 (plan), so the cut is 100 - 36 = 64, and the
+    # 64 values give int(0.4 * 64) // 6 = 4 windows of 6 (fewer than the test's 6)
+    p = plan([Series("y", np.arange(100.0), freq="Y")], windows=None)
+    assert (p.horizon, p.windows) == (6, 6)
+    assert bench.validation_cut(100, 6, 6) == (64, 4)
+    # a long series keeps the test's window count: 612 values, int(0.4 * 612) // 24 = 10 >= 5
+    assert bench.validation_cut(732, 24, 5) == (612, 5)
+    # the validation windows lie inside the cut: the last one ends exactly at it
+    cut, w = bench.validation_cut(203, 8, 8)
+    assert (cut, w) == (139, 6) and cut - w * 8 >= 0
+
+
+def _pit(scale: float, shift: float = 0.0, n: int = 200001) -> np.ndarray:
+    """PIT values of N(shift, scale^2) forecasts for N(0, 1) outcomes, at the outcomes' quantiles."""
+    z = stats.norm.ppf((np.arange(n) + 0.5) / n)
+    return stats.norm.cdf((z - shift) / scale)
+
+
+def test_pit_shape_matches_the_closed_form():
+    # too narrow, N(0, 0.5^2) for N(0, 1): P(PIT < 0.1) = Phi(Phi^-1(0.1) * 0.5) = 0.2602 per tail
+    s = pit_shape(_pit(0.5))
+    tail = stats.norm.cdf(stats.norm.ppf(0.1) * 0.5)
+    assert s["pit_below10"] == pytest.approx(tail, abs=1e-4) and s["pit_above90"] == pytest.approx(tail, abs=1e-4)
+    assert s["pit_mean"] == pytest.approx(0.5, abs=1e-6)
+    assert bench.pit_shape_word(s["pit_below10"], s["pit_above90"], s["pit_mean"]) == "U (too narrow)"
+    # too wide, N(0, 2^2): Phi(2 Phi^-1(0.1)) = 0.0052 per tail
+    s = pit_shape(_pit(2.0))
+    assert s["pit_below10"] == pytest.approx(stats.norm.cdf(2 * stats.norm.ppf(0.1)), abs=1e-4)
+    assert bench.pit_shape_word(s["pit_below10"], s["pit_above90"], s["pit_mean"]) == "hump (too wide)"
+    # biased low by one sd: outcomes above, P(PIT > 0.9) = 1 - Phi(Phi^-1(0.9) - 1) = 0.3891
+    s = pit_shape(_pit(1.0, shift=-1.0))
+    assert s["pit_above90"] == pytest.approx(1 - stats.norm.cdf(stats.norm.ppf(0.9) - 1), abs=1e-4)
+    assert s["pit_mean"] > 0.5
+    assert bench.pit_shape_word(s["pit_below10"], s["pit_above90"], s["pit_mean"]) == \
+        "slope: outcomes above the forecasts"
+    # calibrated: 0.1 in each outer tenth
+    s = pit_shape(_pit(1.0))
+    assert s["pit_below10"] == pytest.approx(0.1, abs=1e-4)
+    assert bench.pit_shape_word(s["pit_below10"], s["pit_above90"], s["pit_mean"]) == "flat"
