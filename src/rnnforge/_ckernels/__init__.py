@@ -267,6 +267,7 @@ def _declare_rnn(lib: ctypes.CDLL) -> None:
             # (T, B, H, bs, r0, r1, ...): see rnn_body.h
             "rf_lstm_forward": [i64, i64, i64, P, i64, i64, P, P, P, P, P, P, P],
             "rf_lstm_backward": [i64, i64, i64, P, i64, i64, P, P, P, P, P, P, P, P],
+            "rf_lstm_forward_packed": [i64, i64, i64, P, i64, i64, i64, P, P, P, P, P, P, P, P, P],
             "rf_gru_forward": [i64, i64, i64, P, i64, i64, P, P, P, P, P, P],
             "rf_gru_backward": [i64, i64, i64, P, i64, i64, P, P, P, P, P],
             "rf_rnn_forward": [i64, i64, i64, P, i64, i64, i32, P, P, P, P, i64, P, P],
@@ -278,6 +279,8 @@ def _declare_rnn(lib: ctypes.CDLL) -> None:
         for fn, args in sig.items():
             f = getattr(lib, fn + suf)
             f.argtypes, f.restype = args, None
+        f = getattr(lib, "rf_lstm_panel" + suf)
+        f.argtypes, f.restype = [], i64
 
 
 _DECLARE = {"pinv": _declare_pinv, "rnn": _declare_rnn}

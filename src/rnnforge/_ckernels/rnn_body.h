@@ -156,6 +156,155 @@ void FN(rf_lstm_forward)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int
     }
 }
 
+/* The LSTM forward as one product per step with the cell fused into its epilogue.
+ *
+ * A step's pre-activations are [x_t, h_{t-1}] (I + H) times the stacked weights
+ * [W_ih; W_hh]^T plus the bias: one product over K = I + H, so no projection
+ * buffer is written and read back. The weights come packed by the caller
+ * (fused/lstm.py, once per call) in panels of PVL units: panel j holds, for each
+ * k < K, the i, f, C~, o weights of units [j PVL, (j + 1) PVL) side by side
+ * (4 PVL contiguous values; units past H are zero), so a panel's rows are read
+ * in order, and a block of PKB of them (32 KiB) stays in L1 while every group
+ * of LSTM_MR batch rows passes over it. The four gates of a unit then meet in
+ * one row group's accumulators, and the cell arithmetic runs on them as soon
+ * as the last block is summed: pre-activations never reach memory.
+ *
+ * x (T, B, I); wp (ceil(H / PVL), K, 4 PVL); bp (ceil(H / PVL), 4 PVL), the
+ * bias packed alike; h0, c0 (B, H). Out: C, out (T, B, H); and, where not NULL
+ * (a backward will run), gates (T, B, 4H): the activations i, f, C~, o, and
+ * tC (T, B, H): tanh(C). */
+#define PVL (VBYTES / (int)sizeof(real))
+#define PW (4 * PVL)
+#ifndef LSTM_KB_BYTES
+#define LSTM_KB_BYTES 32768
+#endif
+#define PKB (LSTM_KB_BYTES / (PW * (int)sizeof(real)))
+
+/* The units of a panel, for the packing in fused/lstm.py. */
+int64_t FN(rf_lstm_panel)(void) { return PVL; }
+
+/* acc (nr rows x PW) += src rows (k in [0, nk)) x panel (nk x PW); init: start from
+ * the packed bias (or zero where it is NULL) instead of acc. nr is a constant
+ * after inlining, so the nr x 4 accumulators live in registers. */
+static inline __attribute__((always_inline)) void FN(ptile)(const int nr, real *restrict acc, int init,
+        const real *restrict bias, const real *const *src, const real *restrict panel, int64_t nk)
+{
+    typedef FN(vec) vec;
+    vec a[LSTM_MR][4];
+    for (int q = 0; q < nr; q++)
+        for (int v = 0; v < 4; v++)
+            a[q][v] = !init ? *(const vec *)(acc + q * PW + v * PVL)
+                    : bias ? *(const vec *)(bias + v * PVL) : (vec){0};
+    for (int64_t k = 0; k < nk; k++) {
+        vec w[4];
+        for (int v = 0; v < 4; v++) w[v] = *(const vec *)(panel + k * PW + v * PVL);
+        for (int q = 0; q < nr; q++) {
+            const real s = src[q][k];
+            for (int v = 0; v < 4; v++) a[q][v] += s * w[v];
+        }
+    }
+    for (int q = 0; q < nr; q++)
+        for (int v = 0; v < 4; v++) *(vec *)(acc + q * PW + v * PVL) = a[q][v];
+}
+
+/* The cell on one row's PW pre-activations (i, f, C~, o of nu units). */
+static inline void FN(lstm_cell)(int64_t nu, int64_t H, const real *restrict pre, const real *restrict cp,
+                                 real *restrict c, real *restrict h, real *restrict g, real *restrict tc)
+{
+    if (g) {
+        for (int64_t u = 0; u < nu; u++) {
+            const real i = FN(sigmoid)(pre[u]), f = FN(sigmoid)(pre[PVL + u]);
+            const real n = FN(tanh)(pre[2 * PVL + u]), o = FN(sigmoid)(pre[3 * PVL + u]);
+            const real cc = f * cp[u] + i * n, th = FN(tanh)(cc);
+            c[u] = cc; h[u] = o * th; tc[u] = th;
+            g[u] = i; g[H + u] = f; g[2 * H + u] = n; g[3 * H + u] = o;
+        }
+    } else {
+        for (int64_t u = 0; u < nu; u++) {
+            const real i = FN(sigmoid)(pre[u]), f = FN(sigmoid)(pre[PVL + u]);
+            const real n = FN(tanh)(pre[2 * PVL + u]), o = FN(sigmoid)(pre[3 * PVL + u]);
+            const real cc = f * cp[u] + i * n;
+            c[u] = cc; h[u] = o * FN(tanh)(cc);
+        }
+    }
+}
+
+#define PTILE_CASE(n) case n: FN(ptile)(n, acc, init, bias, src, panel, nk); break;
+static void FN(ptile_any)(int nr, real *acc, int init, const real *bias, const real *const *src,
+                          const real *panel, int64_t nk)
+{
+    switch (nr) {
+    PTILE_CASE(1)
+#if LSTM_MR >= 2
+    PTILE_CASE(2)
+#endif
+#if LSTM_MR >= 3
+    PTILE_CASE(3)
+#endif
+#if LSTM_MR >= 4
+    PTILE_CASE(4)
+#endif
+#if LSTM_MR >= 5
+    PTILE_CASE(5)
+#endif
+#if LSTM_MR >= 6
+    PTILE_CASE(6)
+#endif
+#if LSTM_MR >= 7
+    PTILE_CASE(7)
+#endif
+#if LSTM_MR >= 8
+    PTILE_CASE(8)
+#endif
+    default: break;
+    }
+}
+#undef PTILE_CASE
+
+void FN(rf_lstm_forward_packed)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int64_t r0, int64_t r1,
+                                int64_t I, const real *x, const real *wp, const real *bp,
+                                const real *h0, const real *c0, real *gates, real *C, real *tC, real *out)
+{
+    ROWS_IN_PARALLEL(FN(rf_lstm_forward_packed)(T, B, H, bs, c, e, I, x, wp, bp, h0, c0, gates, C, tC, out));
+    const int64_t K = I + H, NP = (H + PVL - 1) / PVL;
+    real acc[(r1 > r0 ? r1 - r0 : 1) * PW] __attribute__((aligned(64)));
+    for (int64_t t = 0; t < T; t++) {
+        const int64_t e = FN(live)(bs, t, B, r1);
+        if (e <= r0) continue;
+        const real *hprev = t ? out + (t - 1) * B * H : h0;
+        const real *cprev = t ? C + (t - 1) * B * H : c0;
+        for (int64_t j = 0; j < NP; j++) {
+            const real *panel = wp + j * K * PW;
+            for (int64_t k0 = 0; k0 < K; k0 += PKB) {
+                const int64_t k1 = k0 + PKB < K ? k0 + PKB : K;
+                for (int64_t r = r0; r < e; r += LSTM_MR) {
+                    const int nr = (int)(e - r < LSTM_MR ? e - r : LSTM_MR);
+                    /* the block [k0, k1) may straddle x_t and h_{t-1}: at most two pieces */
+                    for (int64_t ks = k0; ks < k1;) {
+                        const int from_x = ks < I;
+                        const int64_t ke = from_x && k1 > I ? I : k1;
+                        const real *src[LSTM_MR];
+                        for (int q = 0; q < nr; q++)
+                            src[q] = from_x ? x + ((t * B + r + q) * I + ks) : hprev + ((r + q) * H + ks - I);
+                        FN(ptile_any)(nr, acc + (r - r0) * PW, ks == 0, bp ? bp + j * PW : 0, src,
+                                      panel + ks * PW, ke - ks);
+                        ks = ke;
+                    }
+                }
+            }
+            const int64_t u0 = j * PVL, nu = H - u0 < PVL ? H - u0 : PVL;
+            for (int64_t b = r0; b < e; b++) {
+                const int64_t o = (t * B + b) * H + u0;
+                FN(lstm_cell)(nu, H, acc + (b - r0) * PW, cprev + b * H + u0, C + o, out + o,
+                              gates ? gates + (t * B + b) * 4 * H + u0 : 0, tC ? tC + o : 0);
+            }
+        }
+    }
+}
+#undef PKB
+#undef PW
+#undef PVL
+
 /* The loop of the LSTM's backward. gates (T, B, 4H): the activations i, f, C~, o;
  * C, tC (T, B, H): memory and tanh(memory); c0 (B, H). The factors of the step
  * Jacobian are formed here, per element, from those: d i-pre / dC = C~ i(1 - i),

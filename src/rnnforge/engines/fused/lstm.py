@@ -9,11 +9,35 @@ from .steps import one, prev_steps, project, steps, weight_grad
 from .workspace import WORKSPACE
 
 
-def forward(x, w_ih, b_ih, h0, c0, w_hh, bs):
-    """``(out, gates, C, tC)``: the states, and the activations i, f, C~, o, C, tanh(C) the backward reads."""
-    T, B, _ = x.shape
+def pack(w_ih, w_hh, b_ih, units: int):
+    """The weights and bias in the panels of ``rf_lstm_forward_packed`` (rnn_body.h):
+    ``wp (P, I+H, 4*units)`` and ``bp (P, 4*units)`` or None, P = ceil(H / units), each
+    panel row the i, f, C~, o weights of ``units`` consecutive units, zero past H."""
+    G, H = w_hh.shape
+    P = -(-H // units)
+    w = torch.cat([w_ih, w_hh], 1).view(4, H, -1)  # (gate, unit, k)
+    w = torch.nn.functional.pad(w, (0, 0, 0, P * units - H))
+    wp = w.view(4, P, units, -1).permute(1, 3, 0, 2).contiguous()  # (panel, k, gate, unit)
+    if b_ih is None:
+        return wp, None
+    b = torch.nn.functional.pad(b_ih.view(4, H), (0, P * units - H))
+    return wp, b.view(4, P, units).transpose(0, 1).contiguous()
+
+
+def forward(x, w_ih, b_ih, h0, c0, w_hh, bs, save=True):
+    """``(out, gates, C, tC)``: the states, and the activations i, f, C~, o, C, tanh(C) the
+    backward reads (gates and tC None where ``save`` is false and the C loop runs)."""
+    T, B, I = x.shape
     H = h0.shape[-1]
     out = (x.new_zeros if bs else x.new_empty)((T, B, H))
+    packed = c_loop("lstm_forward_packed", x, B, H)
+    if packed is not None:  # projection, recurrence and cell in one C loop (rnn_body.h)
+        wp, bp = pack(w_ih, w_hh, b_ih, c_loop("lstm_panel", x, B, H)())
+        C = WORKSPACE.take((T, B, H), x, zero=bool(bs))
+        gates = WORKSPACE.take((T, B, 4 * H), x, zero=bool(bs)) if save else None
+        tC = WORKSPACE.take((T, B, H), x, zero=bool(bs)) if save else None
+        call(packed, T, B, H, bs, I, x, wp, bp, h0, c0, gates, C, tC, out)
+        return out, gates, C, tC
     gates = WORKSPACE.take((T, B, 4 * H), x)  # projections, then the activations i, f, C~, o
     project(x, w_ih, b_ih, gates.view(T * B, 4 * H))
     C = WORKSPACE.take((T, B, H), x, zero=bool(bs))
