@@ -17,11 +17,11 @@ def pack(w_ih, w_hh, b_ih, units: int):
     P = -(-H // units)
     w = torch.cat([w_ih, w_hh], 1).view(4, H, -1)  # (gate, unit, k)
     w = torch.nn.functional.pad(w, (0, 0, 0, P * units - H))
-    wp = w.view(4, P, units, -1).permute(1, 3, 0, 2).contiguous()  # (panel, k, gate, unit)
+    wp = w.view(4, P, units, -1).permute(1, 3, 0, 2).reshape(P, -1, 4 * units)  # (panel, k, gate unit)
     if b_ih is None:
         return wp, None
     b = torch.nn.functional.pad(b_ih.view(4, H), (0, P * units - H))
-    return wp, b.view(4, P, units).transpose(0, 1).contiguous()
+    return wp, b.view(4, P, units).transpose(0, 1).reshape(P, 4 * units)
 
 
 def forward(x, w_ih, b_ih, h0, c0, w_hh, bs, save=True):
