@@ -13,15 +13,19 @@ def pack(w_ih, w_hh, b_ih, units: int):
     """The weights and bias in the panels of ``rf_lstm_forward_packed`` (rnn_body.h):
     ``wp (P, I+H, 4*units)`` and ``bp (P, 4*units)`` or None, P = ceil(H / units), each
     panel row the i, f, C~, o weights of ``units`` consecutive units, zero past H."""
-    G, H = w_hh.shape
-    P = -(-H // units)
-    w = torch.cat([w_ih, w_hh], 1).view(4, H, -1)  # (gate, unit, k)
-    w = torch.nn.functional.pad(w, (0, 0, 0, P * units - H))
-    wp = w.view(4, P, units, -1).permute(1, 3, 0, 2).reshape(P, -1, 4 * units)  # (panel, k, gate unit)
+    H, I = w_hh.shape[1], w_ih.shape[1]
+    P, full = -(-H // units), H // units
+    wp = (torch.zeros if P * units != H else torch.empty)((P, I + H, 4, units), dtype=w_hh.dtype)
+    for w, k0, n in ((w_ih, 0, I), (w_hh, I, H)):
+        wt = w.t().contiguous().view(n, 4, H)  # (k, gate, unit): then each copy moves runs of units
+        if full:
+            wp[:full, k0:k0 + n].copy_(wt[:, :, :full * units].view(n, 4, full, units).permute(2, 0, 1, 3))
+        if full < P:
+            wp[full, k0:k0 + n, :, :H - full * units].copy_(wt[:, :, full * units:])
     if b_ih is None:
-        return wp, None
+        return wp.view(P, -1, 4 * units), None
     b = torch.nn.functional.pad(b_ih.view(4, H), (0, P * units - H))
-    return wp, b.view(4, P, units).transpose(0, 1).reshape(P, 4 * units)
+    return wp.view(P, -1, 4 * units), b.view(4, P, units).transpose(0, 1).reshape(P, 4 * units)
 
 
 def forward(x, w_ih, b_ih, h0, c0, w_hh, bs, save=True):
