@@ -301,6 +301,72 @@ void FN(rf_lstm_forward_packed)(int64_t T, int64_t B, int64_t H, const int64_t *
         }
     }
 }
+/* The LSTM backward loop with the recurrent product packed like the forward's and the
+ * step's gradient arithmetic in its epilogue.
+ *
+ * dh_{t-1} = dH_{t-1} + dG_t W_hh is formed PW units at a time (wb: W_hh's columns in
+ * panels of PW, (ceil(H / PW), 4H, PW), zero past H); as soon as a block of units
+ * of dh_{t-1} is summed, the gradients of step t-1's pre-activations and dC_{t-2}
+ * follow for those units (they read only the same units of the activations, C and
+ * dC), so dh never reaches memory. Rows live at t-1 but not at t take dH_{t-1}
+ * alone. Buffers as rf_lstm_backward's (dH is only read here). */
+static inline void FN(lstm_cell_bwd)(int64_t nu, int64_t H, const real *restrict dh, const real *restrict a,
+                                     const real *restrict cp, const real *restrict tc,
+                                     real *restrict d, real *restrict g)
+{
+    for (int64_t k = 0; k < nu; k++) {
+        const real i = a[k], f = a[H + k], n = a[2 * H + k], o = a[3 * H + k], th = tc[k];
+        const real dck = d[k] + dh[k] * (o - o * th * th);
+        g[k] = dck * (n * (i - i * i));
+        g[H + k] = dck * ((f - f * f) * cp[k]);
+        g[2 * H + k] = dck * (i - i * n * n);
+        g[3 * H + k] = dh[k] * (th * (o - o * o));
+        d[k] = dck * f;
+    }
+}
+
+void FN(rf_lstm_backward_packed)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int64_t r0, int64_t r1,
+                                 const real *wb, const real *gates, const real *C, const real *tC,
+                                 const real *c0, const real *dH, real *dc, real *dG)
+{
+    ROWS_IN_PARALLEL(FN(rf_lstm_backward_packed)(T, B, H, bs, c, e, wb, gates, C, tC, c0, dH, dc, dG));
+    const int64_t G = 4 * H, NP = (H + PW - 1) / PW;
+    real acc[(r1 > r0 ? r1 - r0 : 1) * PW] __attribute__((aligned(64)));
+#define LSTM_BWD_ROW(s, b, u0, nu, dh)                                                              \
+    FN(lstm_cell_bwd)(nu, H, dh, gates + ((s) * B + (b)) * G + (u0),                                 \
+                      ((s) ? C + ((s) - 1) * B * H : c0) + (b) * H + (u0), tC + ((s) * B + (b)) * H + (u0), \
+                      dc + (b) * H + (u0), dG + ((s) * B + (b)) * G + (u0))
+    {
+        const int64_t e = FN(live)(bs, T - 1, B, r1);
+        for (int64_t b = r0; b < e; b++) LSTM_BWD_ROW(T - 1, b, 0, H, dH + ((T - 1) * B + b) * H);
+    }
+    for (int64_t t = T - 1; t >= 1; t--) {
+        const int64_t e = FN(live)(bs, t, B, r1), ep = FN(live)(bs, t - 1, B, r1);
+        if (ep <= r0) continue;
+        for (int64_t j = 0; j < NP; j++) {
+            const int64_t u0 = j * PW, nu = H - u0 < PW ? H - u0 : PW;
+            const real *panel = wb + j * G * PW;
+            for (int64_t b = r0; b < ep; b++) {
+                const real *src = dH + ((t - 1) * B + b) * H + u0;
+                real *a = acc + (b - r0) * PW;
+                for (int64_t u = 0; u < nu; u++) a[u] = src[u];
+                for (int64_t u = nu; u < PW; u++) a[u] = 0;
+            }
+            for (int64_t k0 = 0; k0 < G; k0 += PKB) {
+                const int64_t k1 = k0 + PKB < G ? k0 + PKB : G;
+                for (int64_t r = r0; r < e; r += LSTM_MR) {
+                    const int nr = (int)(e - r < LSTM_MR ? e - r : LSTM_MR);
+                    const real *src[LSTM_MR];
+                    for (int q = 0; q < nr; q++) src[q] = dG + (t * B + r + q) * G + k0;
+                    FN(ptile_any)(nr, acc + (r - r0) * PW, 0, 0, src, panel + k0 * PW, k1 - k0);
+                }
+            }
+            for (int64_t b = r0; b < ep; b++) LSTM_BWD_ROW(t - 1, b, u0, nu, acc + (b - r0) * PW);
+        }
+    }
+#undef LSTM_BWD_ROW
+}
+
 #undef PKB
 #undef PW
 #undef PVL

@@ -76,7 +76,7 @@ def test_dispatch_by_batch_and_width(monkeypatch):
     assert fused.runs_c_loops("rnn_sigmoid", fused.C_LOOP_MAX_BATCH["rnn"], wide)
     assert not fused.runs_c_loops("gru", 1, wide + 1)
     monkeypatch.setattr(ck, "_libs", {})
-    monkeypatch.setattr(ck, "_errors", {"rnn": "no compiler (test)"})
+    monkeypatch.setattr(ck, "_errors", {ck._key("rnn", ck.isa()): "no compiler (test)"})
     monkeypatch.setattr(cloops, "_warned", True)
     assert cloops.c_loop("lstm_forward", like, 1, 4) is None      # then the torch loops run
 

@@ -28,6 +28,15 @@ def pack(w_ih, w_hh, b_ih, units: int):
     return wp.view(P, -1, 4 * units), b.view(4, P, units).transpose(0, 1).reshape(P, 4 * units)
 
 
+def pack_columns(w_hh, width: int):
+    """``W_hh (4H, H)`` in panels of ``width`` columns, ``(ceil(H / width), 4H, width)``,
+    zero past H: the layout of ``rf_lstm_backward_packed`` (rnn_body.h)."""
+    G, H = w_hh.shape
+    P = -(-H // width)
+    w = torch.nn.functional.pad(w_hh, (0, P * width - H))
+    return w.view(G, P, width).transpose(0, 1).contiguous()
+
+
 def forward(x, w_ih, b_ih, h0, c0, w_hh, bs, save=True):
     """``(out, gates, C, tC)``: the states, and the activations i, f, C~, o, C, tanh(C) the
     backward reads (gates and tC None where ``save`` is false and the C loop runs)."""
@@ -72,9 +81,10 @@ def backward(saved, dH, d_cn, bs):
     T, B, H = out.shape
     dG = WORKSPACE.take((T, B, 4 * H), out, zero=bool(bs))
     dc = d_cn.clone(memory_format=torch.contiguous_format)  # dC carried back, (B, H)
-    loop = c_loop("lstm_backward", out, B, H)
+    loop = c_loop("lstm_backward_packed", out, B, H)
     if loop is not None:  # forms the Jacobian factors per element itself
-        call(loop, T, B, H, bs, w_hh, gates, C, tC, c0, dH, dc, dG)
+        call(loop, T, B, H, bs, pack_columns(w_hh, 4 * c_loop("lstm_panel", out, B, H)()),
+             gates, C, tC, c0, dH, dc, dG)
         return dG, dG[0] @ w_hh, dc, weight_grad(dG, h0, out)  # every row is live at t = 0
     i, f, g, o = gates.chunk(4, -1)  # (T, B, H) each
     # the step Jacobians' factors, for all T at once
