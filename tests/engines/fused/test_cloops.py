@@ -112,7 +112,7 @@ def test_c_activations_match_torch(fn, dtype):
 
 def test_missing_compiler_is_said_once(monkeypatch):
     monkeypatch.setattr(ck, "_libs", {})
-    monkeypatch.setattr(ck, "_errors", {"rnn": "no C compiler found (test)"})
+    monkeypatch.setattr(ck, "_errors", {ck._key("rnn", ck.isa()): "no C compiler found (test)"})
     monkeypatch.setattr(cloops, "_warned", False)
     like = torch.zeros(1)
     with pytest.warns(RuntimeWarning, match=r"compiled loops are unavailable \(no C compiler found"):
