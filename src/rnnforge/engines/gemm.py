@@ -125,6 +125,11 @@ def c_loop_max_hidden(default: int, family: str = "lstm") -> int:
 def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a @ b`` for 2-D ``a`` (m, k) and ``b`` (k, n), either operand possibly transposed."""
     if use_onednn(a, b):
+        if not a.is_contiguous() and a.t().is_contiguous() and b.shape[1] <= a.shape[0]:
+            # a transposed (the weight gradients' dG^T): oneDNN's product wants its left operand
+            # contiguous, and copying b^T, the narrower one, then (b^T a^T)^T is the faster way
+            # (measured, (1024 x 4096) x (4096 x 256): 0.78x the time of copying a^T)
+            return _onednn_op()(b.t().contiguous(), a, None, "none", [], "").t()
         return _onednn_op()(a, b.t(), None, "none", [], "")
     return a @ b
 
