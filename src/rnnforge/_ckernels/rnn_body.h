@@ -110,20 +110,28 @@ static inline int64_t FN(live)(const int64_t *bs, int64_t t, int64_t B, int64_t 
  * runtime: torch's own, whose workers are already up and spinning after its last
  * parallel op, so they take the blocks at once rather than compete for the cores). */
 #ifndef ROWS_IN_PARALLEL
-#define ROWS_IN_PARALLEL(self_call)                                                   \
+#define ROWS_IN_PARALLEL(self_call) ROWS_IN_BLOCKS(self_call, 4)
+#define ROWS_IN_BLOCKS(self_call, rows)                                               \
     if (r1 < 0) {                                                                     \
         int64_t next_ = 0;                                                            \
         const int nth_ = (int)-r1;                                                    \
+        const int64_t step_ = (rows);                                                 \
         _Pragma("omp parallel num_threads(nth_)")                                     \
         {                                                                             \
             int64_t c;                                                                \
-            while ((c = __atomic_fetch_add(&next_, 4, __ATOMIC_RELAXED)) < B) {       \
-                const int64_t e = c + 4 < B ? c + 4 : B;                              \
+            while ((c = __atomic_fetch_add(&next_, step_, __ATOMIC_RELAXED)) < B) {   \
+                const int64_t e = c + step_ < B ? c + step_ : B;                      \
                 self_call;                                                            \
             }                                                                         \
         }                                                                             \
         return;                                                                       \
     }
+#endif
+/* The packed LSTM loops read all the weights once per step and block of rows: blocks of
+ * a thread's share of the rows (a multiple of 4) rather than 4, so each pass of the
+ * weights serves more rows. */
+#ifndef LSTM_ROWS_PER_BLOCK
+#define LSTM_ROWS_PER_BLOCK(B, nth) (((B) + 4 * (nth) - 1) / (4 * (nth)) * 4)
 #endif
 
 /* ---- LSTM ---------------------------------------------------------------- */
@@ -229,6 +237,14 @@ static inline void FN(lstm_cell)(int64_t nu, int64_t H, const real *restrict pre
     }
 }
 
+/* Rows of group g when n rows are split into ceil(n / LSTM_MR) groups of nearly equal
+ * size (32 rows: 6, 6, 5, 5, 5, 5 rather than five of 6 and a slow one of 2). */
+static inline int FN(group)(int64_t n, int64_t g)
+{
+    const int64_t ng = (n + LSTM_MR - 1) / LSTM_MR;
+    return (int)(n / ng + (g < n % ng));
+}
+
 #define PTILE_CASE(n) case n: FN(ptile)(n, acc, init, bias, src, panel, nk); break;
 static void FN(ptile_any)(int nr, real *acc, int init, const real *bias, const real *const *src,
                           const real *panel, int64_t nk)
@@ -265,7 +281,8 @@ void FN(rf_lstm_forward_packed)(int64_t T, int64_t B, int64_t H, const int64_t *
                                 int64_t I, const real *x, const real *wp, const real *bp,
                                 const real *h0, const real *c0, real *gates, real *C, real *tC, real *out)
 {
-    ROWS_IN_PARALLEL(FN(rf_lstm_forward_packed)(T, B, H, bs, c, e, I, x, wp, bp, h0, c0, gates, C, tC, out));
+    ROWS_IN_BLOCKS(FN(rf_lstm_forward_packed)(T, B, H, bs, c, e, I, x, wp, bp, h0, c0, gates, C, tC, out),
+                   LSTM_ROWS_PER_BLOCK(B, nth_));
     const int64_t K = I + H, NP = (H + PVL - 1) / PVL;
     real acc[(r1 > r0 ? r1 - r0 : 1) * PW] __attribute__((aligned(64)));
     for (int64_t t = 0; t < T; t++) {
@@ -277,8 +294,8 @@ void FN(rf_lstm_forward_packed)(int64_t T, int64_t B, int64_t H, const int64_t *
             const real *panel = wp + j * K * PW;
             for (int64_t k0 = 0; k0 < K; k0 += PKB) {
                 const int64_t k1 = k0 + PKB < K ? k0 + PKB : K;
-                for (int64_t r = r0; r < e; r += LSTM_MR) {
-                    const int nr = (int)(e - r < LSTM_MR ? e - r : LSTM_MR);
+                for (int64_t r = r0, g = 0; r < e; r += FN(group)(e - r0, g++)) {
+                    const int nr = FN(group)(e - r0, g);
                     /* the block [k0, k1) may straddle x_t and h_{t-1}: at most two pieces */
                     for (int64_t ks = k0; ks < k1;) {
                         const int from_x = ks < I;
@@ -329,7 +346,8 @@ void FN(rf_lstm_backward_packed)(int64_t T, int64_t B, int64_t H, const int64_t 
                                  const real *wb, const real *gates, const real *C, const real *tC,
                                  const real *c0, const real *dH, real *dc, real *dG)
 {
-    ROWS_IN_PARALLEL(FN(rf_lstm_backward_packed)(T, B, H, bs, c, e, wb, gates, C, tC, c0, dH, dc, dG));
+    ROWS_IN_BLOCKS(FN(rf_lstm_backward_packed)(T, B, H, bs, c, e, wb, gates, C, tC, c0, dH, dc, dG),
+                   LSTM_ROWS_PER_BLOCK(B, nth_));
     const int64_t G = 4 * H, NP = (H + PW - 1) / PW;
     real acc[(r1 > r0 ? r1 - r0 : 1) * PW] __attribute__((aligned(64)));
 #define LSTM_BWD_ROW(s, b, u0, nu, dh)                                                              \
@@ -354,8 +372,8 @@ void FN(rf_lstm_backward_packed)(int64_t T, int64_t B, int64_t H, const int64_t 
             }
             for (int64_t k0 = 0; k0 < G; k0 += PKB) {
                 const int64_t k1 = k0 + PKB < G ? k0 + PKB : G;
-                for (int64_t r = r0; r < e; r += LSTM_MR) {
-                    const int nr = (int)(e - r < LSTM_MR ? e - r : LSTM_MR);
+                for (int64_t r = r0, g = 0; r < e; r += FN(group)(e - r0, g++)) {
+                    const int nr = FN(group)(e - r0, g);
                     const real *src[LSTM_MR];
                     for (int q = 0; q < nr; q++) src[q] = dG + (t * B + r + q) * G + k0;
                     FN(ptile_any)(nr, acc + (r - r0) * PW, 0, 0, src, panel + k0 * PW, k1 - k0);
