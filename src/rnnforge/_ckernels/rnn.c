@@ -3,9 +3,13 @@
  * At small batch sizes a step of an RNN, GRU or LSTM is a matrix-vector product
  * and a few dozen elementwise operations; launched one torch op at a time the
  * per-op overhead is most of the step. These functions run a whole loop over
- * time in C instead: everything else (the input projection, the Jacobian
+ * time in C instead: everything else (the GRU's input projection, the Jacobian
  * factors, the weight gradients) stays one large torch op in
  * rnnforge/engines/fused/ (lstm.py, gru.py, rnn.py), which own the buffers passed in.
+ * The LSTM's loops take their weights packed in panels (rnn_body.h,
+ * rf_lstm_forward_packed): the forward forms the input projection step by step in
+ * the same product as the recurrent one, and both loops run the cell's arithmetic
+ * in the product's epilogue.
  *
  * The activations use a vectorizable expm1: Cody-Waite range reduction to
  * |r| <= ln2/2 and a Taylor polynomial (degree 7 in float, 13 in double; the

@@ -5,10 +5,12 @@ its kernels by CPU vendor: on an AMD EPYC with AVX-512 it runs (4096 x 256) x
 (256 x 1024) in float32 at about 90 GFLOP/s on one thread, where oneDNN (which
 torch ships for its own LSTM kernels, and which picks its kernels from the
 CPU's features) runs it at about 205. The fused engine's large products (the
-input projection of all steps, the weight and input gradients) therefore go
-through :func:`mm` / :func:`addmm`, which use oneDNN's product
-(``torch.ops.mkldnn._linear_pointwise``, exact float32, no reduced precision)
-where it is the faster of the two on this machine.
+input projection of all steps where the C loops do not form it themselves, the
+weight and input gradients) therefore go through :func:`mm` / :func:`addmm`,
+which use oneDNN's product (``torch.ops.mkldnn._linear_pointwise``, exact
+float32, no reduced precision) where it is the faster of the two on this machine.
+oneDNN's product takes its left operand contiguous: a transposed one (``dG^T`` of
+the weight gradients) is computed as ``(b^T a^T)^T``, copying the narrower ``b``.
 
 Which is faster is measured once per process and thread count, the first time
 a float32 product of at least ``MIN_FLOPS`` comes: both run a fixed
