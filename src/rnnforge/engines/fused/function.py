@@ -18,7 +18,7 @@ import threading
 import torch
 
 from . import gru, lstm, rnn
-from .steps import final, mm
+from .steps import final, mm, weight_grads
 from .workspace import WORKSPACE
 
 #: activations the forward saves for the backward, besides its inputs and ``out``
@@ -63,7 +63,13 @@ def run_backward(mode, bs, lengths, x, w_ih, h0, c0, w_hh, out, acts, d_out, d_h
         dH.masked_fill_(dead.unsqueeze(-1), 0)  # outputs past the end are constants
         dH[lengths - 1, torch.arange(B, device=dH.device)] += d_hn
     if mode == "lstm":
-        dG, dh0, dc0, dw_hh = lstm.backward((h0, c0, w_hh, out, *acts), dH, d_cn, bs)
+        # W_ih's gradients wanted with W_hh's: one product for all of them (steps.weight_grads)
+        joint = need[1] and (need[2] or not has_b_ih)
+        dG, dh0, dc0, dw_hh = lstm.backward((h0, c0, w_hh, out, *acts), dH, d_cn, bs, not joint)
+        if joint:
+            dw_ih, dw_hh, db_ih = weight_grads(dG, x, h0, out, has_b_ih)
+            dx = mm(dG.view(T * B, -1), w_ih).view(T, B, -1) if need[0] else None
+            return dx, dw_ih, db_ih, dh0, dc0, dw_hh, None
         db_hh = None
     elif mode == "gru":
         dG, dh0, dw_hh, db_hh = gru.backward((h0, w_hh, out, *acts), dH, bs, has_b_hh)

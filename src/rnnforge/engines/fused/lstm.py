@@ -75,8 +75,9 @@ def forward(x, w_ih, b_ih, h0, c0, w_hh, bs, save=True):
     return out, gates, C, tC
 
 
-def backward(saved, dH, d_cn, bs):
-    """``(dG, dh0, dc0, dW_hh)`` from ``dH``, the total gradient reaching each h_t, and d c_n."""
+def backward(saved, dH, d_cn, bs, weights=True):
+    """``(dG, dh0, dc0, dW_hh)`` from ``dH``, the total gradient reaching each h_t, and d c_n
+    (dW_hh None where ``weights`` is false: the caller forms it with W_ih's, steps.weight_grads)."""
     h0, c0, w_hh, out, gates, C, tC = saved
     T, B, H = out.shape
     dG = WORKSPACE.take((T, B, 4 * H), out, zero=bool(bs))
@@ -85,7 +86,8 @@ def backward(saved, dH, d_cn, bs):
     if loop is not None:  # forms the Jacobian factors per element itself
         call(loop, T, B, H, bs, pack_columns(w_hh, 4 * c_loop("lstm_panel", out, B, H)()),
              gates, C, tC, c0, dH, dc, dG)
-        return dG, dG[0] @ w_hh, dc, weight_grad(dG, h0, out)  # every row is live at t = 0
+        # every row is live at t = 0
+        return dG, dG[0] @ w_hh, dc, weight_grad(dG, h0, out) if weights else None
     i, f, g, o = gates.chunk(4, -1)  # (T, B, H) each
     # the step Jacobians' factors, for all T at once
     K = WORKSPACE.take((T, B, 5, H), out)
@@ -115,4 +117,4 @@ def backward(saved, dH, d_cn, bs):
         if t:
             dHp[t].addmm_(dGs[t], w_hh)  # dh_{t-1} += dG_t W_hh
     dh0 = dGs[0] @ w_hh
-    return dG, dh0, dc, weight_grad(dG, h0, out)
+    return dG, dh0, dc, weight_grad(dG, h0, out) if weights else None
