@@ -7,7 +7,7 @@
  * factors, the weight gradients) stays one large torch op in
  * rnnforge/engines/fused/ (lstm.py, gru.py, rnn.py), which own the buffers passed in.
  * The LSTM's loops take their weights packed in panels (rnn_body.h,
- * rf_lstm_forward_packed): the forward forms the input projection step by step in
+ * rf_lstm_forward): the forward forms the input projection step by step in
  * the same product as the recurrent one, and both loops run the cell's arithmetic
  * in the product's epilogue.
  *

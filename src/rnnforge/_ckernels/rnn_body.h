@@ -136,34 +136,6 @@ static inline int64_t FN(live)(const int64_t *bs, int64_t t, int64_t B, int64_t 
 
 /* ---- LSTM ---------------------------------------------------------------- */
 
-/* gates (T, B, 4H): in, the input projections; out, the activations i, f, C~, o.
- * C, tC, out (T, B, H): memory, tanh(memory), output. wt (H, 4H) = W_hh^T. */
-void FN(rf_lstm_forward)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int64_t r0, int64_t r1,
-                         const real *h0, const real *c0, const real *wt,
-                         real *gates, real *C, real *tC, real *out)
-{
-    ROWS_IN_PARALLEL(FN(rf_lstm_forward)(T, B, H, bs, c, e, h0, c0, wt, gates, C, tC, out));
-    const int64_t G = 4 * H;
-    for (int64_t t = 0; t < T; t++) {
-        const int64_t e = FN(live)(bs, t, B, r1);
-        if (e <= r0) continue;
-        const real *hprev = (t ? out + (t - 1) * B * H : h0) + r0 * H;
-        FN(matacc)(gates + (t * B + r0) * G, G, hprev, H, wt, e - r0, H, G);
-        for (int64_t b = r0; b < e; b++) {
-            const real *cp = t ? C + ((t - 1) * B + b) * H : c0 + b * H;
-            real *g = gates + (t * B + b) * G;
-            real *c = C + (t * B + b) * H, *tc = tC + (t * B + b) * H, *h = out + (t * B + b) * H;
-            FN(vsigmoid)(g, 2 * H);          /* i, f */
-            FN(vtanh)(g + 2 * H, H);         /* C~ */
-            FN(vsigmoid)(g + 3 * H, H);      /* o */
-            for (int64_t k = 0; k < H; k++) c[k] = g[H + k] * cp[k] + g[k] * g[2 * H + k];
-            for (int64_t k = 0; k < H; k++) tc[k] = c[k];
-            FN(vtanh)(tc, H);
-            for (int64_t k = 0; k < H; k++) h[k] = g[3 * H + k] * tc[k];
-        }
-    }
-}
-
 /* The LSTM forward as one product per step with the cell fused into its epilogue.
  *
  * A step's pre-activations are [x_t, h_{t-1}] (I + H) times the stacked weights
@@ -277,11 +249,11 @@ static void FN(ptile_any)(int nr, real *acc, int init, const real *bias, const r
 }
 #undef PTILE_CASE
 
-void FN(rf_lstm_forward_packed)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int64_t r0, int64_t r1,
+void FN(rf_lstm_forward)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int64_t r0, int64_t r1,
                                 int64_t I, const real *x, const real *wp, const real *bp,
                                 const real *h0, const real *c0, real *gates, real *C, real *tC, real *out)
 {
-    ROWS_IN_BLOCKS(FN(rf_lstm_forward_packed)(T, B, H, bs, c, e, I, x, wp, bp, h0, c0, gates, C, tC, out),
+    ROWS_IN_BLOCKS(FN(rf_lstm_forward)(T, B, H, bs, c, e, I, x, wp, bp, h0, c0, gates, C, tC, out),
                    LSTM_ROWS_PER_BLOCK(B, nth_));
     const int64_t K = I + H, NP = (H + PVL - 1) / PVL;
     real acc[(r1 > r0 ? r1 - r0 : 1) * PW] __attribute__((aligned(64)));
@@ -326,7 +298,10 @@ void FN(rf_lstm_forward_packed)(int64_t T, int64_t B, int64_t H, const int64_t *
  * of dh_{t-1} is summed, the gradients of step t-1's pre-activations and dC_{t-2}
  * follow for those units (they read only the same units of the activations, C and
  * dC), so dh never reaches memory. Rows live at t-1 but not at t take dH_{t-1}
- * alone. Buffers as rf_lstm_backward's (dH is only read here). */
+ * alone. gates (T, B, 4H): the activations i, f, C~, o; C, tC (T, B, H): memory and
+ * tanh(memory); c0 (B, H); dH (T, B, H): the gradient reaching each output from above
+ * (only read). dc (B, H): in, dC_n; out, dC_0. dG (T, B, 4H): out, the gradients of the
+ * pre-activations (the caller forms dh0 = dG_0 W_hh). */
 static inline void FN(lstm_cell_bwd)(int64_t nu, int64_t H, const real *restrict dh, const real *restrict a,
                                      const real *restrict cp, const real *restrict tc,
                                      real *restrict d, real *restrict g)
@@ -342,11 +317,11 @@ static inline void FN(lstm_cell_bwd)(int64_t nu, int64_t H, const real *restrict
     }
 }
 
-void FN(rf_lstm_backward_packed)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int64_t r0, int64_t r1,
+void FN(rf_lstm_backward)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int64_t r0, int64_t r1,
                                  const real *wb, const real *gates, const real *C, const real *tC,
                                  const real *c0, const real *dH, real *dc, real *dG)
 {
-    ROWS_IN_BLOCKS(FN(rf_lstm_backward_packed)(T, B, H, bs, c, e, wb, gates, C, tC, c0, dH, dc, dG),
+    ROWS_IN_BLOCKS(FN(rf_lstm_backward)(T, B, H, bs, c, e, wb, gates, C, tC, c0, dH, dc, dG),
                    LSTM_ROWS_PER_BLOCK(B, nth_));
     const int64_t G = 4 * H, NP = (H + PW - 1) / PW;
     real acc[(r1 > r0 ? r1 - r0 : 1) * PW] __attribute__((aligned(64)));
@@ -388,44 +363,6 @@ void FN(rf_lstm_backward_packed)(int64_t T, int64_t B, int64_t H, const int64_t 
 #undef PKB
 #undef PW
 #undef PVL
-
-/* The loop of the LSTM's backward. gates (T, B, 4H): the activations i, f, C~, o;
- * C, tC (T, B, H): memory and tanh(memory); c0 (B, H). The factors of the step
- * Jacobian are formed here, per element, from those: d i-pre / dC = C~ i(1 - i),
- * d f-pre / dC = f(1 - f) C_prev, d C~-pre / dC = i(1 - C~^2),
- * d o-pre / dh = tanh(C) o(1 - o), dC / dh = o(1 - tanh(C)^2).
- * dH (T, B, H): in, the gradient reaching each output from above; completed in
- * place with the recurrent part (except at t = 0: the caller forms
- * dh0 = dG_0 W_hh). dc (B, H): in, dC_n; out, dC_0. dG (T, B, 4H): out, the
- * gradients of the pre-activations. w_hh (4H, H). */
-void FN(rf_lstm_backward)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int64_t r0, int64_t r1,
-                          const real *w_hh, const real *gates, const real *C, const real *tC,
-                          const real *c0, real *dH, real *dc, real *dG)
-{
-    ROWS_IN_PARALLEL(FN(rf_lstm_backward)(T, B, H, bs, c, e, w_hh, gates, C, tC, c0, dH, dc, dG));
-    const int64_t G = 4 * H;
-    for (int64_t t = T - 1; t >= 0; t--) {
-        const int64_t e = FN(live)(bs, t, B, r1);
-        if (e <= r0) continue;
-        for (int64_t b = r0; b < e; b++) {
-            const real *a = gates + (t * B + b) * G;
-            const real *cp = t ? C + ((t - 1) * B + b) * H : c0 + b * H;
-            const real *tc = tC + (t * B + b) * H;
-            const real *dh = dH + (t * B + b) * H;
-            real *d = dc + b * H, *g = dG + (t * B + b) * G;
-            for (int64_t k = 0; k < H; k++) {
-                const real i = a[k], f = a[H + k], n = a[2 * H + k], o = a[3 * H + k], th = tc[k];
-                const real dck = d[k] + dh[k] * (o - o * th * th);
-                g[k] = dck * (n * (i - i * i));
-                g[H + k] = dck * ((f - f * f) * cp[k]);
-                g[2 * H + k] = dck * (i - i * n * n);
-                g[3 * H + k] = dh[k] * (th * (o - o * o));
-                d[k] = dck * f;
-            }
-        }
-        if (t) FN(matacc)(dH + ((t - 1) * B + r0) * H, H, dG + (t * B + r0) * G, G, w_hh, e - r0, G, H);
-    }
-}
 
 /* ---- GRU ------------------------------------------------------------------ */
 

@@ -7,8 +7,8 @@ arithmetic. There the loops over time run in ``rnnforge/_ckernels/rnn.c`` on
 the engine's own buffers (through ctypes); the big ops before and after them
 stay in torch.
 
-The LSTM's two loops run packed products (``rf_lstm_forward_packed``: input
-projection, recurrent product and cell in one pass per step; ``rf_lstm_backward_packed``:
+The LSTM's two loops run packed products (``rf_lstm_forward``: input
+projection, recurrent product and cell in one pass per step; ``rf_lstm_backward``:
 the recurrent product with the step's gradient arithmetic), the GRU's and the
 RNNs' a register-blocked product on the unpacked weights.
 

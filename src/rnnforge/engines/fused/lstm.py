@@ -10,7 +10,7 @@ from .workspace import WORKSPACE
 
 
 def pack(w_ih, w_hh, b_ih, units: int):
-    """The weights and bias in the panels of ``rf_lstm_forward_packed`` (rnn_body.h):
+    """The weights and bias in the panels of ``rf_lstm_forward`` (rnn_body.h):
     ``wp (P, I+H, 4*units)`` and ``bp (P, 4*units)`` or None, P = ceil(H / units), each
     panel row the i, f, C~, o weights of ``units`` consecutive units, zero past H."""
     H, I = w_hh.shape[1], w_ih.shape[1]
@@ -30,7 +30,7 @@ def pack(w_ih, w_hh, b_ih, units: int):
 
 def pack_columns(w_hh, width: int):
     """``W_hh (4H, H)`` in panels of ``width`` columns, ``(ceil(H / width), 4H, width)``,
-    zero past H: the layout of ``rf_lstm_backward_packed`` (rnn_body.h)."""
+    zero past H: the layout of ``rf_lstm_backward`` (rnn_body.h)."""
     G, H = w_hh.shape
     P = -(-H // width)
     w = torch.nn.functional.pad(w_hh, (0, P * width - H))
@@ -43,23 +43,19 @@ def forward(x, w_ih, b_ih, h0, c0, w_hh, bs, save=True):
     T, B, I = x.shape
     H = h0.shape[-1]
     out = (x.new_zeros if bs else x.new_empty)((T, B, H))
-    packed = c_loop("lstm_forward_packed", x, B, H)
-    if packed is not None:  # projection, recurrence and cell in one C loop (rnn_body.h)
+    loop = c_loop("lstm_forward", x, B, H)
+    if loop is not None:  # projection, recurrence and cell in one C loop (rnn_body.h)
         wp, bp = pack(w_ih, w_hh, b_ih, c_loop("lstm_panel", x, B, H)())
         C = WORKSPACE.take((T, B, H), x, zero=bool(bs))
         gates = WORKSPACE.take((T, B, 4 * H), x, zero=bool(bs)) if save else None
         tC = WORKSPACE.take((T, B, H), x, zero=bool(bs)) if save else None
-        call(packed, T, B, H, bs, I, x, wp, bp, h0, c0, gates, C, tC, out)
+        call(loop, T, B, H, bs, I, x, wp, bp, h0, c0, gates, C, tC, out)
         return out, gates, C, tC
     gates = WORKSPACE.take((T, B, 4 * H), x)  # projections, then the activations i, f, C~, o
     project(x, w_ih, b_ih, gates.view(T * B, 4 * H))
     C = WORKSPACE.take((T, B, H), x, zero=bool(bs))
     tC = WORKSPACE.take((T, B, H), x, zero=bool(bs))  # tanh(C)
     wt = w_hh.t().contiguous()  # (H, 4H): row-major W^T, the faster GEMM layout here
-    loop = c_loop("lstm_forward", x, B, H)
-    if loop is not None:
-        call(loop, T, B, H, bs, h0, c0, wt, gates, C, tC, out)
-        return out, gates, C, tC
     S = lambda buf: steps(buf, bs)  # noqa: E731
     for (h_prev, c_prev, g_t, g_if, g_g, g_o, i, f, c_t, tc_t, o_t) in zip(
             prev_steps(h0, out, bs), prev_steps(c0, C, bs), S(gates),
@@ -82,7 +78,7 @@ def backward(saved, dH, d_cn, bs, weights=True):
     T, B, H = out.shape
     dG = WORKSPACE.take((T, B, 4 * H), out, zero=bool(bs))
     dc = d_cn.clone(memory_format=torch.contiguous_format)  # dC carried back, (B, H)
-    loop = c_loop("lstm_backward_packed", out, B, H)
+    loop = c_loop("lstm_backward", out, B, H)
     if loop is not None:  # forms the Jacobian factors per element itself
         call(loop, T, B, H, bs, pack_columns(w_hh, 4 * c_loop("lstm_panel", out, B, H)()),
              gates, C, tC, c0, dH, dc, dG)
