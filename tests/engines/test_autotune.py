@@ -45,12 +45,20 @@ def fake_times(monkeypatch, fastest):
     return calls
 
 
+def busy(seconds):
+    """Burn this thread's CPU for ``seconds``: slow on the wall clock and on the thread's
+    CPU clock alike (at one thread a measurement reads the latter)."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
 def slowed(monkeypatch, name, seconds=0.05):
     engine = ENGINES[name].engine
     forward = engine.forward
 
     def slow(*args):
-        time.sleep(seconds)
+        busy(seconds)
         return forward(*args)
     monkeypatch.setattr(engine, "forward", slow)
 
@@ -75,7 +83,7 @@ class SleepyEngine:
         return ENGINES["reference"].engine.why_not(layer, x, lengths)
 
     def forward(self, layer, x, h0, c0, lengths):
-        time.sleep(0.05)
+        busy(0.05)
         return ENGINES["reference"].engine.forward(layer, x, h0, c0, lengths)
 
 
@@ -361,3 +369,15 @@ def test_resume_repeats_the_checkpoints_engine(tune, monkeypatch, tmp_path):
         if name.startswith(("model.", "optim.")):
             torch.testing.assert_close(b[name], a[name], rtol=0, atol=0, msg=name)
     assert checkpoint.load(tmp_path / "part" / LAST)[1]["engine"] == "native"
+
+
+def test_one_thread_on_cpu_is_timed_on_its_own_cpu_clock(monkeypatch):
+    """Other processes' load must not decide a one-thread race on CPU."""
+    x = torch.zeros(1)
+    assert tuner.clock(x) is time.thread_time
+    t0 = tuner.clock(x)()
+    time.sleep(0.05)  # off the CPU: no time on this clock
+    assert tuner.clock(x)() - t0 < 0.03
+    assert tuner.clock(torch.zeros(1, device="meta")) is time.perf_counter
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert tuner.clock(x) is time.perf_counter

@@ -11,11 +11,21 @@ autograd the backward into the layer's parameters through
 ``torch.autograd.grad``, so no ``.grad`` is touched; the caller's random state
 is restored afterwards).
 
+On CPU at one torch thread the calls are timed on the calling thread's CPU clock
+(``time.thread_time``: every product and C loop then runs on that thread), which
+other processes' load does not inflate; on a shared machine a wall-clock race of
+two engines could otherwise go to either (seen at load 6 on 2 cores: the slower
+by 1.5x picked). With more threads, or on another device, the wall clock.
+
 Cost, bounded: one warm-up and at most ``REPEATS`` timed calls per candidate,
 on at most ``MAX_STEPS`` steps of the request's batch, with no further timed
-round once ``BUDGET_S`` seconds have passed; for two candidates that is at
-most eight layer calls over 64 steps, about as long as two or three training steps
-of the same batch. The measurement is logged at debug level on the
+round once ``BUDGET_S`` seconds have passed (one round always runs); for two
+candidates that is at most eight layer calls over 256 steps and, for a layer
+whose call takes longer than a quarter second, four. ``MAX_STEPS`` is as long as
+it is because the engines' costs are not linear in T alike: torch's oneDNN LSTM
+(native) takes 0.43 ms a step at T=64 and 0.71 at T=256 (B=32, H=256, forward and
+backward, one AMD EPYC thread), the fused one 0.53 at both, so a race run on 64
+steps picks native where fused is 1.35x faster at the request's 256. The measurement is logged at debug level on the
 ``rnnforge`` logger.
 
 The winner is kept in memory and in ``autotune-<tag>.json`` in the kernel
@@ -60,7 +70,7 @@ import torch
 
 log = logging.getLogger("rnnforge")
 
-MAX_STEPS = 64
+MAX_STEPS = 256
 REPEATS = 3
 BUDGET_S = 1.0
 #: timed calls per engine when a cached choice is checked again (module doc)
@@ -192,6 +202,13 @@ def clear_memory() -> None:
 
 
 # -- measuring --------------------------------------------------------------------------------
+def clock(x: torch.Tensor):
+    """The clock a measurement on ``x`` reads (module doc)."""
+    if x.device.type == "cpu" and torch.get_num_threads() == 1:
+        return time.thread_time
+    return time.perf_counter
+
+
 def measure(layer, x: torch.Tensor, candidates: list[str], grad: bool,
             repeats: int = REPEATS) -> dict[str, float]:
     """{engine: best seconds of one call} on scratch tensors shaped like ``x`` (see the module doc)."""
@@ -219,11 +236,12 @@ def measure(layer, x: torch.Tensor, candidates: list[str], grad: bool,
         for name in candidates:  # warm-up: first-call allocations, oneDNN primitives, the C build
             run(name)
         samples: dict[str, list[float]] = {name: [] for name in candidates}
+        now = clock(x)
         for _ in range(repeats):
             for name in candidates:
-                t0 = time.perf_counter()
+                t0 = now()
                 run(name)
-                samples[name].append(time.perf_counter() - t0)
+                samples[name].append(now() - t0)
             if time.perf_counter() - start > BUDGET_S:
                 break
     return {name: min(v) for name, v in samples.items()}
