@@ -106,7 +106,7 @@ static inline int64_t FN(live)(const int64_t *bs, int64_t t, int64_t B, int64_t 
 }
 
 /* r1 < 0 asks a function to run all the rows [0, B) itself, in blocks of four
- * rows handed out to -r1 OpenMP threads as they come free (the process's OpenMP
+ * rows (ROWS_IN_BLOCKS: of `rows`) handed out to -r1 OpenMP threads as they come free (the process's OpenMP
  * runtime: torch's own, whose workers are already up and spinning after its last
  * parallel op, so they take the blocks at once rather than compete for the cores). */
 #ifndef ROWS_IN_PARALLEL
