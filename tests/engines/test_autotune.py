@@ -38,11 +38,19 @@ def fake_times(monkeypatch, fastest):
     """Measurements that find ``fastest`` fastest, whatever the clock says."""
     calls = []
 
-    def measure(layer, x, candidates, grad):
+    def measure(layer, x, candidates, grad, repeats=tuner.REPEATS):
         calls.append(list(candidates))
         return {name: (1.0 if name == fastest else 2.0) for name in candidates}
     monkeypatch.setattr(tuner, "measure", measure)
     return calls
+
+
+def busy(seconds):
+    """Burn this thread's CPU for ``seconds``: slow on the wall clock and on the thread's
+    CPU clock alike (at one thread a measurement reads the latter)."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
 
 
 def slowed(monkeypatch, name, seconds=0.05):
@@ -50,7 +58,7 @@ def slowed(monkeypatch, name, seconds=0.05):
     forward = engine.forward
 
     def slow(*args):
-        time.sleep(seconds)
+        busy(seconds)
         return forward(*args)
     monkeypatch.setattr(engine, "forward", slow)
 
@@ -75,7 +83,7 @@ class SleepyEngine:
         return ENGINES["reference"].engine.why_not(layer, x, lengths)
 
     def forward(self, layer, x, h0, c0, lengths):
-        time.sleep(0.05)
+        busy(0.05)
         return ENGINES["reference"].engine.forward(layer, x, h0, c0, lengths)
 
 
@@ -132,14 +140,64 @@ def test_the_cache_file_round_trips(tune, monkeypatch, tmp_path):
                                "torch": torch.__version__, "rnnforge": rnnforge.__version__}
     [(key, entry)] = data["choices"].items()
     assert entry["engine"] == first and set(entry["ms"]) == {"fused", "native"}
-    # another process: nothing in memory; the file answers, even against the clock
+    # another process: nothing in memory; the file answers (its check against the runner-up
+    # finding it still ahead)
     other = "native" if first == "fused" else "fused"
     entry["engine"] = other
     path.write_text(json.dumps(data))
     tuner.clear_memory()
+    checks = fake_times(monkeypatch, other)
     assert engines.choose(layer, x) == other
-    assert len(tune) == 1
+    assert len(tune) == 1 and checks == [[other, first]]
     assert not list(path.parent.glob(".autotune-*"))  # no temporary left behind
+
+
+def _timed(monkeypatch, fastest):
+    """Fake measurements (``fastest`` wins) recording (candidates, repeats) of each."""
+    calls = []
+
+    def measure(layer, x, candidates, grad, repeats=tuner.REPEATS):
+        calls.append((list(candidates), repeats))
+        return {name: (1.0 if name == fastest[0] else 2.0) for name in candidates}
+    monkeypatch.setattr(tuner, "measure", measure)
+    return calls
+
+
+def test_a_cached_choice_is_checked_once_per_process(tune, monkeypatch):
+    fastest = ["fused"]
+    calls = _timed(monkeypatch, fastest)
+    layer = make_layer("lstm", 3, 4)
+    x = torch.randn(5, 2, 3)
+    assert engines.choose(layer, x) == "fused"
+    assert calls == [(["fused", "native"], tuner.REPEATS)]  # measured in full, cached
+    for _ in range(2):  # two later processes: each checks the cached engine once, cheaply
+        tuner.clear_memory()
+        assert engines.choose(layer, x) == "fused" and engines.choose(layer, x) == "fused"
+    assert calls[1:] == [(["fused", "native"], tuner.RECHECK_REPEATS)] * 2
+    [entry] = json.loads(tuner.cache_file().read_text())["choices"].values()
+    assert entry["engine"] == "fused" and abs(entry["checked"] - time.time()) < 60
+    # a process where the cached engine lost its check: measured in full, the file follows
+    fastest[0] = "native"
+    tuner.clear_memory()
+    assert engines.choose(layer, x) == "native" and engines.choose(layer, x) == "native"
+    assert calls[3:] == [(["fused", "native"], tuner.RECHECK_REPEATS), (["fused", "native"], tuner.REPEATS)]
+    [entry] = json.loads(tuner.cache_file().read_text())["choices"].values()
+    assert entry["engine"] == "native"
+    tuner.clear_memory()
+    assert engines.choose(layer, x) == "native"
+    assert calls[5:] == [(["native", "fused"], tuner.RECHECK_REPEATS)]
+    # on an oversubscribed machine the cached choice is trusted without a check
+    monkeypatch.setattr(tuner, "oversubscribed", lambda: True)
+    tuner.clear_memory()
+    assert engines.choose(layer, x) == "native" and len(calls) == 6
+
+
+def test_a_check_times_the_cached_engine_against_its_runner_up():
+    entry = {"engine": "fused", "ms": {"fused": 1.0, "native": 3.0, "sleepy": 2.0}}
+    assert tuner._runner_up(entry, "fused", ["fused", "native", "sleepy"]) == "sleepy"
+    assert tuner._runner_up(entry, "fused", ["fused", "native"]) == "native"
+    assert tuner._runner_up({"engine": "fused"}, "fused", ["fused", "native"]) == "native"
+    assert tuner._runner_up(entry, "fused", ["fused"]) is None
 
 
 def test_a_measurement_on_a_busy_machine_is_not_cached(tune, monkeypatch):
@@ -311,3 +369,15 @@ def test_resume_repeats_the_checkpoints_engine(tune, monkeypatch, tmp_path):
         if name.startswith(("model.", "optim.")):
             torch.testing.assert_close(b[name], a[name], rtol=0, atol=0, msg=name)
     assert checkpoint.load(tmp_path / "part" / LAST)[1]["engine"] == "native"
+
+
+def test_one_thread_on_cpu_is_timed_on_its_own_cpu_clock(monkeypatch):
+    """Other processes' load must not decide a one-thread race on CPU."""
+    x = torch.zeros(1)
+    assert tuner.clock(x) is time.thread_time
+    t0 = tuner.clock(x)()
+    time.sleep(0.05)  # off the CPU: no time on this clock
+    assert tuner.clock(x)() - t0 < 0.03
+    assert tuner.clock(torch.zeros(1, device="meta")) is time.perf_counter
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert tuner.clock(x) is time.perf_counter

@@ -265,7 +265,7 @@ def _declare_rnn(lib: ctypes.CDLL) -> None:
     for suf in ("_f32", "_f64"):
         sig = {
             # (T, B, H, bs, r0, r1, ...): see rnn_body.h
-            "rf_lstm_forward": [i64, i64, i64, P, i64, i64, P, P, P, P, P, P, P],
+            "rf_lstm_forward": [i64, i64, i64, P, i64, i64, i64, P, P, P, P, P, P, P, P, P],
             "rf_lstm_backward": [i64, i64, i64, P, i64, i64, P, P, P, P, P, P, P, P],
             "rf_gru_forward": [i64, i64, i64, P, i64, i64, P, P, P, P, P, P],
             "rf_gru_backward": [i64, i64, i64, P, i64, i64, P, P, P, P, P],
@@ -278,6 +278,8 @@ def _declare_rnn(lib: ctypes.CDLL) -> None:
         for fn, args in sig.items():
             f = getattr(lib, fn + suf)
             f.argtypes, f.restype = args, None
+        f = getattr(lib, "rf_lstm_panel" + suf)
+        f.argtypes, f.restype = [], i64
 
 
 _DECLARE = {"pinv": _declare_pinv, "rnn": _declare_rnn}

@@ -106,93 +106,263 @@ static inline int64_t FN(live)(const int64_t *bs, int64_t t, int64_t B, int64_t 
 }
 
 /* r1 < 0 asks a function to run all the rows [0, B) itself, in blocks of four
- * rows handed out to -r1 OpenMP threads as they come free (the process's OpenMP
+ * rows (ROWS_IN_BLOCKS: of `rows`) handed out to -r1 OpenMP threads as they come free (the process's OpenMP
  * runtime: torch's own, whose workers are already up and spinning after its last
  * parallel op, so they take the blocks at once rather than compete for the cores). */
 #ifndef ROWS_IN_PARALLEL
-#define ROWS_IN_PARALLEL(self_call)                                                   \
+#define ROWS_IN_PARALLEL(self_call) ROWS_IN_BLOCKS(self_call, 4)
+#define ROWS_IN_BLOCKS(self_call, rows)                                               \
     if (r1 < 0) {                                                                     \
         int64_t next_ = 0;                                                            \
         const int nth_ = (int)-r1;                                                    \
+        const int64_t step_ = (rows);                                                 \
         _Pragma("omp parallel num_threads(nth_)")                                     \
         {                                                                             \
             int64_t c;                                                                \
-            while ((c = __atomic_fetch_add(&next_, 4, __ATOMIC_RELAXED)) < B) {       \
-                const int64_t e = c + 4 < B ? c + 4 : B;                              \
+            while ((c = __atomic_fetch_add(&next_, step_, __ATOMIC_RELAXED)) < B) {   \
+                const int64_t e = c + step_ < B ? c + step_ : B;                      \
                 self_call;                                                            \
             }                                                                         \
         }                                                                             \
         return;                                                                       \
     }
 #endif
+/* The packed LSTM loops read all the weights once per step and block of rows: blocks of
+ * a thread's share of the rows (a multiple of 4) rather than 4, so each pass of the
+ * weights serves more rows. */
+#ifndef LSTM_ROWS_PER_BLOCK
+#define LSTM_ROWS_PER_BLOCK(B, nth) (((B) + 4 * (nth) - 1) / (4 * (nth)) * 4)
+#endif
 
 /* ---- LSTM ---------------------------------------------------------------- */
 
-/* gates (T, B, 4H): in, the input projections; out, the activations i, f, C~, o.
- * C, tC, out (T, B, H): memory, tanh(memory), output. wt (H, 4H) = W_hh^T. */
-void FN(rf_lstm_forward)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int64_t r0, int64_t r1,
-                         const real *h0, const real *c0, const real *wt,
-                         real *gates, real *C, real *tC, real *out)
+/* The LSTM forward as one product per step with the cell fused into its epilogue.
+ *
+ * A step's pre-activations are [x_t, h_{t-1}] (I + H) times the stacked weights
+ * [W_ih; W_hh]^T plus the bias: one product over K = I + H, so no projection
+ * buffer is written and read back. The weights come packed by the caller
+ * (fused/lstm.py, once per call) in panels of PVL units: panel j holds, for each
+ * k < K, the i, f, C~, o weights of units [j PVL, (j + 1) PVL) side by side
+ * (4 PVL contiguous values; units past H are zero), so a panel's rows are read
+ * in order, and a block of PKB of them (32 KiB) stays in L1 while every group
+ * of LSTM_MR batch rows passes over it. The four gates of a unit then meet in
+ * one row group's accumulators, and the cell arithmetic runs on them as soon
+ * as the last block is summed: pre-activations never reach memory.
+ *
+ * x (T, B, I); wp (ceil(H / PVL), K, 4 PVL); bp (ceil(H / PVL), 4 PVL), the
+ * bias packed alike; h0, c0 (B, H). Out: C, out (T, B, H); and, where not NULL
+ * (a backward will run), gates (T, B, 4H): the activations i, f, C~, o, and
+ * tC (T, B, H): tanh(C). */
+#define PVL (VBYTES / (int)sizeof(real))
+#define PW (4 * PVL)
+#ifndef LSTM_KB_BYTES
+#define LSTM_KB_BYTES 32768
+#endif
+#define PKB (LSTM_KB_BYTES / (PW * (int)sizeof(real)))
+
+/* The units of a panel, for the packing in fused/lstm.py. */
+int64_t FN(rf_lstm_panel)(void) { return PVL; }
+
+/* acc (nr rows x PW) += src rows (k in [0, nk)) x panel (nk x PW); init: start from
+ * the packed bias (or zero where it is NULL) instead of acc. nr is a constant
+ * after inlining, so the nr x 4 accumulators live in registers. */
+static inline __attribute__((always_inline)) void FN(ptile)(const int nr, real *restrict acc, int init,
+        const real *restrict bias, const real *const *src, const real *restrict panel, int64_t nk)
 {
-    ROWS_IN_PARALLEL(FN(rf_lstm_forward)(T, B, H, bs, c, e, h0, c0, wt, gates, C, tC, out));
-    const int64_t G = 4 * H;
-    for (int64_t t = 0; t < T; t++) {
-        const int64_t e = FN(live)(bs, t, B, r1);
-        if (e <= r0) continue;
-        const real *hprev = (t ? out + (t - 1) * B * H : h0) + r0 * H;
-        FN(matacc)(gates + (t * B + r0) * G, G, hprev, H, wt, e - r0, H, G);
-        for (int64_t b = r0; b < e; b++) {
-            const real *cp = t ? C + ((t - 1) * B + b) * H : c0 + b * H;
-            real *g = gates + (t * B + b) * G;
-            real *c = C + (t * B + b) * H, *tc = tC + (t * B + b) * H, *h = out + (t * B + b) * H;
-            FN(vsigmoid)(g, 2 * H);          /* i, f */
-            FN(vtanh)(g + 2 * H, H);         /* C~ */
-            FN(vsigmoid)(g + 3 * H, H);      /* o */
-            for (int64_t k = 0; k < H; k++) c[k] = g[H + k] * cp[k] + g[k] * g[2 * H + k];
-            for (int64_t k = 0; k < H; k++) tc[k] = c[k];
-            FN(vtanh)(tc, H);
-            for (int64_t k = 0; k < H; k++) h[k] = g[3 * H + k] * tc[k];
+    typedef FN(vec) vec;
+    vec a[LSTM_MR][4];
+    for (int q = 0; q < nr; q++)
+        for (int v = 0; v < 4; v++)
+            a[q][v] = !init ? *(const vec *)(acc + q * PW + v * PVL)
+                    : bias ? *(const vec *)(bias + v * PVL) : (vec){0};
+    for (int64_t k = 0; k < nk; k++) {
+        vec w[4];
+        for (int v = 0; v < 4; v++) w[v] = *(const vec *)(panel + k * PW + v * PVL);
+        for (int q = 0; q < nr; q++) {
+            const real s = src[q][k];
+            for (int v = 0; v < 4; v++) a[q][v] += s * w[v];
+        }
+    }
+    for (int q = 0; q < nr; q++)
+        for (int v = 0; v < 4; v++) *(vec *)(acc + q * PW + v * PVL) = a[q][v];
+}
+
+/* The cell on one row's PW pre-activations (i, f, C~, o of nu units). */
+static inline void FN(lstm_cell)(int64_t nu, int64_t H, const real *restrict pre, const real *restrict cp,
+                                 real *restrict c, real *restrict h, real *restrict g, real *restrict tc)
+{
+    if (g) {
+        for (int64_t u = 0; u < nu; u++) {
+            const real i = FN(sigmoid)(pre[u]), f = FN(sigmoid)(pre[PVL + u]);
+            const real n = FN(tanh)(pre[2 * PVL + u]), o = FN(sigmoid)(pre[3 * PVL + u]);
+            const real cc = f * cp[u] + i * n, th = FN(tanh)(cc);
+            c[u] = cc; h[u] = o * th; tc[u] = th;
+            g[u] = i; g[H + u] = f; g[2 * H + u] = n; g[3 * H + u] = o;
+        }
+    } else {
+        for (int64_t u = 0; u < nu; u++) {
+            const real i = FN(sigmoid)(pre[u]), f = FN(sigmoid)(pre[PVL + u]);
+            const real n = FN(tanh)(pre[2 * PVL + u]), o = FN(sigmoid)(pre[3 * PVL + u]);
+            const real cc = f * cp[u] + i * n;
+            c[u] = cc; h[u] = o * FN(tanh)(cc);
         }
     }
 }
 
-/* The loop of the LSTM's backward. gates (T, B, 4H): the activations i, f, C~, o;
- * C, tC (T, B, H): memory and tanh(memory); c0 (B, H). The factors of the step
- * Jacobian are formed here, per element, from those: d i-pre / dC = C~ i(1 - i),
- * d f-pre / dC = f(1 - f) C_prev, d C~-pre / dC = i(1 - C~^2),
- * d o-pre / dh = tanh(C) o(1 - o), dC / dh = o(1 - tanh(C)^2).
- * dH (T, B, H): in, the gradient reaching each output from above; completed in
- * place with the recurrent part (except at t = 0: the caller forms
- * dh0 = dG_0 W_hh). dc (B, H): in, dC_n; out, dC_0. dG (T, B, 4H): out, the
- * gradients of the pre-activations. w_hh (4H, H). */
-void FN(rf_lstm_backward)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int64_t r0, int64_t r1,
-                          const real *w_hh, const real *gates, const real *C, const real *tC,
-                          const real *c0, real *dH, real *dc, real *dG)
+/* Rows of group g when n rows are split into ceil(n / LSTM_MR) groups of nearly equal
+ * size (32 rows: 6, 6, 5, 5, 5, 5 rather than five of 6 and a slow one of 2). */
+static inline int FN(group)(int64_t n, int64_t g)
 {
-    ROWS_IN_PARALLEL(FN(rf_lstm_backward)(T, B, H, bs, c, e, w_hh, gates, C, tC, c0, dH, dc, dG));
-    const int64_t G = 4 * H;
-    for (int64_t t = T - 1; t >= 0; t--) {
-        const int64_t e = FN(live)(bs, t, B, r1);
-        if (e <= r0) continue;
-        for (int64_t b = r0; b < e; b++) {
-            const real *a = gates + (t * B + b) * G;
-            const real *cp = t ? C + ((t - 1) * B + b) * H : c0 + b * H;
-            const real *tc = tC + (t * B + b) * H;
-            const real *dh = dH + (t * B + b) * H;
-            real *d = dc + b * H, *g = dG + (t * B + b) * G;
-            for (int64_t k = 0; k < H; k++) {
-                const real i = a[k], f = a[H + k], n = a[2 * H + k], o = a[3 * H + k], th = tc[k];
-                const real dck = d[k] + dh[k] * (o - o * th * th);
-                g[k] = dck * (n * (i - i * i));
-                g[H + k] = dck * ((f - f * f) * cp[k]);
-                g[2 * H + k] = dck * (i - i * n * n);
-                g[3 * H + k] = dh[k] * (th * (o - o * o));
-                d[k] = dck * f;
-            }
-        }
-        if (t) FN(matacc)(dH + ((t - 1) * B + r0) * H, H, dG + (t * B + r0) * G, G, w_hh, e - r0, G, H);
+    const int64_t ng = (n + LSTM_MR - 1) / LSTM_MR;
+    return (int)(n / ng + (g < n % ng));
+}
+
+#define PTILE_CASE(n) case n: FN(ptile)(n, acc, init, bias, src, panel, nk); break;
+static void FN(ptile_any)(int nr, real *acc, int init, const real *bias, const real *const *src,
+                          const real *panel, int64_t nk)
+{
+    switch (nr) {
+    PTILE_CASE(1)
+#if LSTM_MR >= 2
+    PTILE_CASE(2)
+#endif
+#if LSTM_MR >= 3
+    PTILE_CASE(3)
+#endif
+#if LSTM_MR >= 4
+    PTILE_CASE(4)
+#endif
+#if LSTM_MR >= 5
+    PTILE_CASE(5)
+#endif
+#if LSTM_MR >= 6
+    PTILE_CASE(6)
+#endif
+#if LSTM_MR >= 7
+    PTILE_CASE(7)
+#endif
+#if LSTM_MR >= 8
+    PTILE_CASE(8)
+#endif
+    default: break;
     }
 }
+#undef PTILE_CASE
+
+void FN(rf_lstm_forward)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int64_t r0, int64_t r1,
+                                int64_t I, const real *x, const real *wp, const real *bp,
+                                const real *h0, const real *c0, real *gates, real *C, real *tC, real *out)
+{
+    ROWS_IN_BLOCKS(FN(rf_lstm_forward)(T, B, H, bs, c, e, I, x, wp, bp, h0, c0, gates, C, tC, out),
+                   LSTM_ROWS_PER_BLOCK(B, nth_));
+    const int64_t K = I + H, NP = (H + PVL - 1) / PVL;
+    real acc[(r1 > r0 ? r1 - r0 : 1) * PW] __attribute__((aligned(64)));
+    for (int64_t t = 0; t < T; t++) {
+        const int64_t e = FN(live)(bs, t, B, r1);
+        if (e <= r0) continue;
+        const real *hprev = t ? out + (t - 1) * B * H : h0;
+        const real *cprev = t ? C + (t - 1) * B * H : c0;
+        for (int64_t j = 0; j < NP; j++) {
+            const real *panel = wp + j * K * PW;
+            for (int64_t k0 = 0; k0 < K; k0 += PKB) {
+                const int64_t k1 = k0 + PKB < K ? k0 + PKB : K;
+                for (int64_t r = r0, g = 0; r < e; r += FN(group)(e - r0, g++)) {
+                    const int nr = FN(group)(e - r0, g);
+                    /* the block [k0, k1) may straddle x_t and h_{t-1}: at most two pieces */
+                    for (int64_t ks = k0; ks < k1;) {
+                        const int from_x = ks < I;
+                        const int64_t ke = from_x && k1 > I ? I : k1;
+                        const real *src[LSTM_MR];
+                        for (int q = 0; q < nr; q++)
+                            src[q] = from_x ? x + ((t * B + r + q) * I + ks) : hprev + ((r + q) * H + ks - I);
+                        FN(ptile_any)(nr, acc + (r - r0) * PW, ks == 0, bp ? bp + j * PW : 0, src,
+                                      panel + ks * PW, ke - ks);
+                        ks = ke;
+                    }
+                }
+            }
+            const int64_t u0 = j * PVL, nu = H - u0 < PVL ? H - u0 : PVL;
+            for (int64_t b = r0; b < e; b++) {
+                const int64_t o = (t * B + b) * H + u0;
+                FN(lstm_cell)(nu, H, acc + (b - r0) * PW, cprev + b * H + u0, C + o, out + o,
+                              gates ? gates + (t * B + b) * 4 * H + u0 : 0, tC ? tC + o : 0);
+            }
+        }
+    }
+}
+/* The LSTM backward loop with the recurrent product packed like the forward's and the
+ * step's gradient arithmetic in its epilogue.
+ *
+ * dh_{t-1} = dH_{t-1} + dG_t W_hh is formed PW units at a time (wb: W_hh's columns in
+ * panels of PW, (ceil(H / PW), 4H, PW), zero past H); as soon as a block of units
+ * of dh_{t-1} is summed, the gradients of step t-1's pre-activations and dC_{t-2}
+ * follow for those units (they read only the same units of the activations, C and
+ * dC), so dh never reaches memory. Rows live at t-1 but not at t take dH_{t-1}
+ * alone. gates (T, B, 4H): the activations i, f, C~, o; C, tC (T, B, H): memory and
+ * tanh(memory); c0 (B, H); dH (T, B, H): the gradient reaching each output from above
+ * (only read). dc (B, H): in, dC_n; out, dC_0. dG (T, B, 4H): out, the gradients of the
+ * pre-activations (the caller forms dh0 = dG_0 W_hh). */
+static inline void FN(lstm_cell_bwd)(int64_t nu, int64_t H, const real *restrict dh, const real *restrict a,
+                                     const real *restrict cp, const real *restrict tc,
+                                     real *restrict d, real *restrict g)
+{
+    for (int64_t k = 0; k < nu; k++) {
+        const real i = a[k], f = a[H + k], n = a[2 * H + k], o = a[3 * H + k], th = tc[k];
+        const real dck = d[k] + dh[k] * (o - o * th * th);
+        g[k] = dck * (n * (i - i * i));
+        g[H + k] = dck * ((f - f * f) * cp[k]);
+        g[2 * H + k] = dck * (i - i * n * n);
+        g[3 * H + k] = dh[k] * (th * (o - o * o));
+        d[k] = dck * f;
+    }
+}
+
+void FN(rf_lstm_backward)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int64_t r0, int64_t r1,
+                                 const real *wb, const real *gates, const real *C, const real *tC,
+                                 const real *c0, const real *dH, real *dc, real *dG)
+{
+    ROWS_IN_BLOCKS(FN(rf_lstm_backward)(T, B, H, bs, c, e, wb, gates, C, tC, c0, dH, dc, dG),
+                   LSTM_ROWS_PER_BLOCK(B, nth_));
+    const int64_t G = 4 * H, NP = (H + PW - 1) / PW;
+    real acc[(r1 > r0 ? r1 - r0 : 1) * PW] __attribute__((aligned(64)));
+#define LSTM_BWD_ROW(s, b, u0, nu, dh)                                                              \
+    FN(lstm_cell_bwd)(nu, H, dh, gates + ((s) * B + (b)) * G + (u0),                                 \
+                      ((s) ? C + ((s) - 1) * B * H : c0) + (b) * H + (u0), tC + ((s) * B + (b)) * H + (u0), \
+                      dc + (b) * H + (u0), dG + ((s) * B + (b)) * G + (u0))
+    {
+        const int64_t e = FN(live)(bs, T - 1, B, r1);
+        for (int64_t b = r0; b < e; b++) LSTM_BWD_ROW(T - 1, b, 0, H, dH + ((T - 1) * B + b) * H);
+    }
+    for (int64_t t = T - 1; t >= 1; t--) {
+        const int64_t e = FN(live)(bs, t, B, r1), ep = FN(live)(bs, t - 1, B, r1);
+        if (ep <= r0) continue;
+        for (int64_t j = 0; j < NP; j++) {
+            const int64_t u0 = j * PW, nu = H - u0 < PW ? H - u0 : PW;
+            const real *panel = wb + j * G * PW;
+            for (int64_t b = r0; b < ep; b++) {
+                const real *src = dH + ((t - 1) * B + b) * H + u0;
+                real *a = acc + (b - r0) * PW;
+                for (int64_t u = 0; u < nu; u++) a[u] = src[u];
+                for (int64_t u = nu; u < PW; u++) a[u] = 0;
+            }
+            for (int64_t k0 = 0; k0 < G; k0 += PKB) {
+                const int64_t k1 = k0 + PKB < G ? k0 + PKB : G;
+                for (int64_t r = r0, g = 0; r < e; r += FN(group)(e - r0, g++)) {
+                    const int nr = FN(group)(e - r0, g);
+                    const real *src[LSTM_MR];
+                    for (int q = 0; q < nr; q++) src[q] = dG + (t * B + r + q) * G + k0;
+                    FN(ptile_any)(nr, acc + (r - r0) * PW, 0, 0, src, panel + k0 * PW, k1 - k0);
+                }
+            }
+            for (int64_t b = r0; b < ep; b++) LSTM_BWD_ROW(t - 1, b, u0, nu, acc + (b - r0) * PW);
+        }
+    }
+#undef LSTM_BWD_ROW
+}
+
+#undef PKB
+#undef PW
+#undef PVL
 
 /* ---- GRU ------------------------------------------------------------------ */
 

@@ -11,11 +11,21 @@ autograd the backward into the layer's parameters through
 ``torch.autograd.grad``, so no ``.grad`` is touched; the caller's random state
 is restored afterwards).
 
+On CPU at one torch thread the calls are timed on the calling thread's CPU clock
+(``time.thread_time``: every product and C loop then runs on that thread), which
+other processes' load does not inflate; on a shared machine a wall-clock race of
+two engines could otherwise go to either (seen at load 6 on 2 cores: the slower
+by 1.5x picked). With more threads, or on another device, the wall clock.
+
 Cost, bounded: one warm-up and at most ``REPEATS`` timed calls per candidate,
 on at most ``MAX_STEPS`` steps of the request's batch, with no further timed
-round once ``BUDGET_S`` seconds have passed; for two candidates that is at
-most eight layer calls over 64 steps, about as long as two or three training steps
-of the same batch. The measurement is logged at debug level on the
+round once ``BUDGET_S`` seconds have passed (one round always runs); for two
+candidates that is at most eight layer calls over 256 steps and, for a layer
+whose call takes longer than a quarter second, four. ``MAX_STEPS`` is as long as
+it is because the engines' costs are not linear in T alike: torch's oneDNN LSTM
+(native) takes 0.43 ms a step at T=64 and 0.71 at T=256 (B=32, H=256, forward and
+backward, one AMD EPYC thread), the fused one 0.53 at both, so a race run on 64
+steps picks native where fused is 1.35x faster at the request's 256. The measurement is logged at debug level on the
 ``rnnforge`` logger.
 
 The winner is kept in memory and in ``autotune-<tag>.json`` in the kernel
@@ -24,10 +34,21 @@ where ``tag`` hashes the CPU model, the kernels' instruction set (and a
 forced ``RNNFORGE_GEMM``), the torch version and the rnnforge version, so an upgrade of either, or another CPU
 sharing the folder, measures afresh. The file is replaced atomically.
 
+A cached choice is checked again once per process: the first request of a key in
+a process that finds the key in the file (so written by an earlier process; a
+file of another CPU, instruction set, torch or rnnforge is another file and
+measures afresh) times the cached engine against the runner-up of its recorded
+times, one warm-up and ``RECHECK_REPEATS`` timed call each on the same scratch
+tensors (four layer calls of up to ``MAX_STEPS`` steps). Where the cached engine
+is still within ``TIE`` of the runner-up it stays, and the entry records when it
+was last confirmed; otherwise the key is measured in full as if it were new and
+the file updated. On an oversubscribed machine the cached choice is trusted
+unchecked (a check there would be noise).
+
 A measurement taken while the machine is oversubscribed (a one-minute load
 average above its core count) is used by this process only and not written to
-the file: other jobs' load can reverse a close race, and a cached choice is not
-measured again.
+the file: other jobs' load can reverse a close race, and a cached choice is only
+checked against its runner-up, never measured in full again unless it loses.
 
 Where the fixed rule's engine (``engines.rule``) is within ``TIE`` of the
 fastest measured, the rule's engine is kept: a near tie is noise, and the rule
@@ -49,9 +70,11 @@ import torch
 
 log = logging.getLogger("rnnforge")
 
-MAX_STEPS = 64
+MAX_STEPS = 256
 REPEATS = 3
 BUDGET_S = 1.0
+#: timed calls per engine when a cached choice is checked again (module doc)
+RECHECK_REPEATS = 1
 #: a measured time within this fraction of the fastest counts as a tie
 TIE = 0.03
 
@@ -179,7 +202,15 @@ def clear_memory() -> None:
 
 
 # -- measuring --------------------------------------------------------------------------------
-def measure(layer, x: torch.Tensor, candidates: list[str], grad: bool) -> dict[str, float]:
+def clock(x: torch.Tensor):
+    """The clock a measurement on ``x`` reads (module doc)."""
+    if x.device.type == "cpu" and torch.get_num_threads() == 1:
+        return time.thread_time
+    return time.perf_counter
+
+
+def measure(layer, x: torch.Tensor, candidates: list[str], grad: bool,
+            repeats: int = REPEATS) -> dict[str, float]:
     """{engine: best seconds of one call} on scratch tensors shaped like ``x`` (see the module doc)."""
     from . import ENGINES
 
@@ -205,11 +236,12 @@ def measure(layer, x: torch.Tensor, candidates: list[str], grad: bool) -> dict[s
         for name in candidates:  # warm-up: first-call allocations, oneDNN primitives, the C build
             run(name)
         samples: dict[str, list[float]] = {name: [] for name in candidates}
-        for _ in range(REPEATS):
+        now = clock(x)
+        for _ in range(repeats):
             for name in candidates:
-                t0 = time.perf_counter()
+                t0 = now()
                 run(name)
-                samples[name].append(time.perf_counter() - t0)
+                samples[name].append(now() - t0)
             if time.perf_counter() - start > BUDGET_S:
                 break
     return {name: min(v) for name, v in samples.items()}
@@ -223,8 +255,35 @@ def decide(times: dict[str, float], ruled: str) -> str:
     return best
 
 
+def _runner_up(entry: dict, cached: str, candidates: list[str]) -> str | None:
+    """The candidate closest behind ``cached`` in the entry's recorded times (any other where
+    none is recorded); None where ``cached`` is the only candidate."""
+    others = [n for n in candidates if n != cached]
+    ms = entry.get("ms") if isinstance(entry.get("ms"), dict) else {}
+    timed = [n for n in others if isinstance(ms.get(n), (int, float))]
+    if timed:
+        return min(timed, key=lambda n: ms[n])
+    return others[0] if others else None
+
+
+def _recheck(layer, x, k: str, entry: dict, candidates: list[str], grad: bool) -> bool:
+    """Whether the file's choice for ``k`` still holds against its runner-up (module doc)."""
+    cached = entry["engine"]
+    other = _runner_up(entry, cached, candidates)
+    if other is None or oversubscribed():
+        return True
+    t0 = time.perf_counter()
+    times = measure(layer, x, [cached, other], grad, repeats=RECHECK_REPEATS)
+    holds = times[cached] <= times[other] * (1 + TIE)
+    log.debug("rnnforge autotune %s: cached %s %s (%s; checked in %.0f ms)", k, cached,
+              "holds" if holds else "lost", ", ".join(f"{n} {1e3 * s:.2f} ms" for n, s in times.items()),
+              1e3 * (time.perf_counter() - t0))
+    return holds
+
+
 def tuned(layer, x: torch.Tensor, candidates: list[str], grad: bool, ruled: str) -> str:
-    """The engine ``auto`` runs for this request: remembered, read from the cache file, or measured."""
+    """The engine ``auto`` runs for this request: remembered, read from the cache file (checked
+    again once per process), or measured."""
     k = key(layer, x, grad, candidates)
     name = _memory.get(k)
     if name in candidates:
@@ -232,8 +291,11 @@ def tuned(layer, x: torch.Tensor, candidates: list[str], grad: bool, ruled: str)
     path = cache_file()
     entry = _read(path).get(k)
     if isinstance(entry, dict) and entry.get("engine") in candidates:
-        _memory[k] = entry["engine"]
-        return entry["engine"]
+        if _recheck(layer, x, k, entry, candidates, grad):
+            _memory[k] = entry["engine"]
+            if not oversubscribed():
+                _write(path, k, {**entry, "checked": round(time.time())})
+            return entry["engine"]
     t0 = time.perf_counter()
     times = measure(layer, x, candidates, grad)
     name = decide(times, ruled)
@@ -244,5 +306,6 @@ def tuned(layer, x: torch.Tensor, candidates: list[str], grad: bool, ruled: str)
     if oversubscribed():
         log.debug("rnnforge autotune: the machine is oversubscribed; %s is kept for this process only", k)
     else:
-        _write(path, k, {"engine": name, "ms": {n: round(1e3 * s, 4) for n, s in times.items()}})
+        _write(path, k, {"engine": name, "ms": {n: round(1e3 * s, 4) for n, s in times.items()},
+                         "checked": round(time.time())})
     return name

@@ -76,7 +76,7 @@ def test_dispatch_by_batch_and_width(monkeypatch):
     assert fused.runs_c_loops("rnn_sigmoid", fused.C_LOOP_MAX_BATCH["rnn"], wide)
     assert not fused.runs_c_loops("gru", 1, wide + 1)
     monkeypatch.setattr(ck, "_libs", {})
-    monkeypatch.setattr(ck, "_errors", {"rnn": "no compiler (test)"})
+    monkeypatch.setattr(ck, "_errors", {ck._key("rnn", ck.isa()): "no compiler (test)"})
     monkeypatch.setattr(cloops, "_warned", True)
     assert cloops.c_loop("lstm_forward", like, 1, 4) is None      # then the torch loops run
 
@@ -112,7 +112,7 @@ def test_c_activations_match_torch(fn, dtype):
 
 def test_missing_compiler_is_said_once(monkeypatch):
     monkeypatch.setattr(ck, "_libs", {})
-    monkeypatch.setattr(ck, "_errors", {"rnn": "no C compiler found (test)"})
+    monkeypatch.setattr(ck, "_errors", {ck._key("rnn", ck.isa()): "no C compiler found (test)"})
     monkeypatch.setattr(cloops, "_warned", False)
     like = torch.zeros(1)
     with pytest.warns(RuntimeWarning, match=r"compiled loops are unavailable \(no C compiler found"):
@@ -147,3 +147,48 @@ def test_auto_runs_fused_where_its_c_loops_run(mode):
     wide = make_layer(mode, 3, fused.C_LOOP_MAX_HIDDEN + 1)
     wide(torch.randn(2, 1, 3))
     assert wide.engine_used == BEYOND_C_LOOPS[mode]
+
+
+def test_lstm_panels_hold_each_units_four_gates_side_by_side():
+    H, I, units = 5, 3, 4  # H not a multiple of the panel: the second panel is padded with zeros
+    w_ih, w_hh, b = torch.randn(4 * H, I), torch.randn(4 * H, H), torch.randn(4 * H)
+    wp, bp = fused.lstm.pack(w_ih, w_hh, b, units)
+    assert wp.shape == (2, I + H, 4 * units) and bp.shape == (2, 4 * units)
+    for gate in range(4):
+        for unit in range(H):
+            p, u = divmod(unit, units)
+            col = gate * units + u
+            torch.testing.assert_close(wp[p, :I, col], w_ih[gate * H + unit], rtol=0, atol=0)
+            torch.testing.assert_close(wp[p, I:, col], w_hh[gate * H + unit], rtol=0, atol=0)
+            assert bp[p, col] == b[gate * H + unit]
+        assert not wp[1, :, gate * units + 1:(gate + 1) * units].any() and not bp[1, gate * units + 1:(gate + 1) * units].any()
+    assert fused.lstm.pack(w_ih, w_hh, None, units)[1] is None
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("I, H, B", [(100, 70, 13), (3, 200, 8), (300, 17, 7)])
+def test_packed_lstm_loop_agrees_with_the_torch_loop(monkeypatch, dtype, I, H, B):
+    """The LSTM's one-product C loop (projection, recurrence and cell together) against the
+    torch-op loop: row groups with a remainder, widths not a multiple of a panel, and weight
+    blocks that straddle x_t and h_{t-1}; forward with and without a graph, and backward."""
+    torch.manual_seed(0)
+    layer = make_layer("lstm", I, H, bias=True, engine="fused", dtype=dtype)
+    x = torch.randn(9, B, I, dtype=dtype)
+    lengths = torch.randint(1, 10, (B,))
+    lengths[0] = 9
+    results = {}
+    for name, cap in (("c", 1 << 30), ("torch", -1)):
+        monkeypatch.setattr(cloops, "C_LOOP_MAX_BATCH", dict.fromkeys(cloops.C_LOOP_MAX_BATCH, cap))
+        monkeypatch.setattr(cloops, "C_LOOP_MAX_HIDDEN", 1 << 30)
+        with torch.no_grad():
+            plain = layer(x, lengths=lengths)
+        layer.zero_grad()
+        xx = x.clone().requires_grad_(True)
+        y, (h, c) = layer(xx, lengths=lengths)
+        (y * torch.cos(torch.arange(y.numel(), dtype=dtype)).reshape(y.shape)).sum().backward()
+        for a, b in zip((plain[0], *plain[1]), (y, h, c)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)  # the graph changes nothing computed
+        results[name] = [y.detach(), h.detach(), c.detach(), xx.grad] + [p.grad.clone() for p in layer.parameters()]
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    for a, b in zip(results["c"], results["torch"]):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)

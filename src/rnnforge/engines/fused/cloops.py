@@ -7,10 +7,17 @@ arithmetic. There the loops over time run in ``rnnforge/_ckernels/rnn.c`` on
 the engine's own buffers (through ctypes); the big ops before and after them
 stay in torch.
 
+The LSTM's two loops run packed products (``rf_lstm_forward``: input
+projection, recurrent product and cell in one pass per step; ``rf_lstm_backward``:
+the recurrent product with the step's gradient arithmetic), the GRU's and the
+RNNs' a register-blocked product on the unpacked weights.
+
 The limits below are where the C loops stop winning against the torch-op loops
 (forward+backward, 1 and 2 threads): up to a batch of 64 they win or tie; above
-256 units the step's product, their own register-blocked one, falls behind
-MKL's GEMM. The measurements: ``benchmarks/bench_engines.py --parts loops``
+256 units the step's product, their own register-blocked one, fell behind
+MKL's GEMM on an Intel Xeon (measured before the LSTM's loops were packed; the
+packed ones run at 175-195 GFLOP/s on one AMD EPYC core and are not yet measured
+there). The measurements: ``benchmarks/bench_engines.py --parts loops``
 (batch) and ``--parts wide`` (width), tabled in BENCHMARKS.md's engine section.
 The limits are read at each call: change them on this module (tests and the
 benchmark do) to force either loop.

@@ -13,21 +13,24 @@ torch.export, torch.compile) run the same code.
 
 from __future__ import annotations
 
+import threading
+
 import torch
 
 from . import gru, lstm, rnn
-from .steps import final, mm
+from .steps import final, mm, weight_grads
 from .workspace import WORKSPACE
 
 #: activations the forward saves for the backward, besides its inputs and ``out``
 ACTIVATIONS = {"lstm": 3, "gru": 2}  # i, f, C~, o and C, tanh(C); r, s, z~ and γ z_prev
 
 
-def run_forward(mode, x, w_ih, b_ih, h0, c0, w_hh, b_hh, bs, lengths):
+def run_forward(mode, x, w_ih, b_ih, h0, c0, w_hh, b_hh, bs, lengths, save=True):
     """``(out (T, B, H), h_n (B, H), c_n (B, H) or None, acts)``; ``acts`` is the tuple of
-    activations the backward reads (``ACTIVATIONS`` of them; none for the RNN)."""
+    activations the backward reads (``ACTIVATIONS`` of them; none for the RNN). With ``save``
+    false no backward will run, and the LSTM's C loop leaves out what only it reads (None)."""
     if mode == "lstm":
-        out, gates, C, tC = lstm.forward(x, w_ih, b_ih, h0, c0, w_hh, bs)
+        out, gates, C, tC = lstm.forward(x, w_ih, b_ih, h0, c0, w_hh, bs, save)
         return out, final(out, lengths), final(C, lengths), (gates, C, tC)
     if mode == "gru":
         out, gates, hg = gru.forward(x, w_ih, b_ih, h0, w_hh, b_hh, bs)
@@ -60,7 +63,13 @@ def run_backward(mode, bs, lengths, x, w_ih, h0, c0, w_hh, out, acts, d_out, d_h
         dH.masked_fill_(dead.unsqueeze(-1), 0)  # outputs past the end are constants
         dH[lengths - 1, torch.arange(B, device=dH.device)] += d_hn
     if mode == "lstm":
-        dG, dh0, dc0, dw_hh = lstm.backward((h0, c0, w_hh, out, *acts), dH, d_cn, bs)
+        # W_ih's gradients wanted with W_hh's: one product for all of them (steps.weight_grads)
+        joint = need[1] and (need[2] or not has_b_ih)
+        dG, dh0, dc0, dw_hh = lstm.backward((h0, c0, w_hh, out, *acts), dH, d_cn, bs, not joint)
+        if joint:
+            dw_ih, dw_hh, db_ih = weight_grads(dG, x, h0, out, has_b_ih)
+            dx = mm(dG.view(T * B, -1), w_ih).view(T, B, -1) if need[0] else None
+            return dx, dw_ih, db_ih, dh0, dc0, dw_hh, None
         db_hh = None
     elif mode == "gru":
         dG, dh0, dw_hh, db_hh = gru.backward((h0, w_hh, out, *acts), dH, bs, has_b_hh)
@@ -80,6 +89,9 @@ def _input_grads(dG, x, w_ih, T, B, need, has_b_ih):
     return dx, dw_ih, db_ih
 
 
+_graph = threading.local()  # .on: grad mode where Recurrence.apply was called
+
+
 class Recurrence(torch.autograd.Function):
     """One layer-direction: input projection and recurrence, with its own backward.
 
@@ -90,11 +102,18 @@ class Recurrence(torch.autograd.Function):
     (c_n only for the LSTM, else an empty tensor).
     """
 
+    @classmethod
+    def apply(cls, *args):
+        # forward runs with grad off: whether a graph is recorded is known only out here
+        _graph.on = torch.is_grad_enabled()
+        return super().apply(*args)
+
     @staticmethod
     def forward(ctx, mode, x, w_ih, b_ih, h0, c0, w_hh, b_hh, bs, lengths):
         ctx.mode, ctx.bs = mode, bs
         ctx.has_b_ih, ctx.has_b_hh = b_ih is not None, b_hh is not None
-        out, h_n, c_n, acts = run_forward(mode, x, w_ih, b_ih, h0, c0, w_hh, b_hh, bs, lengths)
+        save = getattr(_graph, "on", True) and any(ctx.needs_input_grad)
+        out, h_n, c_n, acts = run_forward(mode, x, w_ih, b_ih, h0, c0, w_hh, b_hh, bs, lengths, save)
         ctx.save_for_backward(x, w_ih, h0, c0, w_hh, out, lengths, *acts)
         return out, h_n, (c_n if c_n is not None else x.new_empty(0))
 

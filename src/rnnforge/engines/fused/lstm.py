@@ -9,20 +9,53 @@ from .steps import one, prev_steps, project, steps, weight_grad
 from .workspace import WORKSPACE
 
 
-def forward(x, w_ih, b_ih, h0, c0, w_hh, bs):
-    """``(out, gates, C, tC)``: the states, and the activations i, f, C~, o, C, tanh(C) the backward reads."""
-    T, B, _ = x.shape
+def pack(w_ih, w_hh, b_ih, units: int):
+    """The weights and bias in the panels of ``rf_lstm_forward`` (rnn_body.h):
+    ``wp (P, I+H, 4*units)`` and ``bp (P, 4*units)`` or None, P = ceil(H / units), each
+    panel row the i, f, C~, o weights of ``units`` consecutive units, zero past H."""
+    H, I = w_hh.shape[1], w_ih.shape[1]
+    P, full = -(-H // units), H // units
+    wp = (torch.zeros if P * units != H else torch.empty)((P, I + H, 4, units), dtype=w_hh.dtype)
+    for w, k0, n in ((w_ih, 0, I), (w_hh, I, H)):
+        wt = w.t().contiguous().view(n, 4, H)  # (k, gate, unit): then each copy moves runs of units
+        if full:
+            wp[:full, k0:k0 + n].copy_(wt[:, :, :full * units].view(n, 4, full, units).permute(2, 0, 1, 3))
+        if full < P:
+            wp[full, k0:k0 + n, :, :H - full * units].copy_(wt[:, :, full * units:])
+    if b_ih is None:
+        return wp.view(P, -1, 4 * units), None
+    b = torch.nn.functional.pad(b_ih.view(4, H), (0, P * units - H))
+    return wp.view(P, -1, 4 * units), b.view(4, P, units).transpose(0, 1).reshape(P, 4 * units)
+
+
+def pack_columns(w_hh, width: int):
+    """``W_hh (4H, H)`` in panels of ``width`` columns, ``(ceil(H / width), 4H, width)``,
+    zero past H: the layout of ``rf_lstm_backward`` (rnn_body.h)."""
+    G, H = w_hh.shape
+    P = -(-H // width)
+    w = torch.nn.functional.pad(w_hh, (0, P * width - H))
+    return w.view(G, P, width).transpose(0, 1).contiguous()
+
+
+def forward(x, w_ih, b_ih, h0, c0, w_hh, bs, save=True):
+    """``(out, gates, C, tC)``: the states, and the activations i, f, C~, o, C, tanh(C) the
+    backward reads (gates and tC None where ``save`` is false and the C loop runs)."""
+    T, B, I = x.shape
     H = h0.shape[-1]
     out = (x.new_zeros if bs else x.new_empty)((T, B, H))
+    loop = c_loop("lstm_forward", x, B, H)
+    if loop is not None:  # projection, recurrence and cell in one C loop (rnn_body.h)
+        wp, bp = pack(w_ih, w_hh, b_ih, c_loop("lstm_panel", x, B, H)())
+        C = WORKSPACE.take((T, B, H), x, zero=bool(bs))
+        gates = WORKSPACE.take((T, B, 4 * H), x, zero=bool(bs)) if save else None
+        tC = WORKSPACE.take((T, B, H), x, zero=bool(bs)) if save else None
+        call(loop, T, B, H, bs, I, x, wp, bp, h0, c0, gates, C, tC, out)
+        return out, gates, C, tC
     gates = WORKSPACE.take((T, B, 4 * H), x)  # projections, then the activations i, f, C~, o
     project(x, w_ih, b_ih, gates.view(T * B, 4 * H))
     C = WORKSPACE.take((T, B, H), x, zero=bool(bs))
     tC = WORKSPACE.take((T, B, H), x, zero=bool(bs))  # tanh(C)
     wt = w_hh.t().contiguous()  # (H, 4H): row-major W^T, the faster GEMM layout here
-    loop = c_loop("lstm_forward", x, B, H)
-    if loop is not None:
-        call(loop, T, B, H, bs, h0, c0, wt, gates, C, tC, out)
-        return out, gates, C, tC
     S = lambda buf: steps(buf, bs)  # noqa: E731
     for (h_prev, c_prev, g_t, g_if, g_g, g_o, i, f, c_t, tc_t, o_t) in zip(
             prev_steps(h0, out, bs), prev_steps(c0, C, bs), S(gates),
@@ -38,16 +71,19 @@ def forward(x, w_ih, b_ih, h0, c0, w_hh, bs):
     return out, gates, C, tC
 
 
-def backward(saved, dH, d_cn, bs):
-    """``(dG, dh0, dc0, dW_hh)`` from ``dH``, the total gradient reaching each h_t, and d c_n."""
+def backward(saved, dH, d_cn, bs, weights=True):
+    """``(dG, dh0, dc0, dW_hh)`` from ``dH``, the total gradient reaching each h_t, and d c_n
+    (dW_hh None where ``weights`` is false: the caller forms it with W_ih's, steps.weight_grads)."""
     h0, c0, w_hh, out, gates, C, tC = saved
     T, B, H = out.shape
     dG = WORKSPACE.take((T, B, 4 * H), out, zero=bool(bs))
     dc = d_cn.clone(memory_format=torch.contiguous_format)  # dC carried back, (B, H)
     loop = c_loop("lstm_backward", out, B, H)
     if loop is not None:  # forms the Jacobian factors per element itself
-        call(loop, T, B, H, bs, w_hh, gates, C, tC, c0, dH, dc, dG)
-        return dG, dG[0] @ w_hh, dc, weight_grad(dG, h0, out)  # every row is live at t = 0
+        call(loop, T, B, H, bs, pack_columns(w_hh, 4 * c_loop("lstm_panel", out, B, H)()),
+             gates, C, tC, c0, dH, dc, dG)
+        # every row is live at t = 0
+        return dG, dG[0] @ w_hh, dc, weight_grad(dG, h0, out) if weights else None
     i, f, g, o = gates.chunk(4, -1)  # (T, B, H) each
     # the step Jacobians' factors, for all T at once
     K = WORKSPACE.take((T, B, 5, H), out)
@@ -77,4 +113,4 @@ def backward(saved, dH, d_cn, bs):
         if t:
             dHp[t].addmm_(dGs[t], w_hh)  # dh_{t-1} += dG_t W_hh
     dh0 = dGs[0] @ w_hh
-    return dG, dh0, dc, weight_grad(dG, h0, out)
+    return dG, dh0, dc, weight_grad(dG, h0, out) if weights else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..gemm import addmm, mm  # torch's BLAS or oneDNN, the faster here (engines/gemm.py)
+from .workspace import WORKSPACE
 
 
 def steps(buf: torch.Tensor, bs):
@@ -48,6 +49,27 @@ def weight_grad(dG, first, seq):
     if dG.shape[0] > 1:
         dw += mm(dG[1:].reshape(-1, GH).t(), seq[:-1].reshape(-1, H))
     return dw
+
+
+def weight_grads(dG, x, first, seq, bias: bool):
+    """``(dW_ih, dW_hh, db or None)`` as one GEMM: ``dG^T [x_t, h_{t-1}, 1]`` over all T*B rows.
+
+    One product of (G*H, T*B) x (T*B, I+H+1) instead of two products, their two operand
+    copies and a column sum: the operand ``[x, h_prev, 1]`` is written once, transposed
+    ((I+H+1, T*B), the layout the product reads without a further copy; engines/gemm.py)."""
+    T, B, GH = dG.shape
+    I, H = x.shape[-1], seq.shape[-1]
+    Z = WORKSPACE.take((I + H + bias, T * B), dG)
+    Z[:I].copy_(x.reshape(T * B, I).t())
+    zh = Z[I:I + H].view(H, T, B)
+    zh[:, 0].copy_(first.t())
+    if T > 1:
+        zh[:, 1:].copy_(seq[:-1].permute(2, 0, 1))
+    if bias:
+        Z[-1].fill_(1)
+    W = mm(dG.view(T * B, GH).t(), Z.t())  # (G*H, I+H+1)
+    return (W[:, :I].contiguous(), W[:, I:I + H].contiguous(),
+            W[:, -1].contiguous() if bias else None)
 
 
 def one(like: torch.Tensor) -> torch.Tensor:
