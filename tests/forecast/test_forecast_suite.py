@@ -57,3 +57,11 @@ def test_pit_shape_matches_the_closed_form():
     s = pit_shape(_pit(1.0))
     assert s["pit_below10"] == pytest.approx(0.1, abs=1e-4)
     assert bench.pit_shape_word(s["pit_below10"], s["pit_above90"], s["pit_mean"]) == "flat"
+
+
+def test_calibrated_reads_the_band_and_the_chosen_tests():
+    row = {"cov80": 0.80, "pit_ks_p": 1e-6, "pit_steps_p": 0.3, "pit1_ks_p": 0.2}
+    assert not bench.calibrated(row) and bench.calibrated(row, valid=True)
+    assert not bench.calibrated({**row, "pit1_ks_p": 0.005}, valid=True)
+    assert not bench.calibrated({**row, "pit_steps_p": None}, valid=True)  # not computed: not passed
+    assert not bench.calibrated({**row, "cov80": 0.72, "pit_ks_p": 0.5}) and bench.calibrated({**row, "pit_ks_p": 0.5})

@@ -17,7 +17,20 @@ skipped) are gathered by :func:`score`:
     wql          mean over levels q of 2 sum pinball_q / sum |y| (GluonTS' mean_wQuantileLoss)
     mae          mean |median - y|
     coverage     fraction of y inside the central 50, 80 and 95% intervals
-    pit_ks_p     Kolmogorov-Smirnov p-value of the PIT values against U[0, 1]
+    pit_ks_p     Kolmogorov-Smirnov p-value of the PIT values of every step of every window,
+                 pooled, against U[0, 1]
+    pit_steps_p  the same test valid for multi-step forecasts: per horizon step the KS p-value
+                 over windows, the smallest times the number of steps (Bonferroni)
+
+Why two: under a correct model each step's PIT is U[0, 1], but the steps of one window
+share its path, so they are dependent and the pooled test, which counts them as
+independent, rejects even the true distribution of a random walk once the horizon is
+long. The PITs of one step over non-overlapping windows are independent under a correct
+model (Diebold, Gunther and Tay 1998: the k-step PITs over consecutive origins are at
+most (k-1)-dependent), so each per-step test is exact and so is their Bonferroni bound.
+The one-step-ahead PITs over consecutive origins are iid U[0, 1] under a correct model:
+:func:`pit_values` of forecasts of horizon 1 from every origin, tested by :func:`ks_uniform`
+(``Scores.with_one_step``).
 """
 
 from __future__ import annotations
@@ -135,11 +148,28 @@ class Scores:
     pit: np.ndarray = field(repr=False)
     pit_ks_p: float = float("nan")
     pit_ks_stat: float = float("nan")
+    pit_steps_p: float = float("nan")
+    pit_steps_n: int = 0  # the fewest PIT values of one step
+    pit1_ks_p: float = float("nan")
+    pit1_n: int = 0  # one-step-ahead PIT values (0: not computed)
+    pit1: np.ndarray | None = field(default=None, repr=False)
+
+    def with_one_step(self, pit1: np.ndarray) -> "Scores":
+        """These scores with the KS test of one-step-ahead PIT values over consecutive origins."""
+        pit1 = np.asarray(pit1, dtype=np.float64)
+        pit1 = pit1[np.isfinite(pit1)]
+        self.pit1, self.pit1_n = pit1, int(pit1.size)
+        self.pit1_ks_p = ks_uniform(pit1)[1] if pit1.size >= 2 else float("nan")
+        return self
 
     def row(self) -> dict:
-        return {"crps": self.crps, "wcrps": self.wcrps, "wql": self.wql, "mae": self.mae,
-                **{f"cov{int(round(c * 100))}": v for c, v in self.coverage.items()},
-                "pit_ks_p": self.pit_ks_p, **pit_shape(self.pit), "n": self.n}
+        out = {"crps": self.crps, "wcrps": self.wcrps, "wql": self.wql, "mae": self.mae,
+               **{f"cov{int(round(c * 100))}": v for c, v in self.coverage.items()},
+               "pit_ks_p": self.pit_ks_p, "pit_steps_p": self.pit_steps_p, "pit_steps_n": self.pit_steps_n,
+               **pit_shape(self.pit), "n": self.n}
+        if self.pit1_n:
+            out.update(pit1_ks_p=self.pit1_ks_p, pit1_n=self.pit1_n)
+        return out
 
 
 def pit_shape(pit: np.ndarray) -> dict:
@@ -162,10 +192,36 @@ def ks_uniform(pit: np.ndarray) -> tuple[float, float]:
     return res.ks_statistic, res.ks_pvalue
 
 
+def ks_steps(pit: np.ndarray) -> tuple[float, int]:
+    """(Bonferroni p-value, fewest values of a step) of the per-step KS tests of PIT values
+    (W, H) (NaN: unobserved): ``min(1, T min_k p_k)`` over the T steps with at least 2 values."""
+    pit = np.asarray(pit, dtype=np.float64)
+    ps, ns = [], []
+    for k in range(pit.shape[1]):
+        v = pit[:, k][np.isfinite(pit[:, k])]
+        if v.size >= 2:
+            ps.append(ks_uniform(v)[1])
+            ns.append(v.size)
+    if not ps:
+        return float("nan"), 0
+    return float(min(1.0, len(ps) * min(ps))), int(min(ns))
+
+
+def pit_values(forecasts: list, actuals: list[np.ndarray], *, seed: int = 0) -> np.ndarray:
+    """PIT values (len(forecasts), H) of the targets (NaN where a target is missing), randomised
+    for sample forecasts by a generator seeded with ``seed`` as :func:`score` does."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for f, y in zip(forecasts, actuals):
+        y = np.asarray(y, dtype=np.float64)
+        rows.append(np.where(np.isfinite(y), np.clip(f.cdf(y, rng), 0.0, 1.0), np.nan))
+    return np.stack(rows) if rows else np.zeros((0, 0))
+
+
 def score(forecasts: list, actuals: list[np.ndarray], *, seed: int = 0) -> Scores:
     """Aggregate scores of ``forecasts[i]`` against ``actuals[i]`` (H,) (NaN targets skipped)."""
     rng = np.random.default_rng(seed)
-    crps, absy, ql, ae, pits = [], [], [], [], []
+    crps, absy, ql, ae, pits, grid = [], [], [], [], [], []
     cover = {c: [] for c in INTERVALS}
     levels = sorted({round(l, 10) for l in QUANTILE_LEVELS}
                     | {round((1 - c) / 2, 10) for c in INTERVALS} | {round((1 + c) / 2, 10) for c in INTERVALS})
@@ -182,7 +238,9 @@ def score(forecasts: list, actuals: list[np.ndarray], *, seed: int = 0) -> Score
         for c in INTERVALS:
             lo, hi = q[round((1 - c) / 2, 10)], q[round((1 + c) / 2, 10)]
             cover[c].append(((y >= lo) & (y <= hi))[ok])
-        pits.append(f.cdf(y, rng)[ok])
+        u = f.cdf(y, rng)
+        pits.append(u[ok])
+        grid.append(np.where(ok, u, np.nan))
     if not crps:
         raise ValueError("no observed target values to score")
     crps, absy = np.concatenate(crps), np.concatenate(absy)
@@ -190,8 +248,11 @@ def score(forecasts: list, actuals: list[np.ndarray], *, seed: int = 0) -> Score
     denom = max(absy.sum(), 1e-300)
     pit = np.clip(np.concatenate(pits), 0.0, 1.0)
     ks_stat, ks_p = ks_uniform(pit) if pit.size >= 2 else (float("nan"), float("nan"))
+    # per step over the forecasts (windows): only when they share one horizon
+    steps_p, steps_n = (ks_steps(np.clip(np.stack(grid), 0.0, 1.0))
+                        if len({g.size for g in grid}) == 1 else (float("nan"), 0))
     return Scores(
         n=int(crps.size), crps=float(crps.mean()), wcrps=float(crps.sum() / denom),
         wql=float(ql.sum(axis=1).mean() / denom), mae=float(np.concatenate(ae).mean()),
         coverage={c: float(np.concatenate(v).mean()) for c, v in cover.items()},
-        pit=pit, pit_ks_p=ks_p, pit_ks_stat=ks_stat)
+        pit=pit, pit_ks_p=ks_p, pit_ks_stat=ks_stat, pit_steps_p=steps_p, pit_steps_n=steps_n)
