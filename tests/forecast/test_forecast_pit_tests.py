@@ -155,3 +155,26 @@ def test_one_step_pits_of_a_narrow_model_fail_and_its_recalibration_is_applied(t
     assert rows["rnn"]["pit1_n"] == 200
     assert rows["rnn"]["pit1_ks_p"] > 0.01
     assert rows["rnn"]["before_recalibration"]["pit1_ks_p"] < 1e-4
+
+
+def test_a_gap_in_the_span_leaves_out_its_one_step_pits(tmp_path):
+    """A differencing model (untrained) and a gap longer than the context inside the evaluated span:
+    the one-step origins with a missing target or no two consecutive observed context values are
+    skipped, the rest scored (the H-step windows do not start in the gap)."""
+    import torch
+
+    from rnnforge.forecast.model import Forecaster, ModelConfig
+
+    torch.manual_seed(0)
+    model = Forecaster(ModelConfig(cell="gru", hidden=6, layers=1, dropout=0.0, head="gaussian",
+                                   features=dict(lags=[1, 2], harmonics=1, transform="diff"))).eval()
+    y = random_walk(200, seed=1)
+    y[161:172] = np.nan  # the span is 200 - 4 x 10 = 160..199, the context 12
+    s = Series("gappy", y)
+    backtest(model, [s], context=12, horizon=10, windows=4, samples=50, seed=0,
+             baselines={"seasonal-naive": seasonal_naive}, out=tmp_path, log=lambda *_: None)
+    rows = json.loads((tmp_path / "scores.json").read_text())
+    # origins 161..171: targets missing; 172 (context 160..171) and 173 (161..172): one observed
+    # value, no pair; the other 40 - 13 = 27 are scored
+    assert rows["rnn"]["pit1_n"] == 27
+    assert rows["seasonal-naive"]["pit1_n"] == 27

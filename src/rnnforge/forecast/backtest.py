@@ -28,7 +28,7 @@ import torch
 from .series import Series, check_series
 from ..errors import check_int
 from .calibration import Recalibration, conformal_interval
-from .metrics import QUANTILE_LEVELS, SampleForecast, Scores, pit_values, score
+from .metrics import QUANTILE_LEVELS, SampleForecast, Scores, ks_uniform, pit_values, score
 from .model import Forecaster
 from .plots import fan_chart, pit_histogram
 
@@ -95,11 +95,15 @@ ONE_STEP_BATCH = 200_000
 
 def one_step_pit(model, series: list[Series], *, context: int, span: int, samples: int, seed: int,
                  device: str = "cpu", recalibration: Recalibration | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """PIT values of the model's one-step-ahead forecasts from each of the last ``span`` origins
-    of every series (the targets in order, series after series), recalibrated as the forecasts
-    are, and the same before recalibration: ((S*span,), (S*span,))."""
+    """PIT values of the model's one-step-ahead forecasts from the last ``span`` origins of every
+    series, recalibrated as the forecasts are, and the same before recalibration: two (M,) arrays.
+    Origins whose target is missing, or whose context holds no two consecutive observed values
+    (which a differencing transform needs), are skipped: a gap in the data leaves out a few
+    PIT values instead of failing the evaluation."""
     gen = torch.Generator(device=device).manual_seed(seed + 1)
-    keys = [(s, o) for s in series for o in range(len(s) - span, len(s))]
+    keys = [(s, o) for s in series for o in range(len(s) - span, len(s)) if _one_step_ok(s, o, context)]
+    if not keys:
+        return np.zeros(0), np.zeros(0)
     per = max(1, ONE_STEP_BATCH // samples)
     raw = []
     for a in range(0, len(keys), per):
@@ -113,6 +117,11 @@ def one_step_pit(model, series: list[Series], *, context: int, span: int, sample
         return before, before
     after = pit_values([SampleForecast(p) for p in recalibration.apply(raw)], y, seed=seed)[:, 0]
     return after, before
+
+
+def _one_step_ok(s: Series, o: int, context: int) -> bool:
+    ok = np.isfinite(s.values[max(0, o - context):o])
+    return bool(np.isfinite(s.values[o]) and (ok[1:] & ok[:-1]).any())
 
 
 #: baselines whose one-step forecasts from every origin are cheap enough to score (the others
@@ -184,12 +193,12 @@ def backtest(model: Forecaster | None, series: list[Series], *, context: int, ho
                                      device=device, recalibration=recalibration)
         scores[model_name].with_one_step(after)
         if "before_recalibration" in extra_rows:
-            b = Scores(0, *(float("nan"),) * 4, {}, np.zeros(0)).with_one_step(before)
-            extra_rows["before_recalibration"].update(pit1_ks_p=b.pit1_ks_p, pit1_n=b.pit1_n)
+            extra_rows["before_recalibration"].update(
+                pit1_ks_p=ks_uniform(before)[1] if before.size >= 2 else float("nan"), pit1_n=int(before.size))
         timings[model_name] += time.perf_counter() - t0
+    keys1 = [(s, o) for s in series for o in range(len(s) - span, len(s)) if _one_step_ok(s, o, context)]
     for name, fn in baselines.items():
-        if name in ONE_STEP_BASELINES:
-            keys1 = [(s, o) for s in series for o in range(len(s) - span, len(s))]
+        if name in ONE_STEP_BASELINES and keys1:
             scores[name].with_one_step(pit_values([fn(s, o, 1) for s, o in keys1],
                                                   [s.values[o:o + 1] for s, o in keys1], seed=seed)[:, 0])
     where = {}  # series index -> the positions of its windows in keys
