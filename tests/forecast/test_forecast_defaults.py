@@ -82,6 +82,9 @@ def test_patience_stops_training_and_the_report_says_where(tmp_path, capsys):
     scores = json.loads((tmp_path / "ev" / "scores.json").read_text())
     model = scores["lstm/quantile"]
     assert {"crps", "cov80", "pit_ks_p"} <= set(model) and model["n"] == 36
+    # the valid PIT tests: 6 values per step (one per window), a one-step forecast from each of the 36 origins
+    assert (model["pit_steps_n"], model["pit1_n"], scores["seasonal-naive"]["pit1_n"]) == (6, 36, 36)
+    assert f"1-step {model['pit1_ks_p']:.3g})" in out
     report = (tmp_path / "ev" / "report.md").read_text()
     assert "stopped early at step" in report and "(patience 3 checks of 5 steps)" in report
     assert "Recalibration (`" in report

@@ -703,6 +703,7 @@ def evaluate(data=None, config: ForecastConfig | None = None, *, out: str | Path
                                training=meta.get("training"))
     for k, sc in scores.items():
         log(f"{k:>20}: CRPS {sc.crps:.4g}  wQL {sc.wql:.4g}  cov80 {sc.coverage[0.8]:.3f}  "
-            f"PIT KS p {sc.pit_ks_p:.3g}")
+            f"PIT KS p {sc.pit_ks_p:.3g} (per step {sc.pit_steps_p:.3g}"
+            + (f", 1-step {sc.pit1_ks_p:.3g})" if sc.pit1_n else ")"))
     log(f"report: {Path(out) / 'report.md'}")
     return scores
