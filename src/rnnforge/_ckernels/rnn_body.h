@@ -163,6 +163,32 @@ static inline int64_t FN(live)(const int64_t *bs, int64_t t, int64_t B, int64_t 
 /* The units of a panel, for the packing in fused/lstm.py. */
 int64_t FN(rf_lstm_panel)(void) { return PVL; }
 
+/* wp (ceil(H / PVL), I + Hk, PW) from w_ih (4H, I) and w_hh (4H, Hk) (Hk = H, or 0 and
+ * w_hh unused): the forward's panels, zero past H. A panel's PW source rows are read
+ * 16 columns at a time, so the 16 panel rows being written stay in L1 (a blocked
+ * transpose; torch's strided copy of the same permutation is several times slower). */
+void FN(rf_lstm_pack)(int64_t H, int64_t I, int64_t Hk, const real *w_ih, const real *w_hh, real *wp)
+{
+    const int64_t K = I + Hk, NP = (H + PVL - 1) / PVL;
+    for (int64_t j = 0; j < NP; j++) {
+        real *panel = wp + j * K * PW;
+        for (int64_t k0 = 0; k0 < K; k0 += 16) {
+            const int64_t k1 = k0 + 16 < K ? k0 + 16 : K;
+            for (int64_t g = 0; g < 4; g++)
+                for (int64_t u = 0; u < PVL; u++) {
+                    real *d = panel + g * PVL + u;
+                    if (j * PVL + u >= H) {
+                        for (int64_t k = k0; k < k1; k++) d[k * PW] = 0;
+                        continue;
+                    }
+                    const int64_t row = g * H + j * PVL + u;
+                    for (int64_t k = k0; k < k1; k++)
+                        d[k * PW] = k < I ? w_ih[row * I + k] : w_hh[row * Hk + k - I];
+                }
+        }
+    }
+}
+
 /* acc (nr rows x PW) += src rows (k in [0, nk)) x panel (nk x PW); init: start from
  * the packed bias (or zero where it is NULL) instead of acc. nr is a constant
  * after inlining, so the nr x 4 accumulators live in registers. */
