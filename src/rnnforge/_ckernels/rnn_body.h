@@ -134,6 +134,22 @@ static inline int64_t FN(live)(const int64_t *bs, int64_t t, int64_t B, int64_t 
 #define LSTM_ROWS_PER_BLOCK(B, nth) (((B) + 4 * (nth) - 1) / (4 * (nth)) * 4)
 #endif
 
+/* dst (cols x rows, row stride ldd) = src (rows x cols, row stride lds) transposed, in
+ * 16 x 16 tiles (each tile's source and destination rows stay in L1). For the operand
+ * of the weight gradients' product (fused/steps.py): torch's strided copy of the same
+ * transpose runs at a fraction of the memory's speed. */
+void FN(rf_transpose)(int64_t rows, int64_t cols, const real *src, int64_t lds, real *dst, int64_t ldd)
+{
+    for (int64_t r0 = 0; r0 < rows; r0 += 16) {
+        const int64_t r1 = r0 + 16 < rows ? r0 + 16 : rows;
+        for (int64_t c0 = 0; c0 < cols; c0 += 16) {
+            const int64_t c1 = c0 + 16 < cols ? c0 + 16 : cols;
+            for (int64_t c = c0; c < c1; c++)
+                for (int64_t r = r0; r < r1; r++) dst[c * ldd + r] = src[r * lds + c];
+        }
+    }
+}
+
 /* ---- LSTM ---------------------------------------------------------------- */
 
 /* The LSTM forward as one product per step with the cell fused into its epilogue.

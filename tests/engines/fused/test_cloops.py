@@ -208,3 +208,17 @@ def test_packed_lstm_loop_agrees_with_the_torch_loop(monkeypatch, dtype, I, H, B
     tol = 1e-12 if dtype == torch.float64 else 2e-5
     for a, b in zip(results["c"], results["torch"]):
         torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("m, n", [(1, 1), (17, 33), (40, 16)])
+def test_transpose_into_a_strided_block(dtype, m, n):
+    """steps._transpose_into (C where the kernels load): into columns [3, 3 + m) of a wider
+    buffer, from a row-strided source; tiles with remainders; nothing outside is touched."""
+    from rnnforge.engines.fused import steps
+
+    src = torch.randn(m, n + 5, dtype=dtype)[:, 2:2 + n]
+    dst = torch.full((n, m + 7), float("nan"), dtype=dtype)
+    steps._transpose_into(dst[:, 3:3 + m], src)
+    assert torch.equal(dst[:, 3:3 + m], src.t())
+    assert dst[:, :3].isnan().all() and dst[:, 3 + m:].isnan().all()
