@@ -45,7 +45,7 @@ def pack_columns(w_hh, width: int):
     zero past H: the layout of ``rf_lstm_backward`` (rnn_body.h)."""
     G, H = w_hh.shape
     P = -(-H // width)
-    w = torch.nn.functional.pad(w_hh, (0, P * width - H))
+    w = torch.nn.functional.pad(w_hh, (0, P * width - H)) if P * width != H else w_hh.contiguous()
     return w.view(G, P, width).transpose(0, 1).contiguous()
 
 
