@@ -18,11 +18,11 @@ two engines could otherwise go to either (seen at load 6 on 2 cores: the slower
 by 1.5x picked). With more threads, or on another device, the wall clock.
 
 Cost, bounded: one warm-up and at most ``REPEATS`` timed calls per candidate,
-on at most ``race_steps(B)`` steps of the request's batch B (``MAX_STEPS``, or
+on at most ``race_steps(T, B)`` steps of the request's batch B (``MAX_STEPS``, or
 more at a small batch: ``MAX_ROWS // B``, so a race never holds more than
 ``MAX_ROWS`` rows of input), with no further timed round once ``BUDGET_S`` seconds
 have passed (one round always runs); for two candidates that is at most twelve
-layer calls and, for a layer whose call takes longer than a third of a second,
+layer calls and, for a layer whose call takes longer than a quarter second,
 four. The race runs this long because the engines' costs are not linear in T
 alike: torch's oneDNN LSTM (native) takes 0.43 ms a step at T=64 and 0.71 at
 T=256 (B=32, H=256, forward and backward, one AMD EPYC thread), the fused one 0.53
@@ -93,6 +93,7 @@ RECHECK_TIE = 0.03
 def race_steps(T: int, B: int) -> int:
     """The steps a race runs for a request of T steps at batch B (module doc)."""
     return min(T, max(MAX_STEPS, MAX_ROWS // max(B, 1)))
+
 
 _enabled: bool | None = None  # None: RNNFORGE_AUTOTUNE decides
 _memory: dict[str, str] = {}
