@@ -2,7 +2,7 @@
 
 Both must give the same products (float32 round-off), and the fused engine the reference
 engine's function whichever runs; which runs follows the environment, autotune and a
-once-per-thread-count measurement."""
+once-per-thread-count measurement (autotune off: the CPU's vendor)."""
 
 from __future__ import annotations
 
@@ -33,15 +33,48 @@ def test_onednn_products_match_torch(monkeypatch, ta, tb):
     assert_close(out, want.float(), "addmm without bias")
 
 
+def _vendor_from_cpuinfo() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((ln.split(":")[1].strip() for ln in f if ln.startswith("vendor_id")), "")
+    except OSError:
+        return ""
+
+
+def test_the_vendor_read():
+    vendor = _vendor_from_cpuinfo()
+    if not vendor:
+        pytest.skip("no vendor_id in /proc/cpuinfo here")
+    assert gemm.cpu_vendor() == vendor
+
+
+@pytest.mark.parametrize("vendor, onednn", [("AuthenticAMD", True), ("GenuineIntel", False), ("", False)])
+def test_the_fixed_rule_follows_the_vendor(monkeypatch, vendor, onednn):
+    """Autotune off: oneDNN's product on AMD (MKL's generic kernels are the slower there),
+    torch's elsewhere; never a measurement, and the C loops keep their fixed width."""
+    a, b = torch.randn(128, 128), torch.randn(128, 128)
+    monkeypatch.setattr(gemm, "cpu_vendor", lambda: vendor)
+    monkeypatch.setattr(gemm, "_choice", {})
+    monkeypatch.setattr(gemm, "_measure", lambda: pytest.fail("measured with autotune off"))
+    has = gemm._onednn_op() is not None
+    assert gemm.use_onednn(a, b) == (onednn and has)
+    assert gemm.c_loop_max_hidden(256) == 256
+    monkeypatch.setenv("RNNFORGE_GEMM", "blas")
+    assert not gemm.use_onednn(a, b)
+    if has:
+        monkeypatch.setenv("RNNFORGE_GEMM", "onednn")
+        assert gemm.use_onednn(a, b)
+
+
 def test_which_product_runs(monkeypatch):
     a, b = torch.randn(128, 128), torch.randn(128, 128)
     monkeypatch.setattr(gemm, "_choice", {})
     measured = []
     monkeypatch.setattr(gemm, "_measure", lambda: measured.append(1) or True)
-    # the suite runs with autotune off: the fixed rule, torch's product
-    assert not gemm.use_onednn(a, b) and not measured
-    monkeypatch.setenv("RNNFORGE_AUTOTUNE", "1")
     has = gemm._onednn_op() is not None
+    # the suite runs with autotune off: the fixed rule, by this CPU's vendor
+    assert gemm.use_onednn(a, b) == (has and _vendor_from_cpuinfo() == "AuthenticAMD") and not measured
+    monkeypatch.setenv("RNNFORGE_AUTOTUNE", "1")
     assert gemm.use_onednn(a, b) == has
     assert gemm.use_onednn(a, b) == has and len(measured) == int(has)  # once per thread count
     torch.set_num_threads(2)

@@ -267,6 +267,8 @@ def _declare_rnn(lib: ctypes.CDLL) -> None:
             # (T, B, H, bs, r0, r1, ...): see rnn_body.h
             "rf_lstm_forward": [i64, i64, i64, P, i64, i64, i64, P, P, P, P, P, P, P, P, P],
             "rf_lstm_backward": [i64, i64, i64, P, i64, i64, P, P, P, P, P, P, P, P],
+            "rf_lstm_pack": [i64, i64, i64, P, P, P],
+            "rf_transpose": [i64, i64, P, i64, P, i64],
             "rf_gru_forward": [i64, i64, i64, P, i64, i64, P, P, P, P, P, P],
             "rf_gru_backward": [i64, i64, i64, P, i64, i64, P, P, P, P, P],
             "rf_rnn_forward": [i64, i64, i64, P, i64, i64, i32, P, P, P, P, i64, P, P],

@@ -134,6 +134,22 @@ static inline int64_t FN(live)(const int64_t *bs, int64_t t, int64_t B, int64_t 
 #define LSTM_ROWS_PER_BLOCK(B, nth) (((B) + 4 * (nth) - 1) / (4 * (nth)) * 4)
 #endif
 
+/* dst (cols x rows, row stride ldd) = src (rows x cols, row stride lds) transposed, in
+ * 16 x 16 tiles (each tile's source and destination rows stay in L1). For the operand
+ * of the weight gradients' product (fused/steps.py): torch's strided copy of the same
+ * transpose runs at a fraction of the memory's speed. */
+void FN(rf_transpose)(int64_t rows, int64_t cols, const real *src, int64_t lds, real *dst, int64_t ldd)
+{
+    for (int64_t r0 = 0; r0 < rows; r0 += 16) {
+        const int64_t r1 = r0 + 16 < rows ? r0 + 16 : rows;
+        for (int64_t c0 = 0; c0 < cols; c0 += 16) {
+            const int64_t c1 = c0 + 16 < cols ? c0 + 16 : cols;
+            for (int64_t c = c0; c < c1; c++)
+                for (int64_t r = r0; r < r1; r++) dst[c * ldd + r] = src[r * lds + c];
+        }
+    }
+}
+
 /* ---- LSTM ---------------------------------------------------------------- */
 
 /* The LSTM forward as one product per step with the cell fused into its epilogue.
@@ -162,6 +178,32 @@ static inline int64_t FN(live)(const int64_t *bs, int64_t t, int64_t B, int64_t 
 
 /* The units of a panel, for the packing in fused/lstm.py. */
 int64_t FN(rf_lstm_panel)(void) { return PVL; }
+
+/* wp (ceil(H / PVL), I + Hk, PW) from w_ih (4H, I) and w_hh (4H, Hk) (Hk = H, or 0 and
+ * w_hh unused): the forward's panels, zero past H. A panel's PW source rows are read
+ * 16 columns at a time, so the 16 panel rows being written stay in L1 (a blocked
+ * transpose; torch's strided copy of the same permutation is several times slower). */
+void FN(rf_lstm_pack)(int64_t H, int64_t I, int64_t Hk, const real *w_ih, const real *w_hh, real *wp)
+{
+    const int64_t K = I + Hk, NP = (H + PVL - 1) / PVL;
+    for (int64_t j = 0; j < NP; j++) {
+        real *panel = wp + j * K * PW;
+        for (int64_t k0 = 0; k0 < K; k0 += 16) {
+            const int64_t k1 = k0 + 16 < K ? k0 + 16 : K;
+            for (int64_t g = 0; g < 4; g++)
+                for (int64_t u = 0; u < PVL; u++) {
+                    real *d = panel + g * PVL + u;
+                    if (j * PVL + u >= H) {
+                        for (int64_t k = k0; k < k1; k++) d[k * PW] = 0;
+                        continue;
+                    }
+                    const int64_t row = g * H + j * PVL + u;
+                    for (int64_t k = k0; k < k1; k++)
+                        d[k * PW] = k < I ? w_ih[row * I + k] : w_hh[row * Hk + k - I];
+                }
+        }
+    }
+}
 
 /* acc (nr rows x PW) += src rows (k in [0, nk)) x panel (nk x PW); init: start from
  * the packed bias (or zero where it is NULL) instead of acc. nr is a constant

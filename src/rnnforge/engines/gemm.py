@@ -17,9 +17,15 @@ a float32 product of at least ``MIN_FLOPS`` comes: both run a fixed
 (1024 x 256) x (256 x 1024) product, one warm-up and three interleaved timed
 repeats each (about 2 x 0.5 GFLOP x 4, some 20-50 ms in all), logged at debug
 level. With autotune off (``engines.autotune(False)``, ``RNNFORGE_AUTOTUNE=0``)
-or where oneDNN is unavailable, torch's product runs: the fixed rule.
-``RNNFORGE_GEMM=blas`` or ``onednn`` forces one (``onednn`` only where it can run).
-float64 always runs torch's product (oneDNN has no float64).
+the fixed rule decides by CPU vendor (:func:`cpu_vendor`, ``vendor_id`` of
+``/proc/cpuinfo``): oneDNN on the vendors of ``SLOW_BLAS_VENDORS`` (AMD: MKL runs
+its generic kernels there, half oneDNN's rate on the EPYC above), torch's product
+elsewhere (on Intel CPUs MKL is the product it was tuned for). The fixed rule
+changes the library of the products only: the C loops' width limit stays
+``fused.C_LOOP_MAX_HIDDEN``, so the engine the fixed rule picks for a layer
+(``engines.rule``) is the same on every CPU. Where oneDNN is unavailable, torch's
+product runs. ``RNNFORGE_GEMM=blas`` or ``onednn`` forces one (``onednn`` only
+where it can run). float64 always runs torch's product (oneDNN has no float64).
 
 Where torch's BLAS is the slower product, the fused LSTM's torch-op loops
 (one BLAS product per step) also lose to its C loops at every width, so its C
@@ -31,8 +37,10 @@ width past which MKL's per-step product beats the C loops' own on Intel CPUs.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import platform
 import time
 
 import torch
@@ -45,7 +53,33 @@ log = logging.getLogger("rnnforge")
 MIN_FLOPS = 1 << 20
 #: the widest layer the fused C loops take where torch's BLAS is the slower product
 WIDE_C_LOOPS = 1024
+#: CPU vendors (``vendor_id``) where the fixed rule runs oneDNN's product: MKL's is the slower there
+SLOW_BLAS_VENDORS = ("AuthenticAMD",)
 _choice: dict[int, bool] = {}  # thread count -> oneDNN is faster
+
+
+@functools.lru_cache(maxsize=None)
+def _read_vendor() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    # no /proc (Windows names the vendor in its processor string, e.g. "... AuthenticAMD")
+    words = platform.processor().split()
+    return next((w for w in words if w in ("AuthenticAMD", "GenuineIntel")), "")
+
+
+def cpu_vendor() -> str:
+    """The CPU's vendor id ("AuthenticAMD", "GenuineIntel", ...), or "" where it cannot be read."""
+    return _read_vendor()
+
+
+def fixed_rule_onednn() -> bool:
+    """The fixed rule's product (autotune off): oneDNN's on a CPU of ``SLOW_BLAS_VENDORS``."""
+    return cpu_vendor() in SLOW_BLAS_VENDORS
 
 
 def _onednn_op():
@@ -75,9 +109,11 @@ def _measure() -> bool:
     return faster
 
 
-def _prefer_onednn() -> bool:
-    """Whether oneDNN's product is the one to run here (forced, or measured faster).
-    Never while tracing: the traced graph keeps torch's product and the fixed width limits."""
+def _prefer_onednn(widths: bool = False) -> bool:
+    """Whether oneDNN's product is the one to run here (forced, measured faster, or the
+    fixed rule's by vendor; ``widths``: whether the C loops widen for it, which the fixed
+    rule never does). Never while tracing: the traced graph keeps torch's product and the
+    fixed width limits."""
     if _tracing_now():
         return False
     forced = os.environ.get("RNNFORGE_GEMM", "").strip().lower()
@@ -86,7 +122,7 @@ def _prefer_onednn() -> bool:
     if forced == "onednn":
         return True
     if not tuner.is_enabled():
-        return False
+        return not widths and fixed_rule_onednn()
     n = torch.get_num_threads()
     if n not in _choice:
         _choice[n] = _measure()
@@ -119,7 +155,7 @@ def c_loop_max_hidden(default: int, family: str = "lstm") -> int:
     ``WIDE_C_LOOPS`` where torch's BLAS is the slower product, else ``default``
     (``fused.C_LOOP_MAX_HIDDEN``). The GRU's and RNNs' C loops tie with their torch-op
     loops at H=512 there (measured), so they keep ``default``."""
-    if family == "lstm" and default < WIDE_C_LOOPS and _prefer_onednn():
+    if family == "lstm" and default < WIDE_C_LOOPS and _prefer_onednn(widths=True):
         return WIDE_C_LOOPS
     return default
 

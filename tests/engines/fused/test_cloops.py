@@ -166,6 +166,22 @@ def test_lstm_panels_hold_each_units_four_gates_side_by_side():
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("I, H", [(3, 5), (37, 70), (256, 256)])
+def test_lstm_c_packer_matches_the_torch_packing(dtype, I, H):
+    """rf_lstm_pack (blocked, a panel at a time) against the torch permutation above, exactly:
+    H not a multiple of the panel (zero padding), I not a multiple of its 16-column blocks."""
+    like = torch.zeros(1, dtype=dtype)
+    packer = cloops.c_loop("lstm_pack", like, 1, H)
+    if packer is None:
+        pytest.skip("no C loops here")
+    units = cloops.c_loop("lstm_panel", like, 1, H)()
+    w_ih, w_hh, b = (torch.randn(4 * H, n, dtype=dtype) for n in (I, H, 1))
+    want, bw = fused.lstm.pack(w_ih, w_hh, b[:, 0], units)
+    got, bg = fused.lstm.pack(w_ih.t().contiguous().t(), w_hh, b[:, 0], units, packer)  # copied contiguous
+    assert torch.equal(got, want) and torch.equal(bg, bw)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("I, H, B", [(100, 70, 13), (3, 200, 8), (300, 17, 7)])
 def test_packed_lstm_loop_agrees_with_the_torch_loop(monkeypatch, dtype, I, H, B):
     """The LSTM's one-product C loop (projection, recurrence and cell together) against the
@@ -192,3 +208,17 @@ def test_packed_lstm_loop_agrees_with_the_torch_loop(monkeypatch, dtype, I, H, B
     tol = 1e-12 if dtype == torch.float64 else 2e-5
     for a, b in zip(results["c"], results["torch"]):
         torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("m, n", [(1, 1), (17, 33), (40, 16)])
+def test_transpose_into_a_strided_block(dtype, m, n):
+    """steps._transpose_into (C where the kernels load): into columns [3, 3 + m) of a wider
+    buffer, from a row-strided source; tiles with remainders; nothing outside is touched."""
+    from rnnforge.engines.fused import steps
+
+    src = torch.randn(m, n + 5, dtype=dtype)[:, 2:2 + n]
+    dst = torch.full((n, m + 7), float("nan"), dtype=dtype)
+    steps._transpose_into(dst[:, 3:3 + m], src)
+    assert torch.equal(dst[:, 3:3 + m], src.t())
+    assert dst[:, :3].isnan().all() and dst[:, 3 + m:].isnan().all()
