@@ -120,6 +120,31 @@ def resolve_config(cls, options: dict, defaults=None, *, identity: tuple, kinds:
     return replace(cfg, **{k: v for k, v in given.items() if k not in identity})
 
 
+def resume_state(out: Path, kinds: tuple, cfg, numbers: tuple = ("step", "elapsed")):
+    """``(tensors, meta)`` of the run in ``out`` to resume: its last checkpoint, which must be
+    of one of ``kinds`` and hold the training state (optimizer, and the ``numbers``, each a
+    number). A run whose budget (``cfg.budget()``) is spent is finished: the error names the
+    budget option to raise."""
+    path = out / LAST
+    if not path.exists():
+        raise UserError(f"{path} does not exist: there is no run to resume in {out}")
+    tensors, meta = checkpoint.load(path)
+    if meta.get("kind") not in kinds or "optimizer" not in meta:
+        raise UserError(f"{path} holds no {kinds[0]} training state to resume from")
+    for key in numbers:
+        value, wanted = meta.get(key), int if key == "step" else (int, float)
+        if not isinstance(value, wanted) or isinstance(value, bool):
+            raise UserError(f"{path}: the checkpoint's {key!r} is missing or not a number")
+    step, elapsed = meta["step"], float(meta["elapsed"])
+    if cfg.budget().spent(step, elapsed):
+        option = "steps" if cfg.steps and step >= cfg.steps else "minutes"
+        spent = (f"{step} of {cfg.steps} steps" if option == "steps"
+                 else f"{elapsed / 60:.2f} of {cfg.minutes} minutes")
+        raise OptionError(option, f"{getattr(cfg, option)}: the run in {out} is finished "
+                                  f"({spent} done); give a larger value to train it further")
+    return tensors, meta
+
+
 def trim_metrics(path: Path, step: int, columns) -> None:
     """Drop the rows of ``path`` written after ``step`` (a kill between a row and its checkpoint:
     resume trains those steps again)."""

@@ -123,3 +123,26 @@ def test_a_checkpoint_without_the_readout_option_loads_and_resumes(tiny_vae, mon
     assert load_vae(cfg.out)[2]["step"] == 8 and load_vae(cfg.out)[0].config.readout_z is False
     with pytest.raises(OptionError, match=r"is True, but the run in .* was trained with False"):
         resolve_config({"out": cfg.out, "resume": True, "steps": 9, "readout_z": True})
+
+
+def test_a_finished_run_says_so_and_names_the_budget(tiny_vae):
+    cfg = tiny_vae()
+    train(cfg, log=lambda *a: None)
+    with pytest.raises(OptionError, match=r"6: the run in .* is finished \(6 of 6 steps done\); "
+                                          r"give a larger value to train it further") as e:
+        train(tiny_vae(resume=True), log=lambda *a: None)
+    assert e.value.option == "steps"
+
+
+def test_a_checkpoint_whose_step_is_not_a_number_is_refused(tiny_vae):
+    from rnnforge import checkpoint
+    from rnnforge.errors import UserError
+
+    cfg = tiny_vae()
+    train(cfg, log=lambda *a: None)
+    path = f"{cfg.out}/{LAST}"
+    tensors, meta = checkpoint.load(path)
+    meta = {k: v for k, v in meta.items() if k not in ("format", "versions")}
+    checkpoint.save(path, tensors, {**meta, "step": "6"})
+    with pytest.raises(UserError, match=r"the checkpoint's 'step' is missing or not a number"):
+        train(tiny_vae(resume=True, steps=12), log=lambda *a: None)

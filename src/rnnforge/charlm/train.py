@@ -236,22 +236,8 @@ class Trainer:
         resume_meta = resume_tensors = None
         existing = run_files(self.out)
         if cfg.resume:
-            path = self.out / LAST
-            if not path.exists():
-                raise UserError(f"{path} does not exist: there is no run to resume in {self.out}")
-            resume_tensors, resume_meta = checkpoint.load(path)
-            if resume_meta.get("kind") != KIND or "optimizer" not in resume_meta:
-                raise UserError(f"{path} holds no training state to resume from")
-            for key, types in (("step", int), ("elapsed", (int, float)), ("best_val_bpc", (int, float))):
-                if not isinstance(resume_meta.get(key), types) or isinstance(resume_meta.get(key), bool):
-                    raise UserError(f"{path}: the checkpoint's {key!r} is missing or not a number")
-            step, elapsed = resume_meta["step"], float(resume_meta["elapsed"])
-            if self.budget.spent(step, elapsed):
-                option = "steps" if cfg.steps and step >= cfg.steps else "minutes"
-                spent = (f"{step} of {cfg.steps} steps" if option == "steps"
-                         else f"{elapsed / 60:.2f} of {cfg.minutes} minutes")
-                raise OptionError(option, f"{getattr(cfg, option)}: the run in {self.out} is finished "
-                                          f"({spent} done); give a larger value to train it further")
+            resume_tensors, resume_meta = runlog.resume_state(
+                self.out, (KIND,), cfg, numbers=("step", "elapsed", "best_val_bpc"))
         elif existing and not cfg.force:
             raise RunExists(self.out, existing)
         if self.world > 1:  # every rank has checked the folder before rank 0 changes it

@@ -215,16 +215,7 @@ class Trainer:
         meta = tensors = None
         existing = runlog.run_files(self.out, RUN_FILES)
         if cfg.resume:
-            path = self.out / LAST
-            if not path.exists():
-                raise UserError(f"{path} does not exist: there is no run to resume in {self.out}")
-            tensors, meta = checkpoint.load(path)
-            if meta.get("kind") != kind or "optimizer" not in meta:
-                raise UserError(f"{path} holds no {kind} training state to resume from")
-            if self.budget.spent(meta["step"], float(meta["elapsed"])):
-                option = "steps" if cfg.steps and meta["step"] >= cfg.steps else "minutes"
-                raise OptionError(option, f"{getattr(cfg, option)}: the run in {self.out} is finished; "
-                                          f"give a larger value to train it further")
+            tensors, meta = runlog.resume_state(self.out, (kind,), cfg)
         elif existing and not cfg.force:
             raise runlog.RunExists(self.out, existing)
         checkpoint.remove_temporaries(self.out, WRITTEN)
