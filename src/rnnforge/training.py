@@ -91,9 +91,9 @@ class RunOptions:
     schedule, evaluation, seed, device, the run folder and its guards, threads, output.
 
     A trainer's config subclasses this and adds its data and model options (which keep
-    their positions; these are keyword-only). A subclass sets its own defaults by
-    declaring a field again, and checks its own options in ``validate`` after calling
-    :meth:`check_run`.
+    their positions; these are keyword-only). A subclass sets its own default for one of
+    these by declaring the field again after a ``KW_ONLY`` marker (so that it stays
+    keyword-only), and its ``validate`` checks its own options and calls :meth:`check_run`.
     """
 
     steps: int = 0
