@@ -419,7 +419,9 @@ def _train(p: Plan, config: ForecastConfig, holdout_windows: int, device: str, l
         log("transform: none (auto chooses on the validation windows; " + (
             "there are none)" if not val_windows else "refit trains on them)"))
         candidates = ["none"]
-    chosen, selection, seconds = None, {}, 0.0
+    # seconds: what training spent beyond the kept model's own fit (which its results record):
+    # the validation forecasts that chose the transform and the fits of the candidates set aside
+    best, selection, seconds = None, {}, 0.0
     for transform in candidates:
         if len(candidates) > 1:
             log(f"transform {transform}:")
@@ -427,20 +429,23 @@ def _train(p: Plan, config: ForecastConfig, holdout_windows: int, device: str, l
                                       train_part, context=context, horizon=horizon, val_windows=val_windows,
                                       device=device, log=log)
         if len(candidates) == 1:
-            chosen = (model, results, None)
+            val = None
             break
         t0 = time.perf_counter()
         val = validation_forecasts(in_data(model), data_part, context=context, horizon=horizon,
                                    windows=val_windows, seed=c.seed, device=device)
-        seconds += time.perf_counter() - t0 + sum(r.seconds for r in results)
+        seconds += time.perf_counter() - t0
         selection[transform] = val.crps()
         log(f"transform {transform}: validation CRPS {selection[transform]:.4g}")
-        if chosen is None or selection[transform] < selection[chosen[3]]:
-            chosen = (model, results, val, transform)
-    model, results, val = chosen[:3]
-    seconds -= sum(r.seconds for r in results) if selection else 0.0  # counted below with the chosen model's
+        if best is None or selection[transform] < selection[best[0]]:
+            if best is not None:
+                seconds += sum(r.seconds for r in best[2])
+            best = (transform, model, results, val)
+        else:
+            seconds += sum(r.seconds for r in results)
     if selection:
-        log(f"transform: {chosen[3]} (the lowest CRPS on the validation windows of "
+        _, model, results, val = best
+        log(f"transform: {best[0]} (the lowest CRPS on the validation windows of "
             + ", ".join(f"{t} {v:.4g}" for t, v in selection.items()) + ")")
     recal = Recalibration()
     if c.recalibrate == "auto":

@@ -101,7 +101,7 @@ def one_step_pit(model, series: list[Series], *, context: int, span: int, sample
     (which a differencing transform needs), are skipped: a gap in the data leaves out a few
     PIT values instead of failing the evaluation."""
     gen = torch.Generator(device=device).manual_seed(seed + 1)
-    keys = [(s, o) for s in series for o in range(len(s) - span, len(s)) if _one_step_ok(s, o, context)]
+    keys = one_step_origins(series, context=context, span=span)
     if not keys:
         return np.zeros(0), np.zeros(0)
     per = max(1, ONE_STEP_BATCH // samples)
@@ -117,6 +117,13 @@ def one_step_pit(model, series: list[Series], *, context: int, span: int, sample
         return before, before
     after = pit_values([SampleForecast(p) for p in recalibration.apply(raw)], y, seed=seed)[:, 0]
     return after, before
+
+
+def one_step_origins(series: list[Series], *, context: int, span: int) -> list[tuple[Series, int]]:
+    """``(series, origin)`` of every one-step forecast scored: the last ``span`` origins of each
+    series, less those whose target is missing or whose context holds no two consecutive
+    observed values."""
+    return [(s, o) for s in series for o in range(len(s) - span, len(s)) if _one_step_ok(s, o, context)]
 
 
 def _one_step_ok(s: Series, o: int, context: int) -> bool:
@@ -196,7 +203,7 @@ def backtest(model: Forecaster | None, series: list[Series], *, context: int, ho
             extra_rows["before_recalibration"].update(
                 pit1_ks_p=ks_uniform(before)[1] if before.size >= 2 else float("nan"), pit1_n=int(before.size))
         timings[model_name] += time.perf_counter() - t0
-    keys1 = [(s, o) for s in series for o in range(len(s) - span, len(s)) if _one_step_ok(s, o, context)]
+    keys1 = one_step_origins(series, context=context, span=span)
     for name, fn in baselines.items():
         if name in ONE_STEP_BASELINES and keys1:
             scores[name].with_one_step(pit_values([fn(s, o, 1) for s, o in keys1],
