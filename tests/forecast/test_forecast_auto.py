@@ -1,5 +1,6 @@
 """Validation forecasts from every step (origin count arithmetic) and transform="auto": one model per
-candidate transform, the one with the lowest CRPS on the validation windows kept."""
+candidate transform, the one (or their equal mixture) with the lowest CRPS on the validation windows
+kept; transform="mix": always the mixture, saved and loaded with each member's own transform."""
 
 import numpy as np
 import pytest
@@ -42,16 +43,70 @@ def test_auto_keeps_the_transform_with_the_lowest_validation_crps():
                          recalibrate="off")
     model, meta = train([_trend()], cfg, horizon=6, context=30, log=notes.append)
     sel = meta["training"]["transform_selection"]
-    assert set(sel) == set(api.AUTO_TRANSFORMS)
-    assert model.spec.transform == meta["training"]["transform"] == min(sel, key=sel.get)
-    # the recorded score is the kept model's CRPS on the validation windows, recomputed here
+    assert set(sel) == set(api.AUTO_TRANSFORMS) | {"mix"}
+    kept = api.transform_of(model)
+    assert kept == meta["training"]["transform"] == min(sel, key=sel.get)
+    assert any(n.startswith(f"transform: {kept} (the lowest CRPS") for n in notes)
+    # the recorded score of a single transform is its model's CRPS on the validation windows,
+    # recomputed here (the mixture's is scored on an even share of each candidate's paths)
     train_part = [_trend().head(220)]
-    again = api.validation_forecasts(model, train_part, context=30, horizon=6, windows=3, seed=0)
-    assert again.crps() == pytest.approx(sel[model.spec.transform], rel=1e-9)
-    assert any(n.startswith(f"transform: {model.spec.transform} (the lowest CRPS") for n in notes)
+    if kept != "mix":
+        again = api.validation_forecasts(model, train_part, context=30, horizon=6, windows=3, seed=0)
+        assert again.crps() == pytest.approx(sel[kept], rel=1e-9)
     # a line plus small noise: the levels model, held to the range of its training windows, is
     # beaten by a transform that carries the trend
-    assert model.spec.transform != "none"
+    assert kept != "none" and sel["none"] > min(sel["diff"], sel["drift"])
+
+
+def test_mixture_of_validation_forecasts_is_the_equal_mixture():
+    # two forecasts of y = 0, one all at -1 and one all at +1: CRPS 1 each; their 50/50 mixture
+    # has CRPS E|X| - E|X - X'| / 2 = 1 - 1/2 = 1/2 (closed form)
+    y, folds, first = np.zeros((1, 1)), np.zeros(1, int), np.ones(1, bool)
+    a = api.ValidationForecasts(np.full((1, 400, 1), -1.0), y, folds, first)
+    b = api.ValidationForecasts(np.full((1, 400, 1), 1.0), y, folds, first)
+    assert a.crps() == pytest.approx(1.0) and b.crps() == pytest.approx(1.0)
+    m = api.ValidationForecasts.mixture([a, b])
+    assert m.paths.shape == (1, 400, 1) and m.crps() == pytest.approx(0.5)
+    # each part contributes every len(parts)-th path: an even share of its members' blocks
+    c = api.ValidationForecasts(np.arange(6.0)[None, :, None], y, folds, first)
+    d = api.ValidationForecasts(10 + np.arange(6.0)[None, :, None], y, folds, first)
+    assert api.ValidationForecasts.mixture([c, d]).paths[0, :, 0].tolist() == [0, 2, 4, 11, 13, 15]
+
+
+def test_mix_trains_every_candidate_and_round_trips_through_a_checkpoint(tmp_path):
+    import torch
+
+    from rnnforge.forecast.checkpoint import load, save
+
+    cfg = ForecastConfig(transform="mix", hidden=8, layers=1, steps=10, batch_size=16, val_windows=0, ensemble=2)
+    model, meta = train([_trend()], cfg, horizon=6, context=30, log=lambda *_: None)
+    kinds = [m.spec.transform for m in model.members]
+    assert kinds == [t for t in api.AUTO_TRANSFORMS for _ in range(2)]  # 2 members per candidate
+    assert meta["training"]["transform"] == "mix" and len(meta["training"]["members"]) == 6
+    assert api.model_name(model) == "lstm/quantile/mix x6"
+    save(tmp_path / "f.safetensors", model, meta)
+    back, meta2 = load(tmp_path / "f.safetensors")
+    assert [m.spec.transform for m in back.members] == kinds
+    s = [_trend()]
+    draw = lambda m: m.sample_paths(s, [200], context=30, horizon=6, num_samples=12,  # noqa: E731
+                                    generator=torch.Generator().manual_seed(3))
+    np.testing.assert_array_equal(draw(model), draw(back))
+
+
+def test_a_checkpoint_whose_member_models_do_not_match_its_members_is_refused(tmp_path):
+    from rnnforge import checkpoint
+    from rnnforge.errors import UserError
+    from rnnforge.forecast.checkpoint import load, save
+
+    cfg = ForecastConfig(transform="mix", hidden=4, layers=1, steps=2, batch_size=8, val_windows=0)
+    model, meta = train([_trend()], cfg, horizon=6, context=30, log=lambda *_: None)
+    path = tmp_path / "f.safetensors"
+    save(path, model, meta)
+    tensors, m = checkpoint.load(path)
+    m["member_models"] = m["member_models"][:2]
+    checkpoint.save(path, tensors, m)
+    with pytest.raises(UserError, match="lists 2 member models for 3 members"):
+        load(path)
 
 
 def test_auto_without_validation_windows_models_the_levels():
@@ -66,8 +121,9 @@ def test_auto_is_a_transform_option():
     from rnnforge.errors import OptionError
 
     ForecastConfig(transform="auto", trend_window=40).validate()  # drift, a candidate, reads it
-    with pytest.raises(OptionError, match="'nope' is not one of auto, none, diff, detrend, drift, deseason"):
+    with pytest.raises(OptionError, match="'nope' is not one of auto, mix, none, diff, detrend, drift, deseason"):
         ForecastConfig(transform="nope").validate()
     assert ForecastConfig().transform == "auto"
-    with pytest.raises(OptionError, match="'auto' is chosen by training on the validation windows; name one of none"):
-        ForecastConfig().model_config(12, 48)
+    for t in ("auto", "mix"):
+        with pytest.raises(OptionError, match=f"'{t}' trains a network per transform; name one of none"):
+            ForecastConfig(transform=t).model_config(12, 48)

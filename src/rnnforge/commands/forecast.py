@@ -58,6 +58,7 @@ def _add_data_flags(p, *, from_checkpoint: bool = False, default_data: str | Non
 
 
 def _add_model_flags(p) -> None:
+    from ..forecast.api import CHOSEN_TRANSFORMS
     from ..forecast.features import SCALERS, TRANSFORMS
     from ..forecast.heads import HEADS
     from ..forecast.model import CELLS
@@ -74,10 +75,10 @@ def _add_model_flags(p) -> None:
     g.add_argument("--scaler", default="mean", choices=SCALERS,
                    help="per-window scaling from the context: mean (mean, mean absolute deviation) "
                         "or robust (median, IQR)")
-    g.add_argument("--transform", default="auto", choices=("auto",) + TRANSFORMS,
+    g.add_argument("--transform", default="auto", choices=CHOSEN_TRANSFORMS + TRANSFORMS,
                    help="what the model learns, fitted on values before each origin only: auto (one model "
-                        "each of none, diff and drift, the one with the lowest CRPS on the validation "
-                        "windows kept), none (the "
+                        "each of none, diff and drift; kept: the one, or their equal mixture, with the "
+                        "lowest CRPS on the validation windows), mix (always that mixture), none (the "
                         "levels), diff (first differences, paths integrated back by a cumulative sum), "
                         "detrend (residuals from the context's least-squares line, extrapolated over the "
                         "horizon), drift (residuals from a line and season fitted over --trend-window "

@@ -53,6 +53,9 @@ CALIBRATION_PATHS, CALIBRATION_FORECASTS = 200, 2000
 CALIBRATION_STRIDE = 1
 #: the transforms ``transform="auto"`` chooses among, by the CRPS of the validation windows
 AUTO_TRANSFORMS = ("none", "diff", "drift")
+#: the transform options that train every one of AUTO_TRANSFORMS: ``auto`` keeps the best of them
+#: or their equal mixture by validation CRPS, ``mix`` always their mixture
+CHOSEN_TRANSFORMS = ("auto", "mix")
 #: series embedding sizes beyond this are a typo (the inputs themselves are a dozen or two)
 EMBEDDING_MAX = 1024
 
@@ -65,9 +68,9 @@ class ForecastConfig:
     including 1; ``steps`` / ``minutes``: the budget (0: none; the first spent
     ends training; ``minutes`` is shared by the ensemble's members);
     ``val_windows``: None resolves it from the data (:func:`plan`);
-    ``transform``: ``"auto"`` (one model each of AUTO_TRANSFORMS, the one whose forecasts of the
-    validation windows have the lowest CRPS kept; the levels when there are none) or one of
-    :data:`.features.TRANSFORMS`;
+    ``transform``: ``"auto"`` (one model each of AUTO_TRANSFORMS; kept: the one, or their equal
+    mixture, whose forecasts of the validation windows have the lowest CRPS; the levels when there
+    are no validation windows), ``"mix"`` (always that mixture) or one of :data:`.features.TRANSFORMS`;
     ``patience``: validation checks without improvement that end training (0: never);
     ``recalibrate``: ``auto`` (a PIT map chosen on the validation windows, see
     :mod:`.calibration`) or ``off``; ``series_scaling``: standardise each series by
@@ -106,7 +109,7 @@ class ForecastConfig:
     def validate(self) -> "ForecastConfig":
         """Every option checked on its own (OptionError naming it); returns self."""
         for name, choices in (("cell", CELLS), ("head", sorted(HEADS)), ("scaler", SCALERS),
-                              ("transform", ("auto",) + TRANSFORMS)):
+                              ("transform", CHOSEN_TRANSFORMS + TRANSFORMS)):
             if getattr(self, name) not in choices:
                 raise OptionError(name, f"{getattr(self, name)!r} is not one of {', '.join(choices)}")
         check_int("hidden", self.hidden, low=1)
@@ -114,7 +117,7 @@ class ForecastConfig:
         check_memory(self.hidden, self.layers)
         check_float("dropout", self.dropout, low=0, high=1, high_open=True)
         if self.trend_window is not None:
-            if self.transform not in LONG_FIT + ("auto",):
+            if self.transform not in LONG_FIT + CHOSEN_TRANSFORMS:
                 raise OptionError("trend_window", f"is used by transform drift and deseason only, "
                                                   f"not {self.transform!r}")
             check_int("trend_window", self.trend_window)
@@ -154,8 +157,8 @@ class ForecastConfig:
         transform's fit follow from them) and, with a series embedding, the training series'
         names (one embedding row each, in this order). ``transform="auto"`` is resolved by
         :func:`train` (a model per candidate); here a transform must be named."""
-        if self.transform == "auto":
-            raise OptionError("transform", f"'auto' is chosen by training on the validation windows; name one of "
+        if self.transform in CHOSEN_TRANSFORMS:
+            raise OptionError("transform", f"{self.transform!r} trains a network per transform; name one of "
                                            f"{', '.join(TRANSFORMS)} for a single network")
         lags = default_lags(season) if self.lags == "auto" else sorted(set(self.lags))
         return ModelConfig(cell=self.cell, hidden=self.hidden, layers=self.layers, dropout=self.dropout,
@@ -414,38 +417,44 @@ def _train(p: Plan, config: ForecastConfig, holdout_windows: int, device: str, l
     in_data = (lambda m: m) if scaling is None else (lambda m: Scaled(m, scaling))  # noqa: E731
     # the validation windows' forecasts are out of sample unless refit trained on them
     honest = bool(val_windows) and not c.refit
-    candidates = list(AUTO_TRANSFORMS) if c.transform == "auto" else [c.transform]
-    if len(candidates) > 1 and not honest:
+    candidates = list(AUTO_TRANSFORMS) if c.transform in CHOSEN_TRANSFORMS else [c.transform]
+    if c.transform == "auto" and not honest:
         log("transform: none (auto chooses on the validation windows; " + (
             "there are none)" if not val_windows else "refit trains on them)"))
         candidates = ["none"]
-    # seconds: what training spent beyond the kept model's own fit (which its results record):
-    # the validation forecasts that chose the transform and the fits of the candidates set aside
-    best, selection, seconds = None, {}, 0.0
+    fitted, selection, seconds = {}, {}, 0.0  # seconds: the validation forecasts that chose
     for transform in candidates:
         if len(candidates) > 1:
             log(f"transform {transform}:")
         model, results = _fit_members(c, replace(c, transform=transform).model_config(p.season, context, names),
                                       train_part, context=context, horizon=horizon, val_windows=val_windows,
                                       device=device, log=log)
-        if len(candidates) == 1:
-            val = None
-            break
-        t0 = time.perf_counter()
-        val = validation_forecasts(in_data(model), data_part, context=context, horizon=horizon,
-                                   windows=val_windows, seed=c.seed, device=device)
-        seconds += time.perf_counter() - t0
-        selection[transform] = val.crps()
-        log(f"transform {transform}: validation CRPS {selection[transform]:.4g}")
-        if best is None or selection[transform] < selection[best[0]]:
-            if best is not None:
-                seconds += sum(r.seconds for r in best[2])
-            best = (transform, model, results, val)
-        else:
-            seconds += sum(r.seconds for r in results)
+        val = None
+        if c.transform == "auto" and len(candidates) > 1:
+            t0 = time.perf_counter()
+            val = validation_forecasts(in_data(model), data_part, context=context, horizon=horizon,
+                                       windows=val_windows, seed=c.seed, device=device)
+            seconds += time.perf_counter() - t0
+            selection[transform] = val.crps()
+            log(f"transform {transform}: validation CRPS {selection[transform]:.4g}")
+        fitted[transform] = (model, results, val)
+    if len(fitted) > 1:
+        # the equal mixture of the candidates (a CRPS convex in the forecast: never worse than
+        # their mean, and wider where they disagree, as the transforms do on a changing series)
+        parts = list(fitted.values())
+        mix = (Ensemble([m for model, _, _ in parts for m in _as_members(model)]),
+               [r for _, results, _ in parts for r in results], None)
+        if selection:
+            mix = (*mix[:2], ValidationForecasts.mixture([v for _, _, v in parts]))
+            selection["mix"] = mix[2].crps()
+            log(f"transform mix: validation CRPS {selection['mix']:.4g}")
+        fitted["mix"] = mix
+    chosen = min(selection, key=selection.get) if selection else list(fitted)[-1]
+    model, results, val = fitted[chosen]
+    seconds += sum(r.seconds for t, (_, rs, _) in fitted.items() if t != "mix" for r in rs) \
+        - sum(r.seconds for r in results)  # the fits set aside
     if selection:
-        _, model, results, val = best
-        log(f"transform: {best[0]} (the lowest CRPS on the validation windows of "
+        log(f"transform: {chosen} (the lowest CRPS on the validation windows of "
             + ", ".join(f"{t} {v:.4g}" for t, v in selection.items()) + ")")
     recal = Recalibration()
     if c.recalibrate == "auto":
@@ -474,7 +483,7 @@ def _train(p: Plan, config: ForecastConfig, holdout_windows: int, device: str, l
                                      for r in results],
                          "seconds": sum(r.seconds for r in results) + seconds,
                          "val_windows": val_windows,
-                         "transform": model.spec.transform,
+                         "transform": transform_of(model),
                          "transform_selection": selection or None,
                          **{k: v for k, v in asdict(c).items()
                             if k in ("refit", "seed", "lr", "batch_size", "rollout_paths",
@@ -500,6 +509,15 @@ class ValidationForecasts:
 
         c = crps_samples(np.moveaxis(self.paths, 1, 0), self.y)
         return float(np.nanmean(np.where(np.isfinite(self.y), c, np.nan)))
+
+    @classmethod
+    def mixture(cls, parts: list["ValidationForecasts"]) -> "ValidationForecasts":
+        """The forecasts of the equal mixture of the models whose forecasts of the same origins
+        ``parts`` hold: every len(parts)-th path of each, so the mixture has as many paths as one
+        part (a fair CRPS comparison) and draws evenly from each part's ensemble members."""
+        n = len(parts)
+        return cls(np.concatenate([v.paths[:, k::n] for k, v in enumerate(parts)], axis=1),
+                   parts[0].y, parts[0].folds, parts[0].first)
 
     def recalibration(self) -> Recalibration:
         """The recalibration chosen by cross-validation over the windows (:func:`calibration.choose`),
@@ -628,11 +646,21 @@ def _recalibration(meta: dict) -> Recalibration:
         raise UserError(f"the checkpoint's recalibration is unusable ({e})") from None
 
 
+def _as_members(model: Forecaster | Ensemble) -> list[Forecaster]:
+    return list(model.members) if isinstance(model, Ensemble) else [model]
+
+
+def transform_of(model) -> str:
+    """The transform a model's members learn, or ``mix`` when they differ."""
+    kinds = {m.spec.transform for m in _as_members(getattr(model, "model", model))}
+    return kinds.pop() if len(kinds) == 1 else "mix"
+
+
 # -- evaluate -----------------------------------------------------------------------------------
 def model_name(model: Forecaster | Ensemble) -> str:
     """``cell/head[/transform][ xK]``: the name the report gives the model."""
     k = len(model.members) if isinstance(model, Ensemble) else 1
-    tr = model.spec.transform
+    tr = transform_of(model)
     return f"{model.config.cell}/{model.config.head}" + (f"/{tr}" if tr != "none" else "") + \
         (f" x{k}" if k > 1 else "")
 

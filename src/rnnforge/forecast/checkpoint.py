@@ -19,8 +19,10 @@ def save(path, model: Forecaster | Ensemble, meta: dict) -> None:
     the model config and the training/data metadata."""
     members = list(model.members) if isinstance(model, Ensemble) else [model]
     tensors = {f"member{k}.{name}": v for k, m in enumerate(members) for name, v in m.state_dict().items()}
-    checkpoint.save(path, tensors, {"kind": KIND, "model": members[0].config.to_dict(),
-                                    "members": len(members), **meta})
+    configs = [m.config.to_dict() for m in members]
+    # members of different configurations (a mixture of transforms) each keep their own
+    extra = {"member_models": configs} if any(c != configs[0] for c in configs) else {}
+    checkpoint.save(path, tensors, {"kind": KIND, "model": configs[0], "members": len(members), **extra, **meta})
 
 
 def load(path, device: str = "cpu") -> tuple[Forecaster | Ensemble, dict]:
@@ -33,18 +35,23 @@ def load(path, device: str = "cpu") -> tuple[Forecaster | Ensemble, dict]:
         raise UserError(f"{path} is an rnnforge checkpoint of kind {meta.get('kind')!r}, "
                         f"not a forecaster; train one with `rnnforge forecast train`")
     try:
-        config = ModelConfig(**meta["model"])
         count = int(meta.get("members", 1))
+        if not 1 <= count <= 10_000:
+            raise ValueError(f"it says {count} ensemble members")
+        dicts = meta.get("member_models") or [meta["model"]] * count
+        if not isinstance(dicts, list) or len(dicts) != count:
+            raise ValueError(f"it lists {len(dicts) if isinstance(dicts, list) else 'no'} member models "
+                             f"for {count} members")
+        configs = [ModelConfig(**d) for d in dicts]
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{path}: the model config in its metadata is unusable ({e})") from None
-    if not 1 <= count <= 10_000:
-        raise UserError(f"{path}: the metadata says {count} ensemble members")
-    if not (isinstance(config.hidden, int) and 1 <= config.hidden <= 1 << 16
-            and isinstance(config.layers, int) and 1 <= config.layers <= 64):
-        raise UserError(f"{path}: the metadata's model sizes are absurd (hidden {config.hidden!r}, "
-                        f"layers {config.layers!r})")
+    for config in configs:
+        if not (isinstance(config.hidden, int) and 1 <= config.hidden <= 1 << 16
+                and isinstance(config.layers, int) and 1 <= config.layers <= 64):
+            raise UserError(f"{path}: the metadata's model sizes are absurd (hidden {config.hidden!r}, "
+                            f"layers {config.layers!r})")
     members = []
-    for k in range(count):
+    for k, config in enumerate(configs):
         m = Forecaster(config)
         prefix = f"member{k}."
         state = {n[len(prefix):]: v for n, v in tensors.items() if n.startswith(prefix)}

@@ -340,9 +340,10 @@ def _floor(series: list[Series], origins: list[int] | None = None, kind: str = "
 
 
 class Ensemble(nn.Module):
-    """K forecasters of one configuration trained from different seeds (a deep ensemble,
-    Lakshminarayanan et al. 2017). A forecast is the equal mixture of theirs: the N paths
-    are split among the members, which is stratified sampling of the mixture, so the
+    """K forecasters trained from different seeds (a deep ensemble, Lakshminarayanan et al.
+    2017), of one configuration or of several (the transforms of ``transform="mix"``; ``config``
+    and ``spec`` are then the first member's). A forecast is the equal mixture of theirs: the N
+    paths are split among the members, which is stratified sampling of the mixture, so the
     spread between members (what the data could not pin down) widens the forecast."""
 
     def __init__(self, members: list[Forecaster]) -> None:
