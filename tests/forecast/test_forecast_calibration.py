@@ -27,7 +27,7 @@ def test_too_narrow_model_becomes_calibrated():
     rng = np.random.default_rng(0)
     paths, y = narrow(rng, 500)
     rc = C.choose(paths, y, windows=np.arange(500) % 10)
-    assert rc.mode in ("pooled", "per-step")
+    assert rc.mode in ("scale", "pooled", "per-step")  # scale is the exact form of this fault
     # R(u) = P(Phi(Y / 0.5) <= u) = Phi(0.5 Phi^{-1}(u)) for Y ~ N(0, 1): the closed form
     u = np.linspace(0.05, 0.95, 19)
     R = rc.map_of_step(0)
@@ -125,3 +125,32 @@ def test_recalibration_is_stored_in_and_restored_from_the_checkpoint(tmp_path):
                 log=notes.append)
     assert np.allclose(a, C.Recalibration.from_dict(forced["recalibration"]).apply(b))
     assert a.std() > 1.5 * b.std()
+
+
+def test_scale_map_closed_form():
+    # N(0, 1) forecasts of N(0, 2^2) targets: PIT normal scores are N(0, 4), so s = 2 and r(w) = w / 2
+    rng = np.random.default_rng(5)
+    m = C.PitMap.fit_scale(rng.normal(0, 2, 20000))
+    w = np.array([-6.0, -1.0, 0.0, 0.5, 8.0])
+    assert m.scores(w) == pytest.approx(w / 2, rel=0.03)
+    assert m.inverse_scores(m.scores(w)) == pytest.approx(w)
+    # s is the 80% quantile of |w| over Z90, by hand: |w| = 0.5, 1, ..., 5 (ten values)
+    s = np.quantile(np.arange(1, 11) / 2, 0.8) / Z90
+    assert C.PitMap.fit_scale(np.arange(1, 11) / 2 * (-1) ** np.arange(10)).y[1] == pytest.approx(1 / s)
+    back = C.Recalibration.from_dict(json.loads(json.dumps(C.Recalibration("scale", [m]).to_dict())))
+    assert back.mode == "scale" and back.maps[0].scores(w) == pytest.approx(m.scores(w))
+
+
+def test_scale_is_chosen_when_the_bias_changes_sign_between_windows():
+    # forecasts N(b, 0.5^2) of N(0, 1) targets, b = +-0.8 by window: a full map fitted on the other
+    # windows moves the held-out window's forecasts by their bias, the scale map only widens them
+    rng = np.random.default_rng(6)
+    W, N, H = 400, 300, 4
+    fold = np.arange(W) % 10
+    bias = np.where(fold % 2 == 0, 0.8, -0.8)[:, None, None]
+    paths = bias + rng.normal(0, 0.5, (W, N, H))
+    y = rng.normal(0, 1, (W, H))
+    rc = C.choose(paths, y, windows=fold)
+    cv = rc.report["cv_crps"]
+    assert rc.mode == "scale" and cv["scale"] < min(cv["pooled"], cv["per-step"]) < cv["off"]
+    assert rc.report["after"]["cov80"] > rc.report["before"]["cov80"] + 0.2

@@ -25,8 +25,10 @@ forecast is made continuous the same way (normal-score tails beyond the
 paths), so a target far outside every path says how far. It is one map
 for every step (``pooled``) or one per band of consecutive horizon steps
 (``per-step``, as many bands as the validation data gives 40 PIT values
-each, at most one per step); which one (or none) is chosen by leave-one-window-
-out cross-validation of the CRPS on the validation windows.
+each, at most one per step), or a map of one number (``scale``: the forecast
+widened or narrowed about its median until its central 80% interval holds 80%
+of the validation PIT values); which one (or none) is chosen by leave-one-
+window-out cross-validation of the CRPS on the validation windows.
 
 Split conformal (Romano, Patterson and Candès 2019, conformalized quantile
 regression): on the same windows the score ``E = max(q_lo - y, y - q_hi) /
@@ -46,7 +48,7 @@ import numpy as np
 
 from .metrics import crps_samples, norm_cdf, norm_ppf
 
-MODES = ("off", "pooled", "per-step")
+MODES = ("off", "scale", "pooled", "per-step")
 #: PIT values per band of horizon steps of a per-step map
 PER_BAND = 40
 #: the largest number of knots of one map (order statistics beyond this are thinned evenly)
@@ -87,6 +89,20 @@ class PitMap:
     @classmethod
     def identity(cls) -> "PitMap":
         return cls(np.zeros(0), np.zeros(0))
+
+    @classmethod
+    def fit_scale(cls, scores: np.ndarray, level: float = 0.8) -> "PitMap":
+        """The one-number map ``r(w) = w / s`` that widens (s > 1) or narrows the forecast about its
+        median until its central ``level`` interval holds that share of the PIT values: s is their
+        ``level`` quantile of ``|w|`` over the standard normal's. It corrects only the width, so a
+        bias that changes sign from window to window does not move the forecasts the wrong way, as
+        a full map fitted on other windows can."""
+        w = np.abs(np.asarray(scores, dtype=np.float64).ravel())
+        w = w[np.isfinite(w)]
+        if w.size < 2:
+            return cls.identity()
+        s = float(np.clip(np.quantile(w, level) / norm_ppf(0.5 + level / 2), 1e-3, 1e3))
+        return cls(np.array([-1.0, 1.0]), np.array([-1.0, 1.0]) / s)
 
     @classmethod
     def fit(cls, scores: np.ndarray) -> "PitMap":
@@ -188,7 +204,7 @@ def quantile_function(sorted_paths: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Recalibration:
-    """A recalibration: ``mode`` and its maps (one for ``pooled``; one per band for ``per-step``,
+    """A recalibration: ``mode`` and its maps (one for ``scale`` and ``pooled``; one per band for ``per-step``,
     ``bands[k]`` the map of horizon step k); ``report`` says how it was chosen and the validation
     PIT before and after, and holds the split-conformal margin of the 80% interval."""
 
@@ -202,7 +218,9 @@ class Recalibration:
         return self.mode != "off" and bool(self.maps)
 
     def map_of_step(self, k: int) -> PitMap:
-        return self.maps[0] if self.mode == "pooled" else self.maps[self.bands[min(k, len(self.bands) - 1)]]
+        if self.mode != "per-step":
+            return self.maps[0]
+        return self.maps[self.bands[min(k, len(self.bands) - 1)]]
 
     def apply(self, paths: np.ndarray) -> np.ndarray:
         """Recalibrated sample paths (..., N, H): at every step each path moves to the recalibrated
@@ -263,6 +281,8 @@ def fit_maps(pit: np.ndarray, mode: str, bands: list[int]) -> list[PitMap]:
         return []
     if mode == "pooled":
         return [PitMap.fit(pit[np.isfinite(pit)])]
+    if mode == "scale":
+        return [PitMap.fit_scale(pit[np.isfinite(pit)])]
     b = np.asarray(bands)
     out = []
     for j in range(max(bands) + 1):
