@@ -113,8 +113,8 @@ def _add_model_flags(p) -> None:
                         "(checks every two epochs' worth of steps, 5..50); 0: run the whole budget")
     g.add_argument("--recalibrate", default="auto", choices=("auto", "off"),
                    help="auto: estimate P(PIT <= u) on the validation windows and draw forecasts as "
-                        "F^-1(R^-1(v)), pooled or per horizon step or not at all, as cross-validation on "
-                        "those windows chooses (stored in the checkpoint); off: never")
+                        "F^-1(R^-1(v)), pooled, per horizon step, a width scale only, or not at all, as "
+                        "cross-validation on those windows chooses (stored in the checkpoint); off: never")
     g.add_argument("--rollout-steps", type=int, default=0,
                    help="then fine-tune for this many steps on the CRPS of the model's own sample paths "
                         "over each window's horizon (multi-step objective, gradient through the "
