@@ -292,13 +292,14 @@ def validation_cut(n: int, horizon: int, windows: int) -> tuple[int, int]:
 
 
 def bench_suite(*, steps: int, samples: int, seed: int, out: Path, baselines: str, only: str | None,
-                validation: bool = False, extra: tuple = ()) -> list[dict]:
+                validation: bool = False, extra: tuple = (), length: int = 0) -> list[dict]:
     """Run the suite with the documented defaults; write OUT/suite.md and OUT/suite.json.
 
     ``validation``: score each series on the windows just before its test windows instead, on
     the series cut where they start (nothing from the test windows is read; the horizon is the
     test's, everything else resolved by the defaults from the shorter series): the place to
-    choose defaults, so the test windows are run once at the end."""
+    choose defaults, so the test windows are run once at the end. ``length``: simulate the
+    synthetic series this long instead (how far more data carries the model towards the truth)."""
     import csv as csv_mod
     import json
 
@@ -311,8 +312,8 @@ def bench_suite(*, steps: int, samples: int, seed: int, out: Path, baselines: st
         stamps, values = _suite_real(name, ds, col, freq)
         entries.append((name, "real", freq, why, stamps, values, None))
     for name, freq, n, why in SYNTHETIC:
-        syn = Synthetic(name, n, seed=seed)
-        entries.append((name, "synthetic", freq, why, _stamps(freq, n), syn.values, syn))
+        syn = Synthetic(name, length or n, seed=seed)
+        entries.append((name, "synthetic", freq, why, _stamps(freq, length or n), syn.values, syn))
     if only:
         keep = set(only.split(","))
         entries = [e for e in entries if e[0] in keep]
@@ -494,6 +495,8 @@ def main(argv=None) -> int:
                         "suite: every series, on the series cut where its test windows start)")
     p.add_argument("--hidden", type=int, default=0, help="units per layer (0: the SETUPS value, else 40)")
     p.add_argument("--layers", type=int, default=0, help="recurrent layers (0: the SETUPS value, else 2)")
+    p.add_argument("--length", type=int, default=0,
+                   help="suite: simulate the synthetic series this long (0: the lengths of SYNTHETIC)")
     p.add_argument("--samples", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--baselines", default="seasonal-naive,ets,arima")
@@ -510,12 +513,13 @@ def main(argv=None) -> int:
         for flag, value in (("--transform", args.transform), ("--head", args.head), ("--lags", args.lags),
                             ("--growth", args.growth), ("--ensemble", args.ensemble or None),
                             ("--hidden", args.hidden or None), ("--layers", args.layers or None),
+                            ("--windows", args.windows or None),
                             ("--rollout-steps", args.rollout_steps if args.rollout_steps >= 0 else None)):
             if value is not None:
                 extra += [flag, str(value)]
         bench_suite(steps=args.steps or 300, samples=args.samples, seed=args.seed, out=Path(args.out) / ("suite-select" if args.select else "suite"),
                     baselines=args.baselines if "gluonts" in args.baselines else _suite_baselines(args.baselines),
-                    only=args.only, validation=args.select, extra=tuple(extra))
+                    only=args.only, validation=args.select, extra=tuple(extra), length=args.length)
         return 0
     if args.what in ("accuracy", "all"):
         for s in args.series.split(","):
