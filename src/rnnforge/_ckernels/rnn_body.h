@@ -235,18 +235,18 @@ static inline void FN(lstm_cell)(int64_t nu, int64_t H, const real *restrict pre
 {
     if (g) {
         for (int64_t u = 0; u < nu; u++) {
-            const real i = FN(sigmoid)(pre[u]), f = FN(sigmoid)(pre[PVL + u]);
-            const real n = FN(tanh)(pre[2 * PVL + u]), o = FN(sigmoid)(pre[3 * PVL + u]);
-            const real cc = f * cp[u] + i * n, th = FN(tanh)(cc);
+            const real i = FN(lstm_sigmoid)(pre[u]), f = FN(lstm_sigmoid)(pre[PVL + u]);
+            const real n = FN(lstm_tanh)(pre[2 * PVL + u]), o = FN(lstm_sigmoid)(pre[3 * PVL + u]);
+            const real cc = f * cp[u] + i * n, th = FN(lstm_tanh)(cc);
             c[u] = cc; h[u] = o * th; tc[u] = th;
             g[u] = i; g[H + u] = f; g[2 * H + u] = n; g[3 * H + u] = o;
         }
     } else {
         for (int64_t u = 0; u < nu; u++) {
-            const real i = FN(sigmoid)(pre[u]), f = FN(sigmoid)(pre[PVL + u]);
-            const real n = FN(tanh)(pre[2 * PVL + u]), o = FN(sigmoid)(pre[3 * PVL + u]);
+            const real i = FN(lstm_sigmoid)(pre[u]), f = FN(lstm_sigmoid)(pre[PVL + u]);
+            const real n = FN(lstm_tanh)(pre[2 * PVL + u]), o = FN(lstm_sigmoid)(pre[3 * PVL + u]);
             const real cc = f * cp[u] + i * n;
-            c[u] = cc; h[u] = o * FN(tanh)(cc);
+            c[u] = cc; h[u] = o * FN(lstm_tanh)(cc);
         }
     }
 }

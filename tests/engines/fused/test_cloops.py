@@ -110,6 +110,33 @@ def test_c_activations_match_torch(fn, dtype):
     assert math.isnan(nan.item())
 
 
+def check_lstm_activations(lib, fn):
+    """The LSTM cell's float activations (rnn.c, lstm_tanh_f32 / lstm_sigmoid_f32): within
+    4e-7 of float64 torch everywhere (4e-7 relative for tanh below 1), exact at the
+    saturated ends, NaN kept; against them the parity tolerance of float32 is 2e-5."""
+    mag = torch.logspace(-30, 2.5, 20_001, dtype=torch.float64)
+    grid = torch.linspace(-20, 20, 100_001, dtype=torch.float64)
+    x = torch.cat([-mag.flip(0), torch.zeros(1, dtype=torch.float64), mag, grid]).float()
+    y = x.clone()
+    getattr(lib, f"rf_lstm_{fn}_f32")(y.data_ptr(), y.numel())
+    want = getattr(torch, fn)(x.double())
+    err = (y.double() - want).abs()
+    assert err.max().item() <= 4e-7
+    if fn == "tanh":
+        small = (x.abs() < 1) & (x != 0)
+        assert (err[small] / want[small].abs()).max().item() <= 4e-7
+        assert y[x == 0].abs().max().item() == 0
+    ends = torch.tensor([math.nan, math.inf, -math.inf, 30.0, -30.0])
+    getattr(lib, f"rf_lstm_{fn}_f32")(ends.data_ptr(), ends.numel())
+    assert math.isnan(ends[0].item())
+    assert ends[1:].tolist() == ([1.0, -1.0, 1.0, -1.0] if fn == "tanh" else [1.0, 0.0, 1.0, 0.0])
+
+
+@pytest.mark.parametrize("fn", ["sigmoid", "tanh"])
+def test_lstm_cell_activations_match_torch(fn):
+    check_lstm_activations(ck.load("rnn"), fn)
+
+
 def test_missing_compiler_is_said_once(monkeypatch):
     monkeypatch.setattr(ck, "_libs", {})
     monkeypatch.setattr(ck, "_errors", {ck._key("rnn", ck.isa()): "no C compiler found (test)"})
