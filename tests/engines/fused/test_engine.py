@@ -135,3 +135,19 @@ def test_lstm_panels_packed_once_while_the_weights_stand():
         assert next(iter(panels.values()))[0] is wp
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert_close(a, _reference_of(layer, "lstm")(x)[0], "packed once")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_no_grad_path_with_lengths_and_both_directions(mode):
+    """Without grad the recurrence runs outside the autograd Function, on kept weights: the
+    same numbers as the graph-recording call, with padding, both directions, two layers."""
+    torch.manual_seed(6)
+    layer = make_layer(mode, 3, 5, engine="fused", num_layers=2, bidirectional=True, bias=True)
+    x = torch.randn(6, 4, 3)
+    lengths = torch.tensor([3, 6, 1, 6])
+    want = flat_outputs(layer(x, lengths=lengths))
+    with torch.no_grad():
+        got = flat_outputs(layer(x, lengths=lengths))
+    assert layer.engine_used == "fused"
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=0, atol=0)

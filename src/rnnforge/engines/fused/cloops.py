@@ -80,6 +80,12 @@ def c_loop(name: str, like: torch.Tensor, batch: int, hidden: int):
     return getattr(lib, f"rf_{name}{_C_SUFFIX[like.dtype]}")
 
 
+def sibling(name: str, like: torch.Tensor):
+    """The C function ``rf_<name>_<dtype>`` of the library that ``c_loop`` just returned a
+    loop of (its range checked once per call, not again for each helper)."""
+    return getattr(_ck.load("rnn"), f"rf_{name}{_C_SUFFIX[like.dtype]}")
+
+
 def threads_for(B: int) -> int:
     """OpenMP threads for a C loop over B rows: torch's count, one below 8 rows.
     The rows of a recurrence never meet, so each 4-row block runs the whole loop

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..reference import reverse_padded
 from . import ops
-from .function import Recurrence
+from .function import Recurrence, run_forward
 from .lstm import PANELS
 
 _MODES = ("lstm", "gru", "rnn_tanh", "rnn_sigmoid")
@@ -98,7 +98,14 @@ class FusedEngine:
     def forward(self, layer, x, h0, c0, lengths):
         if ops.tracing(x):  # the registered operator: one node of the traced graph
             return run_layers(layer, x, h0, c0, lengths, _traced_recurrence, traced=True)
-        return run_layers(layer, x, h0, c0, lengths, Recurrence.apply, keep=True)
+        recurrence = Recurrence.apply if torch.is_grad_enabled() else _no_graph_recurrence
+        return run_layers(layer, x, h0, c0, lengths, recurrence, keep=True)
+
+
+def _no_graph_recurrence(mode, x, w_ih, b_ih, h0, c0, w_hh, b_hh, bs, lengths):
+    """``Recurrence`` without the autograd Function around it (grad off: no graph to record)."""
+    out, h_n, c_n, _ = run_forward(mode, x, w_ih, b_ih, h0, c0, w_hh, b_hh, bs, lengths, save=False)
+    return out, h_n, c_n
 
 
 def _traced_recurrence(mode, x, w_ih, b_ih, h0, c0, w_hh, b_hh, bs, lengths):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .cloops import c_loop, call
+from .cloops import c_loop, call, sibling
 from .steps import one, prev_steps, project, steps, weight_grad
 from .workspace import WORKSPACE
 
@@ -71,7 +71,7 @@ def forward(x, w_ih, b_ih, h0, c0, w_hh, bs, save=True):
     out = (x.new_zeros if bs else x.new_empty)((T, B, H))
     loop = c_loop("lstm_forward", x, B, H)
     if loop is not None:  # projection, recurrence and cell in one C loop (rnn_body.h)
-        wp, bp = pack(w_ih, w_hh, b_ih, c_loop("lstm_panel", x, B, H)(), c_loop("lstm_pack", x, B, H))
+        wp, bp = pack(w_ih, w_hh, b_ih, sibling("lstm_panel", x)(), sibling("lstm_pack", x))
         C = WORKSPACE.take((T, B, H), x, zero=bool(bs))
         gates = WORKSPACE.take((T, B, 4 * H), x, zero=bool(bs)) if save else None
         tC = WORKSPACE.take((T, B, H), x, zero=bool(bs)) if save else None
