@@ -13,7 +13,8 @@ import torch
 from rnnforge import _ckernels as ck
 from rnnforge.engines import fused
 from rnnforge.engines.fused import cloops
-from rnnforge_testing import DTYPES, ENGINE_SHAPES, MODES, check_engine_matches_reference, make_layer
+from rnnforge_testing import (DTYPES, ENGINE_SHAPES, MODES, assert_same_function, check_engine_matches_reference,
+                              flat_outputs, make_layer)
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
                                 reason="no C compiler on this machine")
@@ -249,3 +250,26 @@ def test_transpose_into_a_strided_block(dtype, m, n):
     steps._transpose_into(dst[:, 3:3 + m], src)
     assert torch.equal(dst[:, 3:3 + m], src.t())
     assert dst[:, :3].isnan().all() and dst[:, 3 + m:].isnan().all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_lstm_loops_with_full_row_groups_match_reference(dtype, monkeypatch):
+    """23 rows (row groups of 6 and 5, the single pass over [x_t, h_{t-1}]), I=19 and H=37
+    (blocks straddling x_t and h_{t-1}, a partial panel), padding, one thread: the
+    reference's outputs and gradients."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    torch.manual_seed(9)
+    ref = make_layer("lstm", 19, 37, bias=True, dtype=dtype, engine="reference")
+    fus = make_layer("lstm", 19, 37, bias=True, dtype=dtype, engine="fused")
+    fus.load_state_dict(ref.state_dict())
+    x = torch.randn(7, 23, 19, dtype=dtype)
+    lengths = torch.randint(1, 8, (23,))
+    lengths[3] = 7
+
+    def run(layer):
+        leaf = x.clone().requires_grad_()
+        return flat_outputs(layer(leaf, lengths=lengths)), [leaf]
+
+    (got, lf), (want, lr) = run(fus), run(ref)
+    assert fus.engine_used == "fused" and fused.runs_c_loops("lstm", 23, 37)
+    assert_same_function(got, want, (lf, lr), (fus, ref))
