@@ -16,8 +16,8 @@ The limits below are where the C loops stop winning against the torch-op loops
 (forward+backward, 1 and 2 threads): up to a batch of 64 they win or tie; above
 256 units the step's product, their own register-blocked one, fell behind
 MKL's GEMM on an Intel Xeon (measured before the LSTM's loops were packed; the
-packed ones run at 175-195 GFLOP/s on one AMD EPYC core and are not yet measured
-there). The measurements: ``benchmarks/bench_engines.py --parts loops``
+packed forward runs at about 225 GFLOP/s on one AMD EPYC core, B=32, I=H=256, and
+is not yet measured there). The measurements: ``benchmarks/bench_engines.py --parts loops``
 (batch) and ``--parts wide`` (width), tabled in BENCHMARKS.md's engine section.
 The limits are read at each call: change them on this module (tests and the
 benchmark do) to force either loop.

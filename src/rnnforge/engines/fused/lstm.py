@@ -27,7 +27,8 @@ def pack(w_ih, w_hh, b_ih, units: int, packer=None):
         if units not in kept:
             wp = torch.empty((P, I + H, 4 * units), dtype=w_hh.dtype)
             if packer is not None:
-                packer(H, I, H, w_ih.contiguous().data_ptr(), w_hh.contiguous().data_ptr(), wp.data_ptr())
+                w_ih_c, w_hh_c = w_ih.contiguous(), w_hh.contiguous()  # (held while the packer reads)
+                packer(H, I, H, w_ih_c.data_ptr(), w_hh_c.data_ptr(), wp.data_ptr())
             else:
                 wp.copy_(pack(w_ih, w_hh, None, units)[0])
             kept[units] = (wp, _pack_bias(b_ih, H, P, units))
