@@ -151,3 +151,21 @@ def test_no_grad_path_with_lengths_and_both_directions(mode):
     assert layer.engine_used == "fused"
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru"])
+def test_frozen_weights_are_kept_and_the_input_gradient_is_right(mode):
+    """Frozen parameters with an input that wants a gradient: the kept weights serve the
+    forward and its backward, and dx is the reference's."""
+    torch.manual_seed(7)
+    layer = make_layer(mode, 4, 6, engine="fused", bias=True, dtype=torch.float64).requires_grad_(False)
+    ref = _reference_of(layer, mode)
+    x = torch.randn(5, 3, 4, dtype=torch.float64)
+    grads = []
+    for model in (layer, ref, layer):
+        leaf = x.clone().requires_grad_()
+        model(leaf)[0].square().sum().backward()
+        grads.append(leaf.grad)
+    assert engine.constant_weights(layer.cells[0]) is engine.constant_weights(layer.cells[0])
+    assert_close(grads[0], grads[1], "dx with frozen weights")
+    torch.testing.assert_close(grads[2], grads[0], rtol=0, atol=0)
