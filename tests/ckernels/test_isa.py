@@ -104,3 +104,9 @@ def test_avx2_activations_match_torch(avx2, fn, dtype):
     getattr(avx2, f"rf_{fn}{suf}")(nan.data_ptr(), 3)
     assert math.isnan(nan[0].item()) and nan[1:].tolist() == getattr(torch, fn)(
         torch.tensor([math.inf, -math.inf], dtype=dtype)).tolist()
+
+
+@pytest.mark.parametrize("fn", ["sigmoid", "tanh"])
+def test_avx2_lstm_cell_activations_match_torch(avx2, fn):
+    from test_cloops import check_lstm_activations
+    check_lstm_activations(avx2, fn)

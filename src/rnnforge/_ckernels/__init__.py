@@ -282,6 +282,9 @@ def _declare_rnn(lib: ctypes.CDLL) -> None:
             f.argtypes, f.restype = args, None
         f = getattr(lib, "rf_lstm_panel" + suf)
         f.argtypes, f.restype = [], i64
+    for fn in ("rf_lstm_sigmoid_f32", "rf_lstm_tanh_f32"):  # the LSTM cell's float activations
+        f = getattr(lib, fn)
+        f.argtypes, f.restype = [P, i64], None
 
 
 _DECLARE = {"pinv": _declare_pinv, "rnn": _declare_rnn}

@@ -157,11 +157,15 @@ void FN(rf_transpose)(int64_t rows, int64_t cols, const real *src, int64_t lds, 
  * A step's pre-activations are [x_t, h_{t-1}] (I + H) times the stacked weights
  * [W_ih; W_hh]^T plus the bias: one product over K = I + H, so no projection
  * buffer is written and read back. The weights come packed by the caller
- * (fused/lstm.py, once per call) in panels of PVL units: panel j holds, for each
- * k < K, the i, f, C~, o weights of units [j PVL, (j + 1) PVL) side by side
- * (4 PVL contiguous values; units past H are zero), so a panel's rows are read
- * in order, and a block of PKB of them (32 KiB) stays in L1 while every group
- * of LSTM_MR batch rows passes over it. The four gates of a unit then meet in
+ * (fused/lstm.py, once per call or once while the weights stand) in panels of PVL
+ * units: panel j holds, for each k < K, the i, f, C~, o weights of units
+ * [j PVL, (j + 1) PVL) side by side (4 PVL contiguous values; units past H are
+ * zero), so a panel's rows are read in order, and a block of PKB of them (128 KiB:
+ * all of K up to 512 + 512 in float) stays in L2 while every group of LSTM_MR
+ * batch rows streams it, each group summing its whole block in registers. (Blocks
+ * of 32 KiB kept in L1 ran 2-5% slower on an AMD EPYC, Zen 5: each block costs
+ * every group a store and reload of its accumulators, and a 32 KiB block and the
+ * rows' 16 KiB share a 48 KiB L1.) The four gates of a unit then meet in
  * one row group's accumulators, and the cell arithmetic runs on them as soon
  * as the last block is summed: pre-activations never reach memory.
  *
@@ -172,7 +176,7 @@ void FN(rf_transpose)(int64_t rows, int64_t cols, const real *src, int64_t lds, 
 #define PVL (VBYTES / (int)sizeof(real))
 #define PW (4 * PVL)
 #ifndef LSTM_KB_BYTES
-#define LSTM_KB_BYTES 32768
+#define LSTM_KB_BYTES 131072
 #endif
 #define PKB (LSTM_KB_BYTES / (PW * (int)sizeof(real)))
 
@@ -209,7 +213,8 @@ void FN(rf_lstm_pack)(int64_t H, int64_t I, int64_t Hk, const real *w_ih, const 
  * the packed bias (or zero where it is NULL) instead of acc. nr is a constant
  * after inlining, so the nr x 4 accumulators live in registers. */
 static inline __attribute__((always_inline)) void FN(ptile)(const int nr, real *restrict acc, int init,
-        const real *restrict bias, const real *const *src, const real *restrict panel, int64_t nk)
+        const real *restrict bias, const real *const *src, const real *restrict panel, int64_t nk,
+        const real *const *src2, int64_t nk2)
 {
     typedef FN(vec) vec;
     vec a[LSTM_MR][4];
@@ -225,6 +230,15 @@ static inline __attribute__((always_inline)) void FN(ptile)(const int nr, real *
             for (int v = 0; v < 4; v++) a[q][v] += s * w[v];
         }
     }
+    panel += nk * PW;
+    for (int64_t k = 0; k < nk2; k++) {         /* the second source's rows, if any */
+        vec w[4];
+        for (int v = 0; v < 4; v++) w[v] = *(const vec *)(panel + k * PW + v * PVL);
+        for (int q = 0; q < nr; q++) {
+            const real s = src2[q][k];
+            for (int v = 0; v < 4; v++) a[q][v] += s * w[v];
+        }
+    }
     for (int q = 0; q < nr; q++)
         for (int v = 0; v < 4; v++) *(vec *)(acc + q * PW + v * PVL) = a[q][v];
 }
@@ -235,18 +249,18 @@ static inline void FN(lstm_cell)(int64_t nu, int64_t H, const real *restrict pre
 {
     if (g) {
         for (int64_t u = 0; u < nu; u++) {
-            const real i = FN(sigmoid)(pre[u]), f = FN(sigmoid)(pre[PVL + u]);
-            const real n = FN(tanh)(pre[2 * PVL + u]), o = FN(sigmoid)(pre[3 * PVL + u]);
-            const real cc = f * cp[u] + i * n, th = FN(tanh)(cc);
+            const real i = FN(lstm_sigmoid)(pre[u]), f = FN(lstm_sigmoid)(pre[PVL + u]);
+            const real n = FN(lstm_tanh)(pre[2 * PVL + u]), o = FN(lstm_sigmoid)(pre[3 * PVL + u]);
+            const real cc = f * cp[u] + i * n, th = FN(lstm_tanh)(cc);
             c[u] = cc; h[u] = o * th; tc[u] = th;
             g[u] = i; g[H + u] = f; g[2 * H + u] = n; g[3 * H + u] = o;
         }
     } else {
         for (int64_t u = 0; u < nu; u++) {
-            const real i = FN(sigmoid)(pre[u]), f = FN(sigmoid)(pre[PVL + u]);
-            const real n = FN(tanh)(pre[2 * PVL + u]), o = FN(sigmoid)(pre[3 * PVL + u]);
+            const real i = FN(lstm_sigmoid)(pre[u]), f = FN(lstm_sigmoid)(pre[PVL + u]);
+            const real n = FN(lstm_tanh)(pre[2 * PVL + u]), o = FN(lstm_sigmoid)(pre[3 * PVL + u]);
             const real cc = f * cp[u] + i * n;
-            c[u] = cc; h[u] = o * FN(tanh)(cc);
+            c[u] = cc; h[u] = o * FN(lstm_tanh)(cc);
         }
     }
 }
@@ -259,7 +273,7 @@ static inline int FN(group)(int64_t n, int64_t g)
     return (int)(n / ng + (g < n % ng));
 }
 
-#define PTILE_CASE(n) case n: FN(ptile)(n, acc, init, bias, src, panel, nk); break;
+#define PTILE_CASE(n) case n: FN(ptile)(n, acc, init, bias, src, panel, nk, 0, 0); break;
 static void FN(ptile_any)(int nr, real *acc, int init, const real *bias, const real *const *src,
                           const real *panel, int64_t nk)
 {
@@ -291,6 +305,38 @@ static void FN(ptile_any)(int nr, real *acc, int init, const real *bias, const r
 }
 #undef PTILE_CASE
 
+/* ptile_any over two sources in one pass: k in [0, nk) from src, then [nk, nk + nk2) from
+ * src2 (x_t, then h_{t-1}), the accumulators kept in registers between them. For 3 or more
+ * rows (2-3% faster at B = 8..32 than a pass per source); with 1 or 2 rows, whose short
+ * chains of multiply-adds bound the time, the single-source passes ran 30% faster. */
+#define PTILE2_CASE(n) case n: FN(ptile)(n, acc, init, bias, src, panel, nk, src2, nk2); break;
+static void FN(ptile2_any)(int nr, real *acc, int init, const real *bias, const real *const *src,
+                           const real *panel, int64_t nk, const real *const *src2, int64_t nk2)
+{
+    switch (nr) {
+#if LSTM_MR >= 3
+    PTILE2_CASE(3)
+#endif
+#if LSTM_MR >= 4
+    PTILE2_CASE(4)
+#endif
+#if LSTM_MR >= 5
+    PTILE2_CASE(5)
+#endif
+#if LSTM_MR >= 6
+    PTILE2_CASE(6)
+#endif
+#if LSTM_MR >= 7
+    PTILE2_CASE(7)
+#endif
+#if LSTM_MR >= 8
+    PTILE2_CASE(8)
+#endif
+    default: break;
+    }
+}
+#undef PTILE2_CASE
+
 void FN(rf_lstm_forward)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int64_t r0, int64_t r1,
                                 int64_t I, const real *x, const real *wp, const real *bp,
                                 const real *h0, const real *c0, real *gates, real *C, real *tC, real *out)
@@ -311,6 +357,16 @@ void FN(rf_lstm_forward)(int64_t T, int64_t B, int64_t H, const int64_t *bs, int
                 for (int64_t r = r0, g = 0; r < e; r += FN(group)(e - r0, g++)) {
                     const int nr = FN(group)(e - r0, g);
                     /* the block [k0, k1) may straddle x_t and h_{t-1}: at most two pieces */
+                    if (nr >= 3 && k0 < I && k1 > I) {
+                        const real *src[LSTM_MR], *src2[LSTM_MR];
+                        for (int q = 0; q < nr; q++) {
+                            src[q] = x + ((t * B + r + q) * I + k0);
+                            src2[q] = hprev + (r + q) * H;
+                        }
+                        FN(ptile2_any)(nr, acc + (r - r0) * PW, k0 == 0, bp ? bp + j * PW : 0, src,
+                                       panel + k0 * PW, I - k0, src2, k1 - I);
+                        continue;
+                    }
                     for (int64_t ks = k0; ks < k1;) {
                         const int from_x = ks < I;
                         const int64_t ke = from_x && k1 > I ? I : k1;

@@ -13,7 +13,8 @@ import torch
 from rnnforge import _ckernels as ck
 from rnnforge.engines import fused
 from rnnforge.engines.fused import cloops
-from rnnforge_testing import DTYPES, ENGINE_SHAPES, MODES, check_engine_matches_reference, make_layer
+from rnnforge_testing import (DTYPES, ENGINE_SHAPES, MODES, assert_same_function, check_engine_matches_reference,
+                              flat_outputs, make_layer)
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
                                 reason="no C compiler on this machine")
@@ -108,6 +109,33 @@ def test_c_activations_match_torch(fn, dtype):
     nan = torch.tensor([math.nan], dtype=dtype)
     getattr(lib, f"rf_{fn}{suf}")(nan.data_ptr(), 1)
     assert math.isnan(nan.item())
+
+
+def check_lstm_activations(lib, fn):
+    """The LSTM cell's float activations (rnn.c, lstm_tanh_f32 / lstm_sigmoid_f32): within
+    4e-7 of float64 torch everywhere (4e-7 relative for tanh below 1), exact at the
+    saturated ends, NaN kept; against them the parity tolerance of float32 is 2e-5."""
+    mag = torch.logspace(-30, 2.5, 20_001, dtype=torch.float64)
+    grid = torch.linspace(-20, 20, 100_001, dtype=torch.float64)
+    x = torch.cat([-mag.flip(0), torch.zeros(1, dtype=torch.float64), mag, grid]).float()
+    y = x.clone()
+    getattr(lib, f"rf_lstm_{fn}_f32")(y.data_ptr(), y.numel())
+    want = getattr(torch, fn)(x.double())
+    err = (y.double() - want).abs()
+    assert err.max().item() <= 4e-7
+    if fn == "tanh":
+        small = (x.abs() < 1) & (x != 0)
+        assert (err[small] / want[small].abs()).max().item() <= 4e-7
+        assert y[x == 0].abs().max().item() == 0
+    ends = torch.tensor([math.nan, math.inf, -math.inf, 30.0, -30.0])
+    getattr(lib, f"rf_lstm_{fn}_f32")(ends.data_ptr(), ends.numel())
+    assert math.isnan(ends[0].item())
+    assert ends[1:].tolist() == ([1.0, -1.0, 1.0, -1.0] if fn == "tanh" else [1.0, 0.0, 1.0, 0.0])
+
+
+@pytest.mark.parametrize("fn", ["sigmoid", "tanh"])
+def test_lstm_cell_activations_match_torch(fn):
+    check_lstm_activations(ck.load("rnn"), fn)
 
 
 def test_missing_compiler_is_said_once(monkeypatch):
@@ -222,3 +250,26 @@ def test_transpose_into_a_strided_block(dtype, m, n):
     steps._transpose_into(dst[:, 3:3 + m], src)
     assert torch.equal(dst[:, 3:3 + m], src.t())
     assert dst[:, :3].isnan().all() and dst[:, 3 + m:].isnan().all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_lstm_loops_with_full_row_groups_match_reference(dtype, monkeypatch):
+    """23 rows (row groups of 6 and 5, the single pass over [x_t, h_{t-1}]), I=19 and H=37
+    (blocks straddling x_t and h_{t-1}, a partial panel), padding, one thread: the
+    reference's outputs and gradients."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    torch.manual_seed(9)
+    ref = make_layer("lstm", 19, 37, bias=True, dtype=dtype, engine="reference")
+    fus = make_layer("lstm", 19, 37, bias=True, dtype=dtype, engine="fused")
+    fus.load_state_dict(ref.state_dict())
+    x = torch.randn(7, 23, 19, dtype=dtype)
+    lengths = torch.randint(1, 8, (23,))
+    lengths[3] = 7
+
+    def run(layer):
+        leaf = x.clone().requires_grad_()
+        return flat_outputs(layer(leaf, lengths=lengths)), [leaf]
+
+    (got, lf), (want, lr) = run(fus), run(ref)
+    assert fus.engine_used == "fused" and fused.runs_c_loops("lstm", 23, 37)
+    assert_same_function(got, want, (lf, lr), (fus, ref))

@@ -24,7 +24,10 @@ At batch sizes up to ``C_LOOP_MAX_BATCH`` and widths up to ``C_LOOP_MAX_HIDDEN``
 the two loops over time (not the big ops around them) run in C instead
 (``rnnforge/_ckernels/rnn.c``, built on first use). Without a C compiler the
 torch-op loops run, and a warning says so once. Double backward is not
-supported: asking for it (``create_graph=True``) raises a clear error.
+supported: asking for it (``create_graph=True``) raises a clear error. Calls
+that record no graph of the weights (grad off, or frozen weights) keep the
+stacked weights, and the LSTM its packed panels, until a parameter changes
+(``engine.constant_weights``).
 
 The modules, one job each:
 

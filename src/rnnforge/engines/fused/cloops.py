@@ -16,8 +16,8 @@ The limits below are where the C loops stop winning against the torch-op loops
 (forward+backward, 1 and 2 threads): up to a batch of 64 they win or tie; above
 256 units the step's product, their own register-blocked one, fell behind
 MKL's GEMM on an Intel Xeon (measured before the LSTM's loops were packed; the
-packed ones run at 175-195 GFLOP/s on one AMD EPYC core and are not yet measured
-there). The measurements: ``benchmarks/bench_engines.py --parts loops``
+packed forward runs at about 225 GFLOP/s on one AMD EPYC core, B=32, I=H=256, and
+is not yet measured there). The measurements: ``benchmarks/bench_engines.py --parts loops``
 (batch) and ``--parts wide`` (width), tabled in BENCHMARKS.md's engine section.
 The limits are read at each call: change them on this module (tests and the
 benchmark do) to force either loop.
@@ -78,6 +78,12 @@ def c_loop(name: str, like: torch.Tensor, batch: int, hidden: int):
                           stacklevel=2)
         return None
     return getattr(lib, f"rf_{name}{_C_SUFFIX[like.dtype]}")
+
+
+def sibling(name: str, like: torch.Tensor):
+    """The C function ``rf_<name>_<dtype>`` of the library that ``c_loop`` just returned a
+    loop of (its range checked once per call, not again for each helper)."""
+    return getattr(_ck.load("rnn"), f"rf_{name}{_C_SUFFIX[like.dtype]}")
 
 
 def threads_for(B: int) -> int:

@@ -11,12 +11,15 @@ FakeTensor tracing) the registered operators of ``ops``, the same arithmetic.
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torch.nn.functional as F
 
 from ..reference import reverse_padded
 from . import ops
-from .function import Recurrence
+from .function import Recurrence, run_forward
+from .lstm import PANELS
 
 _MODES = ("lstm", "gru", "rnn_tanh", "rnn_sigmoid")
 _DTYPES = (torch.float32, torch.float64)
@@ -44,6 +47,41 @@ def stacked_weights(cell):
     return w_ih, w_hh, b_ih, (rec[0] if rec else None)
 
 
+#: cell -> (key, stacked weights) for calls that record no graph (``constant_weights``)
+_CONSTANT: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def constant_weights(cell):
+    """``stacked_weights(cell)`` for a call that records no graph of them (grad off, or no
+    parameter of the cell requiring grad): kept between calls until a parameter changes.
+
+    Inference calls then skip the concatenation, and the LSTM its packing of the panels
+    (``lstm.pack`` keeps those on the stacked ``w_hh``: ``PANELS``). The key is every
+    parameter's ``data_ptr`` and ``_version`` (as ``native.packed``): an optimizer step,
+    ``load_state_dict``, an in-place edit or ``.to()`` changes one of them. Writes through
+    ``p.data`` bypass the version counter and are not seen (use ``with torch.no_grad():
+    p.copy_(...)``). The cache costs a copy of the weights per cell (two for the LSTM; none for
+    the RNNs, whose stacked weights are the parameters), freed with the cell.
+    """
+    params = tuple(cell.parameters())
+    key = (torch.is_inference_mode_enabled(), *((p.data_ptr(), p._version) for p in params))
+    entry = _CONSTANT.get(cell)
+    if entry is not None and entry[0] == key:
+        return entry[1]
+    with torch.no_grad():
+        weights = stacked_weights(cell)
+    if len(cell.GATES) > 1:  # (one gate: the parameters themselves, nothing to pack or keep)
+        setattr(weights[1], PANELS, {})  # the LSTM's packed panels of these weights (lstm.pack)
+    _CONSTANT[cell] = (key, weights)
+    return weights
+
+
+def _weights(cell, traced: bool, keep: bool):
+    if traced or not keep or (torch.is_grad_enabled() and any(p.requires_grad for p in cell.parameters())):
+        return stacked_weights(cell)  # differentiable, or symbolic: formed per call
+    return constant_weights(cell)
+
+
 class FusedEngine:
     name = "fused"
 
@@ -60,14 +98,21 @@ class FusedEngine:
     def forward(self, layer, x, h0, c0, lengths):
         if ops.tracing(x):  # the registered operator: one node of the traced graph
             return run_layers(layer, x, h0, c0, lengths, _traced_recurrence, traced=True)
-        return run_layers(layer, x, h0, c0, lengths, Recurrence.apply)
+        recurrence = Recurrence.apply if torch.is_grad_enabled() else _no_graph_recurrence
+        return run_layers(layer, x, h0, c0, lengths, recurrence, keep=True)
+
+
+def _no_graph_recurrence(mode, x, w_ih, b_ih, h0, c0, w_hh, b_hh, bs, lengths):
+    """``Recurrence`` without the autograd Function around it (grad off: no graph to record)."""
+    out, h_n, c_n, _ = run_forward(mode, x, w_ih, b_ih, h0, c0, w_hh, b_hh, bs, lengths, save=False)
+    return out, h_n, c_n
 
 
 def _traced_recurrence(mode, x, w_ih, b_ih, h0, c0, w_hh, b_hh, bs, lengths):
     return torch.ops.rnnforge.recurrence(mode, x, w_ih, b_ih, h0, c0, w_hh, b_hh, lengths)[:3]
 
 
-def run_layers(layer, x, h0, c0, lengths, recurrence, traced: bool = False):
+def run_layers(layer, x, h0, c0, lengths, recurrence, traced: bool = False, keep: bool = False):
     """Layers and directions around ``recurrence``, one call per layer-direction.
 
     ``recurrence(mode, x, w_ih, b_ih, h0, c0, w_hh, b_hh, bs, lengths) -> (out, h_n, c_n)``
@@ -76,6 +121,7 @@ def run_layers(layer, x, h0, c0, lengths, recurrence, traced: bool = False):
     nothing is padded). Here: the length sort, the reverse direction (``reverse_padded``),
     dropout between layers, and the batch order restored. ``traced``: no decision may read
     tensor values (lengths always sorted, ``bs`` None); shared with the triton engine.
+    ``keep``: calls that record no graph of the weights take them from ``constant_weights``.
     """
     T, B, _ = x.shape
     mode = layer.mode
@@ -103,7 +149,7 @@ def run_layers(layer, x, h0, c0, lengths, recurrence, traced: bool = False):
         outs = []
         for d in range(D):
             k = l * D + d
-            w_ih, w_hh, b_ih, b_hh = stacked_weights(layer.cells[k])
+            w_ih, w_hh, b_ih, b_hh = _weights(layer.cells[k], traced, keep)
             x_d = reverse_padded(x, lengths) if d else x
             c0_k = c0[k] if c0 is not None else None
             out, h, c = recurrence(mode, x_d, w_ih, b_ih, h0[k], c0_k, w_hh, b_hh, bs, lengths)

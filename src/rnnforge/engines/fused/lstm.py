@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from .cloops import c_loop, call
+from .cloops import c_loop, call, sibling
 from .steps import one, prev_steps, project, steps, weight_grad
 from .workspace import WORKSPACE
+
+#: attribute of a constant W_hh (engine.constant_weights): its packed panels by panel width
+PANELS = "_rnnforge_panels"
 
 
 def pack(w_ih, w_hh, b_ih, units: int, packer=None):
@@ -15,9 +18,21 @@ def pack(w_ih, w_hh, b_ih, units: int, packer=None):
     panel row the i, f, C~, o weights of ``units`` consecutive units, zero past H.
     ``packer``: ``rf_lstm_pack`` (its units must be ``units``), which forms ``wp`` a panel
     at a time into a reused buffer: 0.4 ms at I = H = 256 where torch's strided copies of
-    the same permutation into a fresh tensor took 0.3-2 ms (wall clock, one thread)."""
+    the same permutation into a fresh tensor took 0.3-2 ms (wall clock, one thread).
+    Weights of ``engine.constant_weights`` are packed once and kept on ``w_hh``."""
     H, I = w_hh.shape[1], w_ih.shape[1]
     P, full = -(-H // units), H // units
+    kept = getattr(w_hh, PANELS, None)  # constant weights (engine.constant_weights): packed once
+    if kept is not None:
+        if units not in kept:
+            wp = torch.empty((P, I + H, 4 * units), dtype=w_hh.dtype)
+            if packer is not None:
+                w_ih_c, w_hh_c = w_ih.contiguous(), w_hh.contiguous()  # (held while the packer reads)
+                packer(H, I, H, w_ih_c.data_ptr(), w_hh_c.data_ptr(), wp.data_ptr())
+            else:
+                wp.copy_(pack(w_ih, w_hh, None, units)[0])
+            kept[units] = (wp, _pack_bias(b_ih, H, P, units))
+        return kept[units]
     if packer is not None:
         wp = WORKSPACE.take((P, I + H, 4 * units), w_hh)  # (a fresh one: a page fault per 4 KiB)
         w_ih, w_hh = w_ih.contiguous(), w_hh.contiguous()
@@ -57,7 +72,7 @@ def forward(x, w_ih, b_ih, h0, c0, w_hh, bs, save=True):
     out = (x.new_zeros if bs else x.new_empty)((T, B, H))
     loop = c_loop("lstm_forward", x, B, H)
     if loop is not None:  # projection, recurrence and cell in one C loop (rnn_body.h)
-        wp, bp = pack(w_ih, w_hh, b_ih, c_loop("lstm_panel", x, B, H)(), c_loop("lstm_pack", x, B, H))
+        wp, bp = pack(w_ih, w_hh, b_ih, sibling("lstm_panel", x)(), sibling("lstm_pack", x))
         C = WORKSPACE.take((T, B, H), x, zero=bool(bs))
         gates = WORKSPACE.take((T, B, 4 * H), x, zero=bool(bs)) if save else None
         tC = WORKSPACE.take((T, B, H), x, zero=bool(bs)) if save else None
