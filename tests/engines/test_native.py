@@ -72,6 +72,29 @@ def test_the_cache_is_reused_until_a_parameter_changes(cached):
         assert torch.allclose(changed, layer(x)[0], atol=1e-6) and not torch.allclose(first, changed)
 
 
+def test_the_cache_holds_the_parameters_it_was_keyed_on(cached):
+    # a replaced parameter's memory stays taken until the entry is rebuilt, so no new tensor can
+    # take its address (the key's data_ptr) and be mistaken for it
+    import gc
+    import weakref
+
+    torch.manual_seed(2)
+    layer = make_layer("lstm", 3, 4, engine="native")
+    x = torch.randn(5, 2, 3)
+    with torch.no_grad():
+        layer(x)
+        old = weakref.ref(layer.cells[0].w)
+        layer.cells[0].w = torch.nn.Parameter(torch.randn_like(layer.cells[0].w))
+        gc.collect()
+        assert old() is not None
+        got = layer(x)[0]
+        gc.collect()
+        assert old() is None
+    layer.engine = "reference"
+    with torch.no_grad():
+        assert torch.allclose(got, layer(x)[0], atol=1e-6)
+
+
 def test_training_through_the_cache_matches_the_per_call_packing(monkeypatch):
     """Optimizer steps, two forwards per backward, load_state_dict and .to(): the same parameters."""
     def train(cache):

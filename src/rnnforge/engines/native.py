@@ -97,7 +97,7 @@ def _tracing() -> bool:
     return torch.jit.is_tracing() or bool(compiling and compiling())
 
 
-#: per layer: (key, the packed weights); dropped with the layer
+#: per layer: (key, the packed weights, the parameters keyed); dropped with the layer
 _CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 #: flat layouts by (mode, sizes, bias, dtype, device)
 _LAYOUTS: dict = {}
@@ -209,5 +209,5 @@ def packed(layer) -> list:
         pieces.append(torch.zeros(total - at, **opts))
     plan = (pieces, [(off, shape) for off, shape in zip(offsets, shapes)], rows)
     weights = list(_Pack.apply(plan, *params))
-    _CACHE[layer] = (key, weights)
+    _CACHE[layer] = (key, weights, params)  # params held: their memory cannot pass to a new tensor
     return weights

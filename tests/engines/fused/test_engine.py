@@ -119,6 +119,30 @@ def test_kept_weights_follow_every_change_of_a_parameter(mode):
     assert_close(got, _reference_of(layer, mode)(x)[0], "in inference mode")
 
 
+def test_kept_weights_hold_their_parameters_so_a_replacement_is_never_mistaken_for_them():
+    """The key is each parameter's address and version; a replaced parameter object could be
+    allocated at the address of the one it replaces if that one were freed. The entry holds the
+    parameters it was keyed on, so that memory stays taken until the entry is rebuilt."""
+    import gc
+    import weakref
+
+    torch.manual_seed(6)
+    layer = make_layer("lstm", 5, 6, engine="fused", bias=True)
+    cell = layer.cells[0]
+    x = torch.randn(4, 3, 5)
+    name = cell.GATES[-1].recurrent
+    with torch.no_grad():
+        layer(x)
+        old = weakref.ref(getattr(cell, name))
+        setattr(cell, name, torch.nn.Parameter(torch.randn_like(getattr(cell, name))))
+        gc.collect()
+        assert old() is not None  # held by the kept entry
+        got = layer(x)[0]
+        gc.collect()
+        assert old() is None  # the rebuilt entry holds the new parameter instead
+    assert_close(got, _reference_of(layer, "lstm")(x)[0], "after replacing a parameter")
+
+
 def test_lstm_panels_packed_once_while_the_weights_stand():
     """The LSTM's panels of constant weights are formed on the first call and reused."""
     if not fused.runs_c_loops("lstm", 3, 20):

@@ -72,7 +72,7 @@ def constant_weights(cell):
         weights = stacked_weights(cell)
     if len(cell.GATES) > 1:  # (one gate: the parameters themselves, nothing to pack or keep)
         setattr(weights[1], PANELS, {})  # the LSTM's packed panels of these weights (lstm.pack)
-    _CONSTANT[cell] = (key, weights)
+    _CONSTANT[cell] = (key, weights, params)  # params held: their memory cannot pass to a new tensor
     return weights
 
 
