@@ -83,6 +83,11 @@ def test_mix_trains_every_candidate_and_round_trips_through_a_checkpoint(tmp_pat
     kinds = [m.spec.transform for m in model.members]
     assert kinds == [t for t in api.AUTO_TRANSFORMS for _ in range(2)]  # 2 members per candidate
     assert meta["training"]["transform"] == "mix" and len(meta["training"]["members"]) == 6
+    assert [m["transform"] for m in meta["training"]["members"]] == kinds
+    from rnnforge.forecast.backtest import training_notes
+
+    notes = training_notes(meta["training"], None, {}, api.model_name(model))
+    assert notes[2].startswith("- member 1 (none): ") and notes[7].startswith("- member 6 (drift): ")
     assert api.model_name(model) == "lstm/quantile/mix x6"
     save(tmp_path / "f.safetensors", model, meta)
     back, meta2 = load(tmp_path / "f.safetensors")

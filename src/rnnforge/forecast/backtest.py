@@ -270,7 +270,8 @@ def training_notes(training: dict | None, rc: Recalibration | None, rows: dict, 
                      f"{m.get('check_every')} steps)" if m.get("stopped_at") is not None
                      else f"ran its budget ({m['steps']} steps)" if budget else f"ran {m['steps']} steps")
             kept = f", kept the weights of step {m['best_step']}" if m.get("best_step") is not None else ""
-            lines.append(f"- member {k + 1}: {where}{kept}; {m['seconds']:.1f} s")
+            what = f" ({m['transform']})" if training.get("transform") == "mix" and m.get("transform") else ""
+            lines.append(f"- member {k + 1}{what}: {where}{kept}; {m['seconds']:.1f} s")
     if rc is not None and rc.report:
         r = rc.report
         b, a = r["before"], r["after"]
