@@ -422,7 +422,9 @@ def _train(p: Plan, config: ForecastConfig, holdout_windows: int, device: str, l
         log("transform: none (auto chooses on the validation windows; " + (
             "there are none)" if not val_windows else "refit trains on them)"))
         candidates = ["none"]
-    fitted, selection, seconds = {}, {}, 0.0  # seconds: the validation forecasts that chose
+    # seconds: what training spent beyond the kept members' own fits (which their results record):
+    # the validation forecasts that chose the transform and the fits set aside
+    fitted, selection, seconds = {}, {}, 0.0
     for transform in candidates:
         if len(candidates) > 1:
             log(f"transform {transform}:")
@@ -442,13 +444,12 @@ def _train(p: Plan, config: ForecastConfig, holdout_windows: int, device: str, l
         # the equal mixture of the candidates (a CRPS convex in the forecast: never worse than
         # their mean, and wider where they disagree, as the transforms do on a changing series)
         parts = list(fitted.values())
-        mix = (Ensemble([m for model, _, _ in parts for m in _as_members(model)]),
-               [r for _, results, _ in parts for r in results], None)
-        if selection:
-            mix = (*mix[:2], ValidationForecasts.mixture([v for _, _, v in parts]))
-            selection["mix"] = mix[2].crps()
+        val = ValidationForecasts.mixture([v for _, _, v in parts]) if selection else None
+        fitted["mix"] = (Ensemble([m for model, _, _ in parts for m in _as_members(model)]),
+                         [r for _, results, _ in parts for r in results], val)
+        if val is not None:
+            selection["mix"] = val.crps()
             log(f"transform mix: validation CRPS {selection['mix']:.4g}")
-        fitted["mix"] = mix
     chosen = min(selection, key=selection.get) if selection else list(fitted)[-1]
     model, results, val = fitted[chosen]
     seconds += sum(r.seconds for t, (_, rs, _) in fitted.items() if t != "mix" for r in rs) \
