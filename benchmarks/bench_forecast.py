@@ -510,7 +510,8 @@ def main(argv=None) -> int:
         bench_speed()
     if args.what == "suite":
         # the model options the accuracy runs read go to every series' evaluate here
-        for flag, value in (("--transform", args.transform), ("--head", args.head), ("--lags", args.lags),
+        for flag, value in (("--cell", args.cell), ("--transform", args.transform), ("--head", args.head),
+                            ("--lags", args.lags),
                             ("--growth", args.growth), ("--ensemble", args.ensemble or None),
                             ("--hidden", args.hidden or None), ("--layers", args.layers or None),
                             ("--windows", args.windows or None),
