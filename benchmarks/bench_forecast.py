@@ -482,7 +482,8 @@ def main(argv=None) -> int:
     p.add_argument("--series", default="sunspots,co2", help="comma-separated shipped series")
     p.add_argument("--steps", type=int, default=0, help="training steps per model (0: the SETUPS value)")
     p.add_argument("--minutes", type=float, default=0.0, help="training time budget per series (0: none)")
-    p.add_argument("--cell", default="lstm")
+    p.add_argument("--cell", default=None,
+                   help="default: lstm for the shipped series, the documented default (auto) for the suite")
     p.add_argument("--head", default=None, help="default: the SETUPS value")
     p.add_argument("--ensemble", type=int, default=0, help="ensemble size (0: the SETUPS value)")
     p.add_argument("--lags", default=None, help="default: the SETUPS value")
@@ -524,7 +525,7 @@ def main(argv=None) -> int:
         return 0
     if args.what in ("accuracy", "all"):
         for s in args.series.split(","):
-            bench_accuracy(s.strip(), steps=args.steps, minutes=args.minutes, cell=args.cell,
+            bench_accuracy(s.strip(), steps=args.steps, minutes=args.minutes, cell=args.cell or "lstm",
                            head=args.head, samples=args.samples, seed=args.seed, out=Path(args.out),
                            baselines=args.baselines, hidden=args.hidden, layers=args.layers,
                            val_windows=args.val_windows, windows=args.windows, ensemble=args.ensemble,

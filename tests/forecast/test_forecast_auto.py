@@ -88,7 +88,7 @@ def test_mix_trains_every_candidate_and_round_trips_through_a_checkpoint(tmp_pat
 
     notes = training_notes(meta["training"], None, {}, api.model_name(model))
     assert notes[2].startswith("- member 1 (none): ") and notes[7].startswith("- member 6 (drift): ")
-    assert api.model_name(model) == "lstm/quantile/mix x6"
+    assert api.model_name(model) == "rnn/quantile/mix x6"  # 220 values: the sigmoid RNN (cell auto)
     save(tmp_path / "f.safetensors", model, meta)
     back, meta2 = load(tmp_path / "f.safetensors")
     assert [m.spec.transform for m in back.members] == kinds

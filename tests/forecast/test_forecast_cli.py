@@ -41,9 +41,9 @@ def test_train_predict_evaluate(two_series_csv, tmp_path, capsys):
     assert main(["forecast", "evaluate", *common, *tiny, "--windows", "3", "--samples", "50",
                  "--baselines", "seasonal-naive", "--out", str(ev)]) == 0
     report = (ev / "report.md").read_text()
-    assert "| lstm/quantile x2" in report and "| seasonal-naive" in report and "CRPS per series" in report
+    assert "| rnn/quantile x2" in report and "| seasonal-naive" in report and "CRPS per series" in report
     scores = json.loads((ev / "scores.json").read_text())
-    assert set(scores) == {"lstm/quantile x2", "seasonal-naive"}
+    assert set(scores) == {"rnn/quantile x2", "seasonal-naive"}  # cell auto: a short series, the sigmoid RNN
     assert scores["seasonal-naive"]["n"] == 2 * 3 * 6 - 1  # one target of b is missing
     for name in scores:
         assert (ev / f"pit-{_safe(name)}.png").exists()
@@ -114,7 +114,7 @@ def test_transform_option_end_to_end(two_series_csv, tmp_path, capsys):
                  "--transform", "detrend", "--windows", "2", "--samples", "50", "--baselines", "none",
                  "--out", str(ev)]) == 0
     scores = json.loads((ev / "scores.json").read_text())
-    assert list(scores) == ["lstm/quantile/detrend"] and np.isfinite(scores["lstm/quantile/detrend"]["crps"])
+    assert list(scores) == ["rnn/quantile/detrend"] and np.isfinite(scores["rnn/quantile/detrend"]["crps"])
     with pytest.raises(SystemExit) as e:
         main(["forecast", "train", "--transform", "log"])
     assert e.value.code == 2 and "invalid choice: 'log'" in capsys.readouterr().err

@@ -76,13 +76,14 @@ def test_patience_stops_training_and_the_report_says_where(tmp_path, capsys):
                  "--steps", "400", "--patience", "3", "--samples", "100", "--baselines", "seasonal-naive",
                  "--out", str(tmp_path / "ev")]) == 0
     out = capsys.readouterr().out
-    assert "resolved: season 1, lags 1,2,3,4, context 21, horizon 6, validation windows 4 x 6, " \
-           "evaluation windows 6 x 6 (36 outcomes)" in out
+    # cell auto: the 64 values before the evaluation windows take the sigmoid RNN
+    assert "resolved: cell rnn (64 training values, < 1000), season 1, lags 1,2,3,4, context 21, horizon 6, " \
+           "validation windows 4 x 6, evaluation windows 6 x 6 (36 outcomes)" in out
     assert "stopped at step" in out
     scores = json.loads((tmp_path / "ev" / "scores.json").read_text())
-    # the kept transform's name (lstm/quantile, .../diff, .../drift or .../mix x3) leads the scores
+    # the kept transform's name (rnn/quantile, .../diff, .../drift or .../mix x3) leads the scores
     name = next(iter(scores))
-    assert name.startswith("lstm/quantile")
+    assert name.startswith("rnn/quantile")  # cell auto: 64 training values
     model = scores[name]
     assert {"crps", "cov80", "pit_ks_p"} <= set(model) and model["n"] == 36
     # the valid PIT tests: 6 values per step (one per window), a one-step forecast from each of the 36 origins
@@ -91,3 +92,28 @@ def test_patience_stops_training_and_the_report_says_where(tmp_path, capsys):
     report = (tmp_path / "ev" / "report.md").read_text()
     assert "stopped early at step" in report and "(patience 3 checks of 5 steps)" in report
     assert "Recalibration (`" in report
+
+
+def test_cell_auto_takes_the_sigmoid_rnn_below_a_thousand_training_values():
+    from rnnforge.errors import OptionError
+    from rnnforge.forecast.api import AUTO_CELL_VALUES
+
+    assert AUTO_CELL_VALUES == 1000 and ForecastConfig().cell == "auto"
+    auto = ForecastConfig()
+    # 1030 values, 5 evaluation windows of 6 held out: 1000 before them -> the LSTM; 999 -> the RNN
+    long = plan([Series("a", np.arange(1030.0))], horizon=6, windows=5)
+    assert long.training_values() == 1000 and long.cell(auto) == "lstm"
+    short = plan([Series("a", np.arange(1029.0))], horizon=6, windows=5)
+    assert short.training_values() == 999 and short.cell(auto) == "rnn"
+    # values are counted over all the series, missing ones not at all
+    gappy = np.arange(700.0)
+    gappy[::7] = np.nan
+    many = plan([Series("a", np.arange(600.0)), Series("b", gappy)], horizon=6, windows=0)
+    assert many.training_values() == 600 + 600 and many.cell(auto) == "lstm"
+    assert short.cell(ForecastConfig(cell="gru")) == "gru"  # a named cell is kept
+    assert "cell rnn (999 training values, < 1000)" in short.resolved(auto)
+    assert "cell" not in short.resolved(ForecastConfig(cell="lstm"))
+    with pytest.raises(OptionError, match="'auto' is resolved from the training data"):
+        ForecastConfig(transform="none").model_config(1, 24)
+    with pytest.raises(OptionError, match="'nope' is not one of auto, rnn"):
+        ForecastConfig(cell="nope").validate()

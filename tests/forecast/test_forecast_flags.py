@@ -138,7 +138,7 @@ def test_library_calls_match_the_command_line(sine_csv, tmp_path):
     assert paths.shape == (1, 6, 2) and np.isfinite(paths).all()
     scores = evaluate(str(sine_csv), cfg, out=tmp_path / "ev", windows=1, baselines=["seasonal-naive"],
                       samples=8, horizon=2, context=8, log=notes.append)
-    assert set(scores) == {"lstm/quantile", "seasonal-naive"}
+    assert set(scores) == {"rnn/quantile", "seasonal-naive"}
     assert set(json.loads((tmp_path / "ev" / "scores.json").read_text())) == set(scores)
     for message in notes:
         assert "--" not in message, message
@@ -163,7 +163,8 @@ def test_damaged_checkpoints_are_one_line(sine_csv, tmp_path, refused):
     assert name in tensors
     damaged = {
         "missing": ({k: v for k, v in tensors.items() if k != name}, f"tensor {name} is missing"),
-        "extra": ({**tensors, "member0.extra": torch.zeros(2)}, "tensor member0.extra is not part of a lstm forecaster"),
+        "extra": ({**tensors, "member0.extra": torch.zeros(2)},
+                  "tensor member0.extra is not part of a forecaster of cell rnn"),
         "shape": ({**tensors, name: torch.zeros(3)},
                   f"tensor {name} is torch.float32 (3,), expected torch.float32 {tuple(tensors[name].shape)}"),
         "dtype": ({**tensors, name: tensors[name].to(torch.int32)},

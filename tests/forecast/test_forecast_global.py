@@ -88,9 +88,9 @@ def test_global_model_over_long_format_scales_each_series(tmp_path):
     scores = evaluate(str(p), cfg, out=tmp_path / "ev", windows=2, horizon=6, context=12, samples=50,
                       baselines=["seasonal-naive"], log=lambda m: None, save_to=tmp_path / "ev" / "f.safetensors")
     per = (tmp_path / "ev" / "per_series.csv").read_text().splitlines()
-    assert per[0] == "series,lstm/quantile,seasonal-naive" and [r.split(",")[0] for r in per[1:]] == \
+    assert per[0] == "series,rnn/quantile,seasonal-naive" and [r.split(",")[0] for r in per[1:]] == \
         ["small", "big", "huge"]
-    assert scores["lstm/quantile"].n == 3 * 2 * 6
+    assert scores["rnn/quantile"].n == 3 * 2 * 6
     model, meta = load_checkpoint(tmp_path / "ev" / "f.safetensors")
     assert set(meta["series_scaling"]) == {"small", "big", "huge"}
     assert meta["series_scaling"]["huge"][0] == pytest.approx(30000, rel=0.01)

@@ -64,8 +64,9 @@ def _add_model_flags(p) -> None:
     from ..forecast.model import CELLS
 
     g = p.add_argument_group("model")
-    g.add_argument("--cell", default="lstm", choices=CELLS,
-                   help="recurrent cell of the notes: rnn (sigmoid), rnn-tanh, gru or lstm")
+    g.add_argument("--cell", default="auto", choices=("auto",) + CELLS,
+                   help="recurrent cell of the notes: rnn (sigmoid), rnn-tanh, gru or lstm; auto: rnn "
+                        "below 1000 training values (fewer weights to fit), lstm from there on")
     g.add_argument("--head", default="quantile", choices=sorted(HEADS),
                    help="distribution of the next value: gaussian and student-t (trained by "
                         "likelihood), quantile (learned monotone quantile function, trained by CRPS)")

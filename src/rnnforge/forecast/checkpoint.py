@@ -60,7 +60,8 @@ def load(path, device: str = "cpu") -> tuple[Forecaster | Ensemble, dict]:
             if name not in state:
                 raise UserError(f"{path}: tensor {prefix + name} is missing")
             if name not in want:
-                raise UserError(f"{path}: tensor {prefix + name} is not part of a {config.cell} forecaster")
+                raise UserError(f"{path}: tensor {prefix + name} is not part of a forecaster of cell "
+                                f"{config.cell}")
             t = state[name]
             if t.shape != want[name].shape or not t.is_floating_point():
                 raise UserError(f"{path}: tensor {prefix + name} is {t.dtype} {tuple(t.shape)}, "
