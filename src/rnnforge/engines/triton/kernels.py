@@ -66,6 +66,22 @@ def _wtile(w_ptr, g, H, cols, k, cmask, kmask, COLS: tl.constexpr, UPCAST: tl.co
 
 
 @triton.jit
+def _wtiles(w_ptr, H, cols, k, cmask, kmask, G: tl.constexpr, COLS: tl.constexpr, UPCAST: tl.constexpr):
+    """The tiles of the G gates (``_wtile``), loaded once per kernel and kept on chip for every
+    step; the tiles a cell has no gate for are the first one again (never read)."""
+    w0 = _wtile(w_ptr, 0, H, cols, k, cmask, kmask, COLS, UPCAST)
+    w1 = w0
+    w2 = w0
+    w3 = w0
+    if G > 1:
+        w1 = _wtile(w_ptr, 1, H, cols, k, cmask, kmask, COLS, UPCAST)
+        w2 = _wtile(w_ptr, 2, H, cols, k, cmask, kmask, COLS, UPCAST)
+    if G > 3:
+        w3 = _wtile(w_ptr, 3, H, cols, k, cmask, kmask, COLS, UPCAST)
+    return w0, w1, w2, w3
+
+
+@triton.jit
 def _grid_barrier(bar_ptr, target):
     tl.debug_barrier()  # every thread of this program has stored its part
     tl.atomic_add(bar_ptr, 1, sem="release", scope="gpu")
@@ -87,12 +103,7 @@ def forward_kernel(xg_ptr, w_ptr, bhh_ptr, h_ptr, c_ptr, acts_ptr, out_ptr, len_
     k = tl.arange(0, HP)
     kmask = k < H
     GH = G * H
-    w0 = _wtile(w_ptr, 0, H, cols, k, cmask, kmask, False, UPCAST)
-    if G > 1:
-        w1 = _wtile(w_ptr, 1, H, cols, k, cmask, kmask, False, UPCAST)
-        w2 = _wtile(w_ptr, 2, H, cols, k, cmask, kmask, False, UPCAST)
-    if G > 3:
-        w3 = _wtile(w_ptr, 3, H, cols, k, cmask, kmask, False, UPCAST)
+    w0, w1, w2, w3 = _wtiles(w_ptr, H, cols, k, cmask, kmask, G, False, UPCAST)
     if HAS_BHH:
         bhh = tl.load(bhh_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
     for t in range(t0, t1):
@@ -203,15 +214,7 @@ def backward_kernel(dout_ptr, w_ptr, h_ptr, c_ptr, acts_ptr, dg_ptr, dn_ptr, dh_
     k = tl.arange(0, HP)
     kmask = k < H
     GH = G * H
-    w0 = _wtile(w_ptr, 0, H, cols, k, cmask, kmask, True, UPCAST)
-    w1 = w0
-    w2 = w0
-    w3 = w0
-    if G > 1:
-        w1 = _wtile(w_ptr, 1, H, cols, k, cmask, kmask, True, UPCAST)
-        w2 = _wtile(w_ptr, 2, H, cols, k, cmask, kmask, True, UPCAST)
-    if G > 3:
-        w3 = _wtile(w_ptr, 3, H, cols, k, cmask, kmask, True, UPCAST)
+    w0, w1, w2, w3 = _wtiles(w_ptr, H, cols, k, cmask, kmask, G, True, UPCAST)
     # one pass more with FINISH: t = -1 forms dh0 (one inlined copy of _carry, not two)
     for step in range(t1 - t0 + FINISH):
         t = t1 - 1 - step
