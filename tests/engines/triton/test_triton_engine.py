@@ -292,6 +292,14 @@ def test_triton_says_when_triton_is_missing(monkeypatch):
         layer(torch.randn(2, 1, 3, device=DEVICE))
 
 
+def _python_without_interpreter(code: str, timeout: int) -> subprocess.CompletedProcess:
+    """``code`` run by a fresh Python on this one's path, without TRITON_INTERPRET."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("TRITON_INTERPRET", None)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
 def test_rnnforge_works_without_triton():
     """A process where triton cannot be imported: the layers run, auto never names triton."""
     code = (
@@ -303,10 +311,7 @@ def test_rnnforge_works_without_triton():
         "    x = torch.randn(5, 2, 3)\n"
         "    layer(x)[0].sum().backward()\n"
         "    print(layer.engine_used, engines.available(layer, x)['triton'].split(' (')[0])\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    env.pop("TRITON_INTERPRET", None)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          timeout=120)
+    done = _python_without_interpreter(code, timeout=120)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines == ["fused triton is not installed"] * 2, lines
@@ -344,10 +349,7 @@ def test_triton_kernels_fit_an_sm90_block():
             f"for mode, dtype, H, bh in {cases!r}:\n"
             "    for kernel, (shared, regs, local) in usage(mode, getattr(torch, dtype), H, bh).items():\n"
             "        print(mode, H, kernel, shared, local)\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    env.pop("TRITON_INTERPRET", None)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          timeout=600)
+    done = _python_without_interpreter(code, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [line.split() for line in done.stdout.splitlines()]
     assert len(rows) == 4, done.stdout
