@@ -193,3 +193,16 @@ def test_frozen_weights_are_kept_and_the_input_gradient_is_right(mode):
     assert engine.constant_weights(layer.cells[0]) is engine.constant_weights(layer.cells[0])
     assert_close(grads[0], grads[1], "dx with frozen weights")
     torch.testing.assert_close(grads[2], grads[0], rtol=0, atol=0)
+
+
+def test_kept_panels_by_torch_copies_equal_a_fresh_packing():
+    """Without the C packer the kept weights' panels are formed by torch's copies, once, and
+    equal a packing of the same weights that keeps nothing (H = 5 in panels of 2: a ragged one)."""
+    torch.manual_seed(7)
+    w_ih, w_hh, b = torch.randn(20, 3), torch.randn(20, 5), torch.randn(20)
+    fresh = lstm.pack(w_ih, w_hh, b, 2)
+    kept_w_hh = w_hh.clone()
+    setattr(kept_w_hh, lstm.PANELS, {})
+    kept = lstm.pack(w_ih, kept_w_hh, b, 2)
+    assert torch.equal(kept[0], fresh[0]) and torch.equal(kept[1], fresh[1])
+    assert lstm.pack(w_ih, kept_w_hh, b, 2) is kept  # formed once

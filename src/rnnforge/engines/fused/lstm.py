@@ -21,31 +21,35 @@ def pack(w_ih, w_hh, b_ih, units: int, packer=None):
     the same permutation into a fresh tensor took 0.3-2 ms (wall clock, one thread).
     Weights of ``engine.constant_weights`` are packed once and kept on ``w_hh``."""
     H, I = w_hh.shape[1], w_ih.shape[1]
-    P, full = -(-H // units), H // units
+    P = -(-H // units)
     kept = getattr(w_hh, PANELS, None)  # constant weights (engine.constant_weights): packed once
     if kept is not None:
         if units not in kept:
             wp = torch.empty((P, I + H, 4 * units), dtype=w_hh.dtype)
-            if packer is not None:
-                w_ih_c, w_hh_c = w_ih.contiguous(), w_hh.contiguous()  # (held while the packer reads)
-                packer(H, I, H, w_ih_c.data_ptr(), w_hh_c.data_ptr(), wp.data_ptr())
-            else:
-                wp.copy_(pack(w_ih, w_hh, None, units)[0])
-            kept[units] = (wp, _pack_bias(b_ih, H, P, units))
+            kept[units] = (_panels(w_ih, w_hh, units, packer, wp), _pack_bias(b_ih, H, P, units))
         return kept[units]
+    wp = WORKSPACE.take((P, I + H, 4 * units), w_hh) if packer is not None else None  # (reused: no page faults)
+    return _panels(w_ih, w_hh, units, packer, wp), _pack_bias(b_ih, H, P, units)
+
+
+def _panels(w_ih, w_hh, units: int, packer, wp):
+    """``wp`` of :func:`pack`: by ``packer`` into the buffer ``wp``, else by torch's copies (into
+    ``wp`` when given, else a fresh tensor)."""
+    H, I = w_hh.shape[1], w_ih.shape[1]
+    P, full = -(-H // units), H // units
     if packer is not None:
-        wp = WORKSPACE.take((P, I + H, 4 * units), w_hh)  # (a fresh one: a page fault per 4 KiB)
-        w_ih, w_hh = w_ih.contiguous(), w_hh.contiguous()
+        w_ih, w_hh = w_ih.contiguous(), w_hh.contiguous()  # (held while the packer reads)
         packer(H, I, H, w_ih.data_ptr(), w_hh.data_ptr(), wp.data_ptr())
-        return wp, _pack_bias(b_ih, H, P, units)
-    wp = (torch.zeros if P * units != H else torch.empty)((P, I + H, 4, units), dtype=w_hh.dtype)
+        return wp
+    out = (torch.zeros if P * units != H else torch.empty)((P, I + H, 4, units), dtype=w_hh.dtype)
     for w, k0, n in ((w_ih, 0, I), (w_hh, I, H)):
         wt = w.t().contiguous().view(n, 4, H)  # (k, gate, unit): then each copy moves runs of units
         if full:
-            wp[:full, k0:k0 + n].copy_(wt[:, :, :full * units].view(n, 4, full, units).permute(2, 0, 1, 3))
+            out[:full, k0:k0 + n].copy_(wt[:, :, :full * units].view(n, 4, full, units).permute(2, 0, 1, 3))
         if full < P:
-            wp[full, k0:k0 + n, :, :H - full * units].copy_(wt[:, :, full * units:])
-    return wp.view(P, -1, 4 * units), _pack_bias(b_ih, H, P, units)
+            out[full, k0:k0 + n, :, :H - full * units].copy_(wt[:, :, full * units:])
+    out = out.view(P, -1, 4 * units)
+    return out if wp is None else wp.copy_(out)
 
 
 def _pack_bias(b_ih, H: int, P: int, units: int):
