@@ -34,7 +34,7 @@ from .scaling import Scaled, SeriesScaling
 from .checkpoint import load as load_checkpoint
 from .features import LONG_FIT, SCALERS, TRANSFORMS, default_lags
 from .heads import HEADS
-from .model import CELLS, Ensemble, Forecaster, ModelConfig
+from .model import CELLS, Ensemble, Forecaster, ModelConfig, members_of
 from .series import Series, check_context, check_horizon, check_series, load
 from .trainer import check_objective, fit
 
@@ -470,7 +470,7 @@ def _train(p: Plan, config: ForecastConfig, holdout_windows: int, device: str, l
         # their mean, and wider where they disagree, as the transforms do on a changing series)
         parts = list(fitted.values())
         val = ValidationForecasts.mixture([v for _, _, v in parts]) if selection else None
-        fitted["mix"] = (Ensemble([m for model, _, _ in parts for m in _as_members(model)]),
+        fitted["mix"] = (Ensemble([m for model, _, _ in parts for m in members_of(model)]),
                          [r for _, results, _ in parts for r in results], val)
         if val is not None:
             selection["mix"] = val.crps()
@@ -506,7 +506,7 @@ def _train(p: Plan, config: ForecastConfig, holdout_windows: int, device: str, l
                                       "refit_steps": r.refit_steps, "rollout": r.rollout,
                                       "check_every": r.check_every, "stopped_at": r.stopped_at,
                                       "budget_steps": r.budget_steps}
-                                     for m, r in zip(_as_members(model), results)],
+                                     for m, r in zip(members_of(model), results)],
                          "seconds": sum(r.seconds for r in results) + seconds,
                          "val_windows": val_windows,
                          "transform": transform_of(model),
@@ -672,13 +672,9 @@ def _recalibration(meta: dict) -> Recalibration:
         raise UserError(f"the checkpoint's recalibration is unusable ({e})") from None
 
 
-def _as_members(model: Forecaster | Ensemble) -> list[Forecaster]:
-    return list(model.members) if isinstance(model, Ensemble) else [model]
-
-
 def transform_of(model) -> str:
     """The transform a model's members learn, or ``mix`` when they differ."""
-    kinds = {m.spec.transform for m in _as_members(getattr(model, "model", model))}
+    kinds = {m.spec.transform for m in members_of(getattr(model, "model", model))}
     return kinds.pop() if len(kinds) == 1 else "mix"
 
 

@@ -7,7 +7,7 @@ import torch
 
 from .. import checkpoint
 from ..errors import UserError
-from .model import Ensemble, Forecaster, ModelConfig
+from .model import Ensemble, Forecaster, ModelConfig, members_of
 
 KIND = "rnnforge-forecaster"
 #: the file name a run folder holds its forecaster under
@@ -17,7 +17,7 @@ FILENAME = "forecaster.safetensors"
 def save(path, model: Forecaster | Ensemble, meta: dict) -> None:
     """Atomic, self-describing checkpoint: weights of each ensemble member (``member{k}.``),
     the model config and the training/data metadata."""
-    members = list(model.members) if isinstance(model, Ensemble) else [model]
+    members = members_of(model)
     tensors = {f"member{k}.{name}": v for k, m in enumerate(members) for name, v in m.state_dict().items()}
     configs = [m.config.to_dict() for m in members]
     # members of different configurations (a mixture of transforms) each keep their own

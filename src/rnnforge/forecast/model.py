@@ -339,6 +339,11 @@ def _floor(series: list[Series], origins: list[int] | None = None, kind: str = "
 
 
 
+def members_of(model: "Forecaster | Ensemble") -> list["Forecaster"]:
+    """The forecasters of a model: an ensemble's members, or the model itself."""
+    return list(model.members) if isinstance(model, Ensemble) else [model]
+
+
 class Ensemble(nn.Module):
     """K forecasters trained from different seeds (a deep ensemble, Lakshminarayanan et al.
     2017), of one configuration or of several (the transforms of ``transform="mix"``; ``config``
