@@ -185,6 +185,10 @@ def register(sub) -> None:
     e.add_argument("--windows", default="auto",
                    help="evaluation windows at the end of each series; auto: at least 5, enough for 60 "
                         "outcomes, in at most 40%% of the series (with --checkpoint: as many as it held out)")
+    e.add_argument("--rolling-recalibration", default="on", choices=("on", "off"),
+                   help="on: refit the recalibration (and the split-conformal margin) at every window's "
+                        "origin on the model's forecasts known by then, as the baselines are refitted; "
+                        "off: the one chosen on the validation windows for every window")
     e.add_argument("--gluonts-epochs", type=int, default=0,
                    help="training epochs (of 50 batches) of the gluonts-deepar baseline; 0: --steps / 50")
     e.add_argument("--baselines", default="seasonal-naive,ets,arima",
@@ -329,5 +333,6 @@ def run_evaluate(args) -> int:
     evaluate(args.data, config, out=out, checkpoint=args.checkpoint, windows=_auto_int(args.windows, "windows"),
              baselines=names,
              gluonts_epochs=args.gluonts_epochs, samples=args.samples, seed=args.seed,
-             save_to=None if args.checkpoint else out / CHECKPOINT, **_data_options(args))
+             save_to=None if args.checkpoint else out / CHECKPOINT,
+             rolling_recalibration=args.rolling_recalibration == "on", **_data_options(args))
     return 0

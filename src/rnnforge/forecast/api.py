@@ -581,15 +581,10 @@ def validation_forecasts(model, series: list[Series], *, context: int, horizon: 
         keep = np.sort(np.random.default_rng(seed).choice(len(picks), CALIBRATION_FORECASTS, replace=False))
         picks, folds = [picks[i] for i in keep], [folds[i] for i in keep]
     gen = torch.Generator(device=device).manual_seed(seed)
-    paths, ys = [], []
-    chunk = max(1, 20000 // samples)
-    for i in range(0, len(picks), chunk):
-        part = picks[i:i + chunk]
-        paths.append(model.sample_paths([s for s, _ in part], [o for _, o in part], context=context,
-                                        horizon=horizon, num_samples=samples, generator=gen, device=device))
-        ys.extend(s.values[o:o + horizon] for s, o in part)
+    paths, y = backtest.forecasts_at(model, picks, context=context, horizon=horizon, samples=samples,
+                                     generator=gen, device=device)
     first = np.array([(o - (len(s) - windows * horizon)) % horizon == 0 for s, o in picks])
-    return ValidationForecasts(np.concatenate(paths), np.stack(ys), np.asarray(folds), first)
+    return ValidationForecasts(paths, y, np.asarray(folds), first)
 
 
 def recalibrate(model, series: list[Series], *, context: int, horizon: int, windows: int, seed: int = 0,
@@ -600,6 +595,19 @@ def recalibrate(model, series: list[Series], *, context: int, horizon: int, wind
     of the 80% interval."""
     return validation_forecasts(model, series, context=context, horizon=horizon, windows=windows, seed=seed,
                                 samples=samples, device=device).recalibration()
+
+
+def rolling_start(meta: dict, series: list[Series]) -> dict[str, int] | None:
+    """The first origin of each series whose forecast the model was not trained on: the first
+    validation origin (its training cut less the validation windows), or the cut itself when
+    the validation windows were trained on (``refit``); None when the model was trained with
+    ``recalibrate="off"``."""
+    t = meta.get("training") or {}
+    if t.get("recalibrate", "auto") == "off":
+        return None
+    ends = meta.get("train_end") or {}
+    back = 0 if t.get("refit") else int(t.get("val_windows") or 0) * int(meta["horizon"])
+    return {s.name: max(0, int(ends.get(s.name, len(s))) - back) for s in series}
 
 
 def describe_recalibration(rc: Recalibration) -> str:
@@ -691,7 +699,8 @@ def evaluate(data=None, config: ForecastConfig | None = None, *, out: str | Path
              windows: int | None = None, baselines=("seasonal-naive", "ets", "arima"), gluonts_epochs: int = 0,
              samples: int = 1000, seed: int = 0, horizon: int | None = None, context: int | None = None,
              season: int | None = None, header: bool | None = None, delimiter: str | None = None,
-             device: str = "cpu", save_to: str | Path | None = None, log=print) -> dict:
+             device: str = "cpu", save_to: str | Path | None = None, rolling_recalibration: bool = True,
+             log=print) -> dict:
     """Rolling-origin evaluation of a forecaster against baselines over the last ``windows``
     windows of each series (None: ``default_windows`` of the data): OUT/report.md,
     OUT/scores.json, PIT histograms and fan charts. Returns ``{model name: metrics.Scores}``
@@ -752,10 +761,14 @@ def evaluate(data=None, config: ForecastConfig | None = None, *, out: str | Path
             save(save_to, model, meta)
             log(f"checkpoint: {save_to}")
     name = model_name(model)
+    start = rolling_start(meta, series) if rolling_recalibration else None
+    if rolling_recalibration and start is None:
+        log("rolling recalibration: off (the model was trained with --recalibrate off)")
     scores = backtest.backtest(_scaled(model, meta), series, context=p.context, horizon=p.horizon, windows=windows,
                                samples=samples, seed=seed, baselines=chosen, out=Path(out), device=device,
                                model_name=name, log=log, recalibration=_recalibration(meta),
-                               training=meta.get("training"))
+                               training=meta.get("training"), rolling_start=start,
+                               calibration_paths=CALIBRATION_PATHS)
     for k, sc in scores.items():
         log(f"{k:>20}: CRPS {sc.crps:.4g}  wQL {sc.wql:.4g}  cov80 {sc.coverage[0.8]:.3f}  "
             f"PIT KS p {sc.pit_ks_p:.3g} (per step {sc.pit_steps_p:.3g}"

@@ -19,7 +19,9 @@ PIT values are iid U[0, 1] under a correct model, so their KS test
 from __future__ import annotations
 
 import csv
+import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,8 @@ import torch
 
 from .series import Series, check_series
 from ..errors import check_int
-from .calibration import Recalibration, conformal_interval
+from . import calibration
+from .calibration import Recalibration, conformal_interval, conformal_margin, conformal_scores
 from .metrics import QUANTILE_LEVELS, SampleForecast, Scores, ks_uniform, pit_values, score
 from .model import Forecaster
 from .plots import fan_chart, pit_histogram
@@ -91,12 +94,101 @@ def write_forecast(model: Forecaster, series: list[Series], *, context: int, hor
 
 #: sample paths per one-step forecast are drawn in batches of at most this many
 ONE_STEP_BATCH = 200_000
+#: the most forecasts a rolling recalibration draws over the whole span (an even random share of
+#: the origins beyond this, as for the validation windows of many series)
+ROLLING_FORECASTS = 4000
+
+
+def forecasts_at(model, picks: list[tuple[Series, int]], *, context: int, horizon: int, samples: int,
+                 generator: torch.Generator, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Sample paths (F, N, H) of the model's forecasts from the origins ``picks`` (series, origin), in
+    batches of about 20000 paths, and their targets (F, H) (NaN past a series' end)."""
+    paths, ys = [], []
+    chunk = max(1, 20000 // samples)
+    for i in range(0, len(picks), chunk):
+        part = picks[i:i + chunk]
+        paths.append(model.sample_paths([s for s, _ in part], [o for _, o in part], context=context,
+                                        horizon=horizon, num_samples=samples, generator=generator, device=device))
+        for s, o in part:
+            y = np.full(horizon, np.nan)
+            seen = s.values[o:o + horizon]
+            y[:seen.size] = seen
+            ys.append(y)
+    return np.concatenate(paths), np.stack(ys)
+
+
+@dataclass
+class Rolling:
+    """Recalibration refitted at the origin of every evaluation window (``recalibrations[k]`` for
+    window k), on the model's forecasts from every out-of-sample origin before it, from
+    ``start[series name]`` (the first validation origin, or the first held-out one when the
+    validation windows were trained on) up to the window's origin, with their targets cut there:
+    each window is forecast with only what was known at its origin, as the baselines, refitted at
+    every origin, are."""
+
+    recalibrations: list[Recalibration]
+    forecasts: list[int]  # forecasts each window's recalibration was chosen on
+
+    def at(self, s: Series, origin: int, horizon: int) -> Recalibration:
+        """The recalibration in force at ``origin`` of series s (its evaluation window's)."""
+        W = len(self.recalibrations)
+        k = W - 1 - (len(s) - 1 - origin) // horizon
+        return self.recalibrations[min(max(k, 0), W - 1)]
+
+    def modes(self) -> list[str]:
+        return [rc.mode for rc in self.recalibrations]
+
+
+def rolling_recalibration(model, series: list[Series], *, context: int, horizon: int, windows: int,
+                          start: dict[str, int], samples: int, seed: int, device: str = "cpu") -> Rolling:
+    """The recalibration of each evaluation window (:class:`Rolling`): at its origin,
+    :func:`calibration.choose` on the forecasts from every origin since ``start`` whose first target
+    is known then (steps past the origin masked), each forecast held out with the window of
+    ``horizon`` steps it starts in; with the split-conformal margin of the 80% interval from the
+    fully observed forecasts that start a window."""
+    picks, folds = [], []
+    for s in series:
+        first = max(int(start[s.name]), 1)
+        last = rolling_origins(len(s), horizon, windows)[-1]
+        for o in range(first, last):
+            if np.isfinite(s.values[max(0, o - context):o]).any():
+                picks.append((s, o))
+                folds.append((o - first) // horizon)
+    if len(picks) > ROLLING_FORECASTS:
+        keep = np.sort(np.random.default_rng(seed).choice(len(picks), ROLLING_FORECASTS, replace=False))
+        picks, folds = [picks[i] for i in keep], [folds[i] for i in keep]
+    folds = np.asarray(folds, dtype=np.int64)
+    origin = np.array([o for _, o in picks], dtype=np.int64)
+    starts = np.array([(o - max(int(start[s.name]), 1)) % horizon == 0 for s, o in picks], dtype=bool)
+    if picks:
+        gen = torch.Generator(device=device).manual_seed(seed + 2)
+        paths, y = forecasts_at(model, picks, context=context, horizon=horizon, samples=samples,
+                                generator=gen, device=device)
+    out, counts = [], []
+    for k in range(windows):
+        cut = np.array([len(s) - (windows - k) * horizon for s, _ in picks], dtype=np.int64)
+        yk = np.where(origin[:, None] + np.arange(horizon) < cut[:, None], y, np.nan) if picks else None
+        use = np.isfinite(yk).any(axis=1) if picks else np.zeros(0, dtype=bool)
+        if not use.any():
+            out.append(Recalibration())
+            counts.append(0)
+            continue
+        pk, yk = paths[use], yk[use]
+        rc = calibration.choose(pk, yk, windows=folds[use])
+        whole = starts[use] & np.isfinite(yk).all(axis=1)
+        margin = conformal_margin(conformal_scores(pk[whole], yk[whole])) if whole.any() else math.inf
+        rc.report["conformal_margin80"] = margin if math.isfinite(margin) else None
+        rc.report["forecasts"] = int(use.sum())
+        out.append(rc)
+        counts.append(int(use.sum()))
+    return Rolling(out, counts)
 
 
 def one_step_pit(model, series: list[Series], *, context: int, span: int, samples: int, seed: int,
-                 device: str = "cpu", recalibration: Recalibration | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 device: str = "cpu", recalibration=None) -> tuple[np.ndarray, np.ndarray]:
     """PIT values of the model's one-step-ahead forecasts from the last ``span`` origins of every
-    series, recalibrated as the forecasts are, and the same before recalibration: two (M,) arrays.
+    series, recalibrated as the forecasts are (``recalibration``: a Recalibration, or a function of
+    (series, origin) giving the one in force there), and the same before recalibration: two (M,) arrays.
     Origins whose target is missing, or whose context holds no two consecutive observed values
     (which a differencing transform needs), are skipped: a gap in the data leaves out a few
     PIT values instead of failing the evaluation."""
@@ -113,9 +205,15 @@ def one_step_pit(model, series: list[Series], *, context: int, span: int, sample
     raw = np.concatenate(raw)
     y = [s.values[o:o + 1] for s, o in keys]
     before = pit_values([SampleForecast(p) for p in raw], y, seed=seed)[:, 0]
-    if recalibration is None or not recalibration.active:
+    at = recalibration if callable(recalibration) else (lambda s, o: recalibration)  # noqa: E731
+    rcs = [at(s, o) for s, o in keys]
+    if not any(rc is not None and rc.active for rc in rcs):
         return before, before
-    after = pit_values([SampleForecast(p) for p in recalibration.apply(raw)], y, seed=seed)[:, 0]
+    fixed = raw.copy()
+    for rc in {id(rc): rc for rc in rcs if rc is not None and rc.active}.values():
+        idx = [i for i, r in enumerate(rcs) if r is rc]
+        fixed[idx] = rc.apply(raw[idx])
+    after = pit_values([SampleForecast(p) for p in fixed], y, seed=seed)[:, 0]
     return after, before
 
 
@@ -143,13 +241,18 @@ def _safe(name: str) -> str:
 def backtest(model: Forecaster | None, series: list[Series], *, context: int, horizon: int,
              windows: int, samples: int, seed: int, baselines: dict, out: Path,
              device: str = "cpu", model_name: str = "rnn", log=print,
-             recalibration: Recalibration | None = None, training: dict | None = None) -> dict[str, Scores]:
+             recalibration: Recalibration | None = None, training: dict | None = None,
+             rolling_start: dict[str, int] | None = None, calibration_paths: int = 200) -> dict[str, Scores]:
     """Score the model and the baselines over the last ``windows`` windows; write the report.
 
     The model's forecasts are recalibrated when ``recalibration`` is active; its scores
     before recalibration and the coverage of the split-conformal 80% interval (the margin
-    in ``recalibration.report``) go into scores.json and the report beside them. Its time
-    is ``training["seconds"]`` (training and recalibration) plus the sampling here."""
+    in ``recalibration.report``) go into scores.json and the report beside them. With
+    ``rolling_start`` (the first out-of-sample origin of each series, by name) the
+    recalibration and the margin are instead refitted at every window's origin on the
+    forecasts from ``calibration_paths`` paths known by then (:func:`rolling_recalibration`).
+    The model's time is ``training["seconds"]`` (training and recalibration) plus the
+    sampling and any refitting here."""
     check_int("windows", windows, low=1)
     for s in series:
         check_series(s, context=context, horizon=horizon, extra=(windows - 1) * horizon)
@@ -161,30 +264,41 @@ def backtest(model: Forecaster | None, series: list[Series], *, context: int, ho
             actuals.append(s.values[o:o + horizon])
             keys.append((s, o))
     timings, extra_rows, notes = {}, {}, []
+    rolling = None
     if model is not None:
         t0 = time.perf_counter()
+        if rolling_start is not None:
+            rolling = rolling_recalibration(model, series, context=context, horizon=horizon, windows=windows,
+                                            start=rolling_start, samples=calibration_paths, seed=seed,
+                                            device=device)
+            at = lambda s, o: rolling.at(s, o, horizon)  # noqa: E731
+        else:
+            at = lambda s, o: recalibration  # noqa: E731
         raw, fc = [], []
         for s in series:
             origins = rolling_origins(len(s), horizon, windows)
             paths = model.sample_paths([s] * windows, origins, context=context, horizon=horizon,
                                        num_samples=samples, generator=gen, device=device)  # (W, N, H)
             raw.append(paths)
-            if recalibration is not None and recalibration.active:
-                paths = recalibration.apply(paths)
-            fc.extend(SampleForecast(p) for p in paths)
+            for p, o in zip(paths, origins):
+                rc = at(s, o)
+                fc.append(SampleForecast(rc.apply(p) if rc is not None and rc.active else p))
         timings[model_name] = time.perf_counter() - t0 + float((training or {}).get("seconds") or 0.0)
         results[model_name] = fc
         raw = np.concatenate(raw)  # (S*W, N, H), in the order of keys
-        if recalibration is not None and recalibration.active:
+        if any(rc is not None and rc.active for rc in (at(s, o) for s, o in keys)):
             before = score([SampleForecast(p) for p in raw], actuals, seed=seed)
             extra_rows["before_recalibration"] = {k: v for k, v in before.row().items()}
-        margin = (recalibration.report.get("conformal_margin80") if recalibration is not None else None)
-        if margin is not None:
-            lo, hi = conformal_interval(raw, margin)
+        margins = [(rc.report.get("conformal_margin80") if rc is not None else None) for rc in (at(s, o) for s, o in keys)]
+        if all(m is not None for m in margins):
+            m = np.asarray(margins, dtype=np.float64)[:, None]  # each forecast's margin
+            lo, hi = conformal_interval(raw, m)
             y = np.stack(actuals)
             ok = np.isfinite(y)
-            extra_rows["conformal80"] = {"margin": margin, "cov80": float(((y >= lo) & (y <= hi))[ok].mean()),
+            extra_rows["conformal80"] = {"margin": float(m.mean()), "cov80": float(((y >= lo) & (y <= hi))[ok].mean()),
                                          "mean_width": float((hi - lo)[ok].mean())}
+        if rolling is not None:
+            extra_rows["rolling_recalibration"] = {"modes": rolling.modes(), "forecasts": rolling.forecasts}
         notes = training_notes(training, recalibration, extra_rows, model_name)
     for name, fn in baselines.items():
         t0 = time.perf_counter()
@@ -197,7 +311,7 @@ def backtest(model: Forecaster | None, series: list[Series], *, context: int, ho
     if model is not None:
         t0 = time.perf_counter()
         after, before = one_step_pit(model, series, context=context, span=span, samples=samples, seed=seed,
-                                     device=device, recalibration=recalibration)
+                                     device=device, recalibration=at)
         scores[model_name].with_one_step(after)
         if "before_recalibration" in extra_rows:
             extra_rows["before_recalibration"].update(
@@ -283,11 +397,18 @@ def training_notes(training: dict | None, rc: Recalibration | None, rows: dict, 
         if "before_recalibration" in rows:
             t = rows["before_recalibration"]
             lines.append(f"| test windows, before (CRPS {_fmt(t['crps'])}) | {_fmt(t['pit_ks_p'])} | {t['cov80']:.3f} |")
-        if "conformal80" in rows:
-            c = rows["conformal80"]
-            lines += ["", f"Split-conformal 80% interval (margin {c['margin']:.3g} interval widths from the "
-                          f"validation windows): coverage {c['cov80']:.3f} on the test windows, mean width "
-                          f"{_fmt(c['mean_width'])}."]
+    if "rolling_recalibration" in rows:
+        r = rows["rolling_recalibration"]
+        lines += ["", f"Rolling recalibration: refitted at the origin of each of the {len(r['modes'])} test windows "
+                      f"on the forecasts known by then (from every origin since the first validation one); "
+                      f"modes chosen, window by window: {', '.join(r['modes'])}; forecasts they were chosen "
+                      f"on: {', '.join(str(n) for n in r['forecasts'])}."]
+    if "conformal80" in rows:
+        c = rows["conformal80"]
+        where = ("refitted at each window's origin, mean" if "rolling_recalibration" in rows
+                 else "from the validation windows")
+        lines += ["", f"Split-conformal 80% interval (margin {c['margin']:.3g} interval widths, {where}): "
+                      f"coverage {c['cov80']:.3f} on the test windows, mean width {_fmt(c['mean_width'])}."]
     return lines
 
 

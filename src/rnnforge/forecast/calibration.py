@@ -314,7 +314,7 @@ def choose(paths: np.ndarray, y: np.ndarray, *, windows: np.ndarray, modes=MODES
     folds = np.unique(windows)
     cv: dict[str, float] = {}
     after_pit: dict[str, np.ndarray] = {}
-    for mode in modes:
+    for mode in ("off", *(m for m in modes if m != "off")):  # off: scored always, the fallback
         if mode == "off":
             crps = _crps_of(Recalibration(), paths, y)
             cv[mode] = float(np.nanmean(np.where(ok, crps, np.nan)))
@@ -332,7 +332,7 @@ def choose(paths: np.ndarray, y: np.ndarray, *, windows: np.ndarray, modes=MODES
                 cpit[test, k] = rc.map_of_step(k).scores(pit[test, k])
         cv[mode] = float(np.nanmean(np.where(ok, crps, np.nan)))
         after_pit[mode] = np.where(ok, cpit, np.nan)
-    best = min(cv, key=lambda m: (cv[m], m != "off"))
+    best = min([m for m in cv if m in modes] or ["off"], key=lambda m: (cv[m], m != "off"))
     rc = Recalibration(best, fit_maps(pit, best, bands), bands if best == "per-step" else [])
     rc.report = {"windows": int(len(folds)), "values": int(ok.sum()), "cv_crps": cv, "chosen": best,
                  "before": pit_summary(norm_cdf(pit[ok])), "after": pit_summary(norm_cdf(after_pit[best][ok]))}
@@ -366,9 +366,10 @@ def conformal_margin(scores: np.ndarray, level: float = 0.8) -> float:
     return float(s[k - 1]) if 1 <= k <= n else math.inf
 
 
-def conformal_interval(paths: np.ndarray, margin: float, level: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+def conformal_interval(paths: np.ndarray, margin, level: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
     """The conformal interval (lo, hi) (..., H) of paths (..., N, H): the central interval widened
-    by ``margin`` of its width on each side (narrowed when the margin is negative)."""
+    by ``margin`` of its width on each side (narrowed when the margin is negative); ``margin`` a
+    number or an array broadcasting against (..., H), one per forecast."""
     lo = np.quantile(paths, (1 - level) / 2, axis=-2)
     hi = np.quantile(paths, (1 + level) / 2, axis=-2)
     w = np.maximum(hi - lo, 1e-12)
