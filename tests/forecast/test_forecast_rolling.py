@@ -141,3 +141,12 @@ def test_evaluate_refits_the_recalibration_per_window_unless_told_not_to(two_ser
     assert "rolling recalibration: off (the model was trained with --recalibrate off)" in capsys.readouterr().out
     rnn = next(iter(json.loads((tmp_path / "never" / "scores.json").read_text()).values()))
     assert "rolling_recalibration" not in rnn and "before_recalibration" not in rnn
+
+
+def test_a_rolling_flag_that_is_not_a_bool_is_refused(tmp_path):
+    from rnnforge.errors import OptionError
+    from rnnforge.forecast import evaluate
+
+    with pytest.raises(OptionError, match="rolling_recalibration.*True or False"):
+        evaluate([Series("walk", random_walk(N, seed=5))], out=tmp_path, rolling_recalibration="yes")
+    assert not any(tmp_path.iterdir())

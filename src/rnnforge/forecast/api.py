@@ -710,6 +710,10 @@ def evaluate(data=None, config: ForecastConfig | None = None, *, out: str | Path
     With ``checkpoint`` (a file or a (model, meta) pair) that model is scored, and it must
     have been trained without those windows; else one is trained by :func:`train` with
     ``config`` holding them out, and saved to ``save_to`` when given.
+
+    ``rolling_recalibration``: refit the recalibration at every window's origin on the
+    forecasts known by then (:func:`.backtest.rolling_recalibration`), as the baselines are
+    refitted; False applies the checkpoint's one recalibration to every window.
     """
     from .checkpoint import save
 
@@ -718,6 +722,8 @@ def evaluate(data=None, config: ForecastConfig | None = None, *, out: str | Path
     check_samples(samples)
     check_seed(seed)
     check_int("gluonts_epochs", gluonts_epochs, low=0)
+    if not isinstance(rolling_recalibration, bool):
+        raise OptionError("rolling_recalibration", f"must be True or False, not {rolling_recalibration!r}")
     if isinstance(baselines, str):
         raise OptionError("baselines", "must be a list of names")
     if checkpoint is None:

@@ -302,7 +302,8 @@ def choose(paths: np.ndarray, y: np.ndarray, *, windows: np.ndarray, modes=MODES
     on validation windows: each mode is scored by the CRPS of every window's forecast
     recalibrated by the map fitted on the other windows (``windows`` (W,): the fold of each
     forecast, so that overlapping forecasts of one window are held out together); the mode
-    with the lowest mean wins (``off`` on ties) and is refitted on all of them. The report
+    with the lowest mean among ``modes`` wins (``off`` on ties, and when no mode in ``modes``
+    can be scored: cross-validation needs two windows) and is refitted on all of them. The report
     holds the validation PIT, 80% coverage and CRPS before and after (cross-validated)."""
     W, N, H = paths.shape
     # bands by the PIT values per step: one per forecast (overlapping forecasts count each; they
