@@ -65,3 +65,15 @@ def test_calibrated_reads_the_band_and_the_chosen_tests():
     assert not bench.calibrated({**row, "pit1_ks_p": 0.005}, valid=True)
     assert not bench.calibrated({**row, "pit_steps_p": None}, valid=True)  # not computed: not passed
     assert not bench.calibrated({**row, "cov80": 0.72, "pit_ks_p": 0.5}) and bench.calibrated({**row, "pit_ks_p": 0.5})
+
+
+def test_the_baselines_calibration_is_counted_by_the_same_rule():
+    def row(**cal):
+        return {"baseline_calibration": {k: {"cov80": c, "pit_ks_p": p} for k, (c, p) in cal.items()}}
+
+    real = [row(ets=(0.80, 0.5), arima=(0.72, 0.5)),   # ets calibrated; arima out of the band
+            row(ets=(0.80, 0.005), arima=(0.86, 0.02)),  # ets rejected; arima calibrated
+            row(ets=(0.75, 0.2))]                        # arima not run on this series
+    assert bench.baseline_calibration(real) == [
+        "Baselines calibrated by the pooled rule on the same real series: arima 1/3, ets 2/3."]
+    assert bench.baseline_calibration([{"series": "x"}]) == []
