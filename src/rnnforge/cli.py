@@ -15,10 +15,18 @@ import sys
 SUBCOMMANDS = ("train", "sample", "demo", "forecast", "experiment", "bench", "inspect", "export", "vae")
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (what is wrong, and ``--help`` for the rest)
+    instead of the usage block followed by the error; subcommand parsers inherit it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="rnnforge",
         description="The lecture's RNN, GRU and LSTM: train them, generate with them by inverse "
                     "transform sampling, check calibration with the PIT.",

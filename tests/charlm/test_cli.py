@@ -388,11 +388,23 @@ def test_an_unexpected_error_shows_its_traceback_and_asks_for_a_report(run_dir, 
                        "the command line and the traceback above")
 
 
-def test_unknown_cell_is_a_usage_error(capsys):
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--cell", "transformer"],
+     "rnnforge train: error: argument --cell: invalid choice: 'transformer' (choose from 'rnn', 'rnn-tanh', "
+     "'gru', 'lstm') (see rnnforge train --help)"),
+    (["forecast", "evaluate", "--rolling-recalibration", "maybe"],
+     "rnnforge forecast evaluate: error: argument --rolling-recalibration: invalid choice: 'maybe' (choose "
+     "from 'on', 'off') (see rnnforge forecast evaluate --help)"),
+    (["bogus"], "rnnforge: error: argument COMMAND: invalid choice: 'bogus' (choose from "
+                + ", ".join(f"'{c}'" for c in ("train", "sample", "demo", "forecast", "experiment", "bench",
+                                               "inspect", "export", "vae")) + ") (see rnnforge --help)"),
+])
+def test_a_usage_error_is_one_line(argv, message, capsys):
+    """argparse's own errors (a bad choice, an unknown subcommand): one line, exit code 2, no usage block."""
     with pytest.raises(SystemExit) as e:
-        main(["train", "--cell", "transformer"])
+        main(argv)
     assert e.value.code == 2
-    assert "invalid choice: 'transformer'" in capsys.readouterr().err
+    assert capsys.readouterr().err.splitlines() == [message]
 
 
 def test_python_dash_m_works():
