@@ -75,7 +75,10 @@ def test_absurd_hidden_says_how_much_memory(sine_csv, tmp_path, refused):
     ("evaluate", ["--samples", "0"], "--samples must be in [1, 1000000], got 0"),
     ("evaluate", ["--gluonts-epochs", "-1"], "--gluonts-epochs must be >= 0, got -1"),
     ("evaluate", ["--lr", "nan"], "--lr must be > 0, got nan"),
+    ("evaluate", ["--fan-charts", "-1"], "--fan-charts must be >= 0, got -1"),
+    ("evaluate", ["--fan-charts", "some"], "--fan-charts must be 'all' or a whole number, got 'some'"),
     ("predict", ["--samples", "0"], "--samples must be in [1, 1000000], got 0"),
+    ("predict", ["--fan-charts", "-3"], "--fan-charts must be >= 0, got -3"),
     ("predict", ["--seed", "-3"], "--seed must be in [0, 18446744073709551615], got -3"),
 ])
 def test_bad_evaluate_and_predict_flags(action, flags, message, sine_csv, tmp_path, refused):

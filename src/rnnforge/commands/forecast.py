@@ -145,6 +145,9 @@ def _add_run_flags(p, *, samples: bool = True, writes_checkpoint: bool = False) 
                             "without --force such an OUT is refused)")
     if samples:
         g.add_argument("--samples", type=int, default=1000, help="sample paths per forecast")
+        g.add_argument("--fan-charts", default="10",
+                       help="draw the fan charts of the first N series (0: none; all: every series; a "
+                            "chart takes about 0.2 s)")
     g.add_argument("--seed", type=int, default=0, help="random seed (0 .. 2^64-1)")
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     g.add_argument("--threads", type=int, default=1,
@@ -224,6 +227,18 @@ def _auto_int(text: str, dest: str) -> int | None:
         return int(text)
     except ValueError:
         raise OptionError(dest, f"must be 'auto' or a whole number, got {text!r}") from None
+
+
+def _fan_charts(text: str) -> int | None:
+    """``all`` -> None (every series), else a whole number (range checks are the library's)."""
+    from ..errors import OptionError
+
+    if text == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise OptionError("fan_charts", f"must be 'all' or a whole number, got {text!r}") from None
 
 
 def _whole(text: str, dest: str) -> int:
@@ -318,7 +333,7 @@ def run_predict(args) -> int:
     checkpoint = Path(args.checkpoint) if args.checkpoint else Path(args.out) / CHECKPOINT
     _check_out(args.out, writes_checkpoint=False)
     predict(checkpoint, data=args.data, out=args.out, samples=args.samples, seed=args.seed,
-            **_data_options(args))
+            fan_charts=_fan_charts(args.fan_charts), **_data_options(args))
     return 0
 
 
@@ -334,5 +349,6 @@ def run_evaluate(args) -> int:
              baselines=names,
              gluonts_epochs=args.gluonts_epochs, samples=args.samples, seed=args.seed,
              save_to=None if args.checkpoint else out / CHECKPOINT,
-             rolling_recalibration=args.rolling_recalibration == "on", **_data_options(args))
+             rolling_recalibration=args.rolling_recalibration == "on", fan_charts=_fan_charts(args.fan_charts),
+             **_data_options(args))
     return 0

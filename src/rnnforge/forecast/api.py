@@ -643,15 +643,17 @@ def _checkpoint_series(meta: dict, data, season, header, delimiter, log) -> list
 def predict(checkpoint, *, data=None, out: str | Path, samples: int = 1000, seed: int = 0,
             horizon: int | None = None, context: int | None = None, season: int | None = None,
             header: bool | None = None, delimiter: str | None = None, device: str = "cpu",
-            log=print) -> np.ndarray:
+            fan_charts: int | None = backtest.FAN_CHARTS, log=print) -> np.ndarray:
     """Forecast ``horizon`` steps past the end of every series: sample paths (S, N, H) in data
-    units, and OUT/quantiles.csv and OUT/fan-<series>.png.
+    units, and OUT/quantiles.csv and OUT/fan-<series>.png for the first ``fan_charts`` series
+    (None: all).
 
     ``checkpoint``: a checkpoint file or a (model, meta) pair; the data, its reading options,
     the horizon and the context default to the checkpoint's.
     """
     check_samples(samples)
     check_seed(seed)
+    backtest.charted([], fan_charts)
     device = _device(device)
     model, meta = _open(checkpoint, device)
     series = _checkpoint_series(meta, data, season, header, delimiter, log)
@@ -662,8 +664,10 @@ def predict(checkpoint, *, data=None, out: str | Path, samples: int = 1000, seed
         check_series(s, context=p.context, horizon=1)
     paths = backtest.write_forecast(_scaled(model, meta), series, context=p.context, horizon=p.horizon, samples=samples,
                                     seed=seed, out=Path(out), device=device, log=log,
-                                    recalibration=_recalibration(meta))
-    log(f"wrote {Path(out) / 'quantiles.csv'} and fan charts")
+                                    recalibration=_recalibration(meta), fan_charts=fan_charts)
+    drawn = len(backtest.charted(series, fan_charts))
+    log(f"wrote {Path(out) / 'quantiles.csv'} and " + (
+        f"{drawn} fan charts" if drawn == len(series) else f"fan charts of the first {drawn} of {len(series)} series"))
     return paths
 
 
@@ -700,7 +704,7 @@ def evaluate(data=None, config: ForecastConfig | None = None, *, out: str | Path
              samples: int = 1000, seed: int = 0, horizon: int | None = None, context: int | None = None,
              season: int | None = None, header: bool | None = None, delimiter: str | None = None,
              device: str = "cpu", save_to: str | Path | None = None, rolling_recalibration: bool = True,
-             log=print) -> dict:
+             fan_charts: int | None = backtest.FAN_CHARTS, log=print) -> dict:
     """Rolling-origin evaluation of a forecaster against baselines over the last ``windows``
     windows of each series (None: ``default_windows`` of the data): OUT/report.md,
     OUT/scores.json, PIT histograms and fan charts. Returns ``{model name: metrics.Scores}``
@@ -724,6 +728,7 @@ def evaluate(data=None, config: ForecastConfig | None = None, *, out: str | Path
     check_int("gluonts_epochs", gluonts_epochs, low=0)
     if not isinstance(rolling_recalibration, bool):
         raise OptionError("rolling_recalibration", f"must be True or False, not {rolling_recalibration!r}")
+    backtest.charted([], fan_charts)
     if isinstance(baselines, str):
         raise OptionError("baselines", "must be a list of names")
     if checkpoint is None:
@@ -774,7 +779,7 @@ def evaluate(data=None, config: ForecastConfig | None = None, *, out: str | Path
                                samples=samples, seed=seed, baselines=chosen, out=Path(out), device=device,
                                model_name=name, log=log, recalibration=_recalibration(meta),
                                training=meta.get("training"), rolling_start=start,
-                               calibration_paths=CALIBRATION_PATHS)
+                               calibration_paths=CALIBRATION_PATHS, fan_charts=fan_charts)
     for k, sc in scores.items():
         log(f"{k:>20}: CRPS {sc.crps:.4g}  wQL {sc.wql:.4g}  cov80 {sc.coverage[0.8]:.3f}  "
             f"PIT KS p {sc.pit_ks_p:.3g} (per step {sc.pit_steps_p:.3g}"

@@ -37,6 +37,16 @@ from .plots import fan_chart, pit_histogram
 
 #: quantile levels written by ``predict`` (and drawn in fan charts)
 CSV_LEVELS = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
+#: fan charts drawn by default: those of the first this many series (a chart costs about 0.2 s,
+#: so a global model over thousands of series would spend minutes drawing them)
+FAN_CHARTS = 10
+
+
+def charted(series: list[Series], fan_charts: int | None) -> list[Series]:
+    """The series that get a fan chart: the first ``fan_charts`` (None: all)."""
+    if fan_charts is not None:
+        check_int("fan_charts", fan_charts, low=0)
+    return list(series) if fan_charts is None else list(series)[:fan_charts]
 
 
 def rolling_origins(n: int, horizon: int, windows: int) -> list[int]:
@@ -64,9 +74,11 @@ def write_quantiles(path: Path, rows: list[dict]) -> None:
 
 def write_forecast(model: Forecaster, series: list[Series], *, context: int, horizon: int, samples: int,
                    seed: int, out: Path, device: str = "cpu", log=print,
-                   recalibration: Recalibration | None = None) -> np.ndarray:
+                   recalibration: Recalibration | None = None, fan_charts: int | None = FAN_CHARTS) -> np.ndarray:
     """Forecast ``horizon`` steps past the end of every series (recalibrated when a
-    recalibration is given and active): quantile CSV and fan charts."""
+    recalibration is given and active): quantile CSV, and fan charts of the first
+    ``fan_charts`` series (None: every one)."""
+    drawn = {id(s) for s in charted(series, fan_charts)}
     gen = torch.Generator(device=device).manual_seed(seed)
     origins = [len(s) for s in series]
     t0 = time.perf_counter()
@@ -84,6 +96,8 @@ def write_forecast(model: Forecaster, series: list[Series], *, context: int, hor
         for k in range(horizon):
             rows.append({"series": s.name, "step": k + 1, "timestamp": str(xs[k]),
                          "mean": f"{f.mean[k]:.6g}", **{f"q{l:g}": f"{q[l][k]:.6g}" for l in CSV_LEVELS}})
+        if id(s) not in drawn:
+            continue
         tail = min(len(s), max(4 * horizon, context))
         fan_chart(out / f"fan-{_safe(s.name)}.png", history_x=_x_axis(s, len(s) - tail, len(s)),
                   history=s.values[-tail:], future_x=xs, quantiles=q,
@@ -242,7 +256,8 @@ def backtest(model: Forecaster | None, series: list[Series], *, context: int, ho
              windows: int, samples: int, seed: int, baselines: dict, out: Path,
              device: str = "cpu", model_name: str = "rnn", log=print,
              recalibration: Recalibration | None = None, training: dict | None = None,
-             rolling_start: dict[str, int] | None = None, calibration_paths: int = 200) -> dict[str, Scores]:
+             rolling_start: dict[str, int] | None = None, calibration_paths: int = 200,
+             fan_charts: int | None = FAN_CHARTS) -> dict[str, Scores]:
     """Score the model and the baselines over the last ``windows`` windows; write the report.
 
     The model's forecasts are recalibrated when ``recalibration`` is active; its scores
@@ -252,8 +267,10 @@ def backtest(model: Forecaster | None, series: list[Series], *, context: int, ho
     recalibration and the margin are instead refitted at every window's origin on the
     forecasts from ``calibration_paths`` paths known by then (:func:`rolling_recalibration`).
     The model's time is ``training["seconds"]`` (training and recalibration) plus the
-    sampling and any refitting here."""
+    sampling and any refitting here. Fan charts: the last window of the first ``fan_charts``
+    series (None: every series)."""
     check_int("windows", windows, low=1)
+    drawn = charted(series, fan_charts)
     for s in series:
         check_series(s, context=context, horizon=horizon, extra=(windows - 1) * horizon)
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -338,7 +355,7 @@ def backtest(model: Forecaster | None, series: list[Series], *, context: int, ho
         pit_histogram(sc.pit, out / f"pit-{_safe(name)}.png",
                                      title=f"PIT of {name} over {windows} windows x {horizon} steps")
     if model is not None:
-        for s in series:
+        for s in drawn:
             o = rolling_origins(len(s), horizon, windows)[-1]
             f = [f for f, k in zip(results[model_name], keys) if k == (s, o)][0]
             q = dict(zip((0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95), f.quantile((0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95))))
@@ -368,7 +385,7 @@ def backtest(model: Forecaster | None, series: list[Series], *, context: int, ho
     (out / "scores.json").write_text(json.dumps(rows, indent=1))
     write_report(out / "report.md", scores, per_series, timings, series=series, context=context,
                  horizon=horizon, windows=windows, samples=samples, model_name=model_name,
-                 extra="\n".join(notes))
+                 extra="\n".join(notes), charts=len(drawn) if model is not None else 0)
     return scores
 
 
@@ -412,6 +429,14 @@ def training_notes(training: dict | None, rc: Recalibration | None, rows: dict, 
     return lines
 
 
+def _charts_note(charts: int | None, n: int) -> str:
+    if charts is None or charts >= n:
+        return ""
+    if charts == 0:
+        return "; none drawn: `--fan-charts 0`"
+    return f"; drawn for the first {charts} of the {n} series: `--fan-charts N` or `all` for more"
+
+
 def _fmt(v: float) -> str:
     if v != v:
         return "n/a"
@@ -424,7 +449,7 @@ PER_SERIES_SHOWN = 10
 
 def write_report(path: Path, scores: dict[str, Scores], per_series: dict, timings: dict, *,
                  series: list[Series], context: int, horizon: int, windows: int, samples: int,
-                 model_name: str, extra: str = "") -> None:
+                 model_name: str, extra: str = "", charts: int | None = None) -> None:
     best = min(scores, key=lambda k: scores[k].crps)
     lines = [
         "# Forecast evaluation",
@@ -475,7 +500,7 @@ def write_report(path: Path, scores: dict[str, Scores], per_series: dict, timing
               f"{', '.join(f'{q:g}' for q in QUANTILE_LEVELS)} of 2 sum pinball / sum |y|; coverage = "
               "share of targets inside the central interval.", "",
               "Files: `pit-<model>.png` (PIT histograms with KS p-value), `fan-<series>.png` (last "
-              "window of the recurrent model)."]
+              "window of the recurrent model" + _charts_note(charts, len(series)) + ")."]
     if extra:
         lines += ["", extra]
     path.write_text("\n".join(lines) + "\n")

@@ -1,0 +1,55 @@
+"""Fan charts for the first --fan-charts series only (a chart takes about 0.2 s, so a global
+model over thousands of series would spend minutes drawing them), every series in the CSV."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from rnnforge.cli import main as cli
+
+
+def main(argv):
+    return cli([str(a) for a in argv])
+
+SERIES = 12
+COMMON = ["--context", "12", "--horizon", "3", "--hidden", "4", "--layers", "1", "--steps", "3",
+          "--batch-size", "4", "--val-windows", "0", "--transform", "none", "--samples", "20"]
+
+
+@pytest.fixture(scope="module")
+def wide_csv(tmp_path_factory):
+    p = tmp_path_factory.mktemp("wide") / "wide.csv"
+    t = np.arange(60)
+    cols = {f"s{k:02d}": 10 + k + np.sin(t / 3 + k) for k in range(SERIES)}
+    p.write_text(",".join(cols) + "\n" + "\n".join(",".join(f"{cols[c][i]:.4f}" for c in cols)
+                                                   for i in range(len(t))) + "\n")
+    return p
+
+
+def charts(folder):
+    return sorted(p.name for p in folder.glob("fan-*.png"))
+
+
+def test_evaluate_draws_the_first_ten_by_default_and_says_so(wide_csv, tmp_path):
+    out = tmp_path / "ev"
+    assert main(["forecast", "evaluate", "--data", wide_csv, *COMMON, "--windows", "2", "--baselines", "none",
+                 "--out", out]) == 0
+    assert charts(out) == [f"fan-s{k:02d}.png" for k in range(10)]
+    assert "drawn for the first 10 of the 12 series: `--fan-charts N` or `all` for more" in \
+        (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize("flag, expected", [("all", SERIES), ("0", 0), ("3", 3)])
+def test_predict_draws_as_many_as_asked_and_writes_every_series(wide_csv, tmp_path, flag, expected, capsys):
+    run = tmp_path / "run"
+    assert main(["forecast", "train", "--data", wide_csv, *[a for a in COMMON if a not in ("--samples", "20")],
+                 "--out", run]) == 0
+    capsys.readouterr()
+    assert main(["forecast", "predict", "--out", run, "--samples", "20", "--fan-charts", flag]) == 0
+    assert len(charts(run)) == expected
+    with open(run / "quantiles.csv") as f:
+        assert {r["series"] for r in csv.DictReader(f)} == {f"s{k:02d}" for k in range(SERIES)}
+    said = capsys.readouterr().out
+    assert (f"{SERIES} fan charts" in said) if expected == SERIES else \
+        (f"fan charts of the first {expected} of {SERIES} series" in said)
