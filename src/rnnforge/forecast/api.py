@@ -653,7 +653,7 @@ def predict(checkpoint, *, data=None, out: str | Path, samples: int = 1000, seed
     """
     check_samples(samples)
     check_seed(seed)
-    backtest.charted([], fan_charts)
+    backtest.check_fan_charts(fan_charts)
     device = _device(device)
     model, meta = _open(checkpoint, device)
     series = _checkpoint_series(meta, data, season, header, delimiter, log)
@@ -728,7 +728,7 @@ def evaluate(data=None, config: ForecastConfig | None = None, *, out: str | Path
     check_int("gluonts_epochs", gluonts_epochs, low=0)
     if not isinstance(rolling_recalibration, bool):
         raise OptionError("rolling_recalibration", f"must be True or False, not {rolling_recalibration!r}")
-    backtest.charted([], fan_charts)
+    backtest.check_fan_charts(fan_charts)
     if isinstance(baselines, str):
         raise OptionError("baselines", "must be a list of names")
     if checkpoint is None:

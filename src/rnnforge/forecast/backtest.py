@@ -42,11 +42,15 @@ CSV_LEVELS = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
 FAN_CHARTS = 10
 
 
+def check_fan_charts(fan_charts: int | None) -> int | None:
+    """How many series get a fan chart: a whole number >= 0, or None for every series."""
+    return None if fan_charts is None else check_int("fan_charts", fan_charts, low=0)
+
+
 def charted(series: list[Series], fan_charts: int | None) -> list[Series]:
     """The series that get a fan chart: the first ``fan_charts`` (None: all)."""
-    if fan_charts is not None:
-        check_int("fan_charts", fan_charts, low=0)
-    return list(series) if fan_charts is None else list(series)[:fan_charts]
+    n = check_fan_charts(fan_charts)
+    return list(series) if n is None else list(series)[:n]
 
 
 def rolling_origins(n: int, horizon: int, windows: int) -> list[int]:
