@@ -150,3 +150,20 @@ def test_a_rolling_flag_that_is_not_a_bool_is_refused(tmp_path):
     with pytest.raises(OptionError, match="rolling_recalibration.*True or False"):
         evaluate([Series("walk", random_walk(N, seed=5))], out=tmp_path, rolling_recalibration="yes")
     assert not any(tmp_path.iterdir())
+
+
+def test_series_of_different_lengths_keep_their_own_windows():
+    """Each series' windows end at its own end: window k of a series of n values starts at
+    n - (W - k) h, and its recalibration sees that series' forecasts up to there (and the
+    other's up to its own window k)."""
+    long, short = Series("long", random_walk(N, seed=5)), Series("short", random_walk(N - 37, seed=6))
+    start = {"long": START, "short": START - 37}
+    rolling = rolling_recalibration(Walker(0.5), [long, short], context=30, horizon=HORIZON, windows=WINDOWS,
+                                    start=start, samples=50, seed=0)
+    origins = {s.name: rolling_origins(len(s), HORIZON, WINDOWS) for s in (long, short)}
+    assert rolling.forecasts == [origins["long"][k] - START + origins["short"][k] - (START - 37)
+                                 for k in range(WINDOWS)]
+    for s in (long, short):
+        for k, o in enumerate(origins[s.name]):
+            assert rolling.at(s, o, HORIZON) is rolling.recalibrations[k]
+            assert rolling.at(s, o + HORIZON - 1, HORIZON) is rolling.recalibrations[k]
