@@ -72,6 +72,8 @@ def test_baseline_names():
     assert "seasonal-naive" in got
     if not B._gluonts():
         assert "gluonts-deepar" not in got and "needs gluonts" in notes[0]
+    else:
+        assert isinstance(got["gluonts-deepar"], B.GluonTSDeepAR) and not notes
 
 
 def test_statsmodels_baselines_give_gaussian_forecasts():
@@ -186,3 +188,28 @@ def test_refit_replays_the_early_stopped_schedule_on_all_the_data(two_series_csv
     assert main(["forecast", "train", *flags, "--val-windows", "0", "--refit"]) == 2
     assert "--refit retrains for the step count early stopping chose; it needs val_windows > 0" \
         in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning", "ignore::DeprecationWarning")
+def test_gluonts_deepar_baseline_forecasts_from_each_origin(tmp_path):
+    """The peer baseline end to end where gluonts[torch] is installed (the test extra installs it):
+    trained once on the values before the first origin, then sample paths of the asked horizon
+    from each origin, scored beside the model's."""
+    pytest.importorskip("gluonts.torch")
+    t = np.arange(120)
+    v = 10 + np.sin(2 * np.pi * t / 12) + np.random.default_rng(0).normal(0, 0.1, t.size)
+    path = tmp_path / "m.csv"
+    stamps = np.arange("2000-01", "2010-01", dtype="datetime64[M]")
+    path.write_text("month,y\n" + "\n".join(f"{m},{x:.4f}" for m, x in zip(stamps, v)) + "\n")
+    fc = B.GluonTSDeepAR(epochs=1, samples=40, seed=0)
+    s = parse_csv(path.read_text(), source=str(path))[0]
+    fc.fit([s.head(96)], context=24, horizon=6)
+    f = fc(s, 96, 6)
+    assert f.samples.shape == (40, 6) and np.isfinite(f.samples).all()
+    assert abs(float(np.median(f.samples)) - 10) < 3  # the series' level, not garbage
+    out = tmp_path / "ev"
+    assert main(["forecast", "evaluate", "--data", str(path), "--context", "24", "--horizon", "6", "--windows", "2",
+                 "--hidden", "4", "--layers", "1", "--steps", "10", "--transform", "none", "--samples", "40",
+                 "--baselines", "gluonts-deepar", "--gluonts-epochs", "1", "--out", str(out)]) == 0
+    scores = json.loads((out / "scores.json").read_text())
+    assert "gluonts-deepar" in scores and scores["gluonts-deepar"]["n"] == 12
