@@ -213,3 +213,15 @@ def test_gluonts_deepar_baseline_forecasts_from_each_origin(tmp_path):
                  "--baselines", "gluonts-deepar", "--gluonts-epochs", "1", "--out", str(out)]) == 0
     scores = json.loads((out / "scores.json").read_text())
     assert "gluonts-deepar" in scores and scores["gluonts-deepar"]["n"] == 12
+
+
+@pytest.mark.parametrize("stamps, expected", [
+    (np.arange("2020-01-01T00", "2020-01-04T00", dtype="datetime64[h]").astype("datetime64[m]"), "h"),  # lags 24, 48
+    (np.arange("2020-01-01", "2020-03-01", dtype="datetime64[D]"), "D"),
+    (np.arange("2000-01", "2010-01", 3, dtype="datetime64[M]"), "Q"),
+    (np.arange("2020-01-06", "2021-01-06", 7, dtype="datetime64[D]"), "W-MON"),  # weeks from a Monday
+])
+def test_gluonts_deepar_is_told_the_series_frequency(stamps, expected):
+    text = "t,y\n" + "\n".join(f"{t},{k % 5}" for k, t in enumerate(stamps)) + "\n"
+    s = parse_csv(text)[0]
+    assert B.GluonTSDeepAR._freq(s) == expected

@@ -19,7 +19,11 @@ def csv_of(stamps, column="date"):
 @pytest.mark.parametrize("stamps,column,freq,season,phase0", [
     ([f"2020-01-01 {h:02d}:00" for h in range(5, 24)] + [f"2020-01-02T{h:02d}:00" for h in range(0, 12)],
      "timestamp", "H", 24, 5 / 24),
+    # the hour alone, as numpy writes datetime64[h] (the hour was once dropped, leaving equal days)
+    ([str(t) for t in np.arange("2020-01-01T05", "2020-01-02T12", dtype="datetime64[h]")], "timestamp", "H", 24,
+     5 / 24),
     ([str(np.datetime64("2021-03-03") + k) for k in range(30)], "date", "D", 7, 2 / 7),  # a Wednesday
+    ([f"{np.datetime64('2021-03-03') + k}T00:00:00Z" for k in range(30)], "date", "D", 7, 2 / 7),  # UTC marked
     ([str(d) for d in np.busday_offset("2021-03-05", np.arange(30), roll="forward")], "date", "B", 5, 4 / 5),
     ([f"{y}-Q{q}" for y in range(2000, 2008) for q in range(1, 5)][1:], "quarter", "Q", 4, 1 / 4),
     ([f"{y}-{m:02d}-01" for y in range(2000, 2005) for m in (1, 4, 7, 10)], "date", "Q", 4, 0.0),

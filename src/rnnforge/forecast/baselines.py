@@ -122,7 +122,7 @@ class GluonTSDeepAR:
     def _freq(s: Series) -> str:
         if s.freq == "W":  # pandas' weekly periods are anchored on a weekday
             return "W-" + str(s.timestamps[0].astype("datetime64[D]").item().strftime("%a")).upper()
-        return {"M": "M", "D": "D", "B": "B", "Q": "Q", "Y": "Y"}.get(s.freq, "D")
+        return {"H": "h", "M": "M", "D": "D", "B": "B", "Q": "Q", "Y": "Y"}.get(s.freq, "D")
 
     def _entry(self, s: Series, stop: int) -> dict:
         import pandas as pd

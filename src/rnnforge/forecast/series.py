@@ -357,11 +357,13 @@ def _parse_values(cells: list[str], source: str, name: str, line0: int) -> np.nd
 
 def _parse_date(cell: str, years: bool = False) -> np.datetime64 | None:
     """An ISO date, a date and time of day (``2020-01-31 13:00``, ``T`` or a space between;
-    minutes resolution), a month, a quarter (``2020-Q3``, ``2020Q3``) or, with ``years``, a
+    minutes resolution; or the hour alone, ``2020-01-31T13``; a trailing ``Z`` is dropped), a month, a quarter (``2020-Q3``, ``2020Q3``) or, with ``years``, a
     year (``1990``, or ``1990.0`` as a float column writes it)."""
     m = _QUARTER.match(cell)
     if m:
         return np.datetime64(f"{m.group(1)}-{3 * int(m.group(2)) - 2:02d}-01", "D")
+    if cell[-1:] in ("Z", "z"):  # UTC, as many exporters mark it: the clock time is read as it stands
+        cell = cell[:-1]
     m = _TIME.match(cell)
     if m:
         try:
@@ -376,9 +378,13 @@ def _parse_date(cell: str, years: bool = False) -> np.datetime64 | None:
     if not cell[:4].isdigit():
         return None
     try:
-        return np.datetime64(cell, "D")
+        d = np.datetime64(cell)
     except ValueError:
         return None
+    unit = np.datetime_data(d.dtype)[0]
+    if unit == "h":  # an hour without minutes (numpy writes datetime64[h] so): keep the hour
+        return d.astype("datetime64[m]")
+    return d.astype("datetime64[D]") if unit in ("D", "M") else None
 
 
 def _all_dates(cells: list[str]) -> bool:
