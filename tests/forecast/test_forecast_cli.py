@@ -191,7 +191,7 @@ def test_refit_replays_the_early_stopped_schedule_on_all_the_data(two_series_csv
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning", "ignore::DeprecationWarning")
-def test_gluonts_deepar_baseline_forecasts_from_each_origin(tmp_path):
+def test_gluonts_deepar_baseline_forecasts_from_each_origin(tmp_path, monkeypatch):
     """The peer baseline end to end where gluonts[torch] is installed (the test extra installs it):
     trained once on the values before the first origin, then sample paths of the asked horizon
     from each origin, scored beside the model's."""
@@ -203,7 +203,9 @@ def test_gluonts_deepar_baseline_forecasts_from_each_origin(tmp_path):
     path.write_text("month,y\n" + "\n".join(f"{m},{x:.4f}" for m, x in zip(stamps, v)) + "\n")
     fc = B.GluonTSDeepAR(epochs=1, samples=40, seed=0)
     s = parse_csv(path.read_text(), source=str(path))[0]
+    monkeypatch.chdir(tmp_path / "cwd" if (tmp_path / "cwd").mkdir() is None else tmp_path)
     fc.fit([s.head(96)], context=24, horizon=6)
+    assert not any((tmp_path / "cwd").iterdir())  # Lightning's checkpoints were not left in the working folder
     f = fc(s, 96, 6)
     assert f.samples.shape == (40, 6) and np.isfinite(f.samples).all()
     assert abs(float(np.median(f.samples)) - 10) < 3  # the series' level, not garbage

@@ -136,15 +136,20 @@ class GluonTSDeepAR:
         from gluonts.dataset.common import ListDataset
         from gluonts.torch.model.deepar import DeepAREstimator
 
+        import tempfile
+
         pl.seed_everything(self.seed, workers=False)
         freq = self._freq(train[0])
-        est = DeepAREstimator(freq=freq, prediction_length=horizon, context_length=context,
-                              num_layers=2, hidden_size=40,
-                              trainer_kwargs={"max_epochs": self.epochs, "enable_progress_bar": False,
-                                              "logger": False,
-                                              "accelerator": "cpu"})
         data = ListDataset([self._entry(s, len(s)) for s in train], freq=freq)
-        self.predictor = est.train(data)
+        # Lightning keeps the best epoch's weights in checkpoint files under its root folder (the
+        # working directory unless told): a folder of our own, gone once the predictor holds them
+        with tempfile.TemporaryDirectory(prefix="rnnforge-deepar-") as root:
+            est = DeepAREstimator(freq=freq, prediction_length=horizon, context_length=context,
+                                  num_layers=2, hidden_size=40,
+                                  trainer_kwargs={"max_epochs": self.epochs, "enable_progress_bar": False,
+                                                  "logger": False, "accelerator": "cpu",
+                                                  "default_root_dir": root})
+            self.predictor = est.train(data)
 
     def __call__(self, s: Series, origin: int, horizon: int):
         from gluonts.dataset.common import ListDataset
