@@ -28,7 +28,7 @@ def fit(values, spread=0.5, **kw):
 
 def test_each_origin_takes_the_recalibration_of_its_window():
     rcs = [Recalibration(report={"k": k}) for k in range(WINDOWS)]
-    rolling = Rolling(rcs, [0] * WINDOWS)
+    rolling = Rolling(rcs)
     s = Series("walk", np.zeros(N))
     for k, o in enumerate(rolling_origins(N, HORIZON, WINDOWS)):
         for t in range(o, o + HORIZON):

@@ -548,12 +548,7 @@ class ValidationForecasts:
     def recalibration(self) -> Recalibration:
         """The recalibration chosen by cross-validation over the windows (:func:`calibration.choose`),
         with the split-conformal margin of the 80% interval (non-overlapping forecasts) in its report."""
-        rc = calibration.choose(self.paths, self.y, windows=self.folds)
-        margin = calibration.conformal_margin(calibration.conformal_scores(self.paths[self.first],
-                                                                           self.y[self.first]))
-        rc.report["conformal_margin80"] = margin if math.isfinite(margin) else None
-        rc.report["forecasts"] = int(len(self.y))
-        return rc
+        return calibration.choose(self.paths, self.y, windows=self.folds, conformal=self.first)
 
 
 def validation_origins(n: int, horizon: int, windows: int, stride: int = 1) -> list[int]:
@@ -665,9 +660,6 @@ def predict(checkpoint, *, data=None, out: str | Path, samples: int = 1000, seed
     paths = backtest.write_forecast(_scaled(model, meta), series, context=p.context, horizon=p.horizon, samples=samples,
                                     seed=seed, out=Path(out), device=device, log=log,
                                     recalibration=_recalibration(meta), fan_charts=fan_charts)
-    drawn = len(backtest.charted(series, fan_charts))
-    log(f"wrote {Path(out) / 'quantiles.csv'} and " + (
-        f"{drawn} fan charts" if drawn == len(series) else f"fan charts of the first {drawn} of {len(series)} series"))
     return paths
 
 

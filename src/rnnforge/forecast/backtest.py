@@ -19,7 +19,6 @@ PIT values are iid U[0, 1] under a correct model, so their KS test
 from __future__ import annotations
 
 import csv
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ import torch
 from .series import Series, check_series
 from ..errors import check_int
 from . import calibration
-from .calibration import Recalibration, conformal_interval, conformal_margin, conformal_scores
+from .calibration import Recalibration, conformal_interval
 from .metrics import QUANTILE_LEVELS, SampleForecast, Scores, ks_uniform, pit_values, score
 from .model import Forecaster
 from .plots import fan_chart, pit_histogram
@@ -40,6 +39,8 @@ CSV_LEVELS = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
 #: fan charts drawn by default: those of the first this many series (a chart costs about 0.2 s,
 #: so a global model over thousands of series would spend minutes drawing them)
 FAN_CHARTS = 10
+#: no recalibration (forecasts as drawn)
+OFF = Recalibration()
 
 
 def check_fan_charts(fan_charts: int | None) -> int | None:
@@ -82,31 +83,32 @@ def write_forecast(model: Forecaster, series: list[Series], *, context: int, hor
     """Forecast ``horizon`` steps past the end of every series (recalibrated when a
     recalibration is given and active): quantile CSV, and fan charts of the first
     ``fan_charts`` series (None: every one)."""
-    drawn = {id(s) for s in charted(series, fan_charts)}
+    drawn = len(charted(series, fan_charts))
     gen = torch.Generator(device=device).manual_seed(seed)
     origins = [len(s) for s in series]
     t0 = time.perf_counter()
     paths = model.sample_paths(series, origins, context=context, horizon=horizon, num_samples=samples,
                                generator=gen, device=device)  # (S, N, H)
-    if recalibration is not None and recalibration.active:
-        paths = recalibration.apply(paths)
+    paths = (recalibration or OFF).apply(paths)
     log(f"sampled {samples} paths x {horizon} steps for {len(series)} series in "
         f"{time.perf_counter() - t0:.3f}s")
     rows = []
-    for s, p in zip(series, paths):
+    for i, (s, p) in enumerate(zip(series, paths)):
         f = SampleForecast(p)
         q = dict(zip(CSV_LEVELS, f.quantile(CSV_LEVELS)))
         xs = _x_axis(s, len(s), len(s) + horizon)
         for k in range(horizon):
             rows.append({"series": s.name, "step": k + 1, "timestamp": str(xs[k]),
                          "mean": f"{f.mean[k]:.6g}", **{f"q{l:g}": f"{q[l][k]:.6g}" for l in CSV_LEVELS}})
-        if id(s) not in drawn:
+        if i >= drawn:
             continue
         tail = min(len(s), max(4 * horizon, context))
         fan_chart(out / f"fan-{_safe(s.name)}.png", history_x=_x_axis(s, len(s) - tail, len(s)),
                   history=s.values[-tail:], future_x=xs, quantiles=q,
                   title=f"{s.name}: {samples} sample paths, median and intervals", ylabel=s.name)
     write_quantiles(out / "quantiles.csv", rows)
+    log(f"wrote {out / 'quantiles.csv'} and " + (f"{drawn} fan charts" if drawn == len(series) else
+                                                  f"fan charts of the first {drawn} of {len(series)} series"))
     return paths
 
 
@@ -118,11 +120,12 @@ ROLLING_FORECASTS = 4000
 
 
 def forecasts_at(model, picks: list[tuple[Series, int]], *, context: int, horizon: int, samples: int,
-                 generator: torch.Generator, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+                 generator: torch.Generator, device: str = "cpu",
+                 batch_paths: int = 20000) -> tuple[np.ndarray, np.ndarray]:
     """Sample paths (F, N, H) of the model's forecasts from the origins ``picks`` (series, origin), in
-    batches of about 20000 paths, and their targets (F, H) (NaN past a series' end)."""
+    batches of about ``batch_paths`` paths, and their targets (F, H) (NaN past a series' end)."""
     paths, ys = [], []
-    chunk = max(1, 20000 // samples)
+    chunk = max(1, batch_paths // samples)
     for i in range(0, len(picks), chunk):
         part = picks[i:i + chunk]
         paths.append(model.sample_paths([s for s, _ in part], [o for _, o in part], context=context,
@@ -145,7 +148,11 @@ class Rolling:
     every origin, are."""
 
     recalibrations: list[Recalibration]
-    forecasts: list[int]  # forecasts each window's recalibration was chosen on
+
+    @property
+    def forecasts(self) -> list[int]:
+        """How many forecasts each window's recalibration was chosen on."""
+        return [rc.report.get("forecasts", 0) for rc in self.recalibrations]
 
     def at(self, s: Series, origin: int, horizon: int) -> Recalibration:
         """The recalibration in force at ``origin`` of series s (its evaluation window's)."""
@@ -175,31 +182,23 @@ def rolling_recalibration(model, series: list[Series], *, context: int, horizon:
     if len(picks) > ROLLING_FORECASTS:
         keep = np.sort(np.random.default_rng(seed).choice(len(picks), ROLLING_FORECASTS, replace=False))
         picks, folds = [picks[i] for i in keep], [folds[i] for i in keep]
+    if not picks:
+        return Rolling([Recalibration() for _ in range(windows)])
     folds = np.asarray(folds, dtype=np.int64)
     origin = np.array([o for _, o in picks], dtype=np.int64)
     starts = np.array([(o - max(int(start[s.name]), 1)) % horizon == 0 for s, o in picks], dtype=bool)
-    if picks:
-        gen = torch.Generator(device=device).manual_seed(seed + 2)
-        paths, y = forecasts_at(model, picks, context=context, horizon=horizon, samples=samples,
-                                generator=gen, device=device)
-    out, counts = [], []
+    end = np.array([len(s) for s, _ in picks], dtype=np.int64)
+    gen = torch.Generator(device=device).manual_seed(seed + 2)
+    paths, y = forecasts_at(model, picks, context=context, horizon=horizon, samples=samples, generator=gen,
+                            device=device)
+    out = []
     for k in range(windows):
-        cut = np.array([len(s) - (windows - k) * horizon for s, _ in picks], dtype=np.int64)
-        yk = np.where(origin[:, None] + np.arange(horizon) < cut[:, None], y, np.nan) if picks else None
-        use = np.isfinite(yk).any(axis=1) if picks else np.zeros(0, dtype=bool)
-        if not use.any():
-            out.append(Recalibration())
-            counts.append(0)
-            continue
-        pk, yk = paths[use], yk[use]
-        rc = calibration.choose(pk, yk, windows=folds[use])
-        whole = starts[use] & np.isfinite(yk).all(axis=1)
-        margin = conformal_margin(conformal_scores(pk[whole], yk[whole])) if whole.any() else math.inf
-        rc.report["conformal_margin80"] = margin if math.isfinite(margin) else None
-        rc.report["forecasts"] = int(use.sum())
-        out.append(rc)
-        counts.append(int(use.sum()))
-    return Rolling(out, counts)
+        cut = end - (windows - k) * horizon  # each series' origin of window k
+        yk = np.where(origin[:, None] + np.arange(horizon) < cut[:, None], y, np.nan)
+        use = np.isfinite(yk).any(axis=1)
+        out.append(calibration.choose(paths[use], yk[use], windows=folds[use], conformal=starts[use])
+                   if use.any() else Recalibration())
+    return Rolling(out)
 
 
 def one_step_pit(model, series: list[Series], *, context: int, span: int, samples: int, seed: int,
@@ -214,21 +213,15 @@ def one_step_pit(model, series: list[Series], *, context: int, span: int, sample
     keys = one_step_origins(series, context=context, span=span)
     if not keys:
         return np.zeros(0), np.zeros(0)
-    per = max(1, ONE_STEP_BATCH // samples)
-    raw = []
-    for a in range(0, len(keys), per):
-        part = keys[a:a + per]
-        raw.append(model.sample_paths([s for s, _ in part], [o for _, o in part], context=context, horizon=1,
-                                      num_samples=samples, generator=gen, device=device))  # (B, N, 1)
-    raw = np.concatenate(raw)
-    y = [s.values[o:o + 1] for s, o in keys]
+    raw, y = forecasts_at(model, keys, context=context, horizon=1, samples=samples, generator=gen, device=device,
+                          batch_paths=ONE_STEP_BATCH)  # (M, N, 1), (M, 1)
     before = pit_values([SampleForecast(p) for p in raw], y, seed=seed)[:, 0]
     at = recalibration if callable(recalibration) else (lambda s, o: recalibration)  # noqa: E731
-    rcs = [at(s, o) for s, o in keys]
-    if not any(rc is not None and rc.active for rc in rcs):
+    rcs = [at(s, o) or OFF for s, o in keys]
+    if not any(rc.active for rc in rcs):
         return before, before
     fixed = raw.copy()
-    for rc in {id(rc): rc for rc in rcs if rc is not None and rc.active}.values():
+    for rc in {id(rc): rc for rc in rcs if rc.active}.values():
         idx = [i for i, r in enumerate(rcs) if r is rc]
         fixed[idx] = rc.apply(raw[idx])
     after = pit_values([SampleForecast(p) for p in fixed], y, seed=seed)[:, 0]
@@ -294,23 +287,17 @@ def backtest(model: Forecaster | None, series: list[Series], *, context: int, ho
                                             device=device)
             at = lambda s, o: rolling.at(s, o, horizon)  # noqa: E731
         else:
-            at = lambda s, o: recalibration  # noqa: E731
-        raw, fc = [], []
-        for s in series:
-            origins = rolling_origins(len(s), horizon, windows)
-            paths = model.sample_paths([s] * windows, origins, context=context, horizon=horizon,
-                                       num_samples=samples, generator=gen, device=device)  # (W, N, H)
-            raw.append(paths)
-            for p, o in zip(paths, origins):
-                rc = at(s, o)
-                fc.append(SampleForecast(rc.apply(p) if rc is not None and rc.active else p))
+            at = lambda s, o: recalibration or OFF  # noqa: E731
+        rcs = [at(s, o) for s, o in keys]  # the recalibration of each forecast
+        raw = np.concatenate([model.sample_paths([s] * windows, rolling_origins(len(s), horizon, windows),
+                                                 context=context, horizon=horizon, num_samples=samples,
+                                                 generator=gen, device=device) for s in series])  # in keys' order
+        results[model_name] = [SampleForecast(rc.apply(p)) for p, rc in zip(raw, rcs)]
         timings[model_name] = time.perf_counter() - t0 + float((training or {}).get("seconds") or 0.0)
-        results[model_name] = fc
-        raw = np.concatenate(raw)  # (S*W, N, H), in the order of keys
-        if any(rc is not None and rc.active for rc in (at(s, o) for s, o in keys)):
+        if any(rc.active for rc in rcs):
             before = score([SampleForecast(p) for p in raw], actuals, seed=seed)
             extra_rows["before_recalibration"] = {k: v for k, v in before.row().items()}
-        margins = [(rc.report.get("conformal_margin80") if rc is not None else None) for rc in (at(s, o) for s, o in keys)]
+        margins = [rc.report.get("conformal_margin80") for rc in rcs]
         if all(m is not None for m in margins):
             m = np.asarray(margins, dtype=np.float64)[:, None]  # each forecast's margin
             lo, hi = conformal_interval(raw, m)

@@ -297,14 +297,18 @@ def _crps_of(rc: Recalibration, paths: np.ndarray, y: np.ndarray) -> np.ndarray:
     return crps_samples(np.moveaxis(p, 1, 0), y)
 
 
-def choose(paths: np.ndarray, y: np.ndarray, *, windows: np.ndarray, modes=MODES) -> Recalibration:
+def choose(paths: np.ndarray, y: np.ndarray, *, windows: np.ndarray, modes=MODES,
+           conformal: np.ndarray | None = None) -> Recalibration:
     """Choose and fit the recalibration of forecasts ``paths`` (W, N, H) of targets ``y`` (W, H)
     on validation windows: each mode is scored by the CRPS of every window's forecast
     recalibrated by the map fitted on the other windows (``windows`` (W,): the fold of each
     forecast, so that overlapping forecasts of one window are held out together); the mode
     with the lowest mean among ``modes`` wins (``off`` on ties, and when no mode in ``modes``
     can be scored: cross-validation needs two windows) and is refitted on all of them. The report
-    holds the validation PIT, 80% coverage and CRPS before and after (cross-validated)."""
+    holds the validation PIT, 80% coverage and CRPS before and after (cross-validated), the number
+    of forecasts, and with ``conformal`` (F,) (the forecasts exchangeable enough for split
+    conformal: one per window) the split-conformal margin of the 80% interval from those of them
+    whose targets are all observed (None when too few)."""
     W, N, H = paths.shape
     # bands by the PIT values per step: one per forecast (overlapping forecasts count each; they
     # are dependent, and the cross-validation over whole windows says whether the bands pay)
@@ -336,7 +340,12 @@ def choose(paths: np.ndarray, y: np.ndarray, *, windows: np.ndarray, modes=MODES
     best = min([m for m in cv if m in modes] or ["off"], key=lambda m: (cv[m], m != "off"))
     rc = Recalibration(best, fit_maps(pit, best, bands), bands if best == "per-step" else [])
     rc.report = {"windows": int(len(folds)), "values": int(ok.sum()), "cv_crps": cv, "chosen": best,
-                 "before": pit_summary(norm_cdf(pit[ok])), "after": pit_summary(norm_cdf(after_pit[best][ok]))}
+                 "before": pit_summary(norm_cdf(pit[ok])), "after": pit_summary(norm_cdf(after_pit[best][ok])),
+                 "forecasts": int(W)}
+    if conformal is not None:
+        whole = np.asarray(conformal, dtype=bool) & ok.all(axis=1)
+        margin = conformal_margin(conformal_scores(paths[whole], y[whole]))
+        rc.report["conformal_margin80"] = margin if math.isfinite(margin) else None
     return rc
 
 
