@@ -77,3 +77,18 @@ def test_the_baselines_calibration_is_counted_by_the_same_rule():
     assert bench.baseline_calibration(real) == [
         "Baselines calibrated by the pooled rule on the same real series: arima 1/3, ets 2/3."]
     assert bench.baseline_calibration([{"series": "x"}]) == []
+
+
+def test_a_synthetic_row_states_its_gap_to_the_truth_with_the_windows_interval():
+    true = {"crps": 2.0, "cov80": 0.8, "pit_ks_p": 0.5, "pit_steps_p": 0.5, "pit1_ks_p": 0.5, "pit1_n": 120,
+            "diff": 0.2, "diff_ci": (-0.1, 0.5), "windows": 5}
+    row = {"series": "rw", "kind": "synthetic", "freq": "B", "n": 400, "outcomes": 120, "crps": 2.2,
+           "best_baseline": "ets", "best_crps": 2.1, "cov80": 0.8, "pit_ks_p": 0.5, "pit_steps_p": 0.5,
+           "pit_steps_n": 5, "pit1_ks_p": 0.5, "pit1_n": 120, "seconds": 1.0, "true": true}
+    text = bench.suite_table([row], steps=10, samples=10)
+    # +10% of the truth's CRPS, the interval -0.1..0.5 of 2.0 as a share: -5%..+25%
+    assert "**no** (true 2, +10.0% [-5%, +25%])" in text
+    assert "per window +0.2 [90% bootstrap over the 5 windows: -0.1, +0.5]" in text
+    # rows written before the paired difference was recorded still render
+    old = {**row, "true": {k: v for k, v in true.items() if k not in ("diff", "diff_ci", "windows")}}
+    assert "(true 2, +10.0%)" in bench.suite_table([old], steps=10, samples=10)
