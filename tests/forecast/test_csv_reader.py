@@ -84,7 +84,8 @@ def test_header_less_file_read_with_no_header():
                                              ("a|b\n1|2\n3|4\n", "|"), ("a\tb\n1\t2\n3\t4\n", "\\t")])
 def test_delimiters(text, delimiter):
     if "1,5" in text:  # a semicolon file may hold decimal commas in a cell: not a number
-        with pytest.raises(UserError, match=r"line 2, column 'a': non-numeric value '1,5'"):
+        with pytest.raises(UserError, match=r"line 2, column 'a': non-numeric value '1,5'; write it with a "
+                                            r"decimal point \(1\.5\)$"):
             parse_csv(text, delimiter=delimiter)
         text = text.replace("1,5", "1")
     a, b = parse_csv(text, delimiter=delimiter)

@@ -222,6 +222,8 @@ def test_gluonts_deepar_baseline_forecasts_from_each_origin(tmp_path, monkeypatc
     (np.arange("2020-01-01", "2020-03-01", dtype="datetime64[D]"), "D"),
     (np.arange("2000-01", "2010-01", 3, dtype="datetime64[M]"), "Q"),
     (np.arange("2020-01-06", "2021-01-06", 7, dtype="datetime64[D]"), "W-MON"),  # weeks from a Monday
+    (np.arange("2020-01-01T00:00", "2020-01-02T00:00", 15, dtype="datetime64[m]"), "15min"),  # pandas' aliases
+    (np.arange("2020-01-01T00:00", "2020-01-09T00:00", 180, dtype="datetime64[m]"), "3h"),
 ])
 def test_gluonts_deepar_is_told_the_series_frequency(stamps, expected):
     text = "t,y\n" + "\n".join(f"{t},{k % 5}" for k, t in enumerate(stamps)) + "\n"

@@ -22,6 +22,16 @@ def csv_of(stamps, column="date"):
     # the hour alone, as numpy writes datetime64[h] (the hour was once dropped, leaving equal days)
     ([str(t) for t in np.arange("2020-01-01T05", "2020-01-02T12", dtype="datetime64[h]")], "timestamp", "H", 24,
      5 / 24),
+    # sub-daily grids: the time of day is the season (96 quarter hours, 8 three-hour steps), and
+    # under 5 minutes the minute of the hour (a day of 1440 minutes would be a season of 1440 steps)
+    ([str(t) for t in np.arange("2020-01-01T06:00", "2020-01-01T16:00", 15, dtype="datetime64[m]")], "timestamp",
+     "15min", 96, 24 / 96),
+    ([str(t) for t in np.arange("2020-01-01T03:00", "2020-01-05T00:00", 180, dtype="datetime64[m]")], "timestamp",
+     "3h", 8, 1 / 8),
+    ([str(t) for t in np.arange("2020-01-01T06:10", "2020-01-01T08:00", dtype="datetime64[m]")], "timestamp",
+     "1min", 60, 10 / 60),
+    # one row a day at one time of day is a daily series
+    ([f"{np.datetime64('2021-03-03') + k}T09:30" for k in range(30)], "date", "D", 7, 2 / 7),
     ([str(np.datetime64("2021-03-03") + k) for k in range(30)], "date", "D", 7, 2 / 7),  # a Wednesday
     ([f"{np.datetime64('2021-03-03') + k}T00:00:00Z" for k in range(30)], "date", "D", 7, 2 / 7),  # UTC marked
     ([str(d) for d in np.busday_offset("2021-03-05", np.arange(30), roll="forward")], "date", "B", 5, 4 / 5),
@@ -45,8 +55,24 @@ def test_hourly_gaps_and_irregular_times():
     assert len(s) == 24 and np.isnan(s.values[7]) and "1 hourly step" in notes[0]
     assert str(s.future_timestamps(2)[1]) == "2020-01-02T01:00"
     from rnnforge.errors import UserError
-    with pytest.raises(UserError, match=r"not on a regular grid \(hourly, gaps allowed\)"):
-        parse_csv(csv_of(["2020-01-01 00:00", "2020-01-01 01:30", "2020-01-01 03:00"]))
+    (s,) = parse_csv(csv_of(["2020-01-01 00:00", "2020-01-01 01:30", "2020-01-01 03:00"]))  # 90 minutes
+    assert (s.freq, s.season) == ("90min", 16)
+    with pytest.raises(UserError, match=r"not on a regular grid \(a step of whole minutes that divides a day, "
+                                        r"gaps allowed\)"):
+        parse_csv(csv_of(["2020-01-01 00:00", "2020-01-01 00:07", "2020-01-01 00:14"]))  # 7 minutes: not a divisor
+    with pytest.raises(UserError, match="not on a regular grid"):
+        parse_csv(csv_of(["2020-01-01 00:00", "2020-01-01 00:15", "2020-01-01 00:40"]))  # 25 is no multiple of 15
+
+
+def test_sub_daily_grids_fill_gaps_and_continue_on_their_step():
+    notes = []
+    stamps = [str(t) for t in np.arange("2020-01-01T23:00", "2020-01-02T01:00", 15, dtype="datetime64[m]")]
+    del stamps[3]
+    (s,) = parse_csv(csv_of(stamps, "timestamp"), log=notes.append)
+    assert len(s) == 8 and np.isnan(s.values[3]) and "1 15-minute step" in notes[0]
+    assert [str(t) for t in s.future_timestamps(2)] == ["2020-01-02T01:00", "2020-01-02T01:15"]
+    # the phase runs on across midnight: 23:00 is quarter hour 92 of 96
+    assert s.phase(0, 5) == pytest.approx(np.array([92, 93, 94, 95, 0]) / 96)
 
 
 def test_default_windows_scale_with_the_series():

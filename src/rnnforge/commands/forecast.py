@@ -44,7 +44,8 @@ def _add_data_flags(p, *, from_checkpoint: bool = False, default_data: str | Non
                         "frequent of comma, semicolon and tab in the first line, else comma")
     g.add_argument("--season", type=int, default=None,
                    help="steps per season; default: from the timestamps (hourly 24, daily 7, business-day "
-                        "5, weekly 52, monthly 12, quarterly 4, annual 1), else none")
+                        "5, weekly 52, monthly 12, quarterly 4, annual 1; other sub-daily steps: the "
+                        "steps of a day, or of an hour for steps under 5 minutes), else none")
     g.add_argument("--horizon", type=int, default=None,
                    help="steps to forecast; default: the checkpoint's, else 6 for annual and 8 for "
                         "quarterly data, else the season length when it is >= 24, else 24; at most a "

@@ -107,8 +107,9 @@ def write_forecast(model: Forecaster, series: list[Series], *, context: int, hor
                   history=s.values[-tail:], future_x=xs, quantiles=q,
                   title=f"{s.name}: {samples} sample paths, median and intervals", ylabel=s.name)
     write_quantiles(out / "quantiles.csv", rows)
-    log(f"wrote {out / 'quantiles.csv'} and " + (f"{drawn} fan charts" if drawn == len(series) else
-                                                  f"fan charts of the first {drawn} of {len(series)} series"))
+    charts = ("no fan charts" if not drawn else f"{drawn} fan chart{'s' if drawn > 1 else ''}"
+              if drawn == len(series) else f"fan charts of the first {drawn} of {len(series)} series")
+    log(f"wrote {out / 'quantiles.csv'}" + (f" and {charts}" if drawn else f" ({charts})"))
     return paths
 
 

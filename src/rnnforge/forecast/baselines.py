@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from .series import Series
+from .series import Series, freq_minutes
 from ..errors import UserError
 from .metrics import GaussianForecast
 
@@ -122,7 +122,9 @@ class GluonTSDeepAR:
     def _freq(s: Series) -> str:
         if s.freq == "W":  # pandas' weekly periods are anchored on a weekday
             return "W-" + str(s.timestamps[0].astype("datetime64[D]").item().strftime("%a")).upper()
-        return {"H": "h", "M": "M", "D": "D", "B": "B", "Q": "Q", "Y": "Y"}.get(s.freq, "D")
+        if freq_minutes(s.freq):  # pandas' aliases: 15min, 3h, and h for an hour
+            return "h" if s.freq == "H" else s.freq
+        return {"M": "M", "D": "D", "B": "B", "Q": "Q", "Y": "Y"}.get(s.freq, "D")
 
     def _entry(self, s: Series, stop: int) -> dict:
         import pandas as pd

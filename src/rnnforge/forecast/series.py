@@ -23,15 +23,17 @@ not a finite number, or whose size is beyond float32 (the model computes in it),
 is an error naming the line and column.
 
 Timestamps give the frequency (``Series.freq``): hourly ``H``, daily ``D``, business-day ``B``
-(weekdays only), weekly ``W``, monthly ``M``, quarterly ``Q``, annual ``Y``, or
-any other fixed number of days (``None``: no calendar season). Dates absent
+(weekdays only), weekly ``W``, monthly ``M``, quarterly ``Q``, annual ``Y``, any
+other step of whole minutes that divides a day (``15min``, ``3h``: pandas'
+aliases), or any other fixed number of days (``None``: no calendar season). Dates absent
 from that grid (a month without a row) are filled in as missing values, with a
 warning line saying how many; timestamps on no regular grid are refused.
 
 Each series carries a seasonal phase in [0, 1) per step (``phase0`` plus
-``phase_step`` per step): from the calendar for H (the hour of the day), D (the
-weekday), B, W (the day of the year), M (the month) and Q (the quarter), else
-from ``season``. The
+``phase_step`` per step): from the calendar for H and the other sub-daily grids (the
+time of day; the minute of the hour on grids of under 5 minutes, whose day would
+be a season of more than DAY_SEASON_MAX steps), D (the weekday), B, W (the day of
+the year), M (the month) and Q (the quarter), else from ``season``. The
 season length in steps is ``round(1 / phase_step)`` (1: no season).
 """
 
@@ -64,9 +66,39 @@ FREQS = {"H": (24, "hourly"), "D": (7, "daily"), "B": (5, "business-day"), "W": 
          "Q": (4, "quarterly"), "Y": (1, "annual")}
 #: months per step of the month-based frequencies
 MONTHS = {"M": 1, "Q": 3, "Y": 12}
+#: the most steps a day may hold as the season of a sub-daily grid (5-minute data: 288); finer
+#: grids take the hour as their season, as their lags would otherwise reach days back
+DAY_SEASON_MAX = 288
+_MINUTES = re.compile(r"^(\d+)(min|h)$")
+#: a number written with a decimal comma (as in a semicolon-separated file from a European locale)
+_DECIMAL_COMMA = re.compile(r"^[-+]?\d*,\d+$")
 _QUARTER = re.compile(r"^(\d{4})-?Q([1-4])$", re.IGNORECASE)
 _YEAR = re.compile(r"^(\d{4})(\.0*)?$")
 _TIME = re.compile(r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}):(\d{2})(:\d{2}(\.\d*)?)?$")
+
+
+def minute_freq(step: int) -> str:
+    """The frequency of a grid of ``step`` minutes (a divisor of a day): ``H`` for an hour, else
+    pandas' alias (``15min``, ``3h``)."""
+    return "H" if step == 60 else f"{step // 60}h" if step % 60 == 0 else f"{step}min"
+
+
+def freq_minutes(freq: str | None) -> int | None:
+    """Minutes per step of a sub-daily frequency (``H``, ``15min``, ``3h``), else None."""
+    if freq == "H":
+        return 60
+    m = _MINUTES.match(freq or "")
+    return None if m is None else int(m.group(1)) * (60 if m.group(2) == "h" else 1)
+
+
+def freq_words(freq: str | None) -> str:
+    """The frequency in words for messages: ``monthly``, ``15-minute``, ``3-hourly``."""
+    if freq in FREQS:
+        return FREQS[freq][1]
+    m = freq_minutes(freq)
+    if m is None:
+        return str(freq)
+    return f"{m}-minute" if m < 60 else f"{m // 60}-hourly"
 
 
 @dataclass
@@ -76,7 +108,7 @@ class Series:
     name: str
     values: np.ndarray
     timestamps: np.ndarray | None = None  # datetime64[D] (T,) or None
-    freq: str | None = None  # a key of FREQS, or None (no calendar frequency)
+    freq: str | None = None  # a key of FREQS, a sub-daily grid (minute_freq), or None (no calendar frequency)
     phase0: float = 0.0  # seasonal phase of values[0], in [0, 1)
     phase_step: float = 1.0  # phase advance per step; 1.0 means no season
     step_days: int | None = None  # the step of a day-based grid without a calendar frequency
@@ -118,8 +150,9 @@ def _grid_after(last: np.datetime64, freq: str | None, step_days: int | None, n:
         return months.astype("datetime64[D]") + (last - m0.astype("datetime64[D]"))
     if freq == "B":
         return np.busday_offset(last, k, roll="forward")
-    if freq == "H":
-        return last + k * np.timedelta64(60, "m")
+    minutes = freq_minutes(freq)
+    if minutes:
+        return last + k * np.timedelta64(minutes, "m")
     days = {"D": 1, "W": 7}.get(freq, step_days)
     return last + k * np.timedelta64(days, "D")
 
@@ -234,7 +267,7 @@ def parse_csv(text: str, *, source: str = "<csv>", header: bool = True, delimite
                               years=names[time_col].lower() in TIME_COLUMNS)
         grid = _regular_grid(stamps, source, names[time_col], line0)
         if grid is not None and grid.filled:
-            what = FREQS[grid.freq][1] if grid.freq else f"{grid.step_days}-day"
+            what = freq_words(grid.freq) if grid.freq else f"{grid.step_days}-day"
             log and log(f"warning: {source}: {grid.filled} {what} step{'s' if grid.filled > 1 else ''} "
                         f"between the first and last timestamp {'have' if grid.filled > 1 else 'has'} no row "
                         f"(the first: {grid.first_gap}); read as missing values")
@@ -311,8 +344,8 @@ def parse_long(names: list[str], body: list[list[str]], *, source: str, log=None
         freqs.setdefault(grid.freq or f"{grid.step_days}-day", item)
         if len(freqs) > 1:
             (f1, first), (f2, _) = list(freqs.items())[:2]
-            words = lambda f: FREQS[f][1] if f in FREQS else f  # noqa: E731
-            raise UserError(f"{source}: {names[i_id]} {item!r} is {words(f2)} but {first!r} is {words(f1)}; "
+            raise UserError(f"{source}: {names[i_id]} {item!r} is {freq_words(f2)} but {first!r} is "
+                            f"{freq_words(f1)}; "
                             f"a file holds series of one frequency")
         full = np.full(len(grid.stamps), np.nan)
         full[grid.positions] = values
@@ -343,8 +376,11 @@ def _parse_values(cells: list[str], source: str, name: str, line0: int) -> np.nd
         try:
             v = float(cell)
         except ValueError:
+            comma = _DECIMAL_COMMA.match(cell)
+            hint = (f"write it with a decimal point ({cell.replace(',', '.')})" if comma else
+                    "write a number, or leave the cell empty for a missing value")
             raise UserError(f"{source}: line {i + line0}, column {name!r}: non-numeric value {cell!r}; "
-                            f"write a number, or leave the cell empty for a missing value") from None
+                            + hint) from None
         if not math.isfinite(v):
             raise UserError(f"{source}: line {i + line0}, column {name!r}: {cell!r} is not a finite number; "
                             f"leave the cell empty (or NA) for a missing value")
@@ -433,7 +469,9 @@ def _regular_grid(stamps: np.ndarray, source: str, column: str, line0: int) -> _
     if len(stamps) < 3:
         return None
     if stamps.dtype == np.dtype("datetime64[m]"):
-        return _hourly_grid(stamps, source, column)
+        if (np.diff(stamps).astype(np.int64) % 1440).any():
+            return _minute_grid(stamps, source, column)
+        stamps = stamps.astype("datetime64[D]")  # whole days apart, at one time of day: a day-based grid
     days = np.diff(stamps).astype(np.int64)
     months = stamps.astype("datetime64[M]")
     day_of_month = (stamps - months.astype("datetime64[D]")).astype(np.int64)
@@ -473,7 +511,7 @@ def _regular_grid(stamps: np.ndarray, source: str, column: str, line0: int) -> _
     filled = n - len(stamps)
     if filled > len(stamps):
         raise UserError(f"{source}: column {column!r}: the timestamps are too sparse for a "
-                        f"{FREQS[freq][1] if freq else f'{step_days}-day'} series: {filled} of the "
+                        f"{freq_words(freq) if freq else f'{step_days}-day'} series: {filled} of the "
                         f"{n} steps from {stamps[0]} to {stamps[-1]} have no row")
     first_gap = None
     if filled:
@@ -483,24 +521,28 @@ def _regular_grid(stamps: np.ndarray, source: str, column: str, line0: int) -> _
     return _Grid(grid, positions, freq, step_days, filled, first_gap)
 
 
-def _hourly_grid(stamps: np.ndarray, source: str, column: str) -> _Grid:
-    """Timestamps with times of day: an hourly grid (gaps allowed), else refused."""
+def _minute_grid(stamps: np.ndarray, source: str, column: str) -> _Grid:
+    """Timestamps with times of day: a grid whose step, the smallest gap, is a whole number of
+    minutes dividing a day (gaps allowed), else refused."""
     minutes = np.diff(stamps).astype(np.int64)
-    if minutes.min() != 60 or (minutes % 60).any():
-        raise _irregular(source, column, stamps, "hourly")
-    positions = (stamps - stamps[0]).astype(np.int64) // 60
+    step = int(minutes.min())
+    if 1440 % step or (minutes % step).any():
+        raise _irregular(source, column, stamps, "a step of whole minutes that divides a day")
+    freq = minute_freq(step)
+    positions = (stamps - stamps[0]).astype(np.int64) // step
     n = int(positions[-1]) + 1
-    grid = stamps[0] + np.arange(n) * np.timedelta64(60, "m")
+    grid = stamps[0] + np.arange(n) * np.timedelta64(step, "m")
     filled = n - len(stamps)
     if filled > len(stamps):
-        raise UserError(f"{source}: column {column!r}: the timestamps are too sparse for an hourly series: "
-                        f"{filled} of the {n} steps from {stamps[0]} to {stamps[-1]} have no row")
+        raise UserError(f"{source}: column {column!r}: the timestamps are too sparse for a "
+                        f"{freq_words(freq)} series: {filled} of the {n} steps from {stamps[0]} to "
+                        f"{stamps[-1]} have no row")
     first_gap = None
     if filled:
         have = np.zeros(n, dtype=bool)
         have[positions] = True
         first_gap = str(grid[int(np.argmin(have))])
-    return _Grid(grid, positions, "H", None, filled, first_gap)
+    return _Grid(grid, positions, freq, None, filled, first_gap)
 
 
 def _irregular(source: str, column: str, stamps: np.ndarray, what: str) -> UserError:
@@ -512,9 +554,13 @@ def _irregular(source: str, column: str, stamps: np.ndarray, what: str) -> UserE
 def _with_calendar(s: Series) -> Series:
     """The calendar phase of a series on a grid with a frequency (annual: no season)."""
     first = s.timestamps[0]
-    if s.freq == "H":
-        s.phase_step = 1.0 / 24
-        s.phase0 = (int(first.astype(np.int64)) // 60 % 24) / 24  # the hour of the day
+    minutes = freq_minutes(s.freq)
+    if minutes:
+        of_day = int(first.astype("datetime64[m]").astype(np.int64)) % 1440
+        if 1440 // minutes <= DAY_SEASON_MAX:  # the time of day (hourly: the hour)
+            s.phase_step, s.phase0 = minutes / 1440, of_day / 1440
+        else:  # the minute of the hour
+            s.phase_step, s.phase0 = minutes / 60, of_day % 60 / 60
     elif s.freq == "M":
         s.phase_step = 1.0 / 12
         s.phase0 = (int(first.astype("datetime64[M]").astype(np.int64)) % 12) / 12
