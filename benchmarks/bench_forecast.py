@@ -140,8 +140,9 @@ def bench_accuracy(series: str, *, steps: int, minutes: float, cell: str, head: 
             "--hidden", str(setup.get("hidden", 40)), "--layers", str(setup.get("layers", 2)),
             "--rollout-steps", str(setup.get("rollout_steps", 0)), "--samples", str(samples),
             "--seed", str(seed), "--baselines", baselines, "--val-windows", str(val_windows),
-            # the records were taken before early stopping by patience and recalibration existed
-            "--patience", "0", "--recalibrate", "off",
+            # the records were taken before early stopping by patience, recalibration and the
+            # uncentred scaling existed
+            "--patience", "0", "--recalibrate", "off", "--scaler", "mean",
             "--out", str(out / series), "--force", *extra]
     print("rnnforge " + " ".join(argv), flush=True)
     t0 = time.perf_counter()

@@ -90,14 +90,15 @@ def test_statsmodels_baselines_give_gaussian_forecasts():
 
 def test_transform_option_end_to_end(two_series_csv, tmp_path, capsys):
     """--transform is saved in the checkpoint and applied by predict: on an exact line
-    y = 3t + 7 the differences are all 3 (scale 0, floored), so whatever the model draws the
-    integrated forecast is the line itself, 3(n + k) + 7 for step k."""
+    y = 3t + 7 the differences are all 3 (centred by the mean scaler: 0, with a scale of 0,
+    floored), so whatever the model draws the integrated forecast is the line itself,
+    3(n + k) + 7 for step k."""
     n = 60
     line = tmp_path / "line.csv"
     line.write_text("y\n" + "\n".join(str(3 * t + 7) for t in range(n)) + "\n")
     out = tmp_path / "diff"
     tiny = ["--hidden", "4", "--layers", "1", "--steps", "10", "--batch-size", "4", "--val-windows", "0",
-            "--context", "12", "--horizon", "5"]
+            "--context", "12", "--horizon", "5", "--scaler", "mean"]
     assert main(["forecast", "train", "--data", str(line), *tiny, "--transform", "diff", "--out", str(out)]) == 0
     assert "transform = 'diff'" in capsys.readouterr().out
     _, meta = C.load(out / "forecaster.safetensors")

@@ -154,3 +154,31 @@ def test_training_that_diverges_stops_naming_the_step(monkeypatch, tmp_path, ref
     assert line == ("rnnforge forecast: error: --lr 0.003 is likely too high: training diverged at step 3 "
                     "(the loss became nan) and stopped; nothing was saved")
     assert not (out / "forecaster.safetensors").exists()
+
+
+@pytest.mark.parametrize("loss_steps", T.LOSS_STEPS)
+def test_the_loss_covers_the_window_or_the_horizon_only(monkeypatch, loss_steps):
+    """With "horizon" the loss sees no context step: none of its targets is scaled by statistics
+    that include it. Checked on the targets the head is handed: the last H of each window's
+    C + H scaled values, recomputed here from the sampler's windows."""
+    s = seasonal_ar(200)
+    model, seen = tiny(), []
+    real_loss = model.head.loss
+    monkeypatch.setattr(model.head, "loss", lambda raw, z: seen.append(z.detach().clone()) or real_loss(raw, z))
+    C, Hz, B = 24, 6, 8
+    T.fit(model, [s], context=C, horizon=Hz, steps=1, minutes=None, batch_size=B, seed=3, log=None,
+          loss_steps=loss_steps)
+    sampler = T.WindowSampler([s], context=C, horizon=Hz, spec=model.spec, rng=np.random.default_rng(3))
+    z, _ = sampler.windows(sampler.draw(B))  # the same draw fit made first
+    K = model.spec.max_lag
+    want = z[:, K + (C if loss_steps == "horizon" else 0):]
+    np.testing.assert_allclose(seen[0].numpy(), want[np.isfinite(want)].astype(np.float32), rtol=1e-6)
+    if loss_steps == "window":  # the context's scaled values are centred by construction: the leak
+        assert abs(np.nanmean(z[:, K:K + C], axis=1)).max() < 1e-9
+
+
+def test_an_unknown_loss_span_is_refused():
+    from rnnforge.errors import OptionError
+
+    with pytest.raises(OptionError, match="'context' is not one of window, horizon"):
+        T.fit(tiny(), [seasonal_ar(100)], context=12, horizon=4, steps=1, minutes=None, log=None, loss_steps="context")

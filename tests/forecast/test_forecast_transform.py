@@ -210,3 +210,16 @@ def test_diff_needs_two_consecutive_observed_values():
     model = constant_head_model("diff", 1.0)
     with pytest.raises(UserError, match="no two consecutive values of the 20 before step 40"):
         model.sample_paths([Series("gappy", v)], [40], context=20, horizon=3, num_samples=5)
+
+
+def test_scalers_by_hand():
+    from rnnforge.forecast.features import scale_stats
+
+    ctx = np.array([[1.0, -3.0, np.nan, 6.0], [2.0, 2.0, 2.0, 2.0]])
+    loc, scale = scale_stats(ctx, "mean-abs", floor=0.5)  # not centred: mean |x|, floored
+    np.testing.assert_allclose(loc, [0, 0])
+    np.testing.assert_allclose(scale, [(1 + 3 + 6) / 3, 2.0])
+    loc, scale = scale_stats(ctx, "mean", floor=0.5)  # centred: mean, mean absolute deviation
+    np.testing.assert_allclose(loc, [4 / 3, 2.0])
+    np.testing.assert_allclose(scale, [(1 / 3 + 13 / 3 + 14 / 3) / 3, 0.5])  # a flat context: the floor
+

@@ -74,9 +74,10 @@ def _add_model_flags(p) -> None:
     g.add_argument("--hidden", type=int, default=40, help="hidden units per layer")
     g.add_argument("--layers", type=int, default=2, help="recurrent layers")
     g.add_argument("--dropout", type=float, default=0.1, help="dropout between recurrent layers")
-    g.add_argument("--scaler", default="mean", choices=SCALERS,
-                   help="per-window scaling from the context: mean (mean, mean absolute deviation) "
-                        "or robust (median, IQR)")
+    g.add_argument("--scaler", default="mean-abs", choices=SCALERS,
+                   help="per-window scaling from the context: mean-abs (divided by the mean absolute "
+                        "value, not centred, as DeepAR scales), mean (centred on the mean, divided by "
+                        "the mean absolute deviation) or robust (median, IQR/1.349)")
     g.add_argument("--transform", default="auto", choices=CHOSEN_TRANSFORMS + TRANSFORMS,
                    help="what the model learns, fitted on values before each origin only: auto (one model "
                         "each of none, diff and drift; kept: the one, or their equal mixture, with the "
@@ -113,6 +114,11 @@ def _add_model_flags(p) -> None:
     g.add_argument("--patience", type=int, default=10,
                    help="end training after this many validation checks without a lower validation loss "
                         "(checks every two epochs' worth of steps, 5..50); 0: run the whole budget")
+    g.add_argument("--loss-steps", default="window", choices=("window", "horizon"),
+                   help="the steps of each training window the loss covers: window, every step (the "
+                        "context's too, as DeepAR trains); horizon, the steps after the context only "
+                        "(the context sets the scaling, as in a forecast, so no step in the loss is "
+                        "scaled by statistics that include it)")
     g.add_argument("--recalibrate", default="auto", choices=("auto", "off"),
                    help="auto: estimate P(PIT <= u) on the validation windows and draw forecasts as "
                         "F^-1(R^-1(v)), pooled, per horizon step, a width scale only, or not at all, as "
@@ -262,7 +268,7 @@ def _config(args):
                           trend_window=args.trend_window, lags=lags, growth=_whole_numbers(args.growth, "growth"),
                           steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
                           ensemble=args.ensemble, val_windows=_auto_int(args.val_windows, "val_windows"),
-                          patience=args.patience, recalibrate=args.recalibrate,
+                          patience=args.patience, loss_steps=args.loss_steps, recalibrate=args.recalibrate,
                           series_scaling=args.series_scaling,
                           series_embedding=_whole(args.series_embedding, "series_embedding"),
                           rollout_steps=args.rollout_steps,

@@ -36,7 +36,7 @@ from .features import LONG_FIT, SCALERS, TRANSFORMS, default_lags
 from .heads import HEADS
 from .model import CELLS, Ensemble, Forecaster, ModelConfig, members_of
 from .series import Series, check_context, check_horizon, check_series, load
-from .trainer import check_objective, fit
+from .trainer import LOSS_STEPS, check_objective, fit
 
 #: seeds are unsigned 64-bit integers (torch.manual_seed's range)
 SEED_MAX = 2 ** 64 - 1
@@ -90,7 +90,7 @@ class ForecastConfig:
     hidden: int = 40
     layers: int = 2
     dropout: float = 0.1
-    scaler: str = "mean"
+    scaler: str = "mean-abs"
     transform: str = "auto"
     trend_window: int | None = None
     lags: str | list[int] = "auto"
@@ -102,6 +102,7 @@ class ForecastConfig:
     ensemble: int = 1
     val_windows: int | None = None
     patience: int = 10
+    loss_steps: str = "window"
     recalibrate: str = "auto"
     series_scaling: bool = False
     series_embedding: int = 0
@@ -144,6 +145,8 @@ class ForecastConfig:
         if self.val_windows is not None:
             check_int("val_windows", self.val_windows, low=0)
         check_int("patience", self.patience, low=0)
+        if self.loss_steps not in LOSS_STEPS:
+            raise OptionError("loss_steps", f"{self.loss_steps!r} is not one of {', '.join(LOSS_STEPS)}")
         check_int("series_embedding", self.series_embedding, low=0, high=EMBEDDING_MAX)
         if self.recalibrate not in RECALIBRATE:
             raise OptionError("recalibrate", f"{self.recalibrate!r} is not one of {', '.join(RECALIBRATE)}")
@@ -386,7 +389,7 @@ def _fit_members(c: ForecastConfig, cfg: ModelConfig, train_part: list[Series], 
         res = fit(model, train_part, context=context, horizon=horizon, steps=c.steps or None,
                   minutes=(c.minutes / c.ensemble) if c.minutes else None,
                   batch_size=c.batch_size, lr=c.lr, seed=c.seed + k, device=device,
-                  val_windows=val_windows, patience=c.patience, log=log)
+                  val_windows=val_windows, patience=c.patience, loss_steps=c.loss_steps, log=log)
         log(f"trained {res.steps} steps in {res.seconds:.1f}s; final loss {res.losses[-1]:.4f}"
             + (f"; kept step {res.best_step} (validation loss {min(res.val_losses):.4f})"
                if res.val_losses else ""))
@@ -397,7 +400,8 @@ def _fit_members(c: ForecastConfig, cfg: ModelConfig, train_part: list[Series], 
             model = Forecaster(cfg).to(device)
             again = fit(model, train_part, context=context, horizon=horizon, steps=res.steps, minutes=None,
                         batch_size=c.batch_size, lr=c.lr, seed=c.seed + k, device=device,
-                        val_windows=0, stop_after=res.best_step, log_every=res.check_every, log=None)
+                        val_windows=0, stop_after=res.best_step, log_every=res.check_every,
+                        loss_steps=c.loss_steps, log=None)
             log(f"refitted on all the training data: {again.steps} steps in {again.seconds:.1f}s")
             res.refit_steps = again.steps
             res.seconds += again.seconds
@@ -512,7 +516,7 @@ def _train(p: Plan, config: ForecastConfig, holdout_windows: int, device: str, l
                          "transform": transform_of(model),
                          "transform_selection": selection or None,
                          **{k: v for k, v in asdict(c).items()
-                            if k in ("refit", "seed", "lr", "batch_size", "rollout_paths",
+                            if k in ("refit", "seed", "lr", "batch_size", "rollout_paths", "loss_steps",
                                      "rollout_lr", "patience", "recalibrate", "series_scaling",
                                      "series_embedding")}}}
     return model, meta

@@ -60,7 +60,7 @@ import torch
 
 from ..errors import OptionError, UserError
 
-SCALERS = ("mean", "robust")
+SCALERS = ("mean", "robust", "mean-abs")
 #: the transforms: model the levels, their first differences, the residuals from the
 #: context's linear trend, or the residuals from a long-run drift and season anchored at the
 #: recent level
@@ -140,13 +140,17 @@ def scale_stats(context: np.ndarray, kind: str, floor: np.ndarray | float = 0.0
                 ) -> tuple[np.ndarray, np.ndarray]:
     """``loc, scale`` (B,) of context windows (B, C) with NaN for missing values.
 
-    mean:   loc = mean, scale = mean absolute deviation from it
-    robust: loc = median, scale = interquartile range / 1.349 (the sd of a normal)
+    mean:     loc = mean, scale = mean absolute deviation from it
+    robust:   loc = median, scale = interquartile range / 1.349 (the sd of a normal)
+    mean-abs: loc = 0, scale = mean absolute value (DeepAR's scaling: not centred)
     The scale is at least ``floor`` (per window or scalar) and positive.
     """
     if kind == "mean":
         loc = np.nanmean(context, axis=1)
         scale = np.nanmean(np.abs(context - loc[:, None]), axis=1)
+    elif kind == "mean-abs":
+        loc = np.zeros(context.shape[0])
+        scale = np.nanmean(np.abs(context), axis=1)
     elif kind == "robust":
         q25, loc, q75 = np.nanpercentile(context, [25, 50, 75], axis=1)
         scale = (q75 - q25) / 1.349

@@ -124,15 +124,25 @@ def check_objective(objective: str, paths: int) -> None:
         raise OptionError("rollout_paths", f"must be >= 2 (the sample CRPS compares paths), got {paths}")
 
 
+#: the window steps the teacher-forced loss covers. ``window``: every step, the context's too, as
+#: DeepAR trains; but each window is scaled by its context's statistics (features.scale_stats), so
+#: the context's scaled values are centred and of unit spread by construction, and a model that
+#: learns from them learns a pull back to the context's mean that no future value obeys (forecasts
+#: too narrow on a trending or wandering series). ``horizon``: the steps after the context only,
+#: scaled as a forecast scales them.
+LOSS_STEPS = ("window", "horizon")
+
+
 def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, steps: int | None,
         minutes: float | None, batch_size: int = 64, lr: float = 3e-3, seed: int = 0,
         device: str = "cpu", log_every: int | None = None, val_windows: int = 0, log=print,
         stop_after: int | None = None, objective: str = "teacher", paths: int = 8,
-        patience: int = 0) -> TrainResult:
+        patience: int = 0, loss_steps: str = "window") -> TrainResult:
     """Train ``model`` in place on random windows until the step or time budget runs out.
 
-    ``objective``: ``teacher`` (the head's loss on every observed value of each
-    window, teacher forced) or ``rollout`` (the CRPS of ``paths`` ancestral sample
+    ``objective``: ``teacher`` (the head's loss, teacher forced, on the observed values of
+    each window: every step with ``loss_steps="window"``, the horizon's only with
+    ``"horizon"``; see LOSS_STEPS) or ``rollout`` (the CRPS of ``paths`` ancestral sample
     paths per window over its horizon, ``rollout_crps``: what a forecast is scored
     on, for fine-tuning a model trained by teacher forcing).
 
@@ -150,6 +160,9 @@ def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, 
     """
     budget = Budget.of(steps, minutes)
     check_objective(objective, paths)
+    if loss_steps not in LOSS_STEPS:
+        raise OptionError("loss_steps", f"{loss_steps!r} is not one of {', '.join(LOSS_STEPS)}")
+    first = context if loss_steps == "horizon" else 0  # the first window step in the loss
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     K = model.spec.max_lag
@@ -205,9 +218,9 @@ def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, 
                                 ids=ids)
         else:
             x = window_inputs(z, phase, model.spec)  # (B, T, I)
-            target = z[:, K:]  # (B, T)
+            target = z[:, K + first:]  # (B, T - first)
             observed = torch.isfinite(target)
-            raw = model(x, ids)  # (B, T, P)
+            raw = model(x, ids)[:, first:]  # (B, T - first, P)
             loss = model.head.loss(raw[observed], target[observed]).mean()
         value = loss.item()
         if not math.isfinite(value):  # stop at once: a NaN would only be averaged into the log
