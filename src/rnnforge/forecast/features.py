@@ -85,7 +85,7 @@ class FeatureSpec:
     lags: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
     harmonics: int = 2
     growth: list[int] = field(default_factory=list)
-    scaler: str = "mean"
+    scaler: str = "mean"  # the building block's; ForecastConfig (train, the command line) defaults to mean-abs
     transform: str = "none"
     #: ``drift`` and ``deseason``: steps before the origin the line and season are fitted to and
     #: the seasonal pairs of that fit; ``drift`` only: the steps whose mean level anchors the line
