@@ -222,4 +222,3 @@ def test_scalers_by_hand():
     loc, scale = scale_stats(ctx, "mean", floor=0.5)  # centred: mean, mean absolute deviation
     np.testing.assert_allclose(loc, [4 / 3, 2.0])
     np.testing.assert_allclose(scale, [(1 / 3 + 13 / 3 + 14 / 3) / 3, 0.5])  # a flat context: the floor
-

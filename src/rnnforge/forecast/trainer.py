@@ -126,10 +126,11 @@ def check_objective(objective: str, paths: int) -> None:
 
 #: the window steps the teacher-forced loss covers. ``window``: every step, the context's too, as
 #: DeepAR trains; but each window is scaled by its context's statistics (features.scale_stats), so
-#: the context's scaled values are centred and of unit spread by construction, and a model that
-#: learns from them learns a pull back to the context's mean that no future value obeys (forecasts
-#: too narrow on a trending or wandering series). ``horizon``: the steps after the context only,
-#: scaled as a forecast scales them.
+#: the context's scaled values are constrained by construction: with a centring scaler (mean,
+#: robust) they average 0, and a model that learns from them learns a pull back to the context's
+#: mean that no future value obeys (forecasts too narrow on a trending or wandering series); with
+#: mean-abs only their mean absolute value is fixed, a weaker constraint. ``horizon``: the steps
+#: after the context only, scaled as a forecast scales them.
 LOSS_STEPS = ("window", "horizon")
 
 
