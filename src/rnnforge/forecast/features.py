@@ -60,7 +60,7 @@ import torch
 
 from ..errors import OptionError, UserError
 
-SCALERS = ("mean", "robust", "mean-abs")
+SCALERS = ("mean-abs", "mean", "robust")
 #: the transforms: model the levels, their first differences, the residuals from the
 #: context's linear trend, or the residuals from a long-run drift and season anchored at the
 #: recent level
