@@ -172,22 +172,22 @@ def rolling_recalibration(model, series: list[Series], *, context: int, horizon:
     is known then (steps past the origin masked), each forecast held out with the window of
     ``horizon`` steps it starts in; with the split-conformal margin of the 80% interval from the
     fully observed forecasts that start a window."""
-    picks, folds = [], []
+    picks, offsets = [], []  # offsets: steps from the series' first out-of-sample origin
     for s in series:
         first = max(int(start[s.name]), 1)
         last = rolling_origins(len(s), horizon, windows)[-1]
         for o in range(first, last):
             if np.isfinite(s.values[max(0, o - context):o]).any():
                 picks.append((s, o))
-                folds.append((o - first) // horizon)
+                offsets.append(o - first)
     if len(picks) > ROLLING_FORECASTS:
         keep = np.sort(np.random.default_rng(seed).choice(len(picks), ROLLING_FORECASTS, replace=False))
-        picks, folds = [picks[i] for i in keep], [folds[i] for i in keep]
+        picks, offsets = [picks[i] for i in keep], [offsets[i] for i in keep]
     if not picks:
         return Rolling([Recalibration() for _ in range(windows)])
-    folds = np.asarray(folds, dtype=np.int64)
+    offsets = np.asarray(offsets, dtype=np.int64)
+    folds, starts = offsets // horizon, offsets % horizon == 0
     origin = np.array([o for _, o in picks], dtype=np.int64)
-    starts = np.array([(o - max(int(start[s.name]), 1)) % horizon == 0 for s, o in picks], dtype=bool)
     end = np.array([len(s) for s, _ in picks], dtype=np.int64)
     gen = torch.Generator(device=device).manual_seed(seed + 2)
     paths, y = forecasts_at(model, picks, context=context, horizon=horizon, samples=samples, generator=gen,
@@ -202,11 +202,27 @@ def rolling_recalibration(model, series: list[Series], *, context: int, horizon:
     return Rolling(out)
 
 
+def apply_each(paths: np.ndarray, rcs: list[Recalibration]) -> np.ndarray:
+    """Forecasts ``paths`` (F, N, H), forecast i recalibrated by ``rcs[i]``: each distinct
+    recalibration applied once, to all its forecasts together."""
+    groups: dict[int, list[int]] = {}
+    for i, rc in enumerate(rcs):
+        if rc.active:
+            groups.setdefault(id(rc), []).append(i)
+    if not groups:
+        return paths
+    out = np.array(paths, dtype=np.float64)
+    for idx in groups.values():
+        out[idx] = rcs[idx[0]].apply(paths[idx])
+    return out
+
+
 def one_step_pit(model, series: list[Series], *, context: int, span: int, samples: int, seed: int,
-                 device: str = "cpu", recalibration=None) -> tuple[np.ndarray, np.ndarray]:
+                 device: str = "cpu", recalibration_at=None) -> tuple[np.ndarray, np.ndarray]:
     """PIT values of the model's one-step-ahead forecasts from the last ``span`` origins of every
-    series, recalibrated as the forecasts are (``recalibration``: a Recalibration, or a function of
-    (series, origin) giving the one in force there), and the same before recalibration: two (M,) arrays.
+    series, recalibrated as the forecasts are (``recalibration_at``: a function of (series, origin)
+    giving the Recalibration in force there; None: none), and the same before recalibration: two
+    (M,) arrays.
     Origins whose target is missing, or whose context holds no two consecutive observed values
     (which a differencing transform needs), are skipped: a gap in the data leaves out a few
     PIT values instead of failing the evaluation."""
@@ -217,15 +233,10 @@ def one_step_pit(model, series: list[Series], *, context: int, span: int, sample
     raw, y = forecasts_at(model, keys, context=context, horizon=1, samples=samples, generator=gen, device=device,
                           batch_paths=ONE_STEP_BATCH)  # (M, N, 1), (M, 1)
     before = pit_values([SampleForecast(p) for p in raw], y, seed=seed)[:, 0]
-    at = recalibration if callable(recalibration) else (lambda s, o: recalibration)  # noqa: E731
-    rcs = [at(s, o) or OFF for s, o in keys]
+    rcs = [(recalibration_at and recalibration_at(s, o)) or OFF for s, o in keys]
     if not any(rc.active for rc in rcs):
         return before, before
-    fixed = raw.copy()
-    for rc in {id(rc): rc for rc in rcs if rc.active}.values():
-        idx = [i for i, r in enumerate(rcs) if r is rc]
-        fixed[idx] = rc.apply(raw[idx])
-    after = pit_values([SampleForecast(p) for p in fixed], y, seed=seed)[:, 0]
+    after = pit_values([SampleForecast(p) for p in apply_each(raw, rcs)], y, seed=seed)[:, 0]
     return after, before
 
 
@@ -293,7 +304,7 @@ def backtest(model: Forecaster | None, series: list[Series], *, context: int, ho
         raw = np.concatenate([model.sample_paths([s] * windows, rolling_origins(len(s), horizon, windows),
                                                  context=context, horizon=horizon, num_samples=samples,
                                                  generator=gen, device=device) for s in series])  # in keys' order
-        results[model_name] = [SampleForecast(rc.apply(p)) for p, rc in zip(raw, rcs)]
+        results[model_name] = [SampleForecast(p) for p in apply_each(raw, rcs)]
         timings[model_name] = time.perf_counter() - t0 + float((training or {}).get("seconds") or 0.0)
         if any(rc.active for rc in rcs):
             before = score([SampleForecast(p) for p in raw], actuals, seed=seed)
@@ -320,7 +331,7 @@ def backtest(model: Forecaster | None, series: list[Series], *, context: int, ho
     if model is not None:
         t0 = time.perf_counter()
         after, before = one_step_pit(model, series, context=context, span=span, samples=samples, seed=seed,
-                                     device=device, recalibration=at)
+                                     device=device, recalibration_at=at)
         scores[model_name].with_one_step(after)
         if "before_recalibration" in extra_rows:
             extra_rows["before_recalibration"].update(

@@ -508,7 +508,14 @@ def _regular_grid(stamps: np.ndarray, source: str, column: str, line0: int) -> _
             positions = (stamps - stamps[0]).astype(np.int64) // step
             n = int(positions[-1]) + 1
             grid = stamps[0] + np.arange(n) * np.timedelta64(step, "D")
-    filled = n - len(stamps)
+    return _on_grid(grid, positions, freq, step_days, stamps, source, column)
+
+
+def _on_grid(grid: np.ndarray, positions: np.ndarray, freq: str | None, step_days: int | None,
+             stamps: np.ndarray, source: str, column: str) -> _Grid:
+    """The grid with the rows at ``positions``: its gaps counted (the first named), refused when
+    most of it would be gaps."""
+    n, filled = len(grid), len(grid) - len(stamps)
     if filled > len(stamps):
         raise UserError(f"{source}: column {column!r}: the timestamps are too sparse for a "
                         f"{freq_words(freq) if freq else f'{step_days}-day'} series: {filled} of the "
@@ -532,17 +539,7 @@ def _minute_grid(stamps: np.ndarray, source: str, column: str) -> _Grid:
     positions = (stamps - stamps[0]).astype(np.int64) // step
     n = int(positions[-1]) + 1
     grid = stamps[0] + np.arange(n) * np.timedelta64(step, "m")
-    filled = n - len(stamps)
-    if filled > len(stamps):
-        raise UserError(f"{source}: column {column!r}: the timestamps are too sparse for a "
-                        f"{freq_words(freq)} series: {filled} of the {n} steps from {stamps[0]} to "
-                        f"{stamps[-1]} have no row")
-    first_gap = None
-    if filled:
-        have = np.zeros(n, dtype=bool)
-        have[positions] = True
-        first_gap = str(grid[int(np.argmin(have))])
-    return _Grid(grid, positions, freq, None, filled, first_gap)
+    return _on_grid(grid, positions, freq, None, stamps, source, column)
 
 
 def _irregular(source: str, column: str, stamps: np.ndarray, what: str) -> UserError:
