@@ -5,6 +5,7 @@
     python benchmarks/bench_forecast.py all                   # both, with the defaults below
     python benchmarks/bench_forecast.py suite --steps 300     # held-out suite, documented defaults only
     python benchmarks/bench_forecast.py suite --select --steps 300   # the same on the windows before the test
+    python benchmarks/bench_forecast.py reach                 # how often a perfect forecaster passes the suite
 
 Accuracy runs ``rnnforge forecast evaluate`` (rolling origin over the last
 windows, same targets and metrics for the model and every baseline) per series
@@ -21,6 +22,9 @@ table, the targets met or missed, and per series the paired difference of the
 model's and the best classical baseline's CRPS per window with a bootstrap 90%
 interval over windows; for the synthetic series also the CRPS, coverage and
 PIT of the true predictive distribution on the same windows.
+Reach: how often a forecaster that knows the true process would meet the suite's
+calibration rules on each series' test windows (few, and dependent along a window),
+so that the model's count can be read against what is attainable.
 Speed times ``Forecaster.sample_paths`` for one series (median of 5 after a
 warm-up) on one CPU thread; the target is under 1 s.
 """
@@ -394,6 +398,156 @@ def bench_suite(*, steps: int, samples: int, seed: int, out: Path, baselines: st
     return rows
 
 
+def _ks_critical(n: int, alpha: float = 0.01) -> float:
+    """The KS statistic d at which the exact p-value of n uniforms falls to ``alpha``."""
+    from rnnforge.sampling.pit import ks_pvalue
+
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if ks_pvalue(mid, n) > alpha else (lo, mid)
+    return hi
+
+
+def _pass_rates(u: np.ndarray) -> dict:
+    """Shares of R replicate test sets (u: (R, W, H) PIT values of a forecaster that knows the
+    truth) meeting the suite's calibration rules: cov80 in 0.80 +- 0.07 (``band``), that and the
+    pooled KS p > 0.01 (``pooled``), that and the per-step KS p > 0.01 after Bonferroni over the
+    H steps (``valid``, the 1-step test left out: it passes 99% of correct forecasters)."""
+    R, W, H = u.shape
+    flat = np.sort(u.reshape(R, -1), axis=1)
+    n = flat.shape[1]
+    cov = ((flat > 0.1) & (flat < 0.9)).mean(axis=1)
+    band = (cov >= 0.73) & (cov <= 0.87)
+    ranks = np.arange(1, n + 1) / n
+    d = np.maximum((ranks - flat).max(axis=1), (flat - (ranks - 1 / n)).max(axis=1))
+    pooled = band & (d < _ks_critical(n))
+    steps = np.sort(u, axis=1)  # (R, W, H): per step over the windows
+    r = np.arange(1, W + 1)[None, :, None] / W
+    ds = np.maximum((r - steps).max(axis=1), (steps - (r - 1 / W)).max(axis=1))  # (R, H)
+    valid = band & (ds < _ks_critical(W, 0.01 / H)).all(axis=1)
+    return {"band": float(band.mean()), "pooled": float(pooled.mean()), "valid": float(valid.mean()),
+            "cov80_sd": float(cov.std())}
+
+
+def _psi_of_arima(s, origin: int, horizon: int, d: int = 1) -> np.ndarray:
+    """The first ``horizon`` weights of an innovation on the level in the suite's ARIMA baseline
+    (2, 1, 1 with a trend and, for a season, its Fourier terms) fitted before ``origin``: the
+    forecast error k steps ahead is sum_j psi_j e_(t+k-j). ``d=0``: the stationary ARMA(2, 1)
+    about a linear trend instead (weaker dependence across the steps)."""
+    import math
+    import warnings
+
+    import pandas as pd
+    from statsmodels.tsa.arima.model import ARIMA
+    from statsmodels.tsa.arima_process import arma2ma
+
+    from rnnforge.forecast.baselines import _history
+
+    y, start = _history(s, origin)
+    exog = None
+    if s.season > 1:
+        phase = s.phase(start, origin)
+        exog = np.column_stack([f(2 * math.pi * k * phase) for k in (1, 2, 3) for f in (np.sin, np.cos)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = ARIMA(pd.Series(y), exog=exog, order=(2, d, 1), trend="t" if d else "ct").fit()
+    psi = arma2ma(np.r_[1.0, -fit.arparams], np.r_[1.0, fit.maparams], lags=horizon)
+    return np.cumsum(psi) if d else psi
+
+
+def _linear_pit(psi: np.ndarray, reps: int, windows: int, rng) -> np.ndarray:
+    """PIT values (reps, windows, H) of the exact Gaussian forecasts of a linear process with
+    weights psi, on non-overlapping windows (independent: each window's errors are its own
+    innovations)."""
+    from scipy.stats import norm
+
+    H = psi.size
+    T = np.zeros((H, H))
+    for i in range(H):
+        T[i, i:] = psi[:H - i]
+    e = rng.standard_normal((reps, windows, H)) @ T
+    return norm.cdf(e / np.sqrt(np.cumsum(psi ** 2)))
+
+
+def bench_reach(*, reps: int, seed: int, out: Path, synthetic_reps: int) -> list[dict]:
+    """How often a forecaster that knows the true process meets the suite's calibration rules on
+    each series' test windows (their number and horizon as the suite resolves them): for the
+    synthetic series by simulating them again (``synthetic_reps`` series, the truth's PIT by
+    1000 draws per window); for the real series taking the suite's ARIMA fitted before the test
+    windows as the truth (its dependence across a window's steps is what matters). Also the
+    same for independent PIT values (n outcomes, no dependence: the most a perfect forecaster
+    can reach). Writes OUT/reach.md."""
+
+    from rnnforge.forecast.api import plan
+    from rnnforge.forecast.metrics import SampleForecast, pit_values
+    from rnnforge.forecast.series import load
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for name, ds, col, freq, _ in SUITE:
+        stamps, values = _suite_real(name, ds, col, freq)
+        data = out / "data" / f"{name}.csv"
+        _write_csv(data, stamps, values, name)
+        pl = plan(load(str(data), log=lambda *_: None), windows=None)
+        s, H, W = pl.series[0], pl.horizon, pl.windows
+        origin = len(s) - W * H
+        rows.append({"series": name, "kind": "real", "windows": W, "horizon": H,
+                     "truth": _pass_rates(_linear_pit(_psi_of_arima(s, origin, H), reps, W, rng)),
+                     "stationary": _pass_rates(_linear_pit(_psi_of_arima(s, origin, H, d=0), reps, W, rng)),
+                     "iid": _pass_rates(rng.random((reps, W, H)))})
+        print(name, rows[-1], flush=True)
+    for name, freq, n, _ in SYNTHETIC:
+        data = out / "data" / f"{name}.csv"
+        _write_csv(data, _stamps(freq, n), Synthetic(name, n, seed=0).values, name)
+        pl = plan(load(str(data), log=lambda *_: None), windows=None)
+        H, W = pl.horizon, pl.windows
+        u = np.empty((synthetic_reps, W, H))
+        for r in range(synthetic_reps):
+            syn = Synthetic(name, n, seed=1000 + r)
+            origins = [n - (W - w) * H for w in range(W)]
+            fc = [SampleForecast(syn.true_paths(o, H, 1000, rng)) for o in origins]
+            u[r] = pit_values(fc, [syn.values[o:o + H] for o in origins], seed=seed + r)
+        rows.append({"series": name, "kind": "synthetic", "windows": W, "horizon": H, "truth": _pass_rates(u),
+                     "iid": _pass_rates(rng.random((reps, W, H)))})
+        print(name, rows[-1], flush=True)
+
+    def at_least(ps: list[float], k: int) -> float:  # P(at least k of independent events)
+        dist = np.zeros(len(ps) + 1)
+        dist[0] = 1.0
+        for p in ps:
+            dist[1:] = dist[1:] * (1 - p) + dist[:-1] * p
+            dist[0] *= 1 - p
+        return float(dist[k:].sum())
+
+    real = [r for r in rows if r["kind"] == "real"]
+    syn = [r for r in rows if r["kind"] == "synthetic"]
+    need = -(-8 * len(real) // 10)  # at least 80% of them
+    lines = ["| series | windows x horizon | truth: band | truth: band and pooled p > 0.01 | truth: band and "
+             "per-step p > 0.01 | sd of cov80 | stationary truth: band / pooled / per-step | independent PIT: "
+             "band and pooled |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        t, i, st = r["truth"], r["iid"], r.get("stationary")
+        lines.append(f"| {r['series']} | {r['windows']} x {r['horizon']} | {t['band']:.2f} | {t['pooled']:.2f} | "
+                     f"{t['valid']:.2f} | {t['cov80_sd']:.3f} | "
+                     + (f"{st['band']:.2f} / {st['pooled']:.2f} / {st['valid']:.2f}" if st else "") +
+                     f" | {i['pooled']:.2f} |")
+    lines.append("")
+    for truth in ("truth", "stationary"):
+        for rule in ("pooled", "valid"):
+            ps = [r[truth][rule] for r in real]
+            lines.append(f"- {truth}, {rule}: a forecaster that knows it meets the rule on {sum(ps):.1f} of "
+                         f"{len(real)} real series on average, on at least {need} of them (the target) with "
+                         f"probability {at_least(ps, need):.3f}"
+                         + (f"; on all {len(syn)} synthetic series with probability "
+                            f"{np.prod([r['truth'][rule] for r in syn]):.3f}" if truth == "truth" else ""))
+    text = "\n".join(lines) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "reach.md").write_text(text)
+    print(text)
+    return rows
+
+
 def suite_table(rows: list[dict], *, steps: int, samples: int, validation: bool = False) -> str:
     def ok(b):
         return "yes" if b else "**no**"
@@ -513,7 +667,7 @@ def _suite_baselines(names: str) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=("speed", "accuracy", "all", "suite"))
+    p.add_argument("what", choices=("speed", "accuracy", "all", "suite", "reach"))
     p.add_argument("--only", default=None, help="suite: comma-separated series names (default: all)")
     p.add_argument("--series", default="sunspots,co2", help="comma-separated shipped series")
     p.add_argument("--steps", type=int, default=0, help="training steps per model (0: the SETUPS value)")
@@ -535,6 +689,8 @@ def main(argv=None) -> int:
     p.add_argument("--length", type=int, default=0,
                    help="suite: simulate the synthetic series this long (0: the lengths of SYNTHETIC)")
     p.add_argument("--samples", type=int, default=1000)
+    p.add_argument("--reps", type=int, default=4000,
+                   help="reach: replicate test sets per series (a tenth of them for the simulated synthetic series)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--baselines", default="seasonal-naive,ets,arima")
     p.add_argument("--val-windows", type=int, default=4)
@@ -558,6 +714,9 @@ def main(argv=None) -> int:
         bench_suite(steps=args.steps or 300, samples=args.samples, seed=args.seed, out=Path(args.out) / ("suite-select" if args.select else "suite"),
                     baselines=args.baselines if "gluonts" in args.baselines else _suite_baselines(args.baselines),
                     only=args.only, validation=args.select, extra=tuple(extra), length=args.length)
+        return 0
+    if args.what == "reach":
+        bench_reach(reps=args.reps, seed=args.seed, out=Path(args.out) / "reach", synthetic_reps=args.reps // 10)
         return 0
     if args.what in ("accuracy", "all"):
         for s in args.series.split(","):

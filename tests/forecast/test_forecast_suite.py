@@ -92,3 +92,39 @@ def test_a_synthetic_row_states_its_gap_to_the_truth_with_the_windows_interval()
     # rows written before the paired difference was recorded still render
     old = {**row, "true": {k: v for k, v in true.items() if k not in ("diff", "diff_ci", "windows")}}
     assert "(true 2, +10.0%)" in bench.suite_table([old], steps=10, samples=10)
+
+
+def test_ks_critical_value_matches_scipy():
+    # the statistic at which the exact KS p-value falls to 1%: scipy's kstwo quantile
+    for n in (5, 36, 120):
+        assert bench._ks_critical(n) == pytest.approx(stats.kstwo.ppf(0.99, n), abs=1e-6)
+
+
+def test_pass_rates_of_independent_pit_match_the_binomial():
+    # independent uniform PIT values: cov80 is Binomial(n, 0.8) / n, so the band 0.73..0.87 of
+    # n = 60 holds 44..52 of them; the KS and per-step tests reject about 1% and at most 1%
+    rng = np.random.default_rng(0)
+    rates = bench._pass_rates(rng.random((40000, 6, 10)))
+    band = stats.binom.cdf(52, 60, 0.8) - stats.binom.cdf(43, 60, 0.8)
+    assert rates["band"] == pytest.approx(band, abs=0.006)
+    assert rates["cov80_sd"] == pytest.approx(np.sqrt(0.16 / 60), rel=0.02)
+    assert band * 0.985 - 0.006 < rates["pooled"] < band
+    assert band * 0.985 - 0.006 < rates["valid"] <= rates["band"]
+
+
+def test_linear_pit_is_uniform_per_step_and_dependent_along_a_window():
+    rng = np.random.default_rng(1)
+    # white noise (psi = 1, 0, 0, ...): independent uniforms
+    u = bench._linear_pit(np.r_[1.0, np.zeros(7)], 5000, 2, rng)
+    assert abs(np.corrcoef(u[:, 0, 2], u[:, 0, 3])[0, 1]) < 0.04
+    # a random walk (psi all 1): each step uniform, step k and k + 1 correlated as in the closed
+    # form of the normal scores, corr(e_k, e_k+1) = sqrt(k / (k + 1)) (k counted from 1)
+    u = bench._linear_pit(np.ones(8), 20000, 2, rng)
+    for k in (0, 7):
+        assert stats.kstest(u[:, 1, k], "uniform").pvalue > 1e-3
+    z = stats.norm.ppf(u[:, 0])
+    assert np.corrcoef(z[:, 3], z[:, 4])[0, 1] == pytest.approx(np.sqrt(4 / 5), abs=0.01)
+    # separate windows are independent
+    assert abs(np.corrcoef(z[:, 0], stats.norm.ppf(u[:, 1, 0]))[0, 1]) < 0.03
+    # the dependence widens the spread of cov80 over test sets past the binomial's
+    assert bench._pass_rates(bench._linear_pit(np.ones(24), 4000, 5, rng))["cov80_sd"] > 2 * np.sqrt(0.16 / 120)
