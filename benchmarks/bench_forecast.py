@@ -512,13 +512,13 @@ def bench_reach(*, reps: int, seed: int, out: Path, synthetic_reps: int) -> list
                      "iid": _pass_rates(rng.random((reps, W, H)))})
         print(name, rows[-1], flush=True)
 
-    def at_least(ps: list[float], k: int) -> float:  # P(at least k of independent events)
+    def count_law(ps: list[float]) -> np.ndarray:  # P(exactly k of independent events), k = 0..len
         dist = np.zeros(len(ps) + 1)
         dist[0] = 1.0
         for p in ps:
             dist[1:] = dist[1:] * (1 - p) + dist[:-1] * p
             dist[0] *= 1 - p
-        return float(dist[k:].sum())
+        return dist
 
     real = [r for r in rows if r["kind"] == "real"]
     syn = [r for r in rows if r["kind"] == "synthetic"]
@@ -536,9 +536,11 @@ def bench_reach(*, reps: int, seed: int, out: Path, synthetic_reps: int) -> list
     for truth in ("truth", "stationary"):
         for rule in ("pooled", "valid"):
             ps = [r[truth][rule] for r in real]
+            law = np.cumsum(count_law(ps))
             lines.append(f"- {truth}, {rule}: a forecaster that knows it meets the rule on {sum(ps):.1f} of "
                          f"{len(real)} real series on average, on at least {need} of them (the target) with "
-                         f"probability {at_least(ps, need):.3f}"
+                         f"probability {1 - law[need - 1]:.3f}; on at most 0, 1, 2, 3 of them with probability "
+                         + ", ".join(f"{v:.3f}" for v in law[:4])
                          + (f"; on all {len(syn)} synthetic series with probability "
                             f"{np.prod([r['truth'][rule] for r in syn]):.3f}" if truth == "truth" else ""))
     text = "\n".join(lines) + "\n"
