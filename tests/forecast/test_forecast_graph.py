@@ -90,6 +90,9 @@ def test_cuda_graph_needs_a_cuda_device():
     with pytest.raises(OptionError, match="the student-t head cannot be captured in a CUDA graph"):
         model_of(head="student-t").sample_paths([s], [150], context=20, horizon=5, num_samples=3,
                                                 device="cuda", cuda_graph=True)
+    with pytest.raises(OptionError, match=r"the mixture head cannot be captured in a CUDA graph \(it has not"):
+        model_of(head="mixture").sample_paths([s], [150], context=20, horizon=5, num_samples=3,
+                                              device="cuda", cuda_graph=True)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graph replay needs a CUDA GPU")

@@ -40,7 +40,7 @@ def test_short_training_lowers_crps():
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("head", ["gaussian", "student-t"])
+@pytest.mark.parametrize("head", ["gaussian", "student-t", "mixture"])
 def test_every_cell_and_head_samples(cell, head):
     s = seasonal_ar(200)
     model = tiny(cell, head, hidden=5, layers=2)

@@ -133,17 +133,19 @@ class Forecaster(nn.Module):
         runs op by op). The uniforms are drawn up front as before, so a seed gives the
         same paths with or without the graph on the same device. The Student-t
         head cannot be captured (its quantile solver and incomplete beta function
-        decide on the host when they have converged): on CUDA it runs op by op,
-        and ``cuda_graph=True`` with it is an error.
+        decide on the host when they have converged), and the mixture head's
+        bisection is not captured (not yet run on a GPU): on CUDA they run op by
+        op, and ``cuda_graph=True`` with them is an error.
         """
         if num_samples < 1:
             raise OptionError("samples", f"must be >= 1, got {num_samples}")
         if cuda_graph and torch.device(device).type != "cuda":
             raise OptionError("cuda_graph", f"needs a CUDA device, got device {device}")
         if cuda_graph and self.head.name not in GRAPH_HEADS:
+            why = ("its solver checks convergence on the host" if self.head.name == "student-t"
+                   else "it has not been run in one on a GPU")
             raise OptionError("cuda_graph", f"the {self.head.name} head cannot be captured in a CUDA graph "
-                                            f"(its solver checks convergence on the host); heads that can: "
-                                            f"{', '.join(GRAPH_HEADS)}")
+                                            f"({why}); heads that can: {', '.join(GRAPH_HEADS)}")
         self.eval()
         spec, K, C, H, N = self.spec, self.spec.max_lag, context, horizon, num_samples
         for s, o in zip(series, origins):
