@@ -478,7 +478,6 @@ def bench_reach(*, reps: int, seed: int, out: Path, synthetic_reps: int) -> list
     windows as the truth (its dependence across a window's steps is what matters). Also the
     same for independent PIT values (n outcomes, no dependence: the most a perfect forecaster
     can reach). Writes OUT/reach.md."""
-
     from rnnforge.forecast.api import plan
     from rnnforge.forecast.metrics import SampleForecast, pit_values
     from rnnforge.forecast.series import load

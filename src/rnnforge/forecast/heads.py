@@ -282,8 +282,6 @@ class GaussianMixtureHead(Head):
         u64 = u.double().clamp(1e-300, 1.0 - 2.0 ** -53)  # u = 1 would put the bracket at +inf
         comp = m + sd * torch.special.ndtri(u64).unsqueeze(-1)  # each component's u-quantile
         lo, hi = comp.min(-1).values, comp.max(-1).values
-        lo, hi = torch.broadcast_tensors(lo, hi)
-        u64 = u64.expand_as(lo)
         for _ in range(self.BISECTIONS):
             mid = 0.5 * (lo + hi)
             below = self._cdf(lw, m, sd, mid) < u64
