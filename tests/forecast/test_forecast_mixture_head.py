@@ -98,3 +98,21 @@ def test_gradients_by_gradcheck():
 def test_bad_component_counts_are_refused(bad):
     with pytest.raises(UserError, match="the mixture head needs at least 1 component"):
         H.make_head("mixture", components=bad)
+
+
+def test_a_forecaster_with_it_round_trips_through_a_checkpoint(tmp_path):
+    from rnnforge.forecast import checkpoint as C
+    from rnnforge.forecast.model import Forecaster, ModelConfig
+    from synthetic import seasonal_ar
+
+    torch.manual_seed(0)
+    model = Forecaster(ModelConfig(cell="gru", head="mixture", head_kwargs={"components": 2}, hidden=6, layers=1,
+                                   dropout=0.0, features=dict(lags=[1, 2, 12], harmonics=1)))
+    C.save(tmp_path / "m.safetensors", model, {"horizon": 4, "context": 12})
+    loaded, meta = C.load(tmp_path / "m.safetensors")
+    assert loaded.head.components == 2 and meta["model"]["head_kwargs"] == {"components": 2}
+    s = seasonal_ar(200)
+    kw = dict(context=12, horizon=4, num_samples=30)
+    a = model.sample_paths([s], [200], generator=torch.Generator().manual_seed(0), **kw)
+    np.testing.assert_array_equal(a, loaded.sample_paths([s], [200], generator=torch.Generator().manual_seed(0), **kw))
+    assert np.isfinite(a).all() and a[0, :, 0].std() > 0
