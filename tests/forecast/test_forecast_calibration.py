@@ -27,7 +27,7 @@ def test_too_narrow_model_becomes_calibrated():
     rng = np.random.default_rng(0)
     paths, y = narrow(rng, 500)
     rc = C.choose(paths, y, windows=np.arange(500) % 10)
-    assert rc.mode in ("scale", "pooled", "per-step")  # scale is the exact form of this fault
+    assert rc.mode in ("scale", "scale-steps", "pooled", "per-step")  # scale is the exact form of this fault
     # R(u) = P(Phi(Y / 0.5) <= u) = Phi(0.5 Phi^{-1}(u)) for Y ~ N(0, 1): the closed form
     u = np.linspace(0.05, 0.95, 19)
     R = rc.map_of_step(0)
@@ -154,3 +154,48 @@ def test_scale_is_chosen_when_the_bias_changes_sign_between_windows():
     cv = rc.report["cv_crps"]
     assert rc.mode == "scale" and cv["scale"] < min(cv["pooled"], cv["per-step"]) < cv["off"]
     assert rc.report["after"]["cov80"] > rc.report["before"]["cov80"] + 0.2
+
+
+def test_scale_steps_mends_a_spread_that_grows_too_slowly():
+    """Forecasts N(0, 1) at every step of targets N(0, k) at step k (a random walk forecast as if
+    its spread did not grow): right one step ahead, too narrow by sqrt(k) at step k. The
+    per-step scales s k^b are then s = 1, b = 1/2 (closed form); one scale for every step
+    widens step 1 too, which the cross-validation sees."""
+    rng = np.random.default_rng(3)
+    W, N, H = 300, 300, 12
+    sd = np.sqrt(np.arange(1.0, H + 1))
+    paths = rng.normal(0, 1, (W, N, H))
+    y = rng.normal(0, 1, (W, H)) * sd
+    maps = C.fit_scale_steps(C.pit_scores(paths, y))
+    w = np.array([-1.5, 1.0])
+    for k in (0, 3, 11):  # r(w) = w / s_k
+        assert maps[k].scores(w) == pytest.approx(w / sd[k], rel=0.06)
+    rc = C.choose(paths, y, windows=np.arange(W) % 10)
+    cv = rc.report["cv_crps"]
+    assert rc.mode == "scale-steps" and cv["scale-steps"] < min(cv["scale"], cv["pooled"]) < cv["off"]
+    assert rc.bands == list(range(H))
+    # fresh forecasts: each step's recalibrated 80% interval holds 80% of N(0, k) (closed form)
+    paths, y = rng.normal(0, 1, (100, N, H)), rng.normal(0, 1, (100, H)) * sd
+    q10, q90 = np.quantile(rc.apply(paths), [0.1, 0.9], axis=1)  # (W, H)
+    held = stats.norm.cdf(q90 / sd) - stats.norm.cdf(q10 / sd)
+    assert held.mean(axis=0) == pytest.approx(np.full(H, 0.8), abs=0.03)
+    # the one-number scale fitted on the same PIT values widens step 1 past its 80%
+    one = C.Recalibration("scale", C.fit_maps(C.pit_scores(paths, y), "scale", []))
+    o10, o90 = np.quantile(one.apply(paths[:, :, :1]), [0.1, 0.9], axis=1)
+    assert (stats.norm.cdf(o90) - stats.norm.cdf(o10)).mean() > 0.9
+    # stored and restored
+    back = C.Recalibration.from_dict(json.loads(json.dumps(rc.to_dict())))
+    assert back.mode == "scale-steps" and back.bands == rc.bands
+    assert back.map_of_step(7).scores(w) == pytest.approx(rc.map_of_step(7).scores(w))
+    with pytest.raises(ValueError, match="bands"):
+        C.Recalibration.from_dict({**rc.to_dict(), "bands": [0, 99]})
+
+
+def test_scale_steps_of_a_calibrated_model_is_near_the_identity():
+    rng = np.random.default_rng(4)
+    paths, y = rng.normal(0, 1, (200, 300, 6)), rng.normal(0, 1, (200, 6))
+    maps = C.fit_scale_steps(C.pit_scores(paths, y))
+    for m in maps:
+        assert m.scores(np.array([1.0]))[0] == pytest.approx(1.0, abs=0.08)
+    # too few values: the identity
+    assert all(m.x.size == 0 for m in C.fit_scale_steps(np.full((3, 4), np.nan)))

@@ -27,8 +27,11 @@ for every step (``pooled``) or one per band of consecutive horizon steps
 (``per-step``, as many bands as the validation data gives 40 PIT values
 each, at most one per step), or a map of one number (``scale``: the forecast
 widened or narrowed about its median until its central 80% interval holds 80%
-of the validation PIT values); which one (or none) is chosen by leave-one-
-window-out cross-validation of the CRPS on the validation windows.
+of the validation PIT values), or one such number per horizon step on a power
+law in the step (``scale-steps``: s k^b, for a model right one step ahead and
+too narrow further out, which one number for every step would widen at step 1
+too); which one (or none) is chosen by leave-one-window-out cross-validation
+of the CRPS on the validation windows.
 
 Split conformal (Romano, Patterson and Candès 2019, conformalized quantile
 regression): on the same windows the score ``E = max(q_lo - y, y - q_hi) /
@@ -48,7 +51,9 @@ import numpy as np
 
 from .metrics import crps_samples, norm_cdf, norm_ppf
 
-MODES = ("off", "scale", "pooled", "per-step")
+MODES = ("off", "scale", "scale-steps", "pooled", "per-step")
+#: the modes with a map per horizon step (``bands``), the others one map for every step
+STEP_MODES = ("scale-steps", "per-step")
 #: PIT values per band of horizon steps of a per-step map
 PER_BAND = 40
 #: the largest number of knots of one map (order statistics beyond this are thinned evenly)
@@ -204,8 +209,8 @@ def quantile_function(sorted_paths: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Recalibration:
-    """A recalibration: ``mode`` and its maps (one for ``scale`` and ``pooled``; one per band for ``per-step``,
-    ``bands[k]`` the map of horizon step k); ``report`` says how it was chosen and the validation
+    """A recalibration: ``mode`` and its maps (one for ``scale`` and ``pooled``; one per band for ``per-step``
+    and one per step for ``scale-steps``, ``bands[k]`` the map of horizon step k); ``report`` says how it was chosen and the validation
     PIT before and after, and holds the split-conformal margin of the 80% interval."""
 
     mode: str = "off"
@@ -218,7 +223,7 @@ class Recalibration:
         return self.mode != "off" and bool(self.maps)
 
     def map_of_step(self, k: int) -> PitMap:
-        if self.mode != "per-step":
+        if self.mode not in STEP_MODES:
             return self.maps[0]
         return self.maps[self.bands[min(k, len(self.bands) - 1)]]
 
@@ -253,7 +258,7 @@ class Recalibration:
             raise ValueError(f"unknown recalibration mode {d.get('mode')!r}")
         rc = cls(d["mode"], [PitMap.from_dict(m) for m in d.get("maps", [])], [int(b) for b in d.get("bands", [])],
                  dict(d.get("report", {})))
-        if rc.mode == "per-step" and (not rc.bands or max(rc.bands) >= len(rc.maps) or min(rc.bands) < 0):
+        if rc.mode in STEP_MODES and (not rc.bands or max(rc.bands) >= len(rc.maps) or min(rc.bands) < 0):
             raise ValueError("the bands of a per-step recalibration do not match its maps")
         return rc
 
@@ -275,10 +280,50 @@ def bands_of(horizon: int, n_windows: int) -> list[int]:
     return [min(count - 1, k * count // horizon) for k in range(horizon)]
 
 
+def fit_scale_steps(pit: np.ndarray, level: float = 0.8) -> list[PitMap]:
+    """One scale map per horizon step k = 1..H with ``s_k = s k^b``: the width of each step's
+    forecast corrected by its own factor, the factors on a power law in k, so that a model
+    right one step ahead and too narrow (or wide) further out is mended at every step from
+    the PIT values of all of them. (s, b) minimise the pinball loss at ``level`` of ``|w|``
+    against ``z s k^b`` (z the standard normal's ``level`` quantile of ``|w|``; w the PIT's
+    normal scores (W, H), NaN: unobserved): for each b on a grid over [-1, 1], s is a weighted
+    quantile in closed form (sum_i c_i rho(|w_i| / c_i - s), c_i = z k_i^b)."""
+    W, H = pit.shape
+    a = np.abs(np.asarray(pit, dtype=np.float64))
+    ok = np.isfinite(a)
+    if ok.sum() < 2:
+        return [PitMap.identity()] * H
+    z = norm_ppf(0.5 + level / 2)
+    k = np.broadcast_to(np.arange(1.0, H + 1.0)[None, :], a.shape)[ok]
+    a = a[ok]
+    best = (math.inf, 1.0, 0.0)
+    for b in np.linspace(-1.0, 1.0, 81):
+        c = z * k ** b
+        r = a / c
+        order = np.argsort(r)
+        cw = np.cumsum(c[order])
+        s = float(r[order][np.searchsorted(cw, level * cw[-1])])
+        d = a - s * c
+        loss = float(np.maximum(level * d, (level - 1) * d).sum())
+        if loss < best[0]:
+            best = (loss, s, float(b))
+    _, s, b = best
+    return [PitMap(np.array([-1.0, 1.0]), np.array([-1.0, 1.0]) / float(np.clip(s * (j + 1) ** b, 1e-3, 1e3)))
+            for j in range(H)]
+
+
+def bands_of_mode(mode: str, bands: list[int], horizon: int) -> list[int]:
+    """The map index of each horizon step for ``mode``: ``bands`` for per-step, one per step for
+    scale-steps, none (the one map) for the others."""
+    return list(bands) if mode == "per-step" else list(range(horizon)) if mode == "scale-steps" else []
+
+
 def fit_maps(pit: np.ndarray, mode: str, bands: list[int]) -> list[PitMap]:
     """The maps of a mode from the normal scores of PIT values (W, H) (NaN: unobserved)."""
     if mode == "off":
         return []
+    if mode == "scale-steps":
+        return fit_scale_steps(pit)
     if mode == "pooled":
         return [PitMap.fit(pit[np.isfinite(pit)])]
     if mode == "scale":
@@ -331,14 +376,14 @@ def choose(paths: np.ndarray, y: np.ndarray, *, windows: np.ndarray, modes=MODES
         cpit = np.full((W, H), np.nan)
         for f in folds:
             test = windows == f
-            rc = Recalibration(mode, fit_maps(pit[~test], mode, bands), bands)
+            rc = Recalibration(mode, fit_maps(pit[~test], mode, bands), bands_of_mode(mode, bands, H))
             crps[test] = _crps_of(rc, paths[test], y[test])
             for k in range(H):
                 cpit[test, k] = rc.map_of_step(k).scores(pit[test, k])
         cv[mode] = float(np.nanmean(np.where(ok, crps, np.nan)))
         after_pit[mode] = np.where(ok, cpit, np.nan)
     best = min([m for m in cv if m in modes] or ["off"], key=lambda m: (cv[m], m != "off"))
-    rc = Recalibration(best, fit_maps(pit, best, bands), bands if best == "per-step" else [])
+    rc = Recalibration(best, fit_maps(pit, best, bands), bands_of_mode(best, bands, H))
     rc.report = {"windows": int(len(folds)), "values": int(ok.sum()), "cv_crps": cv, "chosen": best,
                  "before": pit_summary(norm_cdf(pit[ok])), "after": pit_summary(norm_cdf(after_pit[best][ok])),
                  "forecasts": int(W)}
