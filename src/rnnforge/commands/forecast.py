@@ -121,7 +121,8 @@ def _add_model_flags(p) -> None:
                         "scaled by statistics that include it)")
     g.add_argument("--recalibrate", default="auto", choices=("auto", "off"),
                    help="auto: estimate P(PIT <= u) on the validation windows and draw forecasts as "
-                        "F^-1(R^-1(v)), pooled, per horizon step, a width scale only, or not at all, as "
+                        "F^-1(R^-1(v)), pooled, per horizon step, a width scale only (one, or one per step), "
+                        "or not at all, as "
                         "cross-validation on those windows chooses (stored in the checkpoint); off: never")
     g.add_argument("--rollout-steps", type=int, default=0,
                    help="then fine-tune for this many steps on the CRPS of the model's own sample paths "
