@@ -209,9 +209,10 @@ def quantile_function(sorted_paths: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Recalibration:
-    """A recalibration: ``mode`` and its maps (one for ``scale`` and ``pooled``; one per band for ``per-step``
-    and one per step for ``scale-steps``, ``bands[k]`` the map of horizon step k); ``report`` says how it was chosen and the validation
-    PIT before and after, and holds the split-conformal margin of the 80% interval."""
+    """A recalibration: ``mode`` and its maps (one for ``scale`` and ``pooled``; one per band for
+    ``per-step`` and one per step for ``scale-steps``, ``bands[k]`` the map of horizon step k);
+    ``report`` says how it was chosen and the validation PIT before and after, and holds the
+    split-conformal margin of the 80% interval."""
 
     mode: str = "off"
     maps: list[PitMap] = field(default_factory=list)
@@ -288,7 +289,7 @@ def fit_scale_steps(pit: np.ndarray, level: float = 0.8) -> list[PitMap]:
     against ``z s k^b`` (z the standard normal's ``level`` quantile of ``|w|``; w the PIT's
     normal scores (W, H), NaN: unobserved): for each b on a grid over [-1, 1], s is a weighted
     quantile in closed form (sum_i c_i rho(|w_i| / c_i - s), c_i = z k_i^b)."""
-    W, H = pit.shape
+    H = pit.shape[1]
     a = np.abs(np.asarray(pit, dtype=np.float64))
     ok = np.isfinite(a)
     if ok.sum() < 2:
