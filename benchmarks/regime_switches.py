@@ -26,11 +26,11 @@ import torch
 MEANS, NEAR = (0.0, 3.0), 1.5
 
 
-def one_step_crps() -> dict:
+def one_step_crps(levels: int = 2000, outcomes: int = 4000) -> dict:
     """Expected one-step CRPS, under the truth from a steady state, of the truth's mixture
     0.97 N(0, 0.25) + 0.03 N(3, 0.25), of the best single Gaussian, and of the truth with its
     quantiles cut at 2 (no mass at the other state): CRPS = 2 int_0^1 pinball_a(y, q(a)) da,
-    on a grid of 2000 levels, y by 4000 of its own quantiles."""
+    on a grid of ``levels`` levels, y by ``outcomes`` of its own quantiles."""
     from scipy.optimize import brentq
     from scipy.stats import norm
 
@@ -40,8 +40,8 @@ def one_step_crps() -> dict:
     def quantiles(a):
         return np.array([brentq(lambda x: cdf(x) - v, -10.0, 10.0) for v in a])
 
-    a = (np.arange(2000) + 0.5) / 2000
-    y = quantiles((np.arange(4000) + 0.5) / 4000)
+    a = (np.arange(levels) + 0.5) / levels
+    y = quantiles((np.arange(outcomes) + 0.5) / outcomes)
     q = quantiles(a)
 
     def crps(qs):

@@ -116,3 +116,23 @@ def test_a_forecaster_with_it_round_trips_through_a_checkpoint(tmp_path):
     a = model.sample_paths([s], [200], generator=torch.Generator().manual_seed(0), **kw)
     np.testing.assert_array_equal(a, loaded.sample_paths([s], [200], generator=torch.Generator().manual_seed(0), **kw))
     assert np.isfinite(a).all() and a[0, :, 0].std() > 0
+
+
+def test_the_regime_diagnostic_one_step_crps_matches_the_closed_form():
+    """benchmarks/regime_switches.py's expected one-step CRPS of the truth, by quadrature over
+    quantiles, against the closed form: under F itself E CRPS(F, Y) = E|X - X'| / 2, for the
+    mixture 0.97 N(0, 0.25) + 0.03 N(3, 0.25) sum_kl w_k w_l A(mu_k - mu_l, sqrt(2) 0.5) / 2."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "regime_switches", Path(__file__).resolve().parents[2] / "benchmarks" / "regime_switches.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    got = mod.one_step_crps(levels=500, outcomes=1000)  # the script's grids are 4x finer
+    w = torch.tensor([0.97, 0.03], dtype=torch.float64)
+    mu = torch.tensor([0.0, 3.0], dtype=torch.float64)
+    pair = H._abs_moment(mu[:, None] - mu[None, :], torch.full((2, 2), math.sqrt(2) * 0.5, dtype=torch.float64))
+    assert got["truth"] == pytest.approx(0.5 * float((w[:, None] * w[None, :] * pair).sum()), rel=2e-3)
+    # the truth scores best, as a proper score must have it, and by little
+    assert got["truth"] < got["truth cut at 2"] < got["best Gaussian"] < 1.01 * got["truth"]
