@@ -435,20 +435,16 @@ def _psi_of_arima(s, origin: int, horizon: int, d: int = 1) -> np.ndarray:
     (2, 1, 1 with a trend and, for a season, its Fourier terms) fitted before ``origin``: the
     forecast error k steps ahead is sum_j psi_j e_(t+k-j). ``d=0``: the stationary ARMA(2, 1)
     about a linear trend instead (weaker dependence across the steps)."""
-    import math
     import warnings
 
     import pandas as pd
     from statsmodels.tsa.arima.model import ARIMA
     from statsmodels.tsa.arima_process import arma2ma
 
-    from rnnforge.forecast.baselines import _history
+    from rnnforge.forecast.baselines import _history, fourier_terms
 
     y, start = _history(s, origin)
-    exog = None
-    if s.season > 1:
-        phase = s.phase(start, origin)
-        exog = np.column_stack([f(2 * math.pi * k * phase) for k in (1, 2, 3) for f in (np.sin, np.cos)])
+    exog = fourier_terms(s, start, origin)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = ARIMA(pd.Series(y), exog=exog, order=(2, d, 1), trend="t" if d else "ct").fit()

@@ -61,6 +61,7 @@ def _add_data_flags(p, *, from_checkpoint: bool = False, default_data: str | Non
 def _add_model_flags(p) -> None:
     from ..forecast.api import CHOSEN_TRANSFORMS
     from ..forecast.features import SCALERS, TRANSFORMS
+    from ..forecast.trainer import LOSS_STEPS
     from ..forecast.heads import HEADS
     from ..forecast.model import CELLS
 
@@ -114,7 +115,7 @@ def _add_model_flags(p) -> None:
     g.add_argument("--patience", type=int, default=10,
                    help="end training after this many validation checks without a lower validation loss "
                         "(checks every two epochs' worth of steps, 5..50); 0: run the whole budget")
-    g.add_argument("--loss-steps", default="window", choices=("window", "horizon"),
+    g.add_argument("--loss-steps", default="window", choices=LOSS_STEPS,
                    help="the steps of each training window the loss covers: window, every step (the "
                         "context's too, as DeepAR trains); horizon, the steps after the context only "
                         "(the context sets the scaling, as in a forecast, so no step in the loss is "

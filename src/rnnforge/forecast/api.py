@@ -36,7 +36,7 @@ from .features import LONG_FIT, SCALERS, TRANSFORMS, default_lags
 from .heads import HEADS
 from .model import CELLS, Ensemble, Forecaster, ModelConfig, members_of
 from .series import Series, check_context, check_horizon, check_series, load
-from .trainer import LOSS_STEPS, check_objective, fit
+from .trainer import check_loss_steps, check_objective, fit
 
 #: seeds are unsigned 64-bit integers (torch.manual_seed's range)
 SEED_MAX = 2 ** 64 - 1
@@ -145,8 +145,7 @@ class ForecastConfig:
         if self.val_windows is not None:
             check_int("val_windows", self.val_windows, low=0)
         check_int("patience", self.patience, low=0)
-        if self.loss_steps not in LOSS_STEPS:
-            raise OptionError("loss_steps", f"{self.loss_steps!r} is not one of {', '.join(LOSS_STEPS)}")
+        check_loss_steps(self.loss_steps)
         check_int("series_embedding", self.series_embedding, low=0, high=EMBEDDING_MAX)
         if self.recalibrate not in RECALIBRATE:
             raise OptionError("recalibrate", f"{self.recalibrate!r} is not one of {', '.join(RECALIBRATE)}")

@@ -23,6 +23,7 @@ without it they are skipped with a note. They are fitted to the last
 from __future__ import annotations
 
 import math
+import tempfile
 import warnings
 from typing import Callable
 
@@ -86,15 +87,21 @@ def ets(s: Series, origin: int, horizon: int) -> GaussianForecast:
     return GaussianForecast(mean, np.sqrt(np.maximum(var, 1e-18)))
 
 
+def fourier_terms(s: Series, start: int, stop: int) -> np.ndarray | None:
+    """The ARIMA baseline's regressors for steps ``start..stop`` of s: sine and cosine of the
+    seasonal phase at 1, 2 and 3 cycles per season (None without a season)."""
+    if s.season <= 1:
+        return None
+    phase = s.phase(start, stop)
+    return np.column_stack([f(2 * math.pi * k * phase) for k in (1, 2, 3) for f in (np.sin, np.cos)])
+
+
 def arima(s: Series, origin: int, horizon: int) -> GaussianForecast:
     import pandas as pd
     from statsmodels.tsa.arima.model import ARIMA
 
     y, start = _history(s, origin)
-    exog = None
-    if s.season > 1:
-        phase = s.phase(start, origin + horizon)
-        exog = np.column_stack([f(2 * math.pi * k * phase) for k in (1, 2, 3) for f in (np.sin, np.cos)])
+    exog = fourier_terms(s, start, origin + horizon)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = ARIMA(pd.Series(y), exog=None if exog is None else exog[:len(y)], order=(2, 1, 1),
@@ -137,8 +144,6 @@ class GluonTSDeepAR:
         import lightning.pytorch as pl
         from gluonts.dataset.common import ListDataset
         from gluonts.torch.model.deepar import DeepAREstimator
-
-        import tempfile
 
         pl.seed_everything(self.seed, workers=False)
         freq = self._freq(train[0])

@@ -393,8 +393,9 @@ def _parse_values(cells: list[str], source: str, name: str, line0: int) -> np.nd
 
 def _parse_date(cell: str, years: bool = False) -> np.datetime64 | None:
     """An ISO date, a date and time of day (``2020-01-31 13:00``, ``T`` or a space between;
-    minutes resolution; or the hour alone, ``2020-01-31T13``; a trailing ``Z`` is dropped), a month, a quarter (``2020-Q3``, ``2020Q3``) or, with ``years``, a
-    year (``1990``, or ``1990.0`` as a float column writes it)."""
+    minutes resolution; or the hour alone, ``2020-01-31T13``; a trailing ``Z`` is dropped), a
+    month, a quarter (``2020-Q3``, ``2020Q3``) or, with ``years``, a year (``1990``, or
+    ``1990.0`` as a float column writes it)."""
     m = _QUARTER.match(cell)
     if m:
         return np.datetime64(f"{m.group(1)}-{3 * int(m.group(2)) - 2:02d}-01", "D")

@@ -134,6 +134,11 @@ def check_objective(objective: str, paths: int) -> None:
 LOSS_STEPS = ("window", "horizon")
 
 
+def check_loss_steps(loss_steps: str) -> None:
+    if loss_steps not in LOSS_STEPS:
+        raise OptionError("loss_steps", f"{loss_steps!r} is not one of {', '.join(LOSS_STEPS)}")
+
+
 def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, steps: int | None,
         minutes: float | None, batch_size: int = 64, lr: float = 3e-3, seed: int = 0,
         device: str = "cpu", log_every: int | None = None, val_windows: int = 0, log=print,
@@ -161,8 +166,7 @@ def fit(model: Forecaster, series: list[Series], *, context: int, horizon: int, 
     """
     budget = Budget.of(steps, minutes)
     check_objective(objective, paths)
-    if loss_steps not in LOSS_STEPS:
-        raise OptionError("loss_steps", f"{loss_steps!r} is not one of {', '.join(LOSS_STEPS)}")
+    check_loss_steps(loss_steps)
     first = context if loss_steps == "horizon" else 0  # the first window step in the loss
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
