@@ -713,6 +713,8 @@ def main(argv=None) -> int:
                     only=args.only, validation=args.select, extra=tuple(extra), length=args.length)
         return 0
     if args.what == "reach":
+        if args.reps < 10:
+            p.error(f"--reps must be at least 10 (a tenth of them simulate the synthetic series), got {args.reps}")
         bench_reach(reps=args.reps, seed=args.seed, out=Path(args.out) / "reach", synthetic_reps=args.reps // 10)
         return 0
     if args.what in ("accuracy", "all"):

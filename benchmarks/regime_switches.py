@@ -62,11 +62,15 @@ def main(argv=None) -> int:
 
     from scipy.stats import norm
 
+    from rnnforge.errors import UserError
     from rnnforge.forecast.checkpoint import load as load_forecaster
     from rnnforge.forecast.series import load
 
-    model, meta = load_forecaster(f"{args.run}/forecaster.safetensors")
-    s = load(args.data, log=lambda *_: None)[0]
+    try:
+        model, meta = load_forecaster(f"{args.run}/forecaster.safetensors")
+        s = load(args.data, log=lambda *_: None)[0]
+    except UserError as e:
+        p.exit(2, f"regime_switches.py: error: {e}\n")
     y, context, horizon = s.values, int(meta["context"]), 24
     state = (y > 1.5).astype(int)
     start = len(y) // 2  # the later half: mostly windows the model did not train on
