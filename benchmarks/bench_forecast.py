@@ -64,7 +64,7 @@ SETUPS = {
 }
 
 
-def bench_speed(cells=("rnn", "rnn-tanh", "gru", "lstm"), heads=("gaussian", "student-t", "quantile"),
+def bench_speed(cells=("rnn", "rnn-tanh", "gru", "lstm"), heads=("gaussian", "student-t", "quantile", "mixture"),
                 paths: int = 1000, horizon: int = 48, repeats: int = 5) -> list[dict]:
     from rnnforge.forecast.series import load
     from rnnforge.forecast.features import default_lags
