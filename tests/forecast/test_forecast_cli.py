@@ -36,6 +36,13 @@ def test_train_predict_evaluate(two_series_csv, tmp_path, capsys):
         q = [float(r[k]) for k in ("q0.05", "q0.1", "q0.25", "q0.5", "q0.75", "q0.9", "q0.95")]
         assert q == sorted(q)
     assert (out / "fan-a.png").stat().st_size > 1000 and (out / "fan-b.png").exists()
+    # --checkpoint takes the run folder as well as the file in it: the same forecasts
+    again = tmp_path / "again"
+    assert main(["forecast", "predict", "--checkpoint", str(out), "--out", str(again), "--samples", "50"]) == 0
+    assert (again / "quantiles.csv").read_text() == (out / "quantiles.csv").read_text()
+    capsys.readouterr()
+    assert main(["forecast", "predict", "--checkpoint", str(tmp_path), "--out", str(again)]) == 2
+    assert f"{tmp_path} is a folder without a forecaster.safetensors" in capsys.readouterr().err
 
     ev = tmp_path / "eval"
     assert main(["forecast", "evaluate", *common, *tiny, "--windows", "3", "--samples", "50",

@@ -182,7 +182,8 @@ def register(sub) -> None:
 
     r = fsub.add_parser("predict", help="forecast past the end of each series: quantile CSV, fan chart",
                         formatter_class=fmt)
-    r.add_argument("--checkpoint", default=None, help="checkpoint file; default OUT/" + CHECKPOINT)
+    r.add_argument("--checkpoint", default=None,
+                   help="checkpoint file, or the run folder that holds it; default OUT/" + CHECKPOINT)
     _add_data_flags(r, from_checkpoint=True)
     _add_run_flags(r)
     r.set_defaults(func=run_predict)
@@ -190,7 +191,7 @@ def register(sub) -> None:
     e = fsub.add_parser("evaluate", help="rolling-origin evaluation against baselines: report.md",
                         formatter_class=fmt)
     e.add_argument("--checkpoint", default=None,
-                   help="evaluate this checkpoint (trained with --holdout-windows >= --windows); "
+                   help="evaluate this checkpoint or run folder (trained with --holdout-windows >= --windows); "
                         "default: train one first with the flags below, written to OUT/" + CHECKPOINT)
     _add_data_flags(e, default_data=None)
     _add_model_flags(e)

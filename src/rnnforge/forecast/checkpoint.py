@@ -3,6 +3,8 @@ training and data description, in one self-describing file (``rnnforge.checkpoin
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from .. import checkpoint
@@ -27,9 +29,16 @@ def save(path, model: Forecaster | Ensemble, meta: dict) -> None:
 
 def load(path, device: str = "cpu") -> tuple[Forecaster | Ensemble, dict]:
     """The model of a checkpoint (an Ensemble when it holds more than one member) and its metadata.
+    ``path`` is the file or the run folder that holds it as FILENAME.
 
     A checkpoint whose config does not build a model, or whose tensors are missing, extra, of
     the wrong shape or not finite, is a UserError naming what is wrong."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / FILENAME).is_file():
+            raise UserError(f"{path} is a folder without a {FILENAME}; pass a forecaster checkpoint "
+                            f"or the run folder that holds one (`rnnforge forecast train --out`)")
+        path = path / FILENAME
     tensors, meta = checkpoint.load(path, device=device)
     if meta.get("kind") != KIND:
         raise UserError(f"{path} is an rnnforge checkpoint of kind {meta.get('kind')!r}, "
