@@ -655,6 +655,10 @@ def _shape_cell(shape: dict | None) -> str:
     return f"{b:.2f} / {a:.2f} / {m:.2f} ({pit_shape_word(b, a, m)})"
 
 
+#: the classical baselines every run compares with
+CLASSICAL = "seasonal-naive,ets,arima"
+
+
 def _suite_baselines(names: str) -> str:
     """The baselines, with GluonTS DeepAR added where it is installed."""
     import importlib.util
@@ -689,7 +693,9 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=4000,
                    help="reach: replicate test sets per series (a tenth of them for the simulated synthetic series)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--baselines", default="seasonal-naive,ets,arima")
+    p.add_argument("--baselines", default=None,
+                   help="comma-separated baselines (default: seasonal-naive,ets,arima, and for the suite also "
+                        "gluonts-deepar where GluonTS is installed; a list given here is run as given)")
     p.add_argument("--val-windows", type=int, default=4)
     p.add_argument("--windows", type=int, default=0, help="evaluation windows (0: the SETUPS value)")
     p.add_argument("--out", default="runs/bench-forecast")
@@ -709,7 +715,7 @@ def main(argv=None) -> int:
             if value is not None:
                 extra += [flag, str(value)]
         bench_suite(steps=args.steps or 300, samples=args.samples, seed=args.seed, out=Path(args.out) / ("suite-select" if args.select else "suite"),
-                    baselines=args.baselines if "gluonts" in args.baselines else _suite_baselines(args.baselines),
+                    baselines=args.baselines or _suite_baselines(CLASSICAL),
                     only=args.only, validation=args.select, extra=tuple(extra), length=args.length)
         return 0
     if args.what == "reach":
@@ -721,7 +727,7 @@ def main(argv=None) -> int:
         for s in args.series.split(","):
             bench_accuracy(s.strip(), steps=args.steps, minutes=args.minutes, cell=args.cell or "lstm",
                            head=args.head, samples=args.samples, seed=args.seed, out=Path(args.out),
-                           baselines=args.baselines, hidden=args.hidden, layers=args.layers,
+                           baselines=args.baselines or CLASSICAL, hidden=args.hidden, layers=args.layers,
                            val_windows=args.val_windows, windows=args.windows, ensemble=args.ensemble,
                            lags=args.lags, transform=args.transform, growth=args.growth,
                            rollout_steps=args.rollout_steps,
