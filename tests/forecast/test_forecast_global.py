@@ -33,13 +33,14 @@ def test_long_format_reads_one_series_per_item():
 
 
 @pytest.mark.parametrize("text,message", [
-    ("item_id,timestamp,target\na,2020-01-01,1\na,2020-02-01,2\nb,2020-01-01,1\na,2020-03-01,3\n",
-     "f.csv: line 5: the rows of item_id 'a' are not together (it also has rows from line 2); sort the file "
-     "by item_id, then timestamp"),
+    ("item_id,timestamp,target\na,2020-01-01,1\nb,2020-01-01,1\na,2020-02-01,2\na,2020-01-01,3\n",
+     "f.csv: line 5: item_id 'a' has a second row at '2020-01-01' (the first on line 2); keep one row per item "
+     "and timestamp"),
     ("item_id,timestamp,target\na,2020-01-01,1\na,2020-02-01,x\na,2020-03-01,3\n",
      "f.csv: line 3, column 'target': non-numeric value 'x'"),
-    ("item_id,timestamp,target\na,2020-01-01,1\na,2020-03-01,2\na,2020-02-01,3\n",
-     "f.csv: line 4, column 'timestamp': '2020-02-01' does not come after '2020-03-01'"),
+    ("item_id,timestamp,target\nb,2020-01-01,1\na,2020-01-01,1\nb,2020-02-01,1\na,2020-01-15,2\n"
+     "a,2020-02-01,3\nb,2020-03-01,1\n",
+     "f.csv: column 'timestamp': the timestamps"),
     ("item_id,timestamp,target\na,2020-01-01,1\na,soon,2\na,2020-03-01,3\n",
      "f.csv: line 3, column 'timestamp': 'soon' is not a date"),
     ("item_id,timestamp,target\na,2020-01-01,1\n,2020-02-01,2\n",
@@ -56,12 +57,32 @@ def test_long_format_errors_are_clear(text, message):
     assert str(e.value).startswith(message), str(e.value)
 
 
+def test_long_format_rows_in_any_order():
+    """Rows shuffled (items interleaved, each item's steps out of time order, as a concatenation
+    of per-date exports leaves them) read as the sorted file does: items in order of first
+    appearance, each in time order, a missing step still a missing value."""
+    text = long_csv(["a", "b", "c"], skip={("b", 5)})
+    header, *rows = text.splitlines()
+    rng = np.random.default_rng(0)
+    shuffled = "\n".join([header] + [rows[i] for i in rng.permutation(len(rows))]) + "\n"
+    first = [r.split(",")[0] for r in shuffled.splitlines()[1:]]
+    expected = {s.name: s for s in parse_csv(text, source="f.csv")}
+    got = parse_csv(shuffled, source="f.csv")
+    assert [s.name for s in got] == list(dict.fromkeys(first))
+    for s in got:
+        e = expected[s.name]
+        np.testing.assert_array_equal(s.values, e.values)
+        np.testing.assert_array_equal(s.timestamps, e.timestamps)
+        assert (s.freq, s.season) == (e.freq, e.season)
+    assert np.isnan(expected["b"].values[5])
+
+
 def test_long_format_error_from_the_command_line(tmp_path, refused):
     p = tmp_path / "long.csv"
-    p.write_text("item_id,timestamp,target\na,2020-01-01,1\nb,2020-01-01,1\na,2020-02-01,2\n")
+    p.write_text("item_id,timestamp,target\na,2020-01-01,1\nb,2020-01-01,1\na,2020-01-01,2\n")
     err = refused(["forecast", "train", "--data", p, "--out", tmp_path / "o"])
-    assert err == (f"rnnforge forecast: error: {p}: line 4: the rows of item_id 'a' are not together "
-                   f"(it also has rows from line 2); sort the file by item_id, then timestamp")
+    assert err == (f"rnnforge forecast: error: {p}: line 4: item_id 'a' has a second row at '2020-01-01' "
+                   f"(the first on line 2); keep one row per item and timestamp")
 
 
 def test_series_scaling_round_trip():

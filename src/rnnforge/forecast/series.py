@@ -306,40 +306,39 @@ def _long_columns(names: list[str]) -> tuple[int, int, int] | None:
 
 def parse_long(names: list[str], body: list[list[str]], *, source: str, log=None) -> list[Series]:
     """Series of a long-format CSV: columns ``item_id, timestamp, target`` (any order; also
-    ``unique_id``/``series_id``, ``ds``/``date``, ``y``/``value``). The rows of one item are
-    together and in time order; steps absent from an item's grid are missing values (a warning
-    counts them); every item has the same frequency. Each bad cell is an error naming its line."""
+    ``unique_id``/``series_id``, ``ds``/``date``, ``y``/``value``). The rows may come in any
+    order (an item's series is its rows in time order; the items in order of first appearance);
+    an item with two rows at one timestamp is refused; steps absent from an item's grid are
+    missing values (a warning counts them); every item has the same frequency. Each bad cell is
+    an error naming its line."""
     i_id, i_time, i_val = _long_columns(names)
-    starts, order, seen = [], [], {}
+    codes, index = np.empty(len(body), dtype=np.int64), {}
     for k, r in enumerate(body):
-        line = k + 2
         if len(r) != 3:
-            raise UserError(f"{source}: line {line} has {len(r)} fields but the header has 3")
+            raise UserError(f"{source}: line {k + 2} has {len(r)} fields but the header has 3")
         item = r[i_id].strip()
         if not item:
-            raise UserError(f"{source}: line {line}: the {names[i_id]!r} cell is empty; every row needs its series")
-        if not order or item != order[-1]:
-            if item in seen:
-                raise UserError(f"{source}: line {line}: the rows of {names[i_id]} {item!r} are not together "
-                                f"(it also has rows from line {seen[item]}); sort the file by {names[i_id]}, "
-                                f"then {names[i_time]}")
-            seen[item] = line
-            order.append(item)
-            starts.append(k)
-    starts.append(len(body))
+            raise UserError(f"{source}: line {k + 2}: the {names[i_id]!r} cell is empty; every row needs its series")
+        codes[k] = index.setdefault(item, len(index))
+    # every cell parsed in file order, so that an error names its line
+    stamps = _parse_dates([r[i_time].strip() for r in body], source, names[i_time], 2, years=True, ordered=False)
+    values = _parse_values([r[i_val].strip() for r in body], source, names[i_val], 2)
+    order = np.lexsort((stamps, codes))  # by item, then time; stable
+    codes, stamps, values = codes[order], stamps[order], values[order]
+    same = np.flatnonzero((codes[1:] == codes[:-1]) & (stamps[1:] == stamps[:-1]))
+    if same.size:
+        a, b = sorted(int(order[j]) for j in (same[0], same[0] + 1))
+        raise UserError(f"{source}: line {b + 2}: {names[i_id]} {body[b][i_id].strip()!r} has a second row at "
+                        f"{body[b][i_time].strip()!r} (the first on line {a + 2}); keep one row per item and "
+                        f"timestamp")
+    bounds = np.flatnonzero(np.diff(codes)) + 1
     series, freqs, filled = [], {}, 0
-    for item, a, b in zip(order, starts[:-1], starts[1:]):
-        rows = body[a:b]
-        line0 = a + 2
-        stamps_text = [r[i_time].strip() for r in rows]
-        for k, t in enumerate(stamps_text):
-            if not t:
-                raise UserError(f"{source}: line {line0 + k}: the {names[i_time]!r} cell is empty")
-        stamps = _parse_dates(stamps_text, source, names[i_time], line0, years=True)
-        values = _parse_values([r[i_val].strip() for r in rows], source, names[i_val], line0)
-        grid = _regular_grid(stamps, source, names[i_time], line0)
+    for item, at, t, v in zip(index, np.split(order, bounds), np.split(stamps, bounds), np.split(values, bounds)):
+        if (t == t.astype("datetime64[D]")).all():  # every row at midnight: a day-based grid
+            t = t.astype("datetime64[D]")
+        grid = _regular_grid(t, source, names[i_time], int(at.min()) + 2)
         if grid is None:  # fewer than 3 rows: no grid to put them on
-            raise UserError(f"{source}: {names[i_id]} {item!r} has {len(rows)} row{'s' if len(rows) != 1 else ''}; "
+            raise UserError(f"{source}: {names[i_id]} {item!r} has {len(t)} row{'s' if len(t) != 1 else ''}; "
                             f"a series needs at least 3")
         freqs.setdefault(grid.freq or f"{grid.step_days}-day", item)
         if len(freqs) > 1:
@@ -348,7 +347,7 @@ def parse_long(names: list[str], body: list[list[str]], *, source: str, log=None
                             f"{freq_words(f1)}; "
                             f"a file holds series of one frequency")
         full = np.full(len(grid.stamps), np.nan)
-        full[grid.positions] = values
+        full[grid.positions] = v
         filled += grid.filled
         series.append(_with_calendar(Series(item, full, grid.stamps, grid.freq, step_days=grid.step_days)))
     if filled and log:
@@ -428,8 +427,10 @@ def _all_dates(cells: list[str]) -> bool:
     return bool(cells) and all(_parse_date(c) is not None for c in cells)
 
 
-def _parse_dates(cells: list[str], source: str, column: str, line0: int, years: bool) -> np.ndarray:
-    """Timestamps in days, or in minutes when a row has a time of day other than midnight."""
+def _parse_dates(cells: list[str], source: str, column: str, line0: int, years: bool,
+                 ordered: bool = True) -> np.ndarray:
+    """Timestamps in days, or in minutes when a row has a time of day other than midnight;
+    ``ordered``: each must come after the one before."""
     out = np.empty(len(cells), dtype="datetime64[m]")
     for i, c in enumerate(cells):
         d = _parse_date(c, years)
@@ -439,7 +440,7 @@ def _parse_dates(cells: list[str], source: str, column: str, line0: int, years: 
         out[i] = d
     if (out == out.astype("datetime64[D]")).all():
         out = out.astype("datetime64[D]")
-    if len(out) > 1:
+    if ordered and len(out) > 1:
         bad = np.flatnonzero(np.diff(out) <= np.timedelta64(0, "D"))
         if bad.size:
             i = int(bad[0]) + 1
