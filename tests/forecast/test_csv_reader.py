@@ -32,6 +32,19 @@ def test_monthly_gap_is_filled_with_missing_values():
                      "(the first: 2020-03-01); read as missing values"]
 
 
+def test_rows_newest_first_read_in_time_order():
+    """Many exports list the newest row first: the rows are read in time order, each column's
+    values moving with its timestamp, gaps still found."""
+    ordered = parse_csv("date,a,b\n2020-01-01,1,10\n2020-02-01,2,\n2020-04-01,4,40\n2020-05-01,5,50\n")
+    for text in ("date,a,b\n2020-05-01,5,50\n2020-04-01,4,40\n2020-02-01,2,\n2020-01-01,1,10\n",
+                 "date,a,b\n2020-04-01,4,40\n2020-01-01,1,10\n2020-05-01,5,50\n2020-02-01,2,\n"):
+        for got, want in zip(parse_csv(text), ordered):
+            assert (got.name, got.freq) == (want.name, want.freq)
+            np.testing.assert_array_equal(got.timestamps, want.timestamps)
+            np.testing.assert_array_equal(got.values, want.values)
+    np.testing.assert_array_equal(ordered[1].values, [10, np.nan, np.nan, 40, 50])
+
+
 def test_no_warning_without_gaps():
     notes = []
     parse_csv("date,y\n2020-01-01,1\n2020-01-02,2\n2020-01-03,3\n", log=notes.append)
@@ -122,9 +135,9 @@ BAD = [
     ("date,y\n2020-01-15,1\n2020-02-15,2\n2020-04-14,3\n",
      "{p}: column 'date': the timestamps (2020-01-15, 2020-02-15, 2020-04-14, ...) are not on a regular grid "
      "(steps of 31 days, gaps allowed); give one row per step, or drop the timestamp column"),
-    ("date,y\n2020-01-01,1\n2020-03-01,2\n2020-02-01,3\n",
-     "{p}: line 4, column 'date': '2020-02-01' does not come after '2020-03-01'; timestamps must "
-     "increase strictly, row by row"),
+    ("date,y\n2020-03-01,1\n2020-01-01,2\n2020-02-01,3\n2020-01-01,4\n",
+     "{p}: line 5, column 'date': '2020-01-01' is there twice (the first on line 3); give one row per "
+     "timestamp"),
     ("date,y\n2020-01-01,1\n2020-13-01,2\n", "{p}: line 3, column 'date': '2020-13-01' is not a date "
                                              "(YYYY-MM-DD, YYYY-MM-DD HH:MM, YYYY-MM, YYYY-Qn, YYYY)"),
     ("date,y\n2020-01-01,1\n2021-01-01,2\n2021-01-02,3\n",

@@ -265,6 +265,17 @@ def parse_csv(text: str, *, source: str = "<csv>", header: bool = True, delimite
     if time_col is not None:
         stamps = _parse_dates(columns[time_col], source, names[time_col], line0,
                               years=names[time_col].lower() in TIME_COLUMNS)
+        if (np.diff(stamps) <= np.timedelta64(0, "D")).any():
+            # rows in another order (newest first, as many exports write them): read in time order
+            order = np.argsort(stamps, kind="stable")
+            same = np.flatnonzero(np.diff(stamps[order]) == np.timedelta64(0, "D"))
+            if same.size:
+                a, b = sorted(int(order[k]) for k in (same[0], same[0] + 1))
+                raise UserError(f"{source}: line {b + line0}, column {names[time_col]!r}: "
+                                f"{columns[time_col][b]!r} is there twice (the first on line {a + line0}); "
+                                f"give one row per timestamp")
+            stamps = stamps[order]
+            values = [(name, v[order]) for name, v in values]
         grid = _regular_grid(stamps, source, names[time_col], line0)
         if grid is not None and grid.filled:
             what = freq_words(grid.freq) if grid.freq else f"{grid.step_days}-day"
@@ -321,7 +332,7 @@ def parse_long(names: list[str], body: list[list[str]], *, source: str, log=None
             raise UserError(f"{source}: line {k + 2}: the {names[i_id]!r} cell is empty; every row needs its series")
         codes[k] = index.setdefault(item, len(index))
     # every cell parsed in file order, so that an error names its line
-    stamps = _parse_dates([r[i_time].strip() for r in body], source, names[i_time], 2, years=True, ordered=False)
+    stamps = _parse_dates([r[i_time].strip() for r in body], source, names[i_time], 2, years=True)
     values = _parse_values([r[i_val].strip() for r in body], source, names[i_val], 2)
     order = np.lexsort((stamps, codes))  # by item, then time; stable
     codes, stamps, values = codes[order], stamps[order], values[order]
@@ -427,10 +438,8 @@ def _all_dates(cells: list[str]) -> bool:
     return bool(cells) and all(_parse_date(c) is not None for c in cells)
 
 
-def _parse_dates(cells: list[str], source: str, column: str, line0: int, years: bool,
-                 ordered: bool = True) -> np.ndarray:
-    """Timestamps in days, or in minutes when a row has a time of day other than midnight;
-    ``ordered``: each must come after the one before."""
+def _parse_dates(cells: list[str], source: str, column: str, line0: int, years: bool) -> np.ndarray:
+    """Timestamps in days, or in minutes when a row has a time of day other than midnight."""
     out = np.empty(len(cells), dtype="datetime64[m]")
     for i, c in enumerate(cells):
         d = _parse_date(c, years)
@@ -440,12 +449,6 @@ def _parse_dates(cells: list[str], source: str, column: str, line0: int, years: 
         out[i] = d
     if (out == out.astype("datetime64[D]")).all():
         out = out.astype("datetime64[D]")
-    if ordered and len(out) > 1:
-        bad = np.flatnonzero(np.diff(out) <= np.timedelta64(0, "D"))
-        if bad.size:
-            i = int(bad[0]) + 1
-            raise UserError(f"{source}: line {i + line0}, column {column!r}: {cells[i]!r} does not come after "
-                            f"{cells[i - 1]!r}; timestamps must increase strictly, row by row")
     return out
 
 
