@@ -207,18 +207,34 @@ def load_network(path) -> tuple[nn.Module, str]:
                     f"or a forecaster")
 
 
-def export_run(path, format: str = "pt2", out=None, *, force: bool = False, engine: str = "fused"
+def export_format(format: str | None, out=None) -> str:
+    """The format an export writes: ``format`` (one of FORMATS), or the suffix of ``out``
+    (``.onnx``, ``.pt2``), or pt2; a format that contradicts the suffix is refused rather than
+    written under the wrong name."""
+    suffix = Path(out).suffix.lower().lstrip(".") if out is not None else ""
+    if format is None:
+        format = suffix if suffix in FORMATS else "pt2"
+    if format not in FORMATS:
+        raise OptionError("format", f"{format!r} is unknown; choose one of {', '.join(FORMATS)}")
+    if suffix in FORMATS and suffix != format:
+        raise OptionError("format", f"is {format}, but --out {out} names a .{suffix} file; name the file "
+                                    f".{format}, or leave --format out to write {suffix}")
+    return format
+
+
+def export_run(path, format: str | None = None, out=None, *, force: bool = False, engine: str = "fused"
                ) -> tuple[Path, str]:
     """Export the network of a checkpoint or run folder to ``out`` (default: beside the
     checkpoint, ``model.pt2`` / ``model.onnx``); returns the file written and the network's kind.
+
+    ``format``: see :func:`export_format`.
 
     ``engine`` is the engine the program runs: fused (the default: its loops are one
     operator over any length) or auto (fused wherever auto runs it at the example).
     """
     from .checkpoint import atomic_write
 
-    if format not in FORMATS:
-        raise OptionError("format", f"{format!r} is unknown; choose one of {', '.join(FORMATS)}")
+    format = export_format(format, out)
     if engine not in EXPORT_ENGINES:
         why = ("steps the cells in a Python loop" if engine == "reference" else
                "calls torch's kernels, which torch.export traces step by step" if engine == "native"

@@ -93,6 +93,32 @@ def test_unknown_format(char_run, capsys):
     assert line == "rnnforge export: error: --format 'tflite' is unknown; choose one of pt2, onnx"
 
 
+def test_the_suffix_of_out_chooses_the_format(forecaster_run, capsys, tmp_path):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'rnnforge[onnx]')")
+    import onnxruntime as ort
+
+    run, model = forecaster_run
+    out = tmp_path / "f.ONNX"
+    assert main(["export", str(run), "--out", str(out)]) == 0
+    assert f"wrote the forecaster as onnx to {out}" in capsys.readouterr().err
+    x, h, c = torch.randn(1, 3, model.spec.num_inputs), torch.randn(2, 1, 4), torch.randn(2, 1, 4)
+    params, _, _ = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x.numpy(), "h0": h.numpy(), "c0": c.numpy()})
+    np.testing.assert_allclose(params, model.readout(model.rnn(x, (h, c))[0]).detach().numpy(),
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_a_format_that_contradicts_the_suffix_is_refused(char_run, capsys, tmp_path):
+    out = tmp_path / "m.onnx"
+    line = fail(["export", str(char_run[0]), "--format", "pt2", "--out", str(out)], capsys)
+    assert line == (f"rnnforge export: error: --format is pt2, but --out {out} names a .onnx file; name the "
+                    f"file .pt2, or leave --format out to write onnx")
+    assert not out.exists()
+    # any other suffix is the user's choice: the format named, or pt2
+    assert main(["export", str(char_run[0]), "--out", str(tmp_path / "m.bin")]) == 0
+    assert torch.export.load(tmp_path / "m.bin") is not None
+
+
 @pytest.mark.parametrize("engine, why", [
     ("reference", "steps the cells in a Python loop"),
     ("native", "calls torch's kernels, which torch.export traces step by step")])

@@ -17,8 +17,9 @@ def register(sub) -> None:
                                    "recurrent state an input and an output, batch and time dynamic.",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("run", help="a checkpoint file, or a run folder (its best checkpoint is used)")
-    p.add_argument("--format", default="pt2",
-                   help="pt2 (torch.export.load, needs rnnforge) or onnx (onnxruntime alone)")
+    p.add_argument("--format", default=None,
+                   help="pt2 (torch.export.load, needs rnnforge) or onnx (onnxruntime alone); default: "
+                        "the suffix of --out, else pt2")
     p.add_argument("--out", metavar="FILE", default=None,
                    help="the file to write; default model.pt2 or model.onnx in the run folder")
     p.add_argument("--force", action="store_true", help="replace FILE if it exists")
@@ -30,9 +31,10 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..cli import print_config
-    from ..export import export_run
+    from ..export import export_format, export_run
 
-    path, kind = export_run(args.run, args.format, args.out, force=args.force, engine=args.engine)
+    fmt = export_format(args.format, args.out)
+    path, kind = export_run(args.run, fmt, args.out, force=args.force, engine=args.engine)
     print_config("export", args, file=sys.stderr)
-    print(f"rnnforge export: wrote the {kind} as {args.format} to {path}", file=sys.stderr)
+    print(f"rnnforge export: wrote the {kind} as {fmt} to {path}", file=sys.stderr)
     return 0
