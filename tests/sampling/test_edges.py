@@ -242,6 +242,29 @@ def test_complex_values_and_bad_options_are_refused():
     assert from_pdf(lambda x: torch.exp(-x * x), order=5.0).order == 5
 
 
+def test_errors_name_the_point_as_a_plain_number():
+    with pytest.raises(ValueError) as e:
+        from_pdf(lambda x: -torch.exp(-x * x), support=(-5.0, 5.0))
+    assert str(e.value) == "pdf is negative (-1.38879e-11) at x=-5.0; a density must be >= 0"
+    from rnnforge.sampling import from_cdf
+    with pytest.raises(ValueError, match=r"^cdf decreases between x=-?[0-9.e-]+ and x=-?[0-9.e-]+; a CDF") as e:
+        from_cdf(lambda x: torch.sin(x) * 0.5 + 0.5, support=(-5.0, 5.0))
+    assert "np." not in str(e.value)
+
+
+@pytest.mark.parametrize("shape", [-1, 2.5, (2, -1), True, "3", None])
+def test_a_bad_sample_shape_is_refused(shape):
+    with pytest.raises(ValueError, match="the sample shape must be an int or a sequence of ints >= 0"):
+        from_distribution(torch.distributions.Normal(0.0, 1.0)).sample(shape)
+
+
+def test_sample_shapes_that_torch_takes():
+    d = from_distribution(torch.distributions.Normal(torch.zeros(2), 1.0))
+    for shape, want in ((3, (3, 2)), ((2, 3), (2, 3, 2)), (np.int64(4), (4, 2)), (torch.Size([1]), (1, 2)),
+                        ((), (2,)), (0, (0, 2))):
+        assert d.sample(shape).shape == want
+
+
 # -- the sweep over scipy's continuous distributions ------------------------------------------------
 
 # whose scipy pdf is itself too slow to sample here (each value a numerical integral or series:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple, Sequence
 
+import numpy as np
 import torch
 
 F64 = torch.float64
@@ -58,9 +59,12 @@ def check_finite(t: torch.Tensor, name: str) -> torch.Tensor:
 
 
 def as_shape(shape) -> torch.Size:
-    if isinstance(shape, int):
-        return torch.Size((shape,))
-    return torch.Size(tuple(shape))
+    """A sample shape (an int or a sequence of ints, each >= 0) as a torch.Size."""
+    dims = (shape,) if isinstance(shape, int) or not hasattr(shape, "__iter__") else tuple(shape)
+    for d in dims:
+        if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 0:
+            raise ValueError(f"the sample shape must be an int or a sequence of ints >= 0, got {shape!r}")
+    return torch.Size(int(d) for d in dims)
 
 
 def midpoint_grid(n: int, device=None) -> torch.Tensor:

@@ -143,7 +143,7 @@ def _scan(fn, what, x, a, b, c):
             bad &= ~drop
     if bad.any():
         i = int(np.argmax(bad))
-        raise ValueError(f"{what} is {f[i]} at x={x[i]!r}; it must be finite on the support "
+        raise ValueError(f"{what} is {f[i]} at x={float(x[i])!r}; it must be finite on the support "
                          "(an infinite value is allowed only at an end of the support)")
     return x[keep], f[keep], cut_off, odd
 
@@ -174,7 +174,7 @@ def singular_ends(fn, comps, support, domain, scale, odd=()):
             if beta >= -0.01 and e not in odd:
                 continue
             if beta <= -0.995:
-                raise ValueError(f"pdf grows like |x - {e!r}|^{beta:.3g} toward x={e!r}; a density must "
+                raise ValueError(f"pdf grows like |x - {float(e)!r}|^{beta:.3g} toward x={float(e)!r}; a density must "
                                  "be integrable (narrow the support away from it)")
             k = int(np.clip(math.ceil(2.0 / (max(beta, -0.99) + 1.0)), 2, 64))
             ref = (float(d[0]), float(f[0])) if d.size and d[0] > 0 and f[0] > 0 else (1.0, 0.0)
@@ -221,7 +221,7 @@ def domain_and_components(fn, what, a, b, c, u_resolution, scan_points):
             if math.isinf(bound) and fe * abs(xe - c) > eps:
                 if sign in cut_off:
                     xb, fb = cut_off[sign]
-                    raise ValueError(f"pdf is {fb} at x={xb!r}, in the {side} tail before it holds less "
+                    raise ValueError(f"pdf is {fb} at x={float(xb)!r}, in the {side} tail before it holds less "
                                      f"than u_resolution={u_resolution:g}; it must be finite there")
                 raise ValueError(f"the {side} tail is too heavy to cut: it holds more than "
                                  f"u_resolution={u_resolution:g} beyond |x - center| = 1e{_FAR}; give a "
@@ -232,7 +232,7 @@ def domain_and_components(fn, what, a, b, c, u_resolution, scan_points):
             raise ValueError("cdf returned values outside [0, 1]")
         if (np.diff(F1) < -1e-14).any():
             i = int(np.argmax(np.diff(F1) < -1e-14))
-            raise ValueError(f"cdf decreases between x={x1[i]!r} and x={x1[i + 1]!r}; a CDF must be "
+            raise ValueError(f"cdf decreases between x={float(x1[i])!r} and x={float(x1[i + 1])!r}; a CDF must be "
                              "non-decreasing")
         eps = 0.05 * u_resolution
         lo_mass, hi_mass = F1[0], 1.0 - F1[-1]
@@ -259,6 +259,6 @@ def domain_and_components(fn, what, a, b, c, u_resolution, scan_points):
     F2 = evaluate(fn, x2, "cdf")
     if (np.diff(F2) < -1e-14).any():
         i = int(np.argmax(np.diff(F2) < -1e-14))
-        raise ValueError(f"cdf decreases between x={x2[i]!r} and x={x2[i + 1]!r}; a CDF must be "
+        raise ValueError(f"cdf decreases between x={float(x2[i])!r} and x={float(x2[i + 1])!r}; a CDF must be "
                          "non-decreasing")
     return (float(L), float(R)), [(float(L), float(R))], x2, F2, [], 0.0

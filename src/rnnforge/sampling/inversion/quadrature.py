@@ -62,13 +62,13 @@ def evaluate(fn, x: np.ndarray, what: str, *, scale: float = 0.0, strict: bool =
         thr = _NEG_ULPS * _EPS * max(scale, float(fin.max()) if fin.size else 0.0)
         if (out[neg] < -thr).any():
             i = int(np.argmax(out < -thr))
-            raise ValueError(f"pdf is negative ({out[i]:g}) at x={flat[i]!r}; a density must be >= 0")
+            raise ValueError(f"pdf is negative ({out[i]:g}) at x={float(flat[i])!r}; a density must be >= 0")
         out = np.where(neg, 0.0, out)
     # one pass for the common case (NaN fails both comparisons), details only on failure
     if strict and not ((out < np.inf) & (out > -np.inf)).all():
         bad = ~np.isfinite(out)
         i = int(np.argmax(bad))
-        raise ValueError(f"{what} is {out[i]} at x={flat[i]!r}; it must be finite on the support "
+        raise ValueError(f"{what} is {out[i]} at x={float(flat[i])!r}; it must be finite on the support "
                          "(an infinite value is allowed only at an end of the support)")
     return out.reshape(x.shape)
 
@@ -138,7 +138,7 @@ class PdfMass:
                     near |= np.abs(pts - e) <= 8 * np.spacing(abs(e) if e else 1.0)
                 if (bad & ~near).any():
                     i = np.nonzero((bad & ~near).reshape(-1))[0][0]
-                    raise ValueError(f"pdf is {f.reshape(-1)[i]} at x={pts.reshape(-1)[i]!r}; it must be "
+                    raise ValueError(f"pdf is {f.reshape(-1)[i]} at x={float(pts.reshape(-1)[i])!r}; it must be "
                                      "finite on the support (an infinite value is allowed only at an "
                                      "end of the support)")
                 f = np.where(bad, 0.0, f)
@@ -164,6 +164,6 @@ class CdfMass:
         d = f[1] - f[0]
         if (d < -1e-14).any():
             i = int(np.argmax(d < -1e-14))
-            raise ValueError(f"cdf decreases between x={lo.reshape(-1)[i]!r} and x={hi.reshape(-1)[i]!r}; "
-                             "a CDF must be non-decreasing")
+            a, b = float(lo.reshape(-1)[i]), float(hi.reshape(-1)[i])
+            raise ValueError(f"cdf decreases between x={a!r} and x={b!r}; a CDF must be non-decreasing")
         return np.maximum(d, 0.0), np.zeros_like(d)

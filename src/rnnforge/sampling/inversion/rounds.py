@@ -246,7 +246,7 @@ def _rounds(mass, *, grid, cdf_grid, comps, u_resolution, order, tol, center, ma
         stuck = ~floor & ~near & ((hb - lb) <= 1e-13 * np.maximum(np.abs(lb), np.abs(hb)))
         if stuck.any():
             x0 = float(lb[stuck][0])
-            raise ValueError(f"could not reach u_resolution={u_resolution:g} near x={x0!r}: the density "
+            raise ValueError(f"could not reach u_resolution={u_resolution:g} near x={float(x0)!r}: the density "
                              "may be unbounded or wildly oscillating there; shrink the support or raise "
                              "u_resolution")
         if floor.any():
