@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 
 SUBCOMMANDS = ("train", "sample", "demo", "forecast", "experiment", "bench", "inspect", "export", "vae")
@@ -86,7 +87,9 @@ def describe_error(e: Exception, parser: argparse.ArgumentParser, func=None) -> 
     if isinstance(e, OptionError):
         names = flag_names(parser, func)
         flags = [names.get(o, "--" + o.replace("_", "-")) for o in e.options]
-        return f"{' and '.join(flags)} {e.problem}"
+        # a switch the library writes as greedy=True is the flag --greedy here
+        problem = re.sub(r"\b(\w+)=True\b", lambda m: names.get(m[1], m[0]), e.problem)
+        return f"{' and '.join(flags)} {problem}"
     if isinstance(e, OSError) and e.filename is not None:
         return f"{e.filename}: {e.strerror or e}"
     return str(e)

@@ -74,7 +74,7 @@ def test_bad_checkpoints(run_dir, tmp_path, cli_error):
 @pytest.mark.parametrize("flags, message", [
     (["--prime", "Q#"], "not in the model's vocabulary: 'Q', '#'"),
     (["--prime", ""], "--prime must hold at least one character"),
-    (["--temperature", "0"], "--temperature must be > 0, got 0.0; greedy decoding (--greedy, greedy=True) takes the most likely"),
+    (["--temperature", "0"], "--temperature must be > 0, got 0.0; greedy decoding (--greedy) takes the most likely"),
     (["--temperature", "inf"], "--temperature must be > 0, got inf"),
     (["--temperature", "nan"], "--temperature must be > 0, got nan"),
     (["--top-p", "0"], "--top-p must be in (0, 1], got 0.0"),

@@ -31,7 +31,7 @@ def check_sampling_options(temperature: float, top_k: int | None = None, top_p: 
     """Every sampling option checked at once, before anything is loaded."""
     if isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature <= 0:
         raise OptionError("temperature", f"must be > 0, got {temperature}; greedy decoding "
-                                         f"(--greedy, greedy=True) takes the most likely character")
+                                         f"(greedy=True) takes the most likely character")
     check_float("temperature", temperature, low=0, low_open=True)
     if top_k is not None:
         check_int("top_k", top_k, low=1)
