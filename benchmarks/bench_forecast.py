@@ -6,6 +6,7 @@
     python benchmarks/bench_forecast.py suite --steps 300     # held-out suite, documented defaults only
     python benchmarks/bench_forecast.py suite --select --steps 300   # the same on the windows before the test
     python benchmarks/bench_forecast.py reach                 # how often a perfect forecaster passes the suite
+    python benchmarks/bench_forecast.py short --steps 300     # 40-value segments: levels against the mixture
 
 Accuracy runs ``rnnforge forecast evaluate`` (rolling origin over the last
 windows, same targets and metrics for the model and every baseline) per series
@@ -25,6 +26,9 @@ PIT of the true predictive distribution on the same windows.
 Reach: how often a forecaster that knows the true process would meet the suite's
 calibration rules on each series' test windows (few, and dependent along a window),
 so that the model's count can be read against what is attainable.
+Short: what ``--transform auto`` falls back to on a series too short for validation
+windows, on segments of each suite series just before its test windows (never the test
+windows themselves), one ``evaluate`` per segment and candidate transform.
 Speed times ``Forecaster.sample_paths`` for one series (median of 5 after a
 warm-up) on one CPU thread; the target is under 1 s.
 """
@@ -545,6 +549,79 @@ def bench_reach(*, reps: int, seed: int, out: Path, synthetic_reps: int) -> list
     return rows
 
 
+def bench_short(*, steps: int, samples: int, seed: int, out: Path, length: int, segments: int,
+                transforms: list[str], only: str | None) -> list[dict]:
+    """Each suite series cut where its test windows start; the ``segments`` runs of ``length``
+    values before the cut, newest first, evaluated with the defaults and each of ``transforms``.
+    The synthetic series are simulated once (seed 0) so that ``seed`` varies the models only.
+    Writes OUT/short.json and OUT/short.md (CRPS over the best classical baseline's, geometric
+    means by kind and by series)."""
+    import json
+
+    from rnnforge.forecast import ForecastConfig, evaluate
+    from rnnforge.forecast.api import plan
+    from rnnforge.forecast.series import load
+
+    entries = [(name, "real", *_suite_real(name, ds, col, freq)) for name, ds, col, freq, _ in SUITE]
+    entries += [(name, "synthetic", _stamps(freq, n), Synthetic(name, n, seed=0).values)
+                for name, freq, n, _ in SYNTHETIC]
+    if only:
+        entries = [e for e in entries if e[0] in set(only.split(","))]
+    rows = []
+    for name, kind, stamps, values in entries:
+        full = out / "data" / f"{name}.csv"
+        _write_csv(full, stamps, values, name)
+        test = plan(load(str(full), log=lambda *_: None), windows=None)
+        cut = len(values) - test.windows * test.horizon
+        for k in range(segments):
+            a, b = cut - (k + 1) * length, cut - k * length
+            if a < 0:
+                break
+            seg = out / "data" / f"{name}-{k}.csv"
+            _write_csv(seg, stamps[a:b], values[a:b], name)
+            row = dict(series=name, kind=kind, segment=k, first=stamps[a], last=stamps[b - 1])
+            for tr in transforms:
+                sc = evaluate(str(seg), ForecastConfig(transform=tr, seed=seed, steps=steps),
+                              out=out / f"{name}-{k}-{tr}", samples=samples, seed=seed, fan_charts=0,
+                              log=lambda *_: None)
+                model = next(m for m in sc if m not in CLASSICAL.split(","))
+                best = min(sc[m].crps for m in CLASSICAL.split(",") if m in sc)
+                row[tr] = dict(model=model, crps=sc[model].crps, ratio=sc[model].crps / best,
+                               cov80=sc[model].coverage.get(0.8), outcomes=sc[model].n)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    (out / "short.json").write_text(json.dumps(rows, indent=1))
+    (out / "short.md").write_text(short_table(rows, transforms, steps=steps, seed=seed, length=length))
+    print((out / "short.md").read_text())
+    return rows
+
+
+def _gmean(xs) -> float:
+    return float(np.exp(np.mean(np.log(xs)))) if len(xs) else float("nan")
+
+
+def short_table(rows: list[dict], transforms: list[str], *, steps: int, seed: int, length: int) -> str:
+    lines = [f"Segments of {length} values before each suite series' test windows: `forecast evaluate "
+             f"--steps {steps}` (all else default), seed {seed}; CRPS / best classical baseline's "
+             f"(geometric mean over the runs), runs at or below 1, mean cov80.", "",
+             "| runs | " + " | ".join(f"{t}: CRPS / best, runs <= 1, cov80" for t in transforms)
+             + (f" | {transforms[1]} / {transforms[0]} (lower on)" if len(transforms) > 1 else "") + " |",
+             "|---" * (2 + len(transforms) + (len(transforms) > 1)) + "|"]
+    groups = [(kind, [r for r in rows if r["kind"] == kind]) for kind in ("real", "synthetic")]
+    groups += [(name, [r for r in rows if r["series"] == name]) for name in dict.fromkeys(r["series"] for r in rows)]
+    for label, rs in groups:
+        if not rs:
+            continue
+        cells = [f"{_gmean([r[t]['ratio'] for r in rs]):.3f}, {sum(r[t]['ratio'] <= 1 for r in rs)}, "
+                 f"{np.mean([r[t]['cov80'] for r in rs]):.2f}" for t in transforms]
+        if len(transforms) > 1:
+            a, b = transforms[:2]
+            cells.append(f"{_gmean([r[b]['crps'] / r[a]['crps'] for r in rs]):.3f} "
+                         f"({sum(r[b]['crps'] < r[a]['crps'] for r in rs)})")
+        lines.append(f"| {label} ({len(rs)}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def suite_table(rows: list[dict], *, steps: int, samples: int, validation: bool = False) -> str:
     def ok(b):
         return "yes" if b else "**no**"
@@ -668,7 +745,7 @@ def _suite_baselines(names: str) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=("speed", "accuracy", "all", "suite", "reach"))
+    p.add_argument("what", choices=("speed", "accuracy", "all", "suite", "reach", "short"))
     p.add_argument("--only", default=None, help="suite: comma-separated series names (default: all)")
     p.add_argument("--series", default="sunspots,co2", help="comma-separated shipped series")
     p.add_argument("--steps", type=int, default=0, help="training steps per model (0: the SETUPS value)")
@@ -688,8 +765,12 @@ def main(argv=None) -> int:
     p.add_argument("--hidden", type=int, default=0, help="units per layer (0: the SETUPS value, else 40)")
     p.add_argument("--layers", type=int, default=0, help="recurrent layers (0: the SETUPS value, else 2)")
     p.add_argument("--length", type=int, default=0,
-                   help="suite: simulate the synthetic series this long (0: the lengths of SYNTHETIC)")
+                   help="suite: simulate the synthetic series this long (0: the lengths of SYNTHETIC); "
+                        "short: the segment length (0: 40)")
     p.add_argument("--samples", type=int, default=1000)
+    p.add_argument("--segments", type=int, default=2, help="short: segments per series (newest first)")
+    p.add_argument("--compare", default="none,mix",
+                   help="short: the transforms to evaluate each segment with (the first is the reference)")
     p.add_argument("--reps", type=int, default=4000,
                    help="reach: replicate test sets per series (a tenth of them for the simulated synthetic series)")
     p.add_argument("--seed", type=int, default=0)
@@ -717,6 +798,11 @@ def main(argv=None) -> int:
         bench_suite(steps=args.steps or 300, samples=args.samples, seed=args.seed, out=Path(args.out) / ("suite-select" if args.select else "suite"),
                     baselines=args.baselines or _suite_baselines(CLASSICAL),
                     only=args.only, validation=args.select, extra=tuple(extra), length=args.length)
+        return 0
+    if args.what == "short":
+        bench_short(steps=args.steps or 300, samples=args.samples, seed=args.seed, out=Path(args.out) / "short",
+                    length=args.length or 40, segments=args.segments, transforms=args.compare.split(","),
+                    only=args.only)
         return 0
     if args.what == "reach":
         if args.reps < 10:

@@ -30,6 +30,19 @@ def test_validation_cut_ends_where_the_test_windows_start():
     assert (cut, w) == (139, 6) and cut - w * 8 >= 0
 
 
+def test_short_table_reads_geometric_means_and_counts():
+    # two real runs (ratios 2 and 0.5 for none: geometric mean 1; the mixture's 1 and 0.25: 0.5)
+    # and one synthetic run; the mixture over the levels per run: 0.5 and 0.5, lower on both
+    def run(series, kind, none, mix):
+        return dict(series=series, kind=kind, none=dict(crps=none, ratio=none, cov80=0.5),
+                    mix=dict(crps=mix, ratio=mix, cov80=0.75))
+    rows = [run("a", "real", 2.0, 1.0), run("b", "real", 0.5, 0.25), run("c", "synthetic", 1.5, 3.0)]
+    lines = bench.short_table(rows, ["none", "mix"], steps=3, seed=0, length=40).splitlines()
+    assert lines[4] == "| real (2) | 1.000, 1, 0.50 | 0.500, 2, 0.75 | 0.500 (2) |"
+    assert lines[5] == "| synthetic (1) | 1.500, 0, 0.50 | 3.000, 0, 0.75 | 2.000 (0) |"
+    assert [ln.split(" |")[0] for ln in lines[6:]] == ["| a (1)", "| b (1)", "| c (1)"]
+
+
 def _pit(scale: float, shift: float = 0.0, n: int = 200001) -> np.ndarray:
     """PIT values of N(shift, scale^2) forecasts for N(0, 1) outcomes, at the outcomes' quantiles."""
     z = stats.norm.ppf((np.arange(n) + 0.5) / n)
