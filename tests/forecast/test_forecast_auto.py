@@ -2,8 +2,11 @@
 candidate transform, the one (or their equal mixture) with the lowest CRPS on the validation windows
 kept; transform="mix": always the mixture, saved and loaded with each member's own transform."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
+import torch
 from scipy import stats
 
 from rnnforge.forecast import ForecastConfig, train
@@ -114,12 +117,27 @@ def test_a_checkpoint_whose_member_models_do_not_match_its_members_is_refused(tm
         load(path)
 
 
-def test_auto_without_validation_windows_models_the_levels():
+def test_auto_without_validation_windows_keeps_the_mixture():
     notes = []
     cfg = ForecastConfig(transform="auto", hidden=8, layers=1, steps=5, batch_size=16, val_windows=0)
     model, meta = train([_trend()], cfg, horizon=6, context=30, log=notes.append)
-    assert model.spec.transform == "none" and meta["training"]["transform_selection"] is None
-    assert "transform: none (auto chooses on the validation windows; there are none)" in notes
+    assert api.transform_of(model) == "mix" and meta["training"]["transform_selection"] is None
+    assert [m.spec.transform for m in api.members_of(model)] == list(api.AUTO_TRANSFORMS)
+    assert meta["training"]["transform"] == "mix"
+    assert "transform: mix (auto chooses on the validation windows; there are none)" in notes
+    # the same networks as transform="mix": one seed, one fit per transform
+    mixed, _ = train([_trend()], replace(cfg, transform="mix"), horizon=6, context=30, log=lambda *_: None)
+    for a, b in zip(api.members_of(model), api.members_of(mixed)):
+        for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.equal(x, y), k
+
+
+def test_auto_with_refit_keeps_the_mixture_without_choosing_on_trained_windows():
+    notes = []
+    cfg = ForecastConfig(transform="auto", hidden=8, layers=1, steps=5, batch_size=16, val_windows=2, refit=True)
+    model, meta = train([_trend()], cfg, horizon=6, context=30, log=notes.append)
+    assert api.transform_of(model) == "mix" and meta["training"]["transform_selection"] is None
+    assert "transform: mix (auto chooses on the validation windows; refit trains on them)" in notes
 
 
 def test_auto_is_a_transform_option():

@@ -165,7 +165,7 @@ def test_refit_replays_the_early_stopped_schedule_on_all_the_data(two_series_csv
     out = tmp_path / "refit"
     flags = ["--data", str(two_series_csv), "--context", "24", "--horizon", "6", "--hidden", "8",
              "--layers", "1", "--steps", "60", "--batch-size", "8", "--val-windows", "2", "--head", "gaussian",
-             "--lags", "1,2", "--out", str(out)]
+             "--lags", "1,2", "--transform", "none", "--out", str(out)]
     assert main(["forecast", "train", *flags, "--refit"]) == 0
     assert "refitted on all the training data" in capsys.readouterr().out
     model, meta = C.load(out / "forecaster.safetensors")

@@ -141,7 +141,7 @@ def test_library_calls_match_the_command_line(sine_csv, tmp_path):
     assert paths.shape == (1, 6, 2) and np.isfinite(paths).all()
     scores = evaluate(str(sine_csv), cfg, out=tmp_path / "ev", windows=1, baselines=["seasonal-naive"],
                       samples=8, horizon=2, context=8, log=notes.append)
-    assert set(scores) == {"rnn/quantile", "seasonal-naive"}
+    assert set(scores) == {"rnn/quantile/mix x3", "seasonal-naive"}  # no validation windows: the mixture
     assert set(json.loads((tmp_path / "ev" / "scores.json").read_text())) == set(scores)
     for message in notes:
         assert "--" not in message, message
