@@ -42,7 +42,7 @@ def _trend(n=220, seed=0):
 
 def test_auto_keeps_the_transform_with_the_lowest_validation_crps():
     notes = []
-    cfg = ForecastConfig(transform="auto", hidden=8, layers=1, steps=30, batch_size=16, val_windows=3,
+    cfg = ForecastConfig(transform="auto", hidden=8, layers=1, steps=30, batch_size=16, val_windows=4,
                          recalibrate="off")
     model, meta = train([_trend()], cfg, horizon=6, context=30, log=notes.append)
     sel = meta["training"]["transform_selection"]
@@ -54,7 +54,7 @@ def test_auto_keeps_the_transform_with_the_lowest_validation_crps():
     # recomputed here (the mixture's is scored on an even share of each candidate's paths)
     train_part = [_trend().head(220)]
     if kept != "mix":
-        again = api.validation_forecasts(model, train_part, context=30, horizon=6, windows=3, seed=0)
+        again = api.validation_forecasts(model, train_part, context=30, horizon=6, windows=4, seed=0)
         assert again.crps() == pytest.approx(sel[kept], rel=1e-9)
     # a line plus small noise: the levels model, held to the range of its training windows, is
     # beaten by a transform that carries the trend
@@ -130,6 +130,24 @@ def test_auto_without_validation_windows_keeps_the_mixture():
     for a, b in zip(api.members_of(model), api.members_of(mixed)):
         for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()):
             assert torch.equal(x, y), k
+
+
+def test_auto_chooses_only_on_enough_validation_outcomes():
+    # 3 windows of 6: 18 outcomes, fewer than 24 to choose among four forecasts on
+    notes = []
+    cfg = ForecastConfig(transform="auto", hidden=8, layers=1, steps=5, batch_size=16, val_windows=3,
+                         recalibrate="off")
+    assert 3 * 6 < api.AUTO_CHOICE_OUTCOMES <= 4 * 6
+    model, meta = train([_trend()], cfg, horizon=6, context=30, log=notes.append)
+    assert api.transform_of(model) == "mix" and meta["training"]["transform_selection"] is None
+    assert "transform: mix (auto chooses on the validation windows; they hold 18 outcomes, fewer than 24 " \
+           "to choose on)" in notes
+    # the outcomes of every series count: two series of 2 windows of 6 are 24, enough
+    notes = []
+    two = [_trend(seed=1), Series("other", _trend(seed=2).values[::-1].copy())]
+    model, meta = train(two, replace(cfg, val_windows=2), horizon=6, context=30, log=notes.append)
+    assert set(meta["training"]["transform_selection"]) == set(api.AUTO_TRANSFORMS) | {"mix"}
+    assert any(n.startswith("transform: ") and "(the lowest CRPS" in n for n in notes)
 
 
 def test_auto_with_refit_keeps_the_mixture_without_choosing_on_trained_windows():

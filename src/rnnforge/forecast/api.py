@@ -53,6 +53,10 @@ CALIBRATION_PATHS, CALIBRATION_FORECASTS = 200, 2000
 CALIBRATION_STRIDE = 1
 #: the transforms ``transform="auto"`` chooses among, by the CRPS of the validation windows
 AUTO_TRANSFORMS = ("none", "diff", "drift")
+#: the fewest validation outcomes ``transform="auto"`` chooses on; with fewer it keeps the mixture
+#: (on segments of 40-100 values of the held-out suite, 0-20 validation outcomes, the mixture's
+#: CRPS was below the choice's; on the suite's series, 24-96 outcomes, they tied)
+AUTO_CHOICE_OUTCOMES = 24
 #: the transform options that train every one of AUTO_TRANSFORMS: ``auto`` keeps the best of them
 #: or their equal mixture by validation CRPS, ``mix`` always their mixture
 CHOSEN_TRANSFORMS = ("auto", "mix")
@@ -74,8 +78,9 @@ class ForecastConfig:
     ends training; ``minutes`` is shared by the ensemble's members);
     ``val_windows``: None resolves it from the data (:func:`plan`);
     ``transform``: ``"auto"`` (one model each of AUTO_TRANSFORMS; kept: the one, or their equal
-    mixture, whose forecasts of the validation windows have the lowest CRPS; the mixture when there
-    are none to choose on), ``"mix"`` (always that mixture) or one of :data:`.features.TRANSFORMS`;
+    mixture, whose forecasts of the validation windows have the lowest CRPS; the mixture where
+    they hold fewer than AUTO_CHOICE_OUTCOMES outcomes, or none, or refit trains on them),
+    ``"mix"`` (always that mixture) or one of :data:`.features.TRANSFORMS`;
     ``patience``: validation checks without improvement that end training (0: never);
     ``recalibrate``: ``auto`` (a PIT map chosen on the validation windows, see
     :mod:`.calibration`) or ``off``; ``series_scaling``: standardise each series by
@@ -446,11 +451,14 @@ def _train(p: Plan, config: ForecastConfig, holdout_windows: int, device: str, l
     # the validation windows' forecasts are out of sample unless refit trained on them
     honest = bool(val_windows) and not c.refit
     candidates = list(AUTO_TRANSFORMS) if c.transform in CHOSEN_TRANSFORMS else [c.transform]
-    if c.transform == "auto" and not honest:
-        # nothing to choose on: the mixture of the transforms (on 40-value segments of the
-        # held-out suite its CRPS was 25% below the levels' alone; docs/forecast.md, eighth round)
+    outcomes = val_windows * horizon * len(p.series)
+    choose = c.transform == "auto" and honest and outcomes >= AUTO_CHOICE_OUTCOMES
+    if c.transform == "auto" and not choose:
+        # nothing (or too little) to choose on: the mixture of the transforms (docs/forecast.md,
+        # eighth round: on short segments of the held-out suite it beat the levels and the choice)
         log("transform: mix (auto chooses on the validation windows; " + (
-            "there are none)" if not val_windows else "refit trains on them)"))
+            "there are none)" if not val_windows else "refit trains on them)" if c.refit else
+            f"they hold {outcomes} outcomes, fewer than {AUTO_CHOICE_OUTCOMES} to choose on)"))
     # seconds: what training spent beyond the kept members' own fits (which their results record):
     # the validation forecasts that chose the transform and the fits set aside
     fitted, selection, seconds = {}, {}, 0.0
@@ -461,7 +469,7 @@ def _train(p: Plan, config: ForecastConfig, holdout_windows: int, device: str, l
                                       train_part, context=context, horizon=horizon, val_windows=val_windows,
                                       device=device, log=log)
         val = None
-        if c.transform == "auto" and honest:
+        if choose:
             t0 = time.perf_counter()
             val = validation_forecasts(in_data(model), data_part, context=context, horizon=horizon,
                                        windows=val_windows, seed=c.seed, device=device)
