@@ -82,8 +82,9 @@ def _add_model_flags(p) -> None:
     g.add_argument("--transform", default="auto", choices=CHOSEN_TRANSFORMS + TRANSFORMS,
                    help="what the model learns, fitted on values before each origin only: auto (one model "
                         "each of none, diff and drift; kept: the one, or their equal mixture, with the "
-                        "lowest CRPS on the validation windows; the mixture without them), mix (always "
-                        "that mixture), none (the levels), diff (first differences, paths integrated back by a cumulative sum), "
+                        "lowest CRPS on the validation windows; the mixture where they are too few to "
+                        "choose on), mix (always that mixture), none (the levels), diff (first "
+                        "differences, paths integrated back by a cumulative sum), "
                         "detrend (residuals from the context's least-squares line, extrapolated over the "
                         "horizon), drift (residuals from a line and season fitted over --trend-window "
                         "steps, re-anchored to the last quarter season's level) or deseason (the levels "

@@ -455,7 +455,7 @@ def _train(p: Plan, config: ForecastConfig, holdout_windows: int, device: str, l
     choose = c.transform == "auto" and honest and outcomes >= AUTO_CHOICE_OUTCOMES
     if c.transform == "auto" and not choose:
         # nothing (or too little) to choose on: the mixture of the transforms (docs/forecast.md,
-        # eighth round: on short segments of the held-out suite it beat the levels and the choice)
+        # eighth and ninth rounds: on short segments of the suite it beat the levels and the choice)
         log("transform: mix (auto chooses on the validation windows; " + (
             "there are none)" if not val_windows else "refit trains on them)" if c.refit else
             f"they hold {outcomes} outcomes, fewer than {AUTO_CHOICE_OUTCOMES} to choose on)"))
