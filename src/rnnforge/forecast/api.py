@@ -55,7 +55,7 @@ CALIBRATION_STRIDE = 1
 AUTO_TRANSFORMS = ("none", "diff", "drift")
 #: the fewest validation outcomes ``transform="auto"`` chooses on; with fewer it keeps the mixture
 #: (on segments of 40-100 values of the held-out suite, 0-20 validation outcomes, the mixture's
-#: CRPS was below the choice's; on the suite's series, 24-96 outcomes, they tied)
+#: CRPS was below the choice's; on the suite cut where its test windows start they tied)
 AUTO_CHOICE_OUTCOMES = 24
 #: the transform options that train every one of AUTO_TRANSFORMS: ``auto`` keeps the best of them
 #: or their equal mixture by validation CRPS, ``mix`` always their mixture
