@@ -581,7 +581,7 @@ def bench_short(*, steps: int, samples: int, seed: int, out: Path, length: int, 
             _write_csv(seg, stamps[a:b], values[a:b], name)
             row = dict(series=name, kind=kind, segment=k, first=stamps[a], last=stamps[b - 1])
             for tr in transforms:
-                sc = evaluate(str(seg), ForecastConfig(transform=tr, seed=seed, steps=steps),
+                sc = evaluate(str(seg), variant_config(tr, seed=seed, steps=steps),
                               out=out / f"{name}-{k}-{tr}", samples=samples, seed=seed, fan_charts=0,
                               log=lambda *_: None)
                 model = next(m for m in sc if m not in CLASSICAL.split(","))
@@ -594,6 +594,24 @@ def bench_short(*, steps: int, samples: int, seed: int, out: Path, length: int, 
     (out / "short.md").write_text(short_table(rows, transforms, steps=steps, seed=seed, length=length))
     print((out / "short.md").read_text())
     return rows
+
+
+def variant_config(variant: str, **fixed):
+    """The ForecastConfig of a ``short --compare`` item: a transform, then any ``/field=value``
+    (``mix/recalibrate=off``, ``none/hidden=16/layers=1``), each value of its field's type."""
+    from dataclasses import fields
+
+    from rnnforge.forecast import ForecastConfig
+
+    transform, *sets = variant.split("/")
+    kinds = {f.name: type(f.default) for f in fields(ForecastConfig)}
+    changes = {}
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or key not in kinds:
+            raise SystemExit(f"--compare: {item!r} is not FIELD=VALUE of a ForecastConfig field")
+        changes[key] = kinds[key](value) if kinds[key] in (int, float, str) else value
+    return ForecastConfig(transform=transform, **changes, **fixed)
 
 
 def _gmean(xs) -> float:
@@ -770,7 +788,8 @@ def main(argv=None) -> int:
     p.add_argument("--samples", type=int, default=1000)
     p.add_argument("--segments", type=int, default=2, help="short: segments per series (newest first)")
     p.add_argument("--compare", default="none,mix",
-                   help="short: the transforms to evaluate each segment with (the first is the reference)")
+                   help="short: the variants to evaluate each segment with (the first is the reference): "
+                        "a transform, then any /FIELD=VALUE of ForecastConfig, e.g. mix/recalibrate=off")
     p.add_argument("--reps", type=int, default=4000,
                    help="reach: replicate test sets per series (a tenth of them for the simulated synthetic series)")
     p.add_argument("--seed", type=int, default=0)

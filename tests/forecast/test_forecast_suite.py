@@ -43,6 +43,15 @@ def test_short_table_reads_geometric_means_and_counts():
     assert [ln.split(" |")[0] for ln in lines[6:]] == ["| a (1)", "| b (1)", "| c (1)"]
 
 
+def test_short_variants_set_config_fields_of_their_types():
+    c = bench.variant_config("mix/recalibrate=off/hidden=16/dropout=0.25", seed=3, steps=7)
+    assert (c.transform, c.recalibrate, c.hidden, c.dropout, c.seed, c.steps) == ("mix", "off", 16, 0.25, 3, 7)
+    assert bench.variant_config("none", seed=0, steps=1).transform == "none"
+    for bad in ("mix/hidden", "mix/width=3"):
+        with pytest.raises(SystemExit, match="is not FIELD=VALUE of a ForecastConfig field"):
+            bench.variant_config(bad, seed=0, steps=1)
+
+
 def _pit(scale: float, shift: float = 0.0, n: int = 200001) -> np.ndarray:
     """PIT values of N(shift, scale^2) forecasts for N(0, 1) outcomes, at the outcomes' quantiles."""
     z = stats.norm.ppf((np.arange(n) + 0.5) / n)
