@@ -26,9 +26,9 @@ PIT of the true predictive distribution on the same windows.
 Reach: how often a forecaster that knows the true process would meet the suite's
 calibration rules on each series' test windows (few, and dependent along a window),
 so that the model's count can be read against what is attainable.
-Short: what ``--transform auto`` falls back to on a series too short for validation
-windows, on segments of each suite series just before its test windows (never the test
-windows themselves), one ``evaluate`` per segment and candidate transform.
+Short: the defaults of a series too short for (many) validation windows, measured on
+segments of each suite series just before its test windows (never the test windows
+themselves), one ``evaluate`` per segment and variant (``--compare``).
 Speed times ``Forecaster.sample_paths`` for one series (median of 5 after a
 warm-up) on one CPU thread; the target is under 1 s.
 """
@@ -550,15 +550,16 @@ def bench_reach(*, reps: int, seed: int, out: Path, synthetic_reps: int) -> list
 
 
 def bench_short(*, steps: int, samples: int, seed: int, out: Path, length: int, segments: int,
-                transforms: list[str], only: str | None) -> list[dict]:
+                variants: list[str], only: str | None) -> list[dict]:
     """Each suite series cut where its test windows start; the ``segments`` runs of ``length``
-    values before the cut, newest first, evaluated with the defaults and each of ``transforms``.
+    values before the cut, newest first, evaluated with the defaults and each of ``variants``
+    (:func:`variant_config`).
     The synthetic series are simulated once (seed 0) so that ``seed`` varies the models only.
     Writes OUT/short.json and OUT/short.md (CRPS over the best classical baseline's, geometric
     means by kind and by series)."""
     import json
 
-    from rnnforge.forecast import ForecastConfig, evaluate
+    from rnnforge.forecast import evaluate
     from rnnforge.forecast.api import plan
     from rnnforge.forecast.series import load
 
@@ -580,18 +581,18 @@ def bench_short(*, steps: int, samples: int, seed: int, out: Path, length: int, 
             seg = out / "data" / f"{name}-{k}.csv"
             _write_csv(seg, stamps[a:b], values[a:b], name)
             row = dict(series=name, kind=kind, segment=k, first=stamps[a], last=stamps[b - 1])
-            for tr in transforms:
-                sc = evaluate(str(seg), variant_config(tr, seed=seed, steps=steps),
-                              out=out / f"{name}-{k}-{tr}", samples=samples, seed=seed, fan_charts=0,
+            for v in variants:
+                sc = evaluate(str(seg), variant_config(v, seed=seed, steps=steps),
+                              out=out / f"{name}-{k}-{v.replace('/', '+')}", samples=samples, seed=seed, fan_charts=0,
                               log=lambda *_: None)
                 model = next(m for m in sc if m not in CLASSICAL.split(","))
                 best = min(sc[m].crps for m in CLASSICAL.split(",") if m in sc)
-                row[tr] = dict(model=model, crps=sc[model].crps, ratio=sc[model].crps / best,
+                row[v] = dict(model=model, crps=sc[model].crps, ratio=sc[model].crps / best,
                                cov80=sc[model].coverage.get(0.8), outcomes=sc[model].n)
             rows.append(row)
             print(json.dumps(row), flush=True)
     (out / "short.json").write_text(json.dumps(rows, indent=1))
-    (out / "short.md").write_text(short_table(rows, transforms, steps=steps, seed=seed, length=length))
+    (out / "short.md").write_text(short_table(rows, variants, steps=steps, seed=seed, length=length))
     print((out / "short.md").read_text())
     return rows
 
@@ -618,22 +619,22 @@ def _gmean(xs) -> float:
     return float(np.exp(np.mean(np.log(xs)))) if len(xs) else float("nan")
 
 
-def short_table(rows: list[dict], transforms: list[str], *, steps: int, seed: int, length: int) -> str:
+def short_table(rows: list[dict], variants: list[str], *, steps: int, seed: int, length: int) -> str:
     lines = [f"Segments of {length} values before each suite series' test windows: `forecast evaluate "
              f"--steps {steps}` (all else default), seed {seed}; CRPS / best classical baseline's "
              f"(geometric mean over the runs), runs at or below 1, mean cov80.", "",
-             "| runs | " + " | ".join(f"{t}: CRPS / best, runs <= 1, cov80" for t in transforms)
-             + (f" | {transforms[1]} / {transforms[0]} (lower on)" if len(transforms) > 1 else "") + " |",
-             "|---" * (2 + len(transforms) + (len(transforms) > 1)) + "|"]
+             "| runs | " + " | ".join(f"{t}: CRPS / best, runs <= 1, cov80" for t in variants)
+             + (f" | {variants[1]} / {variants[0]} (lower on)" if len(variants) > 1 else "") + " |",
+             "|---" * (2 + len(variants) + (len(variants) > 1)) + "|"]
     groups = [(kind, [r for r in rows if r["kind"] == kind]) for kind in ("real", "synthetic")]
     groups += [(name, [r for r in rows if r["series"] == name]) for name in dict.fromkeys(r["series"] for r in rows)]
     for label, rs in groups:
         if not rs:
             continue
         cells = [f"{_gmean([r[t]['ratio'] for r in rs]):.3f}, {sum(r[t]['ratio'] <= 1 for r in rs)}, "
-                 f"{np.mean([r[t]['cov80'] for r in rs]):.2f}" for t in transforms]
-        if len(transforms) > 1:
-            a, b = transforms[:2]
+                 f"{np.mean([r[t]['cov80'] for r in rs]):.2f}" for t in variants]
+        if len(variants) > 1:
+            a, b = variants[:2]
             cells.append(f"{_gmean([r[b]['crps'] / r[a]['crps'] for r in rs]):.3f} "
                          f"({sum(r[b]['crps'] < r[a]['crps'] for r in rs)})")
         lines.append(f"| {label} ({len(rs)}) | " + " | ".join(cells) + " |")
@@ -820,7 +821,7 @@ def main(argv=None) -> int:
         return 0
     if args.what == "short":
         bench_short(steps=args.steps or 300, samples=args.samples, seed=args.seed, out=Path(args.out) / "short",
-                    length=args.length or 40, segments=args.segments, transforms=args.compare.split(","),
+                    length=args.length or 40, segments=args.segments, variants=args.compare.split(","),
                     only=args.only)
         return 0
     if args.what == "reach":
