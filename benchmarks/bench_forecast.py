@@ -820,6 +820,8 @@ def main(argv=None) -> int:
                     only=args.only, validation=args.select, extra=tuple(extra), length=args.length)
         return 0
     if args.what == "short":
+        for v in args.compare.split(","):
+            variant_config(v, seed=args.seed, steps=1)  # a typo stops the run before the first fit
         bench_short(steps=args.steps or 300, samples=args.samples, seed=args.seed, out=Path(args.out) / "short",
                     length=args.length or 40, segments=args.segments, variants=args.compare.split(","),
                     only=args.only)
