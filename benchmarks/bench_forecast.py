@@ -304,6 +304,21 @@ def validation_cut(n: int, horizon: int, windows: int) -> tuple[int, int]:
     return cut, min(windows, default_windows(cut, horizon))
 
 
+def suite_entries(*, seed: int, length: int = 0, only: str | None = None) -> list[tuple]:
+    """(name, kind, freq, why, stamps, values, synthetic or None) of every suite series, the
+    synthetic ones simulated with ``seed`` (``length`` values each, 0: their SYNTHETIC length);
+    ``only``: comma-separated names to keep."""
+    entries = []
+    for name, ds, col, freq, why in SUITE:
+        stamps, values = _suite_real(name, ds, col, freq)
+        entries.append((name, "real", freq, why, stamps, values, None))
+    for name, freq, n, why in SYNTHETIC:
+        syn = Synthetic(name, length or n, seed=seed)
+        entries.append((name, "synthetic", freq, why, _stamps(freq, length or n), syn.values, syn))
+    keep = set(only.split(",")) if only else None
+    return [e for e in entries if keep is None or e[0] in keep]
+
+
 def bench_suite(*, steps: int, samples: int, seed: int, out: Path, baselines: str, only: str | None,
                 validation: bool = False, extra: tuple = (), length: int = 0) -> list[dict]:
     """Run the suite with the documented defaults; write OUT/suite.md and OUT/suite.json.
@@ -320,16 +335,7 @@ def bench_suite(*, steps: int, samples: int, seed: int, out: Path, baselines: st
     from rnnforge.forecast.metrics import SampleForecast, pit_values, score
 
     rng = np.random.default_rng(seed)
-    entries = []
-    for name, ds, col, freq, why in SUITE:
-        stamps, values = _suite_real(name, ds, col, freq)
-        entries.append((name, "real", freq, why, stamps, values, None))
-    for name, freq, n, why in SYNTHETIC:
-        syn = Synthetic(name, length or n, seed=seed)
-        entries.append((name, "synthetic", freq, why, _stamps(freq, length or n), syn.values, syn))
-    if only:
-        keep = set(only.split(","))
-        entries = [e for e in entries if e[0] in keep]
+    entries = suite_entries(seed=seed, length=length, only=only)
     rows = []
     for name, kind, freq, why, stamps, values, syn in entries:
         data = out / "data" / f"{name}.csv"
@@ -563,17 +569,12 @@ def bench_short(*, steps: int, samples: int, seed: int, out: Path, length: int, 
     from rnnforge.forecast.api import plan
     from rnnforge.forecast.series import load
 
-    entries = [(name, "real", *_suite_real(name, ds, col, freq)) for name, ds, col, freq, _ in SUITE]
-    entries += [(name, "synthetic", _stamps(freq, n), Synthetic(name, n, seed=0).values)
-                for name, freq, n, _ in SYNTHETIC]
-    if only:
-        entries = [e for e in entries if e[0] in set(only.split(","))]
     rows = []
-    for name, kind, stamps, values in entries:
+    for name, kind, _, _, stamps, values, _ in suite_entries(seed=0, only=only):
         full = out / "data" / f"{name}.csv"
         _write_csv(full, stamps, values, name)
         test = plan(load(str(full), log=lambda *_: None), windows=None)
-        cut = len(values) - test.windows * test.horizon
+        cut, _ = validation_cut(len(values), test.horizon, test.windows)
         for k in range(segments):
             a, b = cut - (k + 1) * length, cut - k * length
             if a < 0:

@@ -456,9 +456,9 @@ def _train(p: Plan, config: ForecastConfig, holdout_windows: int, device: str, l
     if c.transform == "auto" and not choose:
         # nothing (or too little) to choose on: the mixture of the transforms (docs/forecast.md,
         # eighth and ninth rounds: on short segments of the suite it beat the levels and the choice)
-        log("transform: mix (auto chooses on the validation windows; " + (
-            "there are none)" if not val_windows else "refit trains on them)" if c.refit else
-            f"they hold {outcomes} outcomes, fewer than {AUTO_CHOICE_OUTCOMES} to choose on)"))
+        why = ("there are none" if not val_windows else "refit trains on them" if c.refit
+               else f"they hold {outcomes} outcomes, fewer than {AUTO_CHOICE_OUTCOMES} to choose on")
+        log(f"transform: mix (auto chooses on the validation windows; {why})")
     # seconds: what training spent beyond the kept members' own fits (which their results record):
     # the validation forecasts that chose the transform and the fits set aside
     fitted, selection, seconds = {}, {}, 0.0
