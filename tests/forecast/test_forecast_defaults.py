@@ -8,6 +8,7 @@ import pytest
 from rnnforge.cli import main
 from rnnforge.forecast import ForecastConfig, parse_csv, plan
 from rnnforge.forecast.api import default_horizon
+from rnnforge.forecast.features import default_lags
 from rnnforge.forecast.series import Series
 from rnnforge.forecast import trainer as T
 
@@ -88,6 +89,41 @@ def test_default_windows_scale_with_the_series():
     assert (p.horizon, p.windows, p.context, p.val_windows) == (24, 5, 120, 4)
     assert default_horizon([Series("y", np.arange(50.0), freq="Y")]) == 5  # a tenth of the series
     assert "lags 1,2,3,4,11,12,13,24" in p.resolved(ForecastConfig())
+
+
+def test_automatic_lags_are_those_the_fitted_span_can_show():
+    assert default_lags(24) == [1, 2, 3, 4, 23, 24, 25, 48] and default_lags(12) == [1, 2, 3, 4, 11, 12, 13, 24]
+    # at most half the span back: seen by at least half the values fitted on
+    assert default_lags(24, span=24) == [1, 2, 3, 4]
+    assert default_lags(12, span=24) == [1, 2, 3, 4, 11, 12]
+    assert default_lags(12, span=30) == [1, 2, 3, 4, 11, 12, 13]
+    assert default_lags(12, span=48) == default_lags(12)
+    assert default_lags(7, span=4) == [1, 2]
+    assert default_lags(1, span=1) == [1]  # lag 1 always
+    # a 40-value hourly series: 16 outcomes held out, no validation windows, 24 values fitted on
+    hourly = plan([Series("h", np.arange(40.0), freq="H", phase_step=1 / 24)], windows=None)
+    assert hourly.fit_span() == 24
+    assert "lags 1,2,3,4 (not 23,24,25,48: too far back for the 24 values fitted on)" \
+        in hourly.resolved(ForecastConfig())
+    # named lags are kept as named
+    assert "lags 1,24,48, context" in hourly.resolved(ForecastConfig(lags=[1, 24, 48]))
+
+
+def test_short_hourly_series_trains_on_the_lags_it_can_show(tmp_path):
+    from rnnforge.forecast import train
+
+    t = np.arange(40)
+    s = Series("h", 5 + np.sin(2 * np.pi * t / 24) + 0.1 * np.cos(t), freq="H", phase_step=1 / 24)
+    logs = []
+    model, meta = train([s], ForecastConfig(hidden=4, layers=1, steps=5, transform="none"), holdout_windows=4,
+                        log=logs.append)
+    assert model.spec.lags == [1, 2, 3, 4]
+    # named lags beyond the span: kept, with a warning that their weights never train
+    model, _ = train([s], ForecastConfig(hidden=4, layers=1, steps=5, transform="none", lags=[1, 2, 24, 48]),
+                     holdout_windows=4, log=logs.append)
+    assert model.spec.lags == [1, 2, 24, 48]
+    assert "warning: the 24 values fitted on are too few for lags 24,48: their weights never train; " \
+           "leave them out of --lags" in logs
 
 
 def test_check_interval_follows_the_data():

@@ -164,18 +164,26 @@ class ForecastConfig:
         check_seed(self.seed, self.ensemble)
         return self
 
-    def model_config(self, season: int, context: int, series_names: list[str] = ()) -> ModelConfig:
+    def lags_for(self, season: int, span: int | None = None) -> list[int]:
+        """The lags: ``default_lags`` of the season (those the fitted ``span`` can show, when
+        given) for ``auto``, else the ones named."""
+        return default_lags(season, span) if self.lags == "auto" else sorted(set(self.lags))
+
+    def model_config(self, season: int, context: int, series_names: list[str] = (), *,
+                     span: int | None = None) -> ModelConfig:
         """The network of this configuration for a season and context (the lags and the
         transform's fit follow from them) and, with a series embedding, the training series'
-        names (one embedding row each, in this order). ``transform="auto"`` is resolved by
-        :func:`train` (a model per candidate); here a transform must be named."""
+        names (one embedding row each, in this order); ``span``: the longest series' part the
+        network is fitted on (automatic lags beyond what it can show are left out).
+        ``transform="auto"`` is resolved by :func:`train` (a model per candidate); here a
+        transform must be named."""
         if self.transform in CHOSEN_TRANSFORMS:
             raise OptionError("transform", f"{self.transform!r} trains a network per transform; name one of "
                                            f"{', '.join(TRANSFORMS)} for a single network")
         if self.cell == "auto":
             raise OptionError("cell", "'auto' is resolved from the training data (Plan.cell); name one of "
                                       f"{', '.join(CELLS)} for a single network")
-        lags = default_lags(season) if self.lags == "auto" else sorted(set(self.lags))
+        lags = self.lags_for(season, span)
         return ModelConfig(cell=self.cell, hidden=self.hidden, layers=self.layers, dropout=self.dropout,
                            head=self.head, features=dict(lags=lags, growth=sorted(set(self.growth)),
                                                          harmonics=2 if season > 1 else 0, scaler=self.scaler,
@@ -263,6 +271,11 @@ class Plan:
         hold = self.windows * self.horizon
         return int(sum(np.isfinite(s.values[:max(0, len(s) - hold)]).sum() for s in self.series))
 
+    def fit_span(self) -> int:
+        """The length of the longest series' part the network is fitted on: before the
+        evaluation and the validation windows."""
+        return max(len(s) for s in self.series) - (self.windows + (self.val_windows or 0)) * self.horizon
+
     def cell(self, config: "ForecastConfig") -> str:
         """``config.cell``, or for ``auto`` the notes' sigmoid RNN (``rnn``) below AUTO_CELL_VALUES
         training values and the LSTM from there on."""
@@ -278,8 +291,11 @@ class Plan:
             parts.insert(0, f"cell {self.cell(config)} ({n} training values, "
                             f"{'<' if n < AUTO_CELL_VALUES else '>='} {AUTO_CELL_VALUES})")
         if config is not None:
-            lags = default_lags(self.season) if config.lags == "auto" else sorted(set(config.lags))
+            lags = config.lags_for(self.season, self.fit_span())
             parts.append(f"lags {','.join(map(str, lags))}")
+            if config.lags == "auto" and lags != default_lags(self.season):
+                parts[-1] += f" (not {','.join(str(l) for l in default_lags(self.season) if l not in lags)}: " \
+                             f"too far back for the {self.fit_span()} values fitted on)"
         parts += [f"context {self.context}", f"horizon {self.horizon}"]
         if self.val_windows is not None:
             parts.append(f"validation windows {self.val_windows} x {self.horizon}")
@@ -447,6 +463,13 @@ def _train(p: Plan, config: ForecastConfig, holdout_windows: int, device: str, l
                                 f"series name, so the names must be distinct")
             seen.add(s.name)
     names = [s.name for s in p.series]
+    span = max(len(s) for s in train_part) - val_windows * horizon
+    unseen = [l for l in c.lags_for(p.season, span) if l >= span]
+    if unseen:  # only named lags: automatic ones beyond the span are left out
+        one = len(unseen) == 1
+        log(f"warning: the {span} values fitted on are too few for lag{'' if one else 's'} "
+            f"{','.join(map(str, unseen))}: {'its weight' if one else 'their weights'} never train"
+            f"{'s' if one else ''}; leave {'it' if one else 'them'} out of --lags")
     in_data = (lambda m: m) if scaling is None else (lambda m: Scaled(m, scaling))  # noqa: E731
     # the validation windows' forecasts are out of sample unless refit trained on them
     honest = bool(val_windows) and not c.refit
@@ -465,9 +488,9 @@ def _train(p: Plan, config: ForecastConfig, holdout_windows: int, device: str, l
     for transform in candidates:
         if len(candidates) > 1:
             log(f"transform {transform}:")
-        model, results = _fit_members(c, replace(c, transform=transform).model_config(p.season, context, names),
-                                      train_part, context=context, horizon=horizon, val_windows=val_windows,
-                                      device=device, log=log)
+        cfg = replace(c, transform=transform).model_config(p.season, context, names, span=span)
+        model, results = _fit_members(c, cfg, train_part, context=context, horizon=horizon,
+                                      val_windows=val_windows, device=device, log=log)
         val = None
         if choose:
             t0 = time.perf_counter()

@@ -72,11 +72,24 @@ LONG_FIT = ("drift", "deseason")
 INPUT_CLIP = 50.0
 
 
-def default_lags(season: int) -> list[int]:
-    """1..4 and, for a seasonal series, s-1, s, s+1 and 2s (DeepAR's choice in spirit)."""
+#: an automatic lag is kept when at least this share of the values trained on have a value that
+#: far back (docs/forecast.md, twelfth round)
+AUTO_LAG_SHARE = 0.5
+
+
+def default_lags(season: int, span: int | None = None) -> list[int]:
+    """1..4 and, for a seasonal series, s-1, s, s+1 and 2s (DeepAR's choice in spirit).
+
+    With ``span``, the length of the longest series' part the network is fitted on, only the lags
+    at most ``AUTO_LAG_SHARE`` of it (and 1 always): a lag beyond the span is missing (an input
+    of 0) on every training window, so its weight never trains, yet on a later window that has
+    the value it feeds the forecast through that untrained weight; one a little short of the
+    span is seen by a handful of values and learns little more."""
     lags = {1, 2, 3, 4}
     if season > 1:
         lags |= {season - 1, season, season + 1, 2 * season}
+    if span is not None:
+        lags = {l for l in lags if l == 1 or l <= AUTO_LAG_SHARE * span}
     return sorted(l for l in lags if l >= 1)
 
 
