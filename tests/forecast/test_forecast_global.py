@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from rnnforge.errors import UserError
-from rnnforge.forecast import ForecastConfig, evaluate, load_checkpoint, parse_csv, predict
+from rnnforge.forecast import ForecastConfig, evaluate, load_checkpoint, parse_csv, plan, predict
+from rnnforge.forecast.api import warn_short
 from rnnforge.forecast.scaling import SeriesScaling
 from rnnforge.forecast.series import Series
 
@@ -119,3 +120,19 @@ def test_global_model_over_long_format_scales_each_series(tmp_path):
     # forecasts come back in each series' own units
     med = np.median(paths, axis=(1, 2))
     assert 50 < med[0] < 150 and 150 < med[1] < 250 and 20000 < med[2] < 40000
+
+
+def test_the_shortest_series_sizes_the_windows_and_says_so():
+    a, b = Series("a", np.arange(120.0), freq="M", phase_step=1 / 12), Series("c", np.arange(15.0), freq="M",
+                                                                                phase_step=1 / 12)
+    p = plan([a, a, b], windows=None)
+    assert p.horizon == 1  # a tenth of the shortest
+    assert "(the defaults follow the shortest series, 'c': every series must hold the windows)" in p.describe()
+    said = []
+    warn_short([a, a, b], said.append)
+    assert said == ["warning: series 'c' has 15 steps against a median of 120, and the horizon, context and "
+                    "windows of every series are sized to it; leave it out, or set --horizon, --context and "
+                    "--windows"]
+    said.clear()
+    warn_short([a, Series("d", np.arange(70.0))], said.append)  # over half the median: no warning
+    assert said == []

@@ -262,8 +262,11 @@ class Plan:
         lengths = sorted({len(s) for s in self.series})
         n = f"{lengths[0]}" if len(lengths) == 1 else f"{lengths[0]}-{lengths[-1]}"
         names = ", ".join(s.name for s in self.series[:5]) + (", ..." if len(self.series) > 5 else "")
+        short = min(self.series, key=len)
+        sizes = (f" (the defaults follow the shortest series, {short.name!r}: every series must hold the "
+                 f"windows)" if len(lengths) > 1 else "")
         return (f"data: {len(self.series)} series ({names}) of {n} steps, frequency {self.freq or 'none'}, "
-                f"season {self.season}; horizon {self.horizon}, context {self.context}")
+                f"season {self.season}; horizon {self.horizon}, context {self.context}{sizes}")
 
     def training_values(self) -> int:
         """Observed values before the evaluation windows, over all series (what a model trains
@@ -303,6 +306,17 @@ class Plan:
             outcomes = self.windows * self.horizon * len(self.series)
             parts.append(f"evaluation windows {self.windows} x {self.horizon} ({outcomes} outcomes)")
         return "resolved: " + ", ".join(parts)
+
+
+def warn_short(series: list[Series], log) -> None:
+    """Say so when one series is under half the median length: the window sizes of every series
+    follow the shortest (:func:`plan`)."""
+    short = min(series, key=len)
+    median = float(np.median([len(s) for s in series]))
+    if len(short) < median / 2:
+        log(f"warning: series {short.name!r} has {len(short)} steps against a median of {median:g}, and the "
+            f"horizon, context and windows of every series are sized to it; leave it out, or set --horizon, "
+            f"--context and --windows")
 
 
 def default_horizon(series: list[Series]) -> int:
@@ -390,6 +404,7 @@ def train(data: str | list[Series], config: ForecastConfig | None = None, *, hor
     series = _series(data, season=season, header=header, delimiter=delimiter, log=log)
     p = plan(series, horizon=horizon, context=context, windows=holdout_windows, val_windows=config.val_windows)
     log(p.describe())
+    warn_short(series, log)
     log(p.resolved(config))
     return _train(p, config, holdout_windows, device, log,
                   data=str(data) if isinstance(data, (str, os.PathLike)) else None,
@@ -790,6 +805,7 @@ def evaluate(data=None, config: ForecastConfig | None = None, *, out: str | Path
         p = plan(series, horizon=horizon, context=context, windows=windows, val_windows=config.val_windows)
         windows = p.windows
         log(p.describe())
+        warn_short(series, log)
         log(p.resolved(config))
         model, meta = _train(p, config, windows, device, log,
                              data=str(data or "sunspots") if not isinstance(data, list) else None,
