@@ -41,6 +41,13 @@ def test_train_predict_evaluate(two_series_csv, tmp_path, capsys):
     assert main(["forecast", "predict", "--checkpoint", str(out), "--out", str(again), "--samples", "50"]) == 0
     assert (again / "quantiles.csv").read_text() == (out / "quantiles.csv").read_text()
     capsys.readouterr()
+    # data of another frequency than the checkpoint's is refused: its lags would mean other periods
+    quarterly = tmp_path / "quarterly.csv"
+    quarterly.write_text("date,a\n" + "".join(f"{2000 + k // 4}-Q{k % 4 + 1},{k}\n" for k in range(40)))
+    assert main(["forecast", "predict", "--checkpoint", str(out), "--data", str(quarterly),
+                 "--out", str(tmp_path / "q")]) == 2
+    assert "series 'a' is quarterly but the checkpoint was trained on monthly data" in capsys.readouterr().err
+    assert not (tmp_path / "q" / "quantiles.csv").exists()
     assert main(["forecast", "predict", "--checkpoint", str(tmp_path), "--out", str(again)]) == 2
     assert f"{tmp_path} is a folder without a forecaster.safetensors" in capsys.readouterr().err
 

@@ -35,7 +35,7 @@ from .checkpoint import load as load_checkpoint
 from .features import LONG_FIT, SCALERS, TRANSFORMS, default_lags
 from .heads import HEADS
 from .model import CELLS, Ensemble, Forecaster, ModelConfig, members_of
-from .series import Series, check_context, check_horizon, check_series, load
+from .series import Series, check_context, check_horizon, check_series, freq_words, load
 from .trainer import check_loss_steps, check_objective, fit
 
 #: seeds are unsigned 64-bit integers (torch.manual_seed's range)
@@ -679,10 +679,17 @@ def _checkpoint_series(meta: dict, data, season, header, delimiter, log) -> list
     """The series to forecast: ``data``, else the checkpoint's, read as it was unless overridden."""
     if data is None and meta.get("data") is None:
         raise OptionError("data", "is needed: the checkpoint was trained on series passed in memory")
-    return _series(meta["data"] if data is None else data,
-                   season=meta.get("season") if season is None else season,
-                   header=meta.get("header", True) if header is None else header,
-                   delimiter=meta.get("delimiter") if delimiter is None else delimiter, log=log)
+    series = _series(meta["data"] if data is None else data,
+                     season=meta.get("season") if season is None else season,
+                     header=meta.get("header", True) if header is None else header,
+                     delimiter=meta.get("delimiter") if delimiter is None else delimiter, log=log)
+    trained = meta.get("freq")
+    other = next((s for s in series if trained and s.freq and s.freq != trained), None)
+    if other is not None:
+        raise UserError(f"series {other.name!r} is {freq_words(other.freq)} but the checkpoint was trained on "
+                        f"{freq_words(trained)} data: its lags and seasonal inputs would be read at the wrong "
+                        f"period; train a model on {freq_words(other.freq)} data to forecast it")
+    return series
 
 
 def predict(checkpoint, *, data=None, out: str | Path, samples: int = 1000, seed: int = 0,
