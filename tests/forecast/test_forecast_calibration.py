@@ -199,3 +199,22 @@ def test_scale_steps_of_a_calibrated_model_is_near_the_identity():
         assert m.scores(np.array([1.0]))[0] == pytest.approx(1.0, abs=0.08)
     # too few values: the identity
     assert all(m.x.size == 0 for m in C.fit_scale_steps(np.full((3, 4), np.nan)))
+
+
+def test_one_validation_window_leaves_the_forecasts_unmapped_and_says_why():
+    from rnnforge.forecast.api import describe_recalibration
+
+    # too narrow forecasts, but all from one window: no map can be cross-validated
+    rng = np.random.default_rng(9)
+    paths, y = rng.normal(0, 0.5, (6, 200, 4)), rng.normal(0, 1, (6, 4))
+    rc = C.choose(paths, y, windows=np.zeros(6, dtype=int))
+    assert rc.mode == "off" and not rc.active and rc.report["windows"] == 1
+    said = describe_recalibration(rc)
+    assert said.startswith("recalibration: off (1 validation window: choosing a map takes cross-validation "
+                           "over at least 2); validation PIT: KS p ")
+    assert "after" not in said and f"80% coverage {rc.report['before']['cov80']:.3f}" in said
+    from rnnforge.forecast.backtest import training_notes
+
+    notes = "\n".join(training_notes(None, rc, {}, "m"))
+    assert "Recalibration off: 1 validation window, and choosing a map takes cross-validation over at least 2." \
+        in notes and "after" not in notes

@@ -658,6 +658,9 @@ def rolling_start(meta: dict, series: list[Series]) -> dict[str, int] | None:
 def describe_recalibration(rc: Recalibration) -> str:
     r = rc.report
     b, a = r["before"], r["after"]
+    if r["windows"] < 2:
+        return (f"recalibration: off ({r['windows']} validation window: choosing a map takes cross-validation "
+                f"over at least 2); validation PIT: KS p {b['pit_ks_p']:.3g}, 80% coverage {b['cov80']:.3f}")
     return (f"recalibration: {rc.mode} (chosen by the CRPS of {r['windows']}-fold cross-validation over the "
             f"validation windows: " + ", ".join(f"{m} {v:.4g}" for m, v in r["cv_crps"].items())
             + f"); validation PIT before: KS p {b['pit_ks_p']:.3g}, 80% coverage {b['cov80']:.3f}; after "
