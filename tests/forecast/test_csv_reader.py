@@ -1,6 +1,8 @@
 """The CSV reader: header rows, delimiters, missing and bad values, frequencies, gaps in
 regular timestamps; each bad file is one line and exit code 2 through the command line."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -91,6 +93,17 @@ def test_header_less_file_read_with_no_header():
     np.testing.assert_array_equal(b.values, [2, 4, 6])
     (s,) = parse_csv("2020-01-01,1\n2020-02-01,2\n2020-03-01,3\n", header=False)  # dates still found
     assert s.name == "series2" and s.freq == "M"
+
+
+@pytest.mark.parametrize("cell, hint", [
+    ("1,000", "write it without the thousands separator (1000), or with a decimal point (1.000) if the comma is one"),
+    ("-12,345,678", "write it without the thousands separator (-12345678)"),
+    ("0,25", "write it with a decimal point (0.25)"),
+    ("12,5", "write it with a decimal point (12.5)"),
+])
+def test_comma_in_a_number_says_both_readings(cell, hint):
+    with pytest.raises(UserError, match=f"non-numeric value '{cell}'; " + re.escape(hint) + "$"):
+        parse_csv(f'a\n1\n"{cell}"\n3\n')
 
 
 @pytest.mark.parametrize("text, delimiter", [("a;b\n1,5;2\n3;4\n", None), ("a\tb\n1\t2\n3\t4\n", None),

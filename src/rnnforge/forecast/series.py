@@ -387,7 +387,11 @@ def _parse_values(cells: list[str], source: str, name: str, line0: int) -> np.nd
             v = float(cell)
         except ValueError:
             comma = _DECIMAL_COMMA.match(cell)
-            hint = (f"write it with a decimal point ({cell.replace(',', '.')})" if comma else
+            thousands = re.fullmatch(r"[-+]?\d{1,3}(,\d{3})+", cell)
+            hint = (f"write it without the thousands separator ({cell.replace(',', '')})"
+                    + (f", or with a decimal point ({cell.replace(',', '.')}) if the comma is one" if comma else "")
+                    if thousands else
+                    f"write it with a decimal point ({cell.replace(',', '.')})" if comma else
                     "write a number, or leave the cell empty for a missing value")
             raise UserError(f"{source}: line {i + line0}, column {name!r}: non-numeric value {cell!r}; "
                             + hint) from None
