@@ -53,3 +53,17 @@ def test_predict_draws_as_many_as_asked_and_writes_every_series(wide_csv, tmp_pa
     said = capsys.readouterr().out
     assert {SERIES: f"quantiles.csv and {SERIES} fan charts", 0: "quantiles.csv (no fan charts)",
             3: f"quantiles.csv and fan charts of the first 3 of {SERIES} series"}[expected] in said
+
+
+def test_the_chart_axis_holds_the_dates_and_continues_them_past_the_end():
+    from rnnforge.forecast.backtest import _x_axis
+    from rnnforge.forecast.series import parse_csv
+
+    (q,) = parse_csv("date,a\n" + "".join(f"{2000 + k // 4}-Q{k % 4 + 1},{k}\n" for k in range(12)))
+    # steps 10, 11 are 2002-Q3, Q4; 12, 13 (past the end) 2003-Q1, Q2
+    assert [str(d) for d in _x_axis(q, 10, 14)] == ["2002-07-01", "2002-10-01", "2003-01-01", "2003-04-01"]
+    assert [str(d) for d in _x_axis(q, 13, 15)] == ["2003-04-01", "2003-07-01"]
+    (y,) = parse_csv("year,a\n" + "".join(f"{1990 + k},{k}\n" for k in range(5)))
+    assert [str(d)[:4] for d in _x_axis(y, 3, 7)] == ["1993", "1994", "1995", "1996"]
+    (plain,) = parse_csv("a\n1\n2\n3\n")  # no timestamps: step numbers
+    assert list(_x_axis(plain, 1, 5)) == [1, 2, 3, 4]

@@ -116,6 +116,16 @@ def test_a_synthetic_row_states_its_gap_to_the_truth_with_the_windows_interval()
     assert "(true 2, +10.0%)" in bench.suite_table([old], steps=10, samples=10)
 
 
+def test_bootstrap_interval_of_a_mean_matches_the_normal_closed_form():
+    # 400 paired differences N(0.3, 1): the mean's 90% interval is 0.3 +- 1.645 / 20 (the sample's own
+    # mean and sd stand in for the truth's, as a percentile bootstrap's do)
+    d = np.random.default_rng(1).normal(0.3, 1.0, 400)
+    lo, hi = bench._bootstrap(d, np.random.default_rng(2), reps=20000)
+    half = stats.norm.ppf(0.95) * d.std() / np.sqrt(d.size)
+    assert lo == pytest.approx(d.mean() - half, abs=0.01) and hi == pytest.approx(d.mean() + half, abs=0.01)
+    assert bench._bootstrap(np.full(5, 0.7), np.random.default_rng(0)) == pytest.approx((0.7, 0.7))
+
+
 def test_ks_critical_value_matches_scipy():
     # the statistic at which the exact KS p-value falls to 1%: scipy's kstwo quantile
     for n in (5, 36, 120):
