@@ -28,10 +28,10 @@ def _add_data_flags(p, *, from_checkpoint: bool = False, default_data: str | Non
     g.add_argument("--data", default=None if from_checkpoint else default_data,
                    help="shipped series (sunspots, co2) or a CSV file: a header row of unique names, one "
                         "series per column, an optional timestamp column (dates, months, quarters such as "
-                        "2020-Q1, or years in a column named year), or a long-format CSV of columns item_id (or "
-                        "unique_id), timestamp (or ds, date) and target (or y, value), one row per series and time, in any "
-                        "order (many series train one global model); empty, NA, N/A, NaN and null cells "
-                        "are missing values, any other non-number is an error; dates absent from a regular "
+                        "2020-Q1, or years in a column named year), or a long-format CSV of columns item_id "
+                        "(or unique_id), timestamp (or ds, date) and target (or y, value), a row per series "
+                        "and time in any order (many series train one global model); empty, NA, N/A, NaN and "
+                        "null cells are missing values, any other non-number is an error; dates absent from a regular "
                         "daily, business-day, weekly, monthly, quarterly or annual grid are filled in as "
                         "missing values, with a warning saying how many"
                         + ("; default: the checkpoint's" if from_checkpoint else "")

@@ -410,16 +410,15 @@ def training_notes(training: dict | None, rc: Recalibration | None, rows: dict, 
         r = rc.report
         b, a = r["before"], r["after"]
         if r["windows"] < 2:
-            lines += ["", f"Recalibration off: {r['windows']} validation window, and choosing a map takes "
-                          f"cross-validation over at least 2.",
-                      "", "| | PIT KS p | cov 80% |", "|---|---|---|",
-                      f"| validation | {_fmt(b['pit_ks_p'])} | {b['cov80']:.3f} |"]
+            head = (f"Recalibration off: {r['windows']} validation window, and choosing a map takes "
+                    f"cross-validation over at least 2.")
+            table = [f"| validation | {_fmt(b['pit_ks_p'])} | {b['cov80']:.3f} |"]
         else:
-            lines += ["", f"Recalibration (`{rc.mode}`, chosen by the cross-validated CRPS on {r['windows']} "
-                          f"validation windows: " + ", ".join(f"{m} {v:.4g}" for m, v in r["cv_crps"].items()) + ").",
-                      "", "| | PIT KS p | cov 80% |", "|---|---|---|",
-                      f"| validation, before | {_fmt(b['pit_ks_p'])} | {b['cov80']:.3f} |",
-                      f"| validation, after (cross-validated) | {_fmt(a['pit_ks_p'])} | {a['cov80']:.3f} |"]
+            head = (f"Recalibration (`{rc.mode}`, chosen by the cross-validated CRPS on {r['windows']} validation "
+                    f"windows: " + ", ".join(f"{m} {v:.4g}" for m, v in r["cv_crps"].items()) + ").")
+            table = [f"| validation, before | {_fmt(b['pit_ks_p'])} | {b['cov80']:.3f} |",
+                     f"| validation, after (cross-validated) | {_fmt(a['pit_ks_p'])} | {a['cov80']:.3f} |"]
+        lines += ["", head, "", "| | PIT KS p | cov 80% |", "|---|---|---|", *table]
         if "before_recalibration" in rows:
             t = rows["before_recalibration"]
             lines.append(f"| test windows, before (CRPS {_fmt(t['crps'])}) | {_fmt(t['pit_ks_p'])} | {t['cov80']:.3f} |")
