@@ -160,6 +160,24 @@ def test_patience_stops_training_and_the_report_says_where(tmp_path, capsys):
     assert "Recalibration (`" in report
 
 
+def test_a_100_value_annual_series_evaluates_with_only_data_and_horizon(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    x = np.zeros(100)
+    for t in range(1, 100):
+        x[t] = 0.6 * x[t - 1] + rng.normal()
+    path = tmp_path / "annual.csv"
+    path.write_text("year,y\n" + "".join(f"{1900 + k},{50 + 5 * v:.3f}\n" for k, v in enumerate(x)))
+    assert main(["forecast", "evaluate", "--data", str(path), "--horizon", "6", "--out", str(tmp_path / "ev")]) == 0
+    out = capsys.readouterr().out
+    assert "season 1, lags 1,2,3,4, context 21, horizon 6, validation windows 4 x 6, evaluation windows 6 x 6" in out
+    scores = json.loads((tmp_path / "ev" / "scores.json").read_text())
+    assert set(scores) - {next(iter(scores))} == {"seasonal-naive", "ets", "arima"}
+    for sc in scores.values():
+        assert sc["n"] == 36 and np.isfinite(sc["crps"]) and 0 <= sc["cov80"] <= 1
+    # and its fan chart drawn
+    assert (tmp_path / "ev" / "fan-y.png").stat().st_size > 1000
+
+
 def test_cell_auto_takes_the_sigmoid_rnn_below_a_thousand_training_values():
     from rnnforge.errors import OptionError
     from rnnforge.forecast.api import AUTO_CELL_VALUES
