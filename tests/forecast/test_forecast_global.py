@@ -134,5 +134,8 @@ def test_the_shortest_series_sizes_the_windows_and_says_so():
                     "windows of every series are sized to it; leave it out, or set --horizon, --context and "
                     "--windows"]
     said.clear()
+    warn_short([a, a, b], said.append, windows_flag="--holdout-windows")  # train's name for them
+    assert said[0].endswith("set --horizon, --context and --holdout-windows")
+    said.clear()
     warn_short([a, Series("d", np.arange(70.0))], said.append)  # over half the median: no warning
     assert said == []

@@ -308,15 +308,15 @@ class Plan:
         return "resolved: " + ", ".join(parts)
 
 
-def warn_short(series: list[Series], log) -> None:
+def warn_short(series: list[Series], log, *, windows_flag: str = "--windows") -> None:
     """Say so when one series is under half the median length: the window sizes of every series
-    follow the shortest (:func:`plan`)."""
+    follow the shortest (:func:`plan`). ``windows_flag``: the command's option for the windows."""
     short = min(series, key=len)
     median = float(np.median([len(s) for s in series]))
     if len(short) < median / 2:
         log(f"warning: series {short.name!r} has {len(short)} steps against a median of {median:g}, and the "
             f"horizon, context and windows of every series are sized to it; leave it out, or set --horizon, "
-            f"--context and --windows")
+            f"--context and {windows_flag}")
 
 
 def default_horizon(series: list[Series]) -> int:
@@ -404,7 +404,7 @@ def train(data: str | list[Series], config: ForecastConfig | None = None, *, hor
     series = _series(data, season=season, header=header, delimiter=delimiter, log=log)
     p = plan(series, horizon=horizon, context=context, windows=holdout_windows, val_windows=config.val_windows)
     log(p.describe())
-    warn_short(series, log)
+    warn_short(series, log, windows_flag="--holdout-windows")
     log(p.resolved(config))
     return _train(p, config, holdout_windows, device, log,
                   data=str(data) if isinstance(data, (str, os.PathLike)) else None,
