@@ -203,6 +203,7 @@ def test_scale_steps_of_a_calibrated_model_is_near_the_identity():
 
 def test_one_validation_window_leaves_the_forecasts_unmapped_and_says_why():
     from rnnforge.forecast.api import describe_recalibration
+    from rnnforge.forecast.backtest import training_notes
 
     # too narrow forecasts, but all from one window: no map can be cross-validated
     rng = np.random.default_rng(9)
@@ -213,8 +214,6 @@ def test_one_validation_window_leaves_the_forecasts_unmapped_and_says_why():
     assert said.startswith("recalibration: off (1 validation window: choosing a map takes cross-validation "
                            "over at least 2); validation PIT: KS p ")
     assert "after" not in said and f"80% coverage {rc.report['before']['cov80']:.3f}" in said
-    from rnnforge.forecast.backtest import training_notes
-
     notes = "\n".join(training_notes(None, rc, {}, "m"))
     assert "Recalibration off: 1 validation window, and choosing a map takes cross-validation over at least 2." \
         in notes and "after" not in notes

@@ -115,8 +115,8 @@ def test_short_hourly_series_trains_on_the_lags_it_can_show(tmp_path):
     t = np.arange(40)
     s = Series("h", 5 + np.sin(2 * np.pi * t / 24) + 0.1 * np.cos(t), freq="H", phase_step=1 / 24)
     logs = []
-    model, meta = train([s], ForecastConfig(hidden=4, layers=1, steps=5, transform="none"), holdout_windows=4,
-                        log=logs.append)
+    model, _ = train([s], ForecastConfig(hidden=4, layers=1, steps=5, transform="none"), holdout_windows=4,
+                     log=logs.append)
     assert model.spec.lags == [1, 2, 3, 4]
     # named lags beyond the span: kept, with a warning that their weights never train
     model, _ = train([s], ForecastConfig(hidden=4, layers=1, steps=5, transform="none", lags=[1, 2, 24, 48]),
