@@ -48,6 +48,16 @@ def test_train_predict_evaluate(two_series_csv, tmp_path, capsys):
                  "--out", str(tmp_path / "q")]) == 2
     assert "series 'a' is quarterly but the checkpoint was trained on monthly data" in capsys.readouterr().err
     assert not (tmp_path / "q" / "quantiles.csv").exists()
+    # without timestamps the season must agree: the monthly model's phase inputs need season 12
+    bare = tmp_path / "bare.csv"
+    bare.write_text("a\n" + "".join(f"{10 + np.sin(k / 2):.3f}\n" for k in range(60)))
+    assert main(["forecast", "predict", "--checkpoint", str(out), "--data", str(bare),
+                 "--out", str(tmp_path / "q")]) == 2
+    assert "series 'a' has season 1 (no timestamps) but the checkpoint was trained on season 12 (monthly data); " \
+           "give the data its timestamp column, or --season 12" in capsys.readouterr().err
+    assert main(["forecast", "predict", "--checkpoint", str(out), "--data", str(bare), "--season", "12",
+                 "--samples", "20", "--out", str(tmp_path / "q")]) == 0
+    capsys.readouterr()
     assert main(["forecast", "predict", "--checkpoint", str(tmp_path), "--out", str(again)]) == 2
     assert f"{tmp_path} is a folder without a forecaster.safetensors" in capsys.readouterr().err
 
