@@ -547,7 +547,7 @@ def _train(p: Plan, config: ForecastConfig, holdout_windows: int, device: str, l
             spent = time.perf_counter() - t0
             seconds += spent
             log(describe_recalibration(recal) + f" ({spent:.1f}s)")
-    meta = {"data": data, **reading, "freq": p.freq, "series_season": p.season, "horizon": horizon,
+    meta = {"data": data, **reading, "freq": p.freq, "series_seasons": sorted({s.season for s in p.series}), "horizon": horizon,
             "context": context,
             "holdout_steps": hold, "train_end": {s.name: len(t) for s, t in zip(p.series, train_part)},
             "recalibration": recal.to_dict(),
@@ -687,19 +687,20 @@ def _checkpoint_series(meta: dict, data, season, header, delimiter, log) -> list
                      season=meta.get("season") if season is None else season,
                      header=meta.get("header", True) if header is None else header,
                      delimiter=meta.get("delimiter") if delimiter is None else delimiter, log=log)
-    trained, season = meta.get("freq"), meta.get("series_season")
+    trained, seasons = meta.get("freq"), meta.get("series_seasons")
     other = next((s for s in series if trained and s.freq and s.freq != trained), None)
     if other is not None:
         raise UserError(f"series {other.name!r} is {freq_words(other.freq)} but the checkpoint was trained on "
                         f"{freq_words(trained)} data: its lags and seasonal inputs would be read at the wrong "
                         f"period; train a model on {freq_words(other.freq)} data to forecast it")
-    other = next((s for s in series if season and s.season != season), None)
+    other = next((s for s in series if seasons and s.season not in seasons), None)
     if other is not None:  # no timestamps to tell the frequency by: the seasons must agree
+        named = " or ".join(map(str, seasons))
         raise UserError(f"series {other.name!r} has season {other.season}"
                         + (" (no timestamps)" if other.freq is None else "")
-                        + f" but the checkpoint was trained on season {season}"
+                        + f" but the checkpoint was trained on season {named}"
                         + (f" ({freq_words(trained)} data)" if trained else "")
-                        + f"; give the data its timestamp column, or --season {season}")
+                        + f"; give the data its timestamp column, or --season {seasons[-1]}")
     return series
 
 
