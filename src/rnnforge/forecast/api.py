@@ -294,11 +294,12 @@ class Plan:
             parts.insert(0, f"cell {self.cell(config)} ({n} training values, "
                             f"{'<' if n < AUTO_CELL_VALUES else '>='} {AUTO_CELL_VALUES})")
         if config is not None:
-            lags = config.lags_for(self.season, self.fit_span())
+            span, every = self.fit_span(), default_lags(self.season)
+            lags = config.lags_for(self.season, span)
             parts.append(f"lags {','.join(map(str, lags))}")
-            if config.lags == "auto" and lags != default_lags(self.season):
-                parts[-1] += f" (not {','.join(str(l) for l in default_lags(self.season) if l not in lags)}: " \
-                             f"too far back for the {self.fit_span()} values fitted on)"
+            if config.lags == "auto" and lags != every:
+                parts[-1] += f" (not {','.join(str(l) for l in every if l not in lags)}: too far back for the " \
+                             f"{span} values fitted on)"
         parts += [f"context {self.context}", f"horizon {self.horizon}"]
         if self.val_windows is not None:
             parts.append(f"validation windows {self.val_windows} x {self.horizon}")
@@ -478,7 +479,7 @@ def _train(p: Plan, config: ForecastConfig, holdout_windows: int, device: str, l
                                 f"series name, so the names must be distinct")
             seen.add(s.name)
     names = [s.name for s in p.series]
-    span = max(len(s) for s in train_part) - val_windows * horizon
+    span = p.fit_span()
     unseen = [l for l in c.lags_for(p.season, span) if l >= span]
     if unseen:  # only named lags: automatic ones beyond the span are left out
         one = len(unseen) == 1
@@ -547,8 +548,8 @@ def _train(p: Plan, config: ForecastConfig, holdout_windows: int, device: str, l
             spent = time.perf_counter() - t0
             seconds += spent
             log(describe_recalibration(recal) + f" ({spent:.1f}s)")
-    meta = {"data": data, **reading, "freq": p.freq, "series_seasons": sorted({s.season for s in p.series}), "horizon": horizon,
-            "context": context,
+    meta = {"data": data, **reading, "freq": p.freq, "series_seasons": sorted({s.season for s in p.series}),
+            "horizon": horizon, "context": context,
             "holdout_steps": hold, "train_end": {s.name: len(t) for s, t in zip(p.series, train_part)},
             "recalibration": recal.to_dict(),
             "series_scaling": scaling.to_dict() if scaling is not None else None,

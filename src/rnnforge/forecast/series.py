@@ -72,6 +72,7 @@ DAY_SEASON_MAX = 288
 _MINUTES = re.compile(r"^(\d+)(min|h)$")
 #: a number written with a decimal comma (as in a semicolon-separated file from a European locale)
 _DECIMAL_COMMA = re.compile(r"^[-+]?\d*,\d+$")
+_THOUSANDS = re.compile(r"^[-+]?\d{1,3}(,\d{3})+$")
 _QUARTER = re.compile(r"^(\d{4})-?Q([1-4])$", re.IGNORECASE)
 _YEAR = re.compile(r"^(\d{4})(\.0*)?$")
 _TIME = re.compile(r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}):(\d{2})(:\d{2}(\.\d*)?)?$")
@@ -387,12 +388,14 @@ def _parse_values(cells: list[str], source: str, name: str, line0: int) -> np.nd
             v = float(cell)
         except ValueError:
             comma = _DECIMAL_COMMA.match(cell)
-            thousands = re.fullmatch(r"[-+]?\d{1,3}(,\d{3})+", cell)
-            hint = (f"write it without the thousands separator ({cell.replace(',', '')})"
-                    + (f", or with a decimal point ({cell.replace(',', '.')}) if the comma is one" if comma else "")
-                    if thousands else
-                    f"write it with a decimal point ({cell.replace(',', '.')})" if comma else
-                    "write a number, or leave the cell empty for a missing value")
+            decimal = f"with a decimal point ({cell.replace(',', '.')})"
+            if _THOUSANDS.match(cell):
+                hint = (f"write it without the thousands separator ({cell.replace(',', '')})"
+                        + (f", or {decimal} if the comma is one" if comma else ""))
+            elif comma:
+                hint = f"write it {decimal}"
+            else:
+                hint = "write a number, or leave the cell empty for a missing value"
             raise UserError(f"{source}: line {i + line0}, column {name!r}: non-numeric value {cell!r}; "
                             + hint) from None
         if not math.isfinite(v):
